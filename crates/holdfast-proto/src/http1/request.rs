@@ -117,7 +117,9 @@ impl RequestHead {
     /// The first value of a header field, matched case-insensitively.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.iter().find_map(|(n, v)| {
-            self.slice(n).eq_ignore_ascii_case(name.as_bytes()).then(|| self.slice(v))
+            self.slice(n)
+                .eq_ignore_ascii_case(name.as_bytes())
+                .then(|| self.slice(v))
         })
     }
 
@@ -152,7 +154,10 @@ impl RequestHead {
 /// - `Ok(Some(head))`: a complete head was taken off `buf`; any body or pipelined request stays.
 /// - `Ok(None)`: the head is incomplete and within limits; read more and call again.
 /// - `Err(e)`: the request must be refused with `e.status()` and the connection closed.
-pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, ParseError> {
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<RequestHead>, ParseError> {
     let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
     let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut header_slots[..max_headers]);
@@ -192,7 +197,11 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
     if target.len() > limits.max_uri_bytes {
         return Err(ParseError::UriTooLong);
     }
-    let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
+    let version = if req.version == Some(0) {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
 
     let mut headers = Vec::with_capacity(req.headers.len());
     let mut hosts = 0;
@@ -286,11 +295,16 @@ fn version_error(buf: &[u8]) -> Option<ParseError> {
     // request-line = method SP request-target SP HTTP-version: the version is the third part,
     // and a space inside it (e.g. a target with a space) is a syntax error.
     let token = line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(b"");
+    // HTTP-version is exactly 8 octets (RFC 9112 §2.3) and httparse rejects it from those alone:
+    // look no further, or the answer would depend on bytes not yet received (found by fuzzing).
+    let token = &token[..token.len().min(8)];
     if token.contains(&b' ') {
         return Some(ParseError::Syntax);
     }
     match token {
-        [b'H', b'T', b'T', b'P', b'/', d, ..] if d.is_ascii_digit() => Some(ParseError::UnsupportedVersion),
+        [b'H', b'T', b'T', b'P', b'/', d, ..] if d.is_ascii_digit() => {
+            Some(ParseError::UnsupportedVersion)
+        }
         _ if line_end.is_none() && b"HTTP/".starts_with(token) => None,
         _ => Some(ParseError::Syntax),
     }
@@ -300,7 +314,10 @@ fn version_error(buf: &[u8]) -> Option<ParseError> {
 pub(crate) fn trim_ows(value: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    let end = value
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i + 1);
     &value[start..end]
 }
 
@@ -319,16 +336,26 @@ mod tests {
 
     /// Feeds `input` in two parts split at every offset: the parser must give the same answer as
     /// with the whole input, and say "need more" (never a different error) for the first part.
-    fn assert_split_consistent(input: &[u8], limits: &Limits) -> Result<Option<RequestHead>, ParseError> {
+    fn assert_split_consistent(
+        input: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<RequestHead>, ParseError> {
         let whole = parse_whole_with(input, limits);
         for split in 0..input.len() {
             let mut buf = BytesMut::from(&input[..split]);
             match parse_request(&mut buf, limits) {
                 Ok(None) => {}
-                Ok(Some(_)) => panic!("complete at split {split} of {:?}", String::from_utf8_lossy(input)),
+                Ok(Some(_)) => panic!(
+                    "complete at split {split} of {:?}",
+                    String::from_utf8_lossy(input)
+                ),
                 Err(e) => {
                     // An early error must be the same error the whole input gets.
-                    assert_eq!(Err(e), whole.as_ref().map(|_| ()).map_err(|e| *e), "split {split}");
+                    assert_eq!(
+                        Err(e),
+                        whole.as_ref().map(|_| ()).map_err(|e| *e),
+                        "split {split}"
+                    );
                     return whole;
                 }
             }
@@ -364,14 +391,20 @@ mod tests {
         assert_eq!(head.path(), "/sub/a");
         assert_eq!(head.query(), Some("x=1"));
         assert_eq!(head.version(), Version::Http11);
-        assert_eq!(head.headers_named("X-THING").collect::<Vec<_>>(), vec![&b"one"[..], b"two"]);
+        assert_eq!(
+            head.headers_named("X-THING").collect::<Vec<_>>(),
+            vec![&b"one"[..], b"two"]
+        );
         assert_eq!(head.framing, BodyFraming::None);
     }
 
     #[test]
     fn parse_leaves_body_and_pipelined_bytes_in_buffer() {
-        let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET"[..]);
-        let head = parse_request(&mut buf, &Limits::default()).unwrap().unwrap();
+        let mut buf =
+            BytesMut::from(&b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET"[..]);
+        let head = parse_request(&mut buf, &Limits::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(head.framing, BodyFraming::Length(3));
         assert_eq!(&buf[..], b"abcGET");
     }
@@ -413,44 +446,99 @@ mod tests {
             (b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", 417),
         ];
         for (input, want) in cases {
-            assert_eq!(status_of(input), *want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                status_of(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
     #[test]
+    fn bad_version_is_judged_on_its_first_eight_bytes() {
+        // Fuzz regression: the whole line gave 400 (a space after the version) while the first 11
+        // bytes gave 505, so the status depended on how the bytes arrived. Both are now 505.
+        assert_eq!(status_of(b"P / HTTP/1ic  "), 505);
+        assert_eq!(status_of(b"GET / HTTP/1.x y\r\nHost: a\r\n\r\n"), 505);
+        // A space inside the eight bytes is still a syntax error.
+        assert_eq!(status_of(b"GET / HTTP/1 1\r\nHost: a\r\n\r\n"), 400);
+    }
+
+    #[test]
     fn expect_continue_is_recognised_on_11_and_ignored_on_10() {
-        let head = parse_whole(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head = parse_whole(
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert!(head.expects_continue);
-        let head = parse_whole(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head =
+            parse_whole(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert!(!head.expects_continue);
         // An unknown expectation on 1.0 is ignored too.
-        assert!(parse_whole(b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n").unwrap().is_some());
+        assert!(parse_whole(b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n")
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn long_target_is_414_and_big_head_is_431() {
-        let limits = Limits { max_uri_bytes: 64, max_header_bytes: 256, ..Limits::default() };
+        let limits = Limits {
+            max_uri_bytes: 64,
+            max_header_bytes: 256,
+            ..Limits::default()
+        };
         let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(100));
-        assert_eq!(assert_split_consistent(long_target.as_bytes(), &limits).unwrap_err().status(), 414);
-        let big_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "b".repeat(300));
-        assert_eq!(assert_split_consistent(big_head.as_bytes(), &limits).unwrap_err().status(), 431);
+        assert_eq!(
+            assert_split_consistent(long_target.as_bytes(), &limits)
+                .unwrap_err()
+                .status(),
+            414
+        );
+        let big_head = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "b".repeat(300)
+        );
+        assert_eq!(
+            assert_split_consistent(big_head.as_bytes(), &limits)
+                .unwrap_err()
+                .status(),
+            431
+        );
         // An endless request line is refused without waiting for its end.
         let endless = format!("GET /{}", "a".repeat(200));
-        assert_eq!(parse_whole_with(endless.as_bytes(), &limits).unwrap_err().status(), 414);
+        assert_eq!(
+            parse_whole_with(endless.as_bytes(), &limits)
+                .unwrap_err()
+                .status(),
+            414
+        );
         // Endless headers are refused once past the limit.
         let endless = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "b".repeat(300));
-        assert_eq!(parse_whole_with(endless.as_bytes(), &limits).unwrap_err().status(), 431);
+        assert_eq!(
+            parse_whole_with(endless.as_bytes(), &limits)
+                .unwrap_err()
+                .status(),
+            431
+        );
     }
 
     #[test]
     fn too_many_headers_is_431() {
-        let limits = Limits { max_headers: 4, ..Limits::default() };
+        let limits = Limits {
+            max_headers: 4,
+            ..Limits::default()
+        };
         let input = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
-        assert_eq!(assert_split_consistent(input, &limits).unwrap_err().status(), 431);
+        assert_eq!(
+            assert_split_consistent(input, &limits)
+                .unwrap_err()
+                .status(),
+            431
+        );
     }
 
     #[test]

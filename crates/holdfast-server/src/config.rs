@@ -1,0 +1,512 @@
+//! Server configuration: every key, its default, its help line and its parser, in one table.
+//!
+//! Sources are applied in order, later ones winning: the defaults in [`KEYS`], a TOML file
+//! (`--config`), then `HOLDFAST_<KEY>` environment variables, then command-line flags. The binary
+//! turns the table into flags; this module only knows keys and string values, so every source is
+//! parsed by the same function and every bad value gets the same one-line message.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use holdfast_proto::Limits;
+
+/// The validated configuration of one server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the `serve` command binds.
+    pub listen: SocketAddr,
+    /// Idle time allowed between requests on a persistent connection (advertised as `timeout=`).
+    pub keepalive_timeout: Duration,
+    /// Requests per connection; the last response says `Connection: close`.
+    pub keepalive_requests: u32,
+    /// Time allowed to receive a whole request head (and the first request on a new connection).
+    pub header_timeout: Duration,
+    /// Time allowed between two reads of a request body.
+    pub body_timeout: Duration,
+    /// Time allowed for the peer to accept a response's bytes.
+    pub send_timeout: Duration,
+    /// Idle time after which a keep-alive connection leaves tokio for the parking lot.
+    pub park_after: Duration,
+    /// Request line plus header fields, in bytes.
+    pub max_header_bytes: usize,
+    /// Header fields per request.
+    pub max_headers: usize,
+    /// Request-target length in bytes.
+    pub max_uri_bytes: usize,
+    /// Request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Open connections; 0 = derived from the file-descriptor limit.
+    pub max_connections: usize,
+    /// TCP keepalive: idle time before the first probe.
+    pub tcp_keepalive_idle: Duration,
+    /// TCP keepalive: time between probes.
+    pub tcp_keepalive_interval: Duration,
+    /// TCP keepalive: unanswered probes before the kernel drops the connection.
+    pub tcp_keepalive_count: u32,
+    /// Bound on a graceful shutdown: after it, the remaining connections are dropped.
+    pub shutdown_timeout: Duration,
+    /// Serve `/_conformance/echo` (tests and conformance suites only).
+    pub enable_conformance_echo: bool,
+}
+
+impl Config {
+    /// The parser limits that follow from this configuration.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            max_uri_bytes: self.max_uri_bytes,
+            max_body_bytes: self.max_body_bytes,
+            ..Limits::default()
+        }
+    }
+
+    /// Sets one key from its string form, as any source gives it.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let entry = KEYS
+            .iter()
+            .find(|k| k.name == key)
+            .ok_or_else(|| ConfigError {
+                key: key.to_string(),
+                source: String::new(),
+                problem: "unknown configuration key".to_string(),
+            })?;
+        (entry.set)(self, value.trim()).map_err(|problem| ConfigError {
+            key: key.to_string(),
+            source: String::new(),
+            problem: format!("{value:?} {problem}"),
+        })
+    }
+
+    /// Applies a TOML file whose top-level keys are configuration keys. Numbers, strings and
+    /// booleans are accepted; numbers mean seconds for durations and bytes for sizes.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let file_error = |problem: String| ConfigError {
+            key: "config".to_string(),
+            source: path.display().to_string(),
+            problem,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_error(e.message().to_string()))?;
+        for (key, value) in table {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(ConfigError {
+                        key,
+                        source: path.display().to_string(),
+                        problem: format!(
+                            "expected a string, number or boolean, got {}",
+                            other.type_str()
+                        ),
+                    })
+                }
+            };
+            self.set(&key, &value)
+                .map_err(|e| e.from_source(&path.display().to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            keepalive_timeout: Duration::ZERO,
+            keepalive_requests: 0,
+            header_timeout: Duration::ZERO,
+            body_timeout: Duration::ZERO,
+            send_timeout: Duration::ZERO,
+            park_after: Duration::ZERO,
+            max_header_bytes: 0,
+            max_headers: 0,
+            max_uri_bytes: 0,
+            max_body_bytes: 0,
+            max_connections: 0,
+            tcp_keepalive_idle: Duration::ZERO,
+            tcp_keepalive_interval: Duration::ZERO,
+            tcp_keepalive_count: 0,
+            shutdown_timeout: Duration::ZERO,
+            enable_conformance_echo: false,
+        };
+        // The table is the one place defaults are written; a bad default is a bug caught by tests.
+        for key in KEYS {
+            if let Err(e) = (key.set)(&mut config, key.default) {
+                panic!("default of {} does not parse: {e}", key.name);
+            }
+        }
+        config
+    }
+}
+
+/// A configuration value that cannot be used. Displays as one readable line naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    key: String,
+    source: String,
+    problem: String,
+}
+
+impl ConfigError {
+    /// Records where the value came from (`--keepalive-timeout`, `HOLDFAST_…`, a file).
+    pub fn from_source(mut self, source: &str) -> ConfigError {
+        self.source = source.to_string();
+        self
+    }
+
+    /// The key that was wrong.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.key)?;
+        if !self.source.is_empty() {
+            write!(f, " (from {})", self.source)?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One configuration key.
+pub struct Key {
+    /// The key as written in the TOML file; the flag is `--` + dashes, the env var `HOLDFAST_` + upper case.
+    pub name: &'static str,
+    /// The default, in the same syntax a user writes.
+    pub default: &'static str,
+    /// One line for `--help`.
+    pub help: &'static str,
+    set: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+macro_rules! key {
+    ($name:ident, $default:expr, $parse:ident, $help:expr) => {
+        Key {
+            name: stringify!($name),
+            default: $default,
+            help: $help,
+            set: |config, value| {
+                config.$name = $parse(value)?;
+                Ok(())
+            },
+        }
+    };
+}
+
+/// Every configuration key, with its default.
+pub const KEYS: &[Key] = &[
+    key!(
+        listen,
+        "127.0.0.1:7700",
+        parse_addr,
+        "address and port to listen on"
+    ),
+    key!(
+        keepalive_timeout,
+        "75s",
+        parse_duration,
+        "idle time allowed between requests on a persistent connection"
+    ),
+    key!(
+        keepalive_requests,
+        "1000",
+        parse_count_u32,
+        "requests per connection before it is closed"
+    ),
+    key!(
+        header_timeout,
+        "10s",
+        parse_duration,
+        "time allowed to send a request head (408 after)"
+    ),
+    key!(
+        body_timeout,
+        "30s",
+        parse_duration,
+        "time allowed between two reads of a request body (408 after)"
+    ),
+    key!(
+        send_timeout,
+        "30s",
+        parse_duration,
+        "time allowed for a peer to take a response's bytes"
+    ),
+    key!(
+        park_after,
+        "1s",
+        parse_duration,
+        "idle time after which a connection is parked outside the runtime (memory)"
+    ),
+    key!(
+        max_header_bytes,
+        "16KiB",
+        parse_size_usize,
+        "request line plus header fields (431 above)"
+    ),
+    key!(
+        max_headers,
+        "100",
+        parse_count_usize,
+        "header fields per request, at most 128 (431 above)"
+    ),
+    key!(
+        max_uri_bytes,
+        "8KiB",
+        parse_size_usize,
+        "request-target length (414 above)"
+    ),
+    key!(
+        max_body_bytes,
+        "1MiB",
+        parse_size_u64,
+        "request body size (413 above)"
+    ),
+    key!(
+        max_connections,
+        "0",
+        parse_count_usize,
+        "open connections, 0 = from the file-descriptor limit (503 above)"
+    ),
+    key!(
+        tcp_keepalive_idle,
+        "60s",
+        parse_duration,
+        "TCP keepalive: idle time before the first probe"
+    ),
+    key!(
+        tcp_keepalive_interval,
+        "10s",
+        parse_duration,
+        "TCP keepalive: time between probes"
+    ),
+    key!(
+        tcp_keepalive_count,
+        "5",
+        parse_count_u32,
+        "TCP keepalive: unanswered probes before the connection is dropped"
+    ),
+    key!(
+        shutdown_timeout,
+        "10s",
+        parse_duration,
+        "bound on a graceful shutdown (SIGTERM/SIGINT)"
+    ),
+    key!(
+        enable_conformance_echo,
+        "false",
+        parse_bool,
+        "serve POST /_conformance/echo (testing only)"
+    ),
+];
+
+/// A duration: plain seconds (`75`, `0.5`) or a number with a unit (`500ms`, `75s`, `2m`, `1h`).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    const HINT: &str = "is not a duration (use e.g. 75, 500ms, 75s, 2m, 1h)";
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().map_err(|_| HINT.to_string())?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" | "secs" => number,
+        "ms" => number / 1000.0,
+        "m" | "min" | "mins" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(HINT.to_string()),
+    };
+    if !seconds.is_finite() || seconds > 1e9 {
+        return Err(HINT.to_string());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A size in bytes: plain (`16384`) or with a unit (`16KiB`, `16k`, `1MiB`, `1m`, `1GiB`); units
+/// are binary (1 k = 1024), as in nginx.
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    const HINT: &str = "is not a size (use e.g. 16384, 16KiB, 1MiB)";
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| HINT.to_string())?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(HINT.to_string()),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| "is too large".to_string())
+}
+
+fn parse_size_u64(value: &str) -> Result<u64, String> {
+    parse_size(value)
+}
+
+fn parse_size_usize(value: &str) -> Result<usize, String> {
+    usize::try_from(parse_size(value)?).map_err(|_| "is too large".to_string())
+}
+
+fn parse_count_usize(value: &str) -> Result<usize, String> {
+    value
+        .parse()
+        .map_err(|_| "is not a whole number".to_string())
+}
+
+fn parse_count_u32(value: &str) -> Result<u32, String> {
+    value
+        .parse()
+        .map_err(|_| "is not a whole number below 4294967296".to_string())
+}
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| "is not an address:port (e.g. 127.0.0.1:7700)".to_string())
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("is not a boolean (true or false)".to_string()),
+    }
+}
+
+/// Checks relations between keys that no single parser can see.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    let bad = |key: &str, problem: &str| {
+        Err(ConfigError {
+            key: key.to_string(),
+            source: String::new(),
+            problem: problem.to_string(),
+        })
+    };
+    if config.keepalive_requests == 0 {
+        return bad("keepalive_requests", "must be at least 1");
+    }
+    if config.max_headers == 0
+        || config.max_headers > holdfast_proto::http1::request::MAX_HEADERS_CAP
+    {
+        return bad("max_headers", "must be between 1 and 128");
+    }
+    if config.max_header_bytes < 256 {
+        return bad("max_header_bytes", "must be at least 256 bytes");
+    }
+    if config.keepalive_timeout.is_zero()
+        || config.header_timeout.is_zero()
+        || config.body_timeout.is_zero()
+    {
+        return bad(
+            "timeouts",
+            "keepalive_timeout, header_timeout and body_timeout must be above 0",
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_parses_and_validates() {
+        let config = Config::default();
+        assert_eq!(config.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(config.max_header_bytes, 16 * 1024);
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+        validate(&config).unwrap();
+    }
+
+    #[test]
+    fn durations_take_plain_seconds_and_units() {
+        let cases = [
+            ("75", 75_000),
+            ("500ms", 500),
+            ("75s", 75_000),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("0.25", 250),
+            (" 3 s", 3_000),
+        ];
+        for (text, millis) in cases {
+            assert_eq!(
+                parse_duration(text.trim()),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        for bad in ["", "abc", "5x", "-1", "1.2.3s", "ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("16KiB"), Ok(16384));
+        assert_eq!(parse_size("16k"), Ok(16384));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert!(parse_size("1.5k").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn bad_value_names_the_key_in_one_line() {
+        let mut config = Config::default();
+        let err = config
+            .set("keepalive_timeout", "soon")
+            .unwrap_err()
+            .from_source("--keepalive-timeout");
+        let line = err.to_string();
+        assert!(
+            line.starts_with(
+                "invalid configuration: keepalive_timeout (from --keepalive-timeout): \"soon\""
+            ),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        assert_eq!(
+            config.set("no_such_key", "1").unwrap_err().key(),
+            "no_such_key"
+        );
+    }
+
+    #[test]
+    fn file_values_apply_and_report_their_key() {
+        let dir = std::env::temp_dir().join(format!("holdfast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("good.toml");
+        std::fs::write(
+            &path,
+            "keepalive_timeout = 5\nmax_body_bytes = \"2MiB\"\nenable_conformance_echo = true\n",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.apply_file(&path).unwrap();
+        assert_eq!(config.keepalive_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_body_bytes, 2 << 20);
+        assert!(config.enable_conformance_echo);
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "header_timeout = \"later\"\n").unwrap();
+        let err = Config::default().apply_file(&bad).unwrap_err();
+        assert_eq!(err.key(), "header_timeout");
+        assert!(err.to_string().contains("bad.toml"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Socket reads and writes for the connection loop, each bounded by a deadline.
+//!
+//! The read buffer exists only while a request is being read: it is created when bytes arrive
+//! and dropped when the connection goes idle, so an idle connection holds no buffer.
+
+use bytes::BytesMut;
+use std::io;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+/// First allocation for a request's bytes: a typical request head fits (browsers send 0.5–2 KiB).
+const READ_CHUNK: usize = 4096;
+
+/// The result of one bounded read.
+pub(crate) enum Read {
+    /// At least one byte was appended to the buffer.
+    Data,
+    /// The peer closed its side.
+    Eof,
+    /// The deadline passed first.
+    Timeout,
+    /// A socket error (reset, …).
+    Failed(io::Error),
+}
+
+/// Reads what is available into `buf` (growing it by up to [`READ_CHUNK`]), waiting until
+/// `deadline` at most.
+pub(crate) async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Read {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    match timeout_at(deadline, stream.read_buf(buf)).await {
+        Err(_) => Read::Timeout,
+        Ok(Ok(0)) => Read::Eof,
+        Ok(Ok(_)) => Read::Data,
+        Ok(Err(e)) => Read::Failed(e),
+    }
+}
+
+/// The result of writing a whole response.
+pub(crate) enum Write {
+    Done,
+    Timeout,
+    Failed(io::Error),
+}
+
+/// Writes every byte of `parts` in order, within
+/// `deadline`.
+pub(crate) async fn write_all(stream: &mut TcpStream, parts: &[&[u8]], deadline: Instant) -> Write {
+    let result = timeout_at(deadline, async {
+        for part in parts {
+            stream.write_all(part).await?;
+        }
+        Ok::<(), io::Error>(())
+    })
+    .await;
+    match result {
+        Err(_) => Write::Timeout,
+        Ok(Ok(())) => Write::Done,
+        Ok(Err(e)) => Write::Failed(e),
+    }
+}
+
+/// Lingering close (RFC 9112 §9.6): send FIN after the last response, then read and discard what
+/// the peer still sends (pipelined requests, a body we did not read) until it closes, `timeout`
+/// passes or a bound is read. Closing with unread input would make the kernel send RST, which can
+/// destroy the response before the peer reads it.
+pub(crate) async fn lingering_close(stream: &mut TcpStream, timeout: std::time::Duration) {
+    /// Bytes discarded at most; a peer still sending after this is not waiting for a response.
+    const LINGER_MAX_BYTES: usize = 256 * 1024;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + timeout;
+    let mut scratch = vec![0u8; 4096];
+    let mut discarded = 0;
+    while discarded < LINGER_MAX_BYTES {
+        match timeout_at(deadline, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! One connection: the HTTP/1.x keep-alive loop.
+//!
+//! A connection is in one of these phases:
+//! - **idle** (no request bytes): waits for readability with no buffer. After `park_after` it
+//!   leaves the runtime for the parking lot (`crate::park`), which hands it back to a new task
+//!   when bytes arrive. The idle deadline is `header_timeout` for a new connection and
+//!   `keepalive_timeout` between requests.
+//! - **head**: bytes are read into a buffer until a head parses, within `header_timeout`; a slow
+//!   sender gets 408.
+//! - **body**: read (for handlers that take one), discarded (bounded), or left unread (then the
+//!   connection closes), within `body_timeout` per read.
+//! - **respond**: the response goes out with `Keep-Alive`/`Connection` fields from one
+//!   persistence decision. Pipelined bytes already buffered start the next request at once.
+//! - **closing**: after a response that closes, a lingering close; each close is counted and
+//!   logged once with its reason.
+
+mod body;
+mod io;
+
+pub(crate) use self::io::lingering_close;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use holdfast_proto::http1::{parse_request, Persistence, RequestHead, Version};
+use holdfast_proto::ParseError;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use self::body::{Body, BodyError};
+use self::io::{read_more, write_all, Read, Write};
+use crate::response::Response;
+use crate::{router, CloseReason, Server, LINGER_TIMEOUT};
+
+/// What a connection carries between requests (and into the parking lot): kept small.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnState {
+    pub id: u64,
+    pub peer: SocketAddr,
+    /// Requests answered so far on this connection.
+    pub served: u32,
+}
+
+/// When an idle connection expires, and how that close is labelled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdleDeadline {
+    pub at: std::time::Instant,
+    pub expiry: CloseReason,
+}
+
+impl IdleDeadline {
+    /// A new connection must start its first request within `header_timeout`.
+    pub fn first_request(server: &Server) -> IdleDeadline {
+        IdleDeadline {
+            at: std::time::Instant::now() + server.config.header_timeout,
+            expiry: CloseReason::HeaderTimeout,
+        }
+    }
+
+    fn between_requests(server: &Server) -> IdleDeadline {
+        IdleDeadline {
+            at: std::time::Instant::now() + server.config.keepalive_timeout,
+            expiry: CloseReason::IdleTimeout,
+        }
+    }
+}
+
+/// How the loop ended.
+enum End {
+    /// Idle long enough: move to the parking lot.
+    Park(IdleDeadline),
+    /// Close, lingering first if a response was sent and input may still be arriving.
+    Close { reason: CloseReason, linger: bool },
+}
+
+/// Serves a connection until it closes or is parked.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    server: Arc<Server>,
+    mut conn: ConnState,
+    idle: IdleDeadline,
+) {
+    match drive(&mut stream, &server, &mut conn, idle).await {
+        End::Park(idle) => {
+            let parked = match stream.into_std() {
+                Ok(std_stream) => server.parking.park(std_stream, conn, idle),
+                Err(_) => {
+                    return server.connection_closed(
+                        conn.id,
+                        conn.peer,
+                        conn.served,
+                        CloseReason::IoError,
+                    )
+                }
+            };
+            match parked {
+                Ok(()) => server.stats.parked(),
+                Err((std_stream, conn, reason)) => {
+                    drop(std_stream);
+                    server.connection_closed(conn.id, conn.peer, conn.served, reason);
+                }
+            }
+        }
+        End::Close { reason, linger } => {
+            if linger {
+                lingering_close(&mut stream, LINGER_TIMEOUT).await;
+            }
+            drop(stream);
+            server.connection_closed(conn.id, conn.peer, conn.served, reason);
+        }
+    }
+}
+
+async fn drive(
+    stream: &mut TcpStream,
+    server: &Server,
+    conn: &mut ConnState,
+    mut idle: IdleDeadline,
+) -> End {
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.is_empty() {
+            // Give the buffer back while idle: an idle connection holds no read memory.
+            buf = BytesMut::new();
+            match wait_idle(stream, server, idle).await {
+                Idle::Readable => {}
+                Idle::Park => return End::Park(idle),
+                Idle::Expired => {
+                    return End::Close {
+                        reason: idle.expiry,
+                        linger: false,
+                    }
+                }
+                Idle::Draining => {
+                    return End::Close {
+                        reason: CloseReason::Shutdown,
+                        linger: false,
+                    }
+                }
+            }
+        }
+        match exchange(stream, server, conn, &mut buf).await {
+            Next::Continue => idle = IdleDeadline::between_requests(server),
+            Next::Close { reason, linger } => return End::Close { reason, linger },
+        }
+    }
+}
+
+enum Idle {
+    Readable,
+    Park,
+    Expired,
+    Draining,
+}
+
+/// Waits, without a buffer, for the next request's first bytes.
+async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline) -> Idle {
+    let draining = server.drain_started.notified();
+    tokio::pin!(draining);
+    draining.as_mut().enable();
+    if server.is_draining() {
+        return Idle::Draining;
+    }
+    let park_at = std::time::Instant::now() + server.config.park_after;
+    let wake_at = Instant::from_std(park_at.min(idle.at));
+    tokio::select! {
+        biased;
+        _ = &mut draining => Idle::Draining,
+        // An error here shows up again on the read that follows.
+        _ = stream.readable() => Idle::Readable,
+        _ = tokio::time::sleep_until(wake_at) => {
+            if std::time::Instant::now() >= idle.at { Idle::Expired } else { Idle::Park }
+        }
+    }
+}
+
+/// What follows one request/response exchange.
+enum Next {
+    Continue,
+    Close { reason: CloseReason, linger: bool },
+}
+
+impl Next {
+    fn close(reason: CloseReason) -> Next {
+        Next::Close {
+            reason,
+            linger: false,
+        }
+    }
+}
+
+/// Reads one request, answers it, and says whether the connection goes on.
+async fn exchange(
+    stream: &mut TcpStream,
+    server: &Server,
+    conn: &mut ConnState,
+    buf: &mut BytesMut,
+) -> Next {
+    let head = match read_head(stream, server, buf).await {
+        Ok(head) => head,
+        Err(next) => return next,
+    };
+    conn.served = conn.served.saturating_add(1);
+    let route = router::route(&head, server);
+
+    let (body, body_fate) =
+        match body::consume(stream, server, &head, route.wants_body(), buf).await {
+            Ok(Body::Read(bytes)) => (bytes, None),
+            Ok(Body::Discarded) => (Default::default(), None),
+            Ok(Body::Unread) => (Default::default(), Some(CloseReason::BodyNotRead)),
+            Err(BodyError::Refuse(e)) => return refuse(stream, server, e).await,
+            Err(BodyError::Timeout) => {
+                let response = Response::error(408, "body_timeout", "the request body stalled");
+                return send_final(stream, server, &response, CloseReason::BodyTimeout).await;
+            }
+            Err(BodyError::Aborted) => return Next::close(CloseReason::PeerAborted),
+        };
+
+    let response = router::respond(route, &head, body, server);
+    let persistence = Persistence::decide(
+        head.version(),
+        &head.connection,
+        conn.served,
+        server.config.keepalive_requests,
+        !server.is_draining() && body_fate.is_none(),
+    );
+    let sent = send(stream, server, &response, &head, persistence).await;
+    server.stats.request_served(conn.served > 1);
+    if let Err(next) = sent {
+        return next;
+    }
+    match persistence {
+        Persistence::KeepAlive { .. } => Next::Continue,
+        Persistence::Close => {
+            let reason = if let Some(reason) = body_fate {
+                reason
+            } else if !head.connection.wants_keep_alive(head.version()) {
+                CloseReason::NotPersistent
+            } else if server.is_draining() {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::RequestCap
+            };
+            Next::Close {
+                reason,
+                linger: true,
+            }
+        }
+    }
+}
+
+/// Reads until a whole request head is parsed, within `header_timeout`.
+async fn read_head(
+    stream: &mut TcpStream,
+    server: &Server,
+    buf: &mut BytesMut,
+) -> Result<RequestHead, Next> {
+    let deadline = Instant::now() + server.config.header_timeout;
+    loop {
+        match parse_request(buf, &server.limits) {
+            Ok(Some(head)) => return Ok(head),
+            Ok(None) => {}
+            Err(e) => return Err(refuse(stream, server, e).await),
+        }
+        match read_more(stream, buf, deadline).await {
+            Read::Data => {}
+            // Closing between requests is the normal end of a persistent connection.
+            Read::Eof if buf.is_empty() => return Err(Next::close(CloseReason::PeerClosed)),
+            Read::Eof => return Err(Next::close(CloseReason::PeerAborted)),
+            Read::Failed(e) => return Err(Next::close(io_close_reason(&e))),
+            Read::Timeout => {
+                let response = Response::error(
+                    408,
+                    "header_timeout",
+                    "the request head was not received in time",
+                );
+                return Err(
+                    send_final(stream, server, &response, CloseReason::HeaderTimeout).await,
+                );
+            }
+        }
+    }
+}
+
+/// Answers a request that cannot be served, then closes (the byte stream can no longer be
+/// trusted to hold a next request where we would look for it).
+async fn refuse(stream: &mut TcpStream, server: &Server, error: ParseError) -> Next {
+    let response = Response::error(error.status(), error.label(), error.reason());
+    send_final(stream, server, &response, CloseReason::BadRequest).await
+}
+
+/// Sends a response that ends the connection.
+async fn send_final(
+    stream: &mut TcpStream,
+    server: &Server,
+    response: &Response,
+    reason: CloseReason,
+) -> Next {
+    let mut head = BytesMut::new();
+    response.encode_head(&mut head, Persistence::Close, Version::Http11, 0);
+    let deadline = Instant::now() + server.config.send_timeout;
+    match write_all(stream, &[&head, &response.body], deadline).await {
+        Write::Done => Next::Close {
+            reason,
+            linger: true,
+        },
+        Write::Timeout => Next::close(CloseReason::SendTimeout),
+        Write::Failed(e) => Next::close(io_close_reason(&e)),
+    }
+}
+
+/// Sends the response to a parsed request. HEAD gets GET's head and no body.
+async fn send(
+    stream: &mut TcpStream,
+    server: &Server,
+    response: &Response,
+    head: &RequestHead,
+    persistence: Persistence,
+) -> Result<(), Next> {
+    /// Bodies up to this size are copied behind the head and sent in one write.
+    const COPY_BODY_MAX: usize = 8 * 1024;
+    let mut out = BytesMut::new();
+    response.encode_head(
+        &mut out,
+        persistence,
+        head.version(),
+        server.config.keepalive_timeout.as_secs(),
+    );
+    let with_body = head.method() != holdfast_proto::http1::Method::Head;
+    let deadline = Instant::now() + server.config.send_timeout;
+    let written = if !with_body || response.body.is_empty() {
+        write_all(stream, &[&out], deadline).await
+    } else if response.body.len() <= COPY_BODY_MAX {
+        out.extend_from_slice(&response.body);
+        write_all(stream, &[&out], deadline).await
+    } else {
+        write_all(stream, &[&out, &response.body], deadline).await
+    };
+    match written {
+        Write::Done => Ok(()),
+        Write::Timeout => Err(Next::close(CloseReason::SendTimeout)),
+        Write::Failed(e) => Err(Next::close(io_close_reason(&e))),
+    }
+}
+
+fn io_close_reason(error: &std::io::Error) -> CloseReason {
+    use std::io::ErrorKind::*;
+    match error.kind() {
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+            CloseReason::PeerAborted
+        }
+        _ => CloseReason::IoError,
+    }
+}

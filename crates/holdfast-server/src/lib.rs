@@ -1,0 +1,169 @@
+//! The Holdfast server: a listener, one task per active connection driving the HTTP/1.x
+//! keep-alive loop, a parking lot for idle connections, the router and the admin endpoints.
+//!
+//! Entry point: [`run`], which takes a bound listener (so tests own their port), a [`Config`] and a
+//! shutdown future, and returns once a graceful drain has finished or hit `shutdown_timeout`.
+//!
+//! Layout: [`config`] (keys and sources), `listener` (accept loop, connection cap, socket options),
+//! `conn` (the per-connection loop), `park` (idle connections outside the runtime), `router` and
+//! `response` (what to answer), [`stats`] (counters).
+
+pub mod config;
+mod conn;
+mod listener;
+mod park;
+mod response;
+mod router;
+pub mod stats;
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use holdfast_proto::Limits;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use config::{Config, ConfigError};
+pub use stats::{CloseReason, Stats, StatsSnapshot};
+
+/// File descriptors kept free below the process limit when `max_connections` is derived from it:
+/// the listener, the pollers, logs, and room to accept and refuse (503) the connections beyond.
+const FD_RESERVE: usize = 64;
+
+/// State shared by every connection of one server.
+pub(crate) struct Server {
+    pub config: Config,
+    pub limits: Limits,
+    pub stats: Stats,
+    /// Open connections allowed; beyond it new ones get 503.
+    pub max_connections: usize,
+    /// Set once a graceful shutdown begins: no new keep-alive, idle connections close.
+    draining: AtomicBool,
+    /// Wakes connections idling in the runtime when draining begins.
+    pub drain_started: Notify,
+    /// Wakes the drain when the last connection closes.
+    all_closed: Notify,
+    next_connection_id: AtomicU64,
+    pub parking: park::ParkingLot,
+    pub started: Instant,
+}
+
+impl Server {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts and logs the end of a connection: the one place every close goes through.
+    pub fn connection_closed(
+        &self,
+        id: u64,
+        peer: std::net::SocketAddr,
+        served: u32,
+        reason: CloseReason,
+    ) {
+        let open = self.stats.connection_closed(reason);
+        tracing::debug!(conn = id, %peer, requests = served, reason = reason.label(), "connection closed");
+        if open == 0 && self.is_draining() {
+            self.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then drains: stops accepting, closes idle
+/// connections at once, lets in-flight requests finish (their responses say `Connection: close`)
+/// and returns when every connection is closed or `config.shutdown_timeout` has passed.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    config::validate(&config)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let max_connections = match config.max_connections {
+        0 => fd_limit().saturating_sub(FD_RESERVE).max(1),
+        n => n,
+    };
+    let server = Arc::new_cyclic(|weak| Server {
+        limits: config.limits(),
+        parking: park::ParkingLot::start(weak.clone(), tokio::runtime::Handle::current())
+            .expect("the parking lot's poller could not be created"),
+        config,
+        stats: Stats::default(),
+        max_connections,
+        draining: AtomicBool::new(false),
+        drain_started: Notify::new(),
+        all_closed: Notify::new(),
+        next_connection_id: AtomicU64::new(1),
+        started: Instant::now(),
+    });
+    tracing::info!(addr = %listener.local_addr()?, max_connections, "holdfast listening");
+    listener::accept_loop(listener, &server, shutdown).await;
+    drain(&server).await;
+    Ok(())
+}
+
+async fn drain(server: &Arc<Server>) {
+    let deadline = tokio::time::Instant::now() + server.config.shutdown_timeout;
+    server.draining.store(true, Ordering::Release);
+    server.drain_started.notify_waiters();
+    server.parking.drain();
+    tracing::info!(open = server.stats.connections_open(), "draining");
+    loop {
+        let all_closed = server.all_closed.notified();
+        tokio::pin!(all_closed);
+        all_closed.as_mut().enable();
+        if server.stats.connections_open() == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, all_closed).await.is_err() {
+            tracing::warn!(
+                open = server.stats.connections_open(),
+                "shutdown_timeout reached; dropping the rest"
+            );
+            break;
+        }
+    }
+    tracing::info!("stopped");
+}
+
+/// The soft limit on open file descriptors (the binary raises it to the hard limit at start).
+fn fd_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and has no other effect.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// Raises the soft file-descriptor limit to the hard limit, so `max_connections` can use what the
+/// system allows. Returns the new soft limit.
+pub fn raise_fd_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    fd_limit()
+}
+
+/// How long a lingering close waits for the peer to finish sending (RFC 9112 §9.6: close the
+/// write side first, keep reading, so the peer gets our response rather than a reset).
+pub(crate) const LINGER_TIMEOUT: Duration = Duration::from_secs(2);

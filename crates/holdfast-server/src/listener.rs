@@ -1,0 +1,118 @@
+//! The accept loop: socket options, the connection cap, and surviving fd exhaustion.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use holdfast_proto::http1::{Persistence, Version};
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::conn::{self, ConnState, IdleDeadline};
+use crate::response::Response;
+use crate::{CloseReason, Server};
+
+/// Pause after EMFILE/ENFILE/ENOMEM before accepting again: the pending connection stays in the
+/// backlog, and retrying at once would spin a core while nothing can change.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long a refused (503) connection lingers for its request bytes before closing.
+const REFUSE_LINGER: Duration = Duration::from_millis(500);
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    server: &Arc<Server>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut exhausted_since: Option<std::time::Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if let Some(since) = exhausted_since.take() {
+                    tracing::info!(after = ?since.elapsed(), "accepting again");
+                }
+                admit(stream, peer, server);
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                if exhausted_since.is_none() {
+                    tracing::warn!(error = %e, open = server.stats.connections_open(), "cannot accept: out of file descriptors or memory; backing off");
+                    exhausted_since = Some(std::time::Instant::now());
+                }
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+            // ECONNABORTED and the like concern one connection, not the listener.
+            Err(e) => tracing::debug!(error = %e, "accept failed"),
+        }
+    }
+}
+
+fn is_resource_exhaustion(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
+    server.stats.connection_opened();
+    let conn = ConnState {
+        id: server.next_connection_id(),
+        peer,
+        served: 0,
+    };
+    if server.stats.connections_open() > server.max_connections as u64 {
+        tokio::spawn(refuse_over_capacity(stream, server.clone(), conn));
+        return;
+    }
+    configure_socket(&stream, server);
+    let idle = IdleDeadline::first_request(server);
+    tokio::spawn(conn::serve(stream, server.clone(), conn, idle));
+}
+
+/// TCP_NODELAY (responses are complete when written; Nagle would hold the tail) and TCP
+/// keepalive probes, so a peer that vanished without a FIN is found even on a quiet connection.
+fn configure_socket(stream: &TcpStream, server: &Server) {
+    let config = &server.config;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY");
+    }
+    let keepalive = TcpKeepalive::new()
+        .with_time(config.tcp_keepalive_idle)
+        .with_interval(config.tcp_keepalive_interval)
+        .with_retries(config.tcp_keepalive_count);
+    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "SO_KEEPALIVE");
+    }
+}
+
+/// Beyond `max_connections`: 503 with `Retry-After`, then close.
+async fn refuse_over_capacity(mut stream: TcpStream, server: Arc<Server>, conn: ConnState) {
+    let response = Response::error(
+        503,
+        "over_capacity",
+        "the server is at its connection limit; retry shortly",
+    )
+    .with_header("Retry-After", "1");
+    let mut out = BytesMut::new();
+    response.encode_head(&mut out, Persistence::Close, Version::Http11, 0);
+    out.extend_from_slice(&response.body);
+    let written = tokio::time::timeout(REFUSE_LINGER, stream.write_all(&out)).await;
+    if matches!(written, Ok(Ok(()))) {
+        conn::lingering_close(&mut stream, REFUSE_LINGER).await;
+    }
+    drop(stream);
+    server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::OverCapacity);
+}

@@ -1,0 +1,114 @@
+//! Which handler answers a request, decided from the head alone (before any body is read), and
+//! the small handlers of the core: health, stats, 404/405, the conformance echo.
+
+use bytes::Bytes;
+use holdfast_proto::http1::{Method, RequestHead};
+
+use crate::response::Response;
+use crate::stats::process_rss_bytes;
+use crate::Server;
+
+/// A routed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Healthz,
+    AdminStats,
+    /// `POST /_conformance/echo`: answers with the request body (only when enabled).
+    Echo,
+    NotFound,
+    /// The path exists but not for this method; the value is the `Allow` field.
+    MethodNotAllowed(&'static str),
+}
+
+const GET_HEAD: &str = "GET, HEAD";
+
+impl Route {
+    /// Whether the handler needs the request body (else it is drained or the connection closed).
+    pub fn wants_body(self) -> bool {
+        matches!(self, Route::Echo)
+    }
+}
+
+pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
+    let method = head.method();
+    let get_or_head = matches!(method, Method::Get | Method::Head);
+    match origin_path(head.path()) {
+        "/healthz" if get_or_head => Route::Healthz,
+        "/admin/stats" if get_or_head => Route::AdminStats,
+        "/healthz" | "/admin/stats" => Route::MethodNotAllowed(GET_HEAD),
+        "/_conformance/echo" if server.config.enable_conformance_echo => match method {
+            Method::Post => Route::Echo,
+            _ => Route::MethodNotAllowed("POST"),
+        },
+        _ => Route::NotFound,
+    }
+}
+
+/// The path of an origin-form target, or of an absolute-form one (RFC 9112 §3.2.2: servers
+/// must accept `http://host/path` targets too).
+fn origin_path(path: &str) -> &str {
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = path.strip_prefix(scheme) {
+            return rest.find('/').map_or("/", |i| &rest[i..]);
+        }
+    }
+    path
+}
+
+pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Server) -> Response {
+    match route {
+        Route::Healthz => Response::new(200, "text/plain; charset=utf-8", &b"ok\n"[..]),
+        Route::AdminStats => admin_stats(server),
+        Route::Echo => Response::new(200, "application/octet-stream", body),
+        Route::NotFound => {
+            Response::error(404, "not_found", &format!("no resource at {}", head.path()))
+        }
+        Route::MethodNotAllowed(allow) => Response::error(
+            405,
+            "method_not_allowed",
+            &format!(
+                "{} is not allowed on {}; allowed: {allow}",
+                head.method_str(),
+                head.path()
+            ),
+        )
+        .with_header("Allow", allow),
+    }
+}
+
+fn admin_stats(server: &Server) -> Response {
+    let snap = server.stats.snapshot();
+    let closed: serde_json::Map<String, serde_json::Value> = snap
+        .closed
+        .iter()
+        .map(|(label, n)| (label.to_string(), (*n).into()))
+        .collect();
+    Response::json(
+        200,
+        &serde_json::json!({
+            "connections_open": snap.connections_open,
+            "connections_accepted": snap.connections_accepted,
+            "connections_parked": snap.connections_parked,
+            "max_connections": server.max_connections,
+            "requests_total": snap.requests,
+            "requests_reused": snap.requests_reused,
+            "closed": closed,
+            "rss_bytes": process_rss_bytes(),
+            "uptime_seconds": server.started.elapsed().as_secs(),
+            "draining": server.is_draining(),
+        }),
+    )
+    .with_header("Cache-Control", "no-store")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_form_targets_route_by_path() {
+        assert_eq!(origin_path("http://example.com/healthz"), "/healthz");
+        assert_eq!(origin_path("https://example.com"), "/");
+        assert_eq!(origin_path("/admin/stats"), "/admin/stats");
+    }
+}

@@ -1,0 +1,307 @@
+//! Test helpers for Holdfast: start a real server on an ephemeral loopback port, and talk to it
+//! with raw bytes (so tests see exactly what goes over the wire).
+//!
+//! Every wait is bounded ([`IO_TIMEOUT`]) so a broken server fails a test instead of hanging it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use holdfast_server::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Longest wait for any single expected event in a test.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server running in the test's runtime.
+pub struct TestServer {
+    /// Where it listens (127.0.0.1, ephemeral port).
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server with the default configuration changed by `configure`.
+    pub async fn start(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::default();
+        configure(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local_addr");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(holdfast_server::run(listener, config, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Opens a raw connection to the server.
+    pub async fn connect(&self) -> RawConn {
+        RawConn::connect(self.addr).await
+    }
+
+    /// Triggers a graceful shutdown and waits for `run` to return; gives how long that took.
+    pub async fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("server did not stop within 30 s")
+                .expect("server task panicked")
+                .expect("server returned an error");
+        }
+        started.elapsed()
+    }
+
+    /// Whether `run` has returned.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// `GET /admin/stats` on a fresh connection, as JSON.
+    pub async fn stats(&self) -> serde_json::Value {
+        let mut conn = self.connect().await;
+        conn.send(b"GET /admin/stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await;
+        let response = conn.response().await;
+        assert_eq!(response.status, 200);
+        response.json()
+    }
+}
+
+/// One response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header fields in order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// Body after de-chunking.
+    pub body: Vec<u8>,
+    /// The head as text (status line and fields).
+    pub head: String,
+}
+
+impl RawResponse {
+    /// The first value of a header field (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON (panics with the body if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A raw TCP connection to the server, with a read buffer of its own.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the test server");
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends bytes as they are.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("write to the server");
+    }
+
+    /// Sends bytes, tolerating a server that already closed (for malformed-input tests).
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
+    }
+
+    /// Reads the next response to a non-HEAD request.
+    pub async fn response(&mut self) -> RawResponse {
+        self.read_response(false).await
+    }
+
+    /// Reads the next response to a HEAD request (no body whatever Content-Length says).
+    pub async fn head_response(&mut self) -> RawResponse {
+        self.read_response(true).await
+    }
+
+    async fn read_response(&mut self, to_head: bool) -> RawResponse {
+        let (status, headers, head, head_len) = loop {
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut fields);
+            match parsed.parse(&self.buf).expect("malformed response head") {
+                httparse::Status::Complete(len) => {
+                    let status = parsed.code.expect("status");
+                    let headers: Vec<(String, String)> = parsed
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect();
+                    let head = String::from_utf8_lossy(&self.buf[..len]).into_owned();
+                    break (status, headers, head, len);
+                }
+                httparse::Status::Partial => {
+                    let n = self.fill().await;
+                    assert!(
+                        n > 0,
+                        "connection closed before a complete response head; got {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    );
+                }
+            }
+        };
+        self.buf.drain(..head_len);
+        let mut response = RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+            head,
+        };
+        if to_head || status < 200 || status == 204 || status == 304 {
+            return response;
+        }
+        if response
+            .header("transfer-encoding")
+            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+        {
+            response.body = self.read_chunked().await;
+        } else if let Some(length) = response.header("content-length") {
+            let length: usize = length.trim().parse().expect("numeric Content-Length");
+            while self.buf.len() < length {
+                assert!(self.fill().await > 0, "connection closed mid-body");
+            }
+            response.body = self.buf.drain(..length).collect();
+        } else {
+            while self.fill().await > 0 {}
+            response.body = std::mem::take(&mut self.buf);
+        }
+        response
+    }
+
+    async fn read_chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                assert!(self.fill().await > 0, "connection closed mid-chunk");
+            };
+            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .expect("chunk size");
+            self.buf.drain(..line_end + 2);
+            while self.buf.len() < size + 2 {
+                assert!(self.fill().await > 0, "connection closed mid-chunk");
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+            if size == 0 {
+                return body;
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer; 0 at EOF (or reset). Panics after [`IO_TIMEOUT`].
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk)).await {
+            Err(_) => panic!(
+                "no bytes from the server within {IO_TIMEOUT:?}; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Ok(Err(_)) => 0,
+        }
+    }
+
+    /// Waits up to `within` for the server to close the connection; true if it closed with no
+    /// further bytes, false if it stayed open. Panics if unexpected bytes arrive.
+    pub async fn closes_within(&mut self, within: Duration) -> bool {
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(within, self.stream.read(&mut chunk)).await {
+            Err(_) => false,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                assert!(
+                    self.buf.is_empty(),
+                    "unread bytes before close: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+                true
+            }
+            Ok(Ok(n)) => panic!(
+                "expected a close, got bytes: {:?}",
+                String::from_utf8_lossy(&chunk[..n])
+            ),
+        }
+    }
+
+    /// Asserts that the server closes the connection (within [`IO_TIMEOUT`]).
+    pub async fn assert_closed(&mut self) {
+        assert!(
+            self.closes_within(IO_TIMEOUT).await,
+            "server kept the connection open"
+        );
+    }
+
+    /// Asserts that the connection is still open after `wait` (no close, no bytes).
+    pub async fn assert_open(&mut self, wait: Duration) {
+        assert!(
+            !self.closes_within(wait).await,
+            "server closed the connection"
+        );
+    }
+
+    /// Reads everything until the server closes.
+    pub async fn read_to_close(&mut self) -> Vec<u8> {
+        while self.fill().await > 0 {}
+        std::mem::take(&mut self.buf)
+    }
+}

@@ -1,0 +1,99 @@
+//! `holdfast serve`: builds the configuration from defaults ← file ← env ← flags, then runs the
+//! server until SIGTERM or SIGINT, and drains.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use holdfast_server::config::{self, Config, KEYS};
+
+use super::EXIT_USAGE;
+
+pub fn run(args: &ArgMatches) -> ExitCode {
+    let config = match build_config(args) {
+        Ok(config) => config,
+        Err(line) => {
+            eprintln!("holdfast: {line}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging();
+    let fd_limit = holdfast_server::raise_fd_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("holdfast: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        tracing::info!(fd_limit, "starting");
+        holdfast_server::run(listener, config, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    // Connections still open after the drain bound are dropped with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(line) => {
+            eprintln!("holdfast: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Defaults, then the file, then env and flags (clap gives a flag precedence over its env var).
+fn build_config(args: &ArgMatches) -> Result<Config, String> {
+    let mut config = Config::default();
+    if let Some(path) = args.get_one::<String>("config") {
+        config
+            .apply_file(Path::new(path))
+            .map_err(|e| e.to_string())?;
+    }
+    for key in KEYS {
+        let Some(value) = args.get_one::<String>(key.name) else {
+            continue;
+        };
+        let source = match args.value_source(key.name) {
+            Some(ValueSource::EnvVariable) => format!("HOLDFAST_{}", key.name.to_ascii_uppercase()),
+            _ => format!("--{}", key.name.replace('_', "-")),
+        };
+        config
+            .set(key.name, value)
+            .map_err(|e| e.from_source(&source).to_string())?;
+    }
+    config::validate(&config).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// `RUST_LOG` picks what is logged (default `info`; `holdfast_server=debug` adds one line per
+/// connection close with its reason).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::select! {
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+            tracing::info!("SIGTERM: shutting down");
+        }
+        _ = interrupt => tracing::info!("SIGINT: shutting down"),
+    }
+}
