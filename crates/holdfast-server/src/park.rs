@@ -64,8 +64,8 @@ struct Parked {
 }
 
 impl ParkingLot {
-    /// Creates the lot and its thread. Unparked connections are spawned on `runtime`.
-    pub fn start(server: Weak<Server>, runtime: tokio::runtime::Handle) -> io::Result<ParkingLot> {
+    /// Creates the lot and the poller its thread will run (see [`ParkingLot::start`]).
+    pub fn new() -> io::Result<(ParkingLot, Poll)> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
@@ -74,11 +74,22 @@ impl ParkingLot {
             registry,
             waker,
         });
-        let thread_shared = shared.clone();
+        Ok((ParkingLot { shared }, poll))
+    }
+
+    /// Starts the lot's thread. Unparked connections are spawned on `runtime`; the thread ends
+    /// when the lot drains or the server is gone.
+    pub fn start(
+        &self,
+        poll: Poll,
+        server: Weak<Server>,
+        runtime: tokio::runtime::Handle,
+    ) -> io::Result<()> {
+        let shared = self.shared.clone();
         std::thread::Builder::new()
             .name("holdfast-park".into())
-            .spawn(move || run(poll, thread_shared, server, runtime))?;
-        Ok(ParkingLot { shared })
+            .spawn(move || run(poll, shared, server, runtime))?;
+        Ok(())
     }
 
     /// Parks an idle connection until it is readable or `idle.at` passes. On failure (the lot is

@@ -161,13 +161,14 @@ pub fn parse_request(
     let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
     let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut header_slots[..max_headers]);
-    let status = match req.parse(buf) {
+    let window = limit_window(buf, limits);
+    let status = match req.parse(window) {
         Ok(status) => status,
         Err(httparse::Error::TooManyHeaders) => return Err(ParseError::HeadersTooLarge),
-        Err(httparse::Error::Version) => match version_error(buf) {
+        Err(httparse::Error::Version) => match version_error(window) {
             Some(e) => return Err(e),
             None => {
-                check_partial_limits(buf, limits)?;
+                check_partial_limits(window, limits)?;
                 return Ok(None);
             }
         },
@@ -175,13 +176,13 @@ pub fn parse_request(
     };
     let head_len = match status {
         httparse::Status::Partial => {
-            check_partial_limits(buf, limits)?;
+            check_partial_limits(window, limits)?;
             return Ok(None);
         }
         httparse::Status::Complete(len) => len,
     };
     if head_len > limits.max_header_bytes {
-        return Err(over_limit(buf, limits));
+        return Err(over_limit(window, limits));
     }
 
     let base = buf.as_ptr() as usize;
@@ -257,12 +258,26 @@ pub fn parse_request(
     }))
 }
 
+/// A request line longer than the longest target plus method and version ("GET " … " HTTP/1.1")
+/// is a 414 even before the headers begin.
+const LINE_OVERHEAD: usize = 32;
+
+/// The front of `buf` that parsing may look at: up to the first byte past a limit. A head that
+/// breaks a limit before it ends or turns out malformed is refused for the limit, whether its
+/// bytes arrived at once or a few at a time (found by fuzzing: a long request line with bad bytes
+/// further on was a 400 whole but a 414 when it arrived in pieces).
+fn limit_window<'a>(buf: &'a [u8], limits: &Limits) -> &'a [u8] {
+    let mut len = buf.len().min(limits.max_header_bytes.saturating_add(1));
+    let line_len = len.min(limits.max_uri_bytes.saturating_add(LINE_OVERHEAD + 1));
+    if memchr_newline(&buf[..line_len]).is_none() {
+        len = line_len;
+    }
+    &buf[..len]
+}
+
 /// While the head is incomplete, refuse it as soon as it is already too long, so a peer cannot make
 /// the server buffer more than the limit.
 fn check_partial_limits(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
-    // A request line longer than the longest target plus method and version ("GET " … " HTTP/1.1")
-    // is a 414 even before the headers begin.
-    const LINE_OVERHEAD: usize = 32;
     let line_done = memchr_newline(buf).is_some();
     if !line_done && buf.len() > limits.max_uri_bytes + LINE_OVERHEAD {
         return Err(ParseError::UriTooLong);
@@ -295,9 +310,16 @@ fn version_error(buf: &[u8]) -> Option<ParseError> {
     // request-line = method SP request-target SP HTTP-version: the version is the third part,
     // and a space inside it (e.g. a target with a space) is a syntax error.
     let token = line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(b"");
-    // HTTP-version is exactly 8 octets (RFC 9112 §2.3) and httparse rejects it from those alone:
-    // look no further, or the answer would depend on bytes not yet received (found by fuzzing).
-    let token = &token[..token.len().min(8)];
+    // HTTP-version is `"HTTP/" DIGIT "." DIGIT` (RFC 9112 §2.3); httparse rejects it at its first
+    // byte that cannot continue "HTTP/1.0" or "HTTP/1.1". Judge only the bytes up to that one: the
+    // rest may not have arrived yet, and the answer must not depend on how the bytes came in
+    // (found by fuzzing).
+    let matched = token
+        .iter()
+        .zip(b"HTTP/1.")
+        .take_while(|(a, b)| a == b)
+        .count();
+    let token = &token[..token.len().min(matched + 1)];
     if token.contains(&b' ') {
         return Some(ParseError::Syntax);
     }
@@ -456,13 +478,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_version_is_judged_on_its_first_eight_bytes() {
-        // Fuzz regression: the whole line gave 400 (a space after the version) while the first 11
-        // bytes gave 505, so the status depended on how the bytes arrived. Both are now 505.
+    fn bad_version_is_judged_where_httparse_rejects_it() {
+        // Fuzz regressions: the whole line gave 400 (a space further on) while a prefix that
+        // httparse already rejected gave 505, so the status depended on how the bytes arrived.
         assert_eq!(status_of(b"P / HTTP/1ic  "), 505);
+        assert_eq!(status_of(b"POST /p HTTP/2. \0\0-\r\n\r\n"), 505);
         assert_eq!(status_of(b"GET / HTTP/1.x y\r\nHost: a\r\n\r\n"), 505);
-        // A space inside the eight bytes is still a syntax error.
+        // A space before that byte is still a syntax error.
         assert_eq!(status_of(b"GET / HTTP/1 1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     }
 
     #[test]
@@ -524,6 +548,38 @@ mod tests {
                 .status(),
             431
         );
+    }
+
+    #[test]
+    fn long_request_line_is_414_however_it_arrives() {
+        // Fuzz regression: a request line past max_uri_bytes + LINE_OVERHEAD (here through a long
+        // method) was a 414 when read in pieces but a 400 (bad byte further on) or even accepted
+        // (short target) when read at once.
+        let limits = Limits {
+            max_uri_bytes: 256,
+            max_header_bytes: 1024,
+            ..Limits::default()
+        };
+        let method = "s".repeat(356);
+        let bad_later = format!("{method}`P/p H\0\0OS");
+        assert_eq!(
+            assert_split_consistent(bad_later.as_bytes(), &limits)
+                .unwrap_err()
+                .status(),
+            414
+        );
+        let short_target = format!("{method} / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(
+            assert_split_consistent(short_target.as_bytes(), &limits)
+                .unwrap_err()
+                .status(),
+            414
+        );
+        // A line that fits is unaffected.
+        let fits = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "s".repeat(270));
+        assert!(assert_split_consistent(fits.as_bytes(), &limits)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
