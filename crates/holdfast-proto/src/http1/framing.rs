@@ -112,7 +112,8 @@ mod tests {
         use BodyFraming::*;
         use ParseError::*;
         let v11 = Version::Http11;
-        let cases: &[(&[(&str, &str)], Result<BodyFraming, ParseError>)] = &[
+        type Fields = &'static [(&'static str, &'static str)];
+        let cases: &[(Fields, Result<BodyFraming, ParseError>)] = &[
             (&[], Ok(None)),
             (&[("Content-Length", "0")], Ok(None)),
             (&[("Content-Length", "42")], Ok(Length(42))),

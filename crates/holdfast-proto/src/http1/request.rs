@@ -243,7 +243,6 @@ pub fn parse_request(
     let method_range = range(method_token.as_bytes());
     let target = range(target.as_bytes());
     let method = Method::from_token(method_token);
-    drop(req);
     let raw = buf.split_to(head_len).freeze();
     Ok(Some(RequestHead {
         raw,

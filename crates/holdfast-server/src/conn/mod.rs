@@ -239,6 +239,8 @@ async fn exchange(
             Err(BodyError::Aborted) => return Next::close(CloseReason::PeerAborted),
         };
 
+    // Counted before responding, so /admin/stats includes the request asking for it.
+    server.stats.request_served(conn.served > 1);
     let response = router::respond(route, &head, body, server);
     let persistence = Persistence::decide(
         head.version(),
@@ -247,9 +249,7 @@ async fn exchange(
         server.config.keepalive_requests,
         !server.is_draining() && body_fate.is_none(),
     );
-    let sent = send(stream, server, &response, &head, persistence).await;
-    server.stats.request_served(conn.served > 1);
-    if let Err(next) = sent {
+    if let Err(next) = send(stream, server, &response, &head, persistence).await {
         return next;
     }
     match persistence {

@@ -1,0 +1,212 @@
+//! The `holdfast serve` command as a user runs it: help, config sources and their precedence,
+//! readable errors with exit code 2, and a graceful exit on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn holdfast() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A running `holdfast serve`, killed on drop.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Served {
+    /// Runs `holdfast serve --listen <free port> <extra>` and waits until it accepts.
+    fn start(mut command: Command, extra: &[&str]) -> Served {
+        let addr = free_addr();
+        command
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(extra);
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let child = command.spawn().expect("spawn holdfast");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Served { child, addr }
+    }
+
+    /// The head of the response to `GET /healthz`.
+    fn healthz_head(&self) -> String {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn help_lists_every_key_with_its_default() {
+    let output = holdfast().args(["serve", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for key in holdfast_server::config::KEYS {
+        let flag = format!("--{}", key.name.replace('_', "-"));
+        assert!(help.contains(&flag), "--help lacks {flag}");
+        assert!(
+            help.contains(&format!("[default: {}]", key.default)),
+            "--help lacks the default of {}",
+            key.name
+        );
+        assert!(
+            help.contains(&format!("HOLDFAST_{}", key.name.to_ascii_uppercase())),
+            "--help lacks the env of {}",
+            key.name
+        );
+    }
+}
+
+#[test]
+fn invalid_values_exit_2_with_one_line_naming_the_key() {
+    /// (flags, environment, what the error line must name)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--keepalive-timeout", "soon"],
+            vec![],
+            "keepalive_timeout (from --keepalive-timeout)",
+        ),
+        (
+            vec![],
+            vec![("HOLDFAST_MAX_BODY_BYTES", "lots")],
+            "max_body_bytes (from HOLDFAST_MAX_BODY_BYTES)",
+        ),
+        (
+            vec!["--listen", "nowhere"],
+            vec![],
+            "listen (from --listen)",
+        ),
+        (
+            vec!["--keepalive-requests", "0"],
+            vec![],
+            "keepalive_requests",
+        ),
+    ];
+    for (args, envs, want) in cases {
+        let output = holdfast()
+            .arg("serve")
+            .args(&args)
+            .envs(envs)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
+}
+
+#[test]
+fn file_then_env_then_flag_take_precedence() {
+    let dir = std::env::temp_dir().join(format!("holdfast-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("holdfast.toml");
+    std::fs::write(&file, "keepalive_timeout = 5\nkeepalive_requests = 50\n").unwrap();
+    let file = file.to_str().unwrap();
+
+    let mut only_file = holdfast();
+    only_file.env("HOLDFAST_CONFIG", file);
+    let served = Served::start(only_file, &[]);
+    assert!(served
+        .healthz_head()
+        .contains("Keep-Alive: timeout=5, max=49"));
+    drop(served);
+
+    let mut file_and_env = holdfast();
+    file_and_env
+        .env("HOLDFAST_CONFIG", file)
+        .env("HOLDFAST_KEEPALIVE_TIMEOUT", "6s");
+    let served = Served::start(file_and_env, &[]);
+    assert!(served
+        .healthz_head()
+        .contains("Keep-Alive: timeout=6, max=49"));
+    drop(served);
+
+    let mut all_three = holdfast();
+    all_three.env("HOLDFAST_KEEPALIVE_TIMEOUT", "6s");
+    let served = Served::start(all_three, &["--config", file, "--keepalive-timeout", "2m"]);
+    assert!(served
+        .healthz_head()
+        .contains("Keep-Alive: timeout=120, max=49"));
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let mut command = holdfast();
+    command.env("RUST_LOG", "info");
+    let mut served = Served::start(command, &[]);
+    // An idle keep-alive connection must not hold the exit back.
+    let mut idle = TcpStream::connect(served.addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let _ = idle.read(&mut buf).unwrap();
+
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = loop {
+        if let Some(exit) = served.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no exit within 5 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let mut stderr = String::new();
+    served
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    // The idle connection was closed.
+    idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+}
+
+#[test]
+fn readme_config_table_matches_the_keys() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for key in holdfast_server::config::KEYS {
+        let row = format!("| `{}` | `{}` | {} |", key.name, key.default, key.help);
+        assert!(readme.contains(&row), "README lacks the row: {row}");
+    }
+}
