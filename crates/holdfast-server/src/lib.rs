@@ -53,9 +53,15 @@ pub(crate) struct Server {
 
 impl Server {
     fn new(config: Config) -> io::Result<Arc<Server>> {
+        let fd_room = fd_limit().saturating_sub(FD_RESERVE).max(1);
         let max_connections = match config.max_connections {
-            0 => fd_limit().saturating_sub(FD_RESERVE).max(1),
-            n => n,
+            0 => fd_room,
+            n => {
+                if n > fd_room {
+                    tracing::warn!(max_connections = n, fd_room, "max_connections is above what the file-descriptor limit allows; accepts beyond it will wait for descriptors");
+                }
+                n
+            }
         };
         let (parking, poll) = park::ParkingLot::new()?;
         let server = Arc::new(Server {

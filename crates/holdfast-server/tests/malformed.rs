@@ -126,3 +126,22 @@ async fn too_large_body_gets_413() {
         conn.assert_closed().await;
     }
 }
+
+#[tokio::test]
+async fn error_response_reaches_a_client_that_keeps_sending() {
+    // Lingering close: the server answers 400, then shuts down its write side and reads what the
+    // client still sends. Closing at once with unread input would send RST, and the kernel would
+    // drop the 400 before the client read it.
+    let server = TestServer::start(|_| {}).await;
+    let mut conn = server.connect().await;
+    conn.send(b"GET /healthz HTTP/1.1\r\n\r\n").await;
+    for _ in 0..20 {
+        if !conn.try_send(&[b'x'; 8192]).await {
+            break;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let response = conn.response().await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["error"], "missing_host");
+}
