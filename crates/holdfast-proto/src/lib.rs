@@ -10,7 +10,9 @@
 
 pub mod error;
 pub mod http1;
+pub mod json;
 pub mod limits;
+pub mod sse;
 
 pub use error::ParseError;
 pub use limits::Limits;

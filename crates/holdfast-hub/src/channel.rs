@@ -1,0 +1,357 @@
+//! A channel: its history ring (which is also the fan-out ring: subscribers read it at their own
+//! positions), its epoch, and the waiters of long polls.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::message::Message;
+
+/// A place in a channel: "everything up to and including `seq` of epoch `epoch` was seen".
+/// Sequence numbers start at 1; `seq == 0` is before the first message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// Changes whenever the channel's history is lost or reset.
+    pub epoch: u32,
+    /// The last sequence number seen.
+    pub seq: u64,
+}
+
+/// Where a new subscriber starts in a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Only messages published from now on.
+    Now,
+    /// The last `n` messages kept, then live (`?history=N`).
+    Last(u64),
+    /// After this position (a cursor).
+    After(Position),
+}
+
+/// Messages a subscriber asked for that are no longer kept: told to it before what is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The position the subscriber asked to resume after.
+    pub asked: Position,
+    /// The channel's current epoch.
+    pub epoch: u32,
+    /// The first sequence number still kept (what the subscriber gets next).
+    pub first_available: u64,
+}
+
+/// The bounds on one channel's history.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryBounds {
+    /// Messages kept per channel.
+    pub messages: usize,
+    /// Age after which a message is dropped.
+    pub max_age: Duration,
+}
+
+/// One channel.
+#[derive(Debug)]
+pub struct Channel {
+    /// Its name.
+    pub name: Arc<str>,
+    /// A process-unique id: a deleted and recreated channel gets a new one.
+    pub id: u64,
+    /// Its epoch (see [`Position`]).
+    pub epoch: u32,
+    history: Mutex<History>,
+    bounds: HistoryBounds,
+    /// Bytes held by all histories of the broker (shared counter).
+    total_bytes: Arc<AtomicU64>,
+    /// Wakes long polls waiting on this channel.
+    waiters: tokio::sync::Notify,
+    /// Live subscribers (maintained by the server, for info and stats).
+    pub subscribers: AtomicU64,
+    deleted: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct History {
+    messages: VecDeque<Arc<Message>>,
+    /// The sequence number of the newest message (0 before any).
+    last_seq: u64,
+    bytes: u64,
+}
+
+impl History {
+    /// The first sequence number kept (`last_seq + 1` when empty).
+    fn first_seq(&self) -> u64 {
+        self.last_seq + 1 - self.messages.len() as u64
+    }
+}
+
+/// What a read found.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Messages after the position, oldest first.
+    pub messages: Vec<Arc<Message>>,
+    /// The position was older than the oldest kept message: something was lost in between.
+    pub lost: bool,
+}
+
+impl Channel {
+    pub(crate) fn new(
+        name: Arc<str>,
+        id: u64,
+        epoch: u32,
+        bounds: HistoryBounds,
+        total_bytes: Arc<AtomicU64>,
+    ) -> Channel {
+        Channel {
+            name,
+            id,
+            epoch,
+            history: Mutex::new(History::default()),
+            bounds,
+            total_bytes,
+            waiters: tokio::sync::Notify::new(),
+            subscribers: AtomicU64::new(0),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest position.
+    pub fn head(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            seq: self.lock().last_seq,
+        }
+    }
+
+    /// Appends a message (under the lock, so sequence numbers follow publish order) and trims.
+    pub(crate) fn append(&self, event: Option<&str>, payload: Bytes) -> Arc<Message> {
+        let mut history = self.lock();
+        let position = Position {
+            epoch: self.epoch,
+            seq: history.last_seq + 1,
+        };
+        let message = Arc::new(Message::new(self.name.clone(), position, event, payload));
+        history.last_seq = position.seq;
+        let size = message.size() as u64;
+        history.bytes += size;
+        self.total_bytes.fetch_add(size, Ordering::Relaxed);
+        history.messages.push_back(message.clone());
+        self.trim(&mut history, Instant::now());
+        drop(history);
+        self.waiters.notify_waiters();
+        message
+    }
+
+    /// Drops messages beyond the count bound or older than the age bound.
+    fn trim(&self, history: &mut History, now: Instant) {
+        while let Some(oldest) = history.messages.front() {
+            let too_many = history.messages.len() > self.bounds.messages;
+            let too_old = now.duration_since(oldest.published_at) > self.bounds.max_age;
+            if !(too_many || too_old) {
+                break;
+            }
+            self.pop_oldest(history);
+        }
+    }
+
+    fn pop_oldest(&self, history: &mut History) {
+        if let Some(message) = history.messages.pop_front() {
+            let size = message.size() as u64;
+            history.bytes -= size;
+            self.total_bytes.fetch_sub(size, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops expired messages (called periodically so quiet channels age too).
+    pub fn expire(&self) {
+        let mut history = self.lock();
+        self.trim(&mut history, Instant::now());
+    }
+
+    /// Drops messages up to and including `seq` (the broker's global byte bound).
+    pub(crate) fn evict_through(&self, seq: u64) {
+        let mut history = self.lock();
+        while history
+            .messages
+            .front()
+            .is_some_and(|m| m.position.seq <= seq)
+        {
+            self.pop_oldest(&mut history);
+        }
+    }
+
+    /// Whether the message `seq` is still held.
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        let history = self.lock();
+        seq >= history.first_seq() && seq <= history.last_seq
+    }
+
+    /// Resolves where a new subscriber starts, and the gap to report if its cursor points at
+    /// messages no longer kept.
+    pub fn start(&self, from: ReadFrom) -> (u64, Option<Gap>) {
+        let history = self.lock();
+        let before_first = history.first_seq() - 1;
+        match from {
+            ReadFrom::Now => (history.last_seq, None),
+            ReadFrom::Last(n) => (history.last_seq.saturating_sub(n).max(before_first), None),
+            ReadFrom::After(asked) => {
+                let lost = asked.epoch != self.epoch || asked.seq < before_first;
+                if lost {
+                    let gap = Gap {
+                        channel: self.name.clone(),
+                        asked,
+                        epoch: self.epoch,
+                        first_available: history.first_seq(),
+                    };
+                    (before_first, Some(gap))
+                } else {
+                    // A position beyond the newest (only a forged cursor) means "now".
+                    (asked.seq.min(history.last_seq), None)
+                }
+            }
+        }
+    }
+
+    /// Messages after `seq`, at most `max` of them.
+    pub fn read_after(&self, seq: u64, max: usize) -> Read {
+        let history = self.lock();
+        let first = history.first_seq();
+        let lost = seq + 1 < first;
+        let skip = (seq + 1).saturating_sub(first) as usize;
+        let messages = history
+            .messages
+            .iter()
+            .skip(skip)
+            .take(max)
+            .cloned()
+            .collect();
+        Read { messages, lost }
+    }
+
+    /// Messages kept and their sequence range: (count, first seq, last seq).
+    pub fn info(&self) -> (usize, u64, u64) {
+        let history = self.lock();
+        (
+            history.messages.len(),
+            history.first_seq(),
+            history.last_seq,
+        )
+    }
+
+    /// A future that completes at the next publish (or delete). Create it, check for messages,
+    /// then await it, so no publish between the check and the wait is missed.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.waiters.notified()
+    }
+
+    /// Whether the channel was deleted (its subscribers get a final notice and close).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        let mut history = self.lock();
+        while !history.messages.is_empty() {
+            self.pop_oldest(&mut history);
+        }
+        drop(history);
+        self.waiters.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(messages: usize) -> Channel {
+        let bounds = HistoryBounds {
+            messages,
+            max_age: Duration::from_secs(3600),
+        };
+        Channel::new("c".into(), 1, 77, bounds, Arc::default())
+    }
+
+    fn publish(channel: &Channel, n: usize) {
+        for i in 0..n {
+            channel.append(None, Bytes::from(format!("m{i}")));
+        }
+    }
+
+    #[test]
+    fn history_keeps_the_last_n_and_reads_after_a_position() {
+        let c = channel(3);
+        publish(&c, 5);
+        assert_eq!(c.info(), (3, 3, 5));
+        let read = c.read_after(3, 10);
+        assert!(!read.lost);
+        assert_eq!(
+            read.messages
+                .iter()
+                .map(|m| m.position.seq)
+                .collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert!(c.read_after(1, 10).lost);
+        assert!(!c.read_after(2, 10).lost);
+        assert_eq!(c.read_after(5, 10).messages.len(), 0);
+    }
+
+    #[test]
+    fn start_positions_and_gaps() {
+        let c = channel(3);
+        publish(&c, 5);
+        assert_eq!(c.start(ReadFrom::Now), (5, None));
+        assert_eq!(c.start(ReadFrom::Last(2)), (3, None));
+        assert_eq!(c.start(ReadFrom::Last(100)), (2, None));
+        assert_eq!(
+            c.start(ReadFrom::After(Position { epoch: 77, seq: 2 })),
+            (2, None)
+        );
+        let (start, gap) = c.start(ReadFrom::After(Position { epoch: 77, seq: 1 }));
+        assert_eq!(start, 2);
+        assert_eq!(gap.unwrap().first_available, 3);
+        // Another epoch: the history was reset since; replay all that is kept, with a gap.
+        let (start, gap) = c.start(ReadFrom::After(Position { epoch: 76, seq: 5 }));
+        assert_eq!((start, gap.map(|g| g.asked.epoch)), (2, Some(76)));
+        // A position from the future is "now".
+        assert_eq!(
+            c.start(ReadFrom::After(Position { epoch: 77, seq: 99 })),
+            (5, None)
+        );
+    }
+
+    #[test]
+    fn old_messages_expire() {
+        let bounds = HistoryBounds {
+            messages: 100,
+            max_age: Duration::from_millis(1),
+        };
+        let c = Channel::new("c".into(), 1, 1, bounds, Arc::default());
+        publish(&c, 3);
+        std::thread::sleep(Duration::from_millis(5));
+        c.expire();
+        assert_eq!(c.info(), (0, 4, 3));
+        assert!(c.read_after(0, 10).lost);
+    }
+
+    #[tokio::test]
+    async fn publish_wakes_a_waiter_registered_before_the_check() {
+        let c = Arc::new(channel(10));
+        let waiter = c.notified();
+        tokio::pin!(waiter);
+        waiter.as_mut().enable();
+        assert!(c.read_after(0, 10).messages.is_empty());
+        publish(&c, 1);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken");
+    }
+}

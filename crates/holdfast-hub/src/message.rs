@@ -1,0 +1,162 @@
+//! One published message, encoded once per wire format at publish time. Every subscriber gets
+//! clones of the same `Bytes`; only the cursor (for multi-channel subscriptions) is per subscriber.
+//!
+//! Each format is split around the message id (the cursor after this message):
+//! - SSE: `id: <cursor>\n` then [`Message::sse_body`] (`event:`/`data:` lines and the blank line);
+//! - JSON envelope: `{"id":"<cursor>` then [`Message::envelope_tail`]
+//!   (`","channel":"…","event":"…","data":"…"}`), used by streaming, iframe, long-poll and
+//!   WebSocket alike.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use holdfast_proto::{json, sse};
+
+use crate::channel::Position;
+use crate::cursor::Cursor;
+
+/// A message in a channel's history.
+#[derive(Debug)]
+pub struct Message {
+    /// The channel it was published to.
+    pub channel: Arc<str>,
+    /// Its place in the channel.
+    pub position: Position,
+    /// The event type given by the publisher (`None` = `message`).
+    pub event: Option<Box<str>>,
+    /// The payload as published.
+    pub payload: Bytes,
+    /// When it was published (for `history_seconds`).
+    pub published_at: Instant,
+    /// The single-channel cursor after this message (its id for one-channel subscriptions).
+    pub cursor: Bytes,
+    /// SSE event after the `id:` line.
+    pub sse_body: Bytes,
+    /// JSON envelope after the id value.
+    pub envelope_tail: Bytes,
+}
+
+/// The JSON envelope's opening, up to the id value.
+pub const ENVELOPE_HEAD: &[u8] = b"{\"id\":\"";
+
+impl Message {
+    /// Encodes a message for every format.
+    pub fn new(
+        channel: Arc<str>,
+        position: Position,
+        event: Option<&str>,
+        payload: Bytes,
+    ) -> Message {
+        let cursor = Bytes::from(Cursor::new([(&*channel, position)]).encode());
+        let text = std::str::from_utf8(&payload).ok();
+
+        let mut sse_body = BytesMut::with_capacity(payload.len() + 32);
+        match text {
+            Some(text) => sse::put_event_body(&mut sse_body, event, text),
+            None => {
+                // SSE carries text: a binary payload goes as base64, announced by a comment.
+                sse_body.extend_from_slice(b": data is base64\n");
+                sse::put_event_body(&mut sse_body, event, &STANDARD.encode(&payload));
+            }
+        }
+
+        let mut tail = BytesMut::with_capacity(payload.len() + channel.len() + 48);
+        tail.extend_from_slice(b"\",\"channel\":");
+        json::put_string(&mut tail, &channel);
+        tail.extend_from_slice(b",\"event\":");
+        json::put_string(&mut tail, event.unwrap_or("message"));
+        match text {
+            Some(text) => {
+                tail.extend_from_slice(b",\"data\":");
+                json::put_string(&mut tail, text);
+            }
+            None => {
+                tail.extend_from_slice(b",\"data_b64\":\"");
+                tail.extend_from_slice(STANDARD.encode(&payload).as_bytes());
+                tail.extend_from_slice(b"\"");
+            }
+        }
+        tail.extend_from_slice(b"}");
+
+        Message {
+            channel,
+            position,
+            event: event.map(Into::into),
+            payload,
+            published_at: Instant::now(),
+            cursor,
+            sse_body: sse_body.freeze(),
+            envelope_tail: tail.freeze(),
+        }
+    }
+
+    /// Bytes this message holds, counted against `history_max_bytes`.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+            + self.cursor.len()
+            + self.sse_body.len()
+            + self.envelope_tail.len()
+            + 160
+    }
+
+    /// The whole JSON envelope with the given id (cursor).
+    pub fn envelope(&self, id: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ENVELOPE_HEAD.len() + id.len() + self.envelope_tail.len());
+        out.extend_from_slice(ENVELOPE_HEAD);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&self.envelope_tail);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &[u8], event: Option<&str>) -> Message {
+        Message::new(
+            "room:1".into(),
+            Position { epoch: 9, seq: 3 },
+            event,
+            Bytes::copy_from_slice(payload),
+        )
+    }
+
+    #[test]
+    fn envelope_is_valid_json_with_the_cursor_as_id() {
+        let m = message(b"hello \"world\"\n<b>", Some("chat"));
+        let envelope = String::from_utf8(m.envelope(&m.cursor)).unwrap();
+        let cursor = std::str::from_utf8(&m.cursor).unwrap();
+        assert!(envelope.starts_with(&format!(
+            "{{\"id\":\"{cursor}\",\"channel\":\"room:1\",\"event\":\"chat\","
+        )));
+        assert!(
+            envelope.ends_with(r#""data":"hello \"world\"\n\u003cb\u003e"}"#),
+            "{envelope}"
+        );
+        assert_eq!(
+            Cursor::decode(cursor).unwrap().position("room:1"),
+            Some(Position { epoch: 9, seq: 3 })
+        );
+    }
+
+    #[test]
+    fn binary_payload_is_base64_in_json_and_sse() {
+        let m = message(&[0xff, 0x00, 0x80], None);
+        assert!(std::str::from_utf8(&m.envelope_tail)
+            .unwrap()
+            .ends_with(r#""event":"message","data_b64":"/wCA"}"#));
+        assert_eq!(&m.sse_body[..], b": data is base64\ndata: /wCA\n\n");
+    }
+
+    #[test]
+    fn sse_body_splits_lines() {
+        assert_eq!(
+            &message(b"a\nb", Some("x")).sse_body[..],
+            b"event: x\ndata: a\ndata: b\n\n"
+        );
+    }
+}
