@@ -37,12 +37,7 @@ pub trait PublishListener: Send + Sync {
 /// Where messages are ordered and kept.
 pub trait Broker: Send + Sync {
     /// Appends a message to a channel (creating it), returning its assigned position.
-    fn publish(
-        &self,
-        channel: &str,
-        event: Option<&str>,
-        payload: Bytes,
-    ) -> Result<Published, NameError>;
+    fn publish(&self, channel: &str, event: Option<&str>, payload: Bytes) -> Result<Published, NameError>;
     /// An existing channel.
     fn channel(&self, name: &str) -> Option<Arc<Channel>>;
     /// A channel, created if needed (a subscribe creates it).
@@ -96,17 +91,8 @@ impl MemoryBroker {
 
     fn create(&self, name: &str) -> Arc<Channel> {
         let id = self.next_channel_id.fetch_add(1, Ordering::Relaxed);
-        let bounds = HistoryBounds {
-            messages: self.limits.messages,
-            max_age: self.limits.max_age,
-        };
-        Arc::new(Channel::new(
-            name.into(),
-            id,
-            new_epoch(id),
-            bounds,
-            self.total_bytes.clone(),
-        ))
+        let bounds = HistoryBounds { messages: self.limits.messages, max_age: self.limits.max_age };
+        Arc::new(Channel::new(name.into(), id, new_epoch(id), bounds, self.total_bytes.clone()))
     }
 
     /// Keeps the global byte bound, and drops bookkeeping for messages already gone.
@@ -129,21 +115,13 @@ impl MemoryBroker {
 /// An epoch that differs across restarts and recreations of a channel: the clock's nanoseconds
 /// mixed with the channel's process-unique id.
 fn new_epoch(id: u64) -> u32 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mixed =
-        (nanos ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mixed = (nanos ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     (mixed >> 32) as u32
 }
 
 impl Broker for MemoryBroker {
-    fn publish(
-        &self,
-        name: &str,
-        event: Option<&str>,
-        payload: Bytes,
-    ) -> Result<Published, NameError> {
+    fn publish(&self, name: &str, event: Option<&str>, payload: Bytes) -> Result<Published, NameError> {
         let channel = self.channel_or_create(name)?;
         let message = channel.append(event, payload);
         self.publish_order
@@ -151,23 +129,14 @@ impl Broker for MemoryBroker {
             .unwrap_or_else(|e| e.into_inner())
             .push_back((Arc::downgrade(&channel), message.position.seq));
         self.enforce_byte_bound();
-        for listener in self
-            .listeners
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for listener in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
             listener.published(&channel);
         }
         Ok(Published { channel, message })
     }
 
     fn channel(&self, name: &str) -> Option<Arc<Channel>> {
-        self.channels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.channels.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
     fn channel_or_create(&self, name: &str) -> Result<Arc<Channel>, NameError> {
@@ -176,45 +145,26 @@ impl Broker for MemoryBroker {
         }
         validate_channel_name(name)?;
         let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
-        let channel = channels
-            .entry(name.into())
-            .or_insert_with(|| self.create(name));
+        let channel = channels.entry(name.into()).or_insert_with(|| self.create(name));
         Ok(channel.clone())
     }
 
     fn delete(&self, name: &str) -> Option<Arc<Channel>> {
-        let channel = self
-            .channels
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name)?;
+        let channel = self.channels.write().unwrap_or_else(|e| e.into_inner()).remove(name)?;
         channel.mark_deleted();
-        for listener in self
-            .listeners
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for listener in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
             listener.deleted(&channel);
         }
         Some(channel)
     }
 
     fn add_listener(&self, listener: Arc<dyn PublishListener>) {
-        self.listeners
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(listener);
+        self.listeners.write().unwrap_or_else(|e| e.into_inner()).push(listener);
     }
 
     fn expire(&self) {
-        let channels: Vec<Arc<Channel>> = self
-            .channels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let channels: Vec<Arc<Channel>> =
+            self.channels.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         for channel in channels {
             channel.expire();
         }
@@ -222,10 +172,7 @@ impl Broker for MemoryBroker {
     }
 
     fn channel_count(&self) -> usize {
-        self.channels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.channels.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn history_bytes(&self) -> u64 {
@@ -239,11 +186,7 @@ mod tests {
     use crate::channel::{Position, ReadFrom};
 
     fn broker(max_bytes: u64) -> MemoryBroker {
-        MemoryBroker::new(HistoryLimits {
-            messages: 100,
-            max_age: Duration::from_secs(60),
-            max_bytes,
-        })
+        MemoryBroker::new(HistoryLimits { messages: 100, max_age: Duration::from_secs(60), max_bytes })
     }
 
     #[test]
@@ -253,32 +196,18 @@ mod tests {
         let p2 = b.publish("a", Some("e"), Bytes::from_static(b"2")).unwrap();
         let q1 = b.publish("b", None, Bytes::from_static(b"x")).unwrap();
         assert_eq!(p1.message.position.seq, 1);
-        assert_eq!(
-            p2.message.position,
-            Position {
-                epoch: p1.channel.epoch,
-                seq: 2
-            }
-        );
+        assert_eq!(p2.message.position, Position { epoch: p1.channel.epoch, seq: 2 });
         assert_eq!(q1.message.position.seq, 1);
         assert_ne!(p1.channel.epoch, q1.channel.epoch);
         assert_eq!(b.channel_count(), 2);
-        assert!(matches!(
-            b.publish("bad name", None, Bytes::new()),
-            Err(NameError::BadByte(b' '))
-        ));
+        assert!(matches!(b.publish("bad name", None, Bytes::new()), Err(NameError::BadByte(b' '))));
     }
 
     #[test]
     fn global_byte_bound_evicts_the_oldest_anywhere() {
         let b = broker(4000);
         for i in 0..30 {
-            b.publish(
-                if i % 2 == 0 { "a" } else { "b" },
-                None,
-                Bytes::from(vec![b'x'; 100]),
-            )
-            .unwrap();
+            b.publish(if i % 2 == 0 { "a" } else { "b" }, None, Bytes::from(vec![b'x'; 100])).unwrap();
         }
         assert!(b.history_bytes() <= 4000, "{}", b.history_bytes());
         let (a_count, a_first, _) = b.channel("a").unwrap().info();

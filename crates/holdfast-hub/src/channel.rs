@@ -124,19 +124,13 @@ impl Channel {
 
     /// The newest position.
     pub fn head(&self) -> Position {
-        Position {
-            epoch: self.epoch,
-            seq: self.lock().last_seq,
-        }
+        Position { epoch: self.epoch, seq: self.lock().last_seq }
     }
 
     /// Appends a message (under the lock, so sequence numbers follow publish order) and trims.
     pub(crate) fn append(&self, event: Option<&str>, payload: Bytes) -> Arc<Message> {
         let mut history = self.lock();
-        let position = Position {
-            epoch: self.epoch,
-            seq: history.last_seq + 1,
-        };
+        let position = Position { epoch: self.epoch, seq: history.last_seq + 1 };
         let message = Arc::new(Message::new(self.name.clone(), position, event, payload));
         history.last_seq = position.seq;
         let size = message.size() as u64;
@@ -178,11 +172,7 @@ impl Channel {
     /// Drops messages up to and including `seq` (the broker's global byte bound).
     pub(crate) fn evict_through(&self, seq: u64) {
         let mut history = self.lock();
-        while history
-            .messages
-            .front()
-            .is_some_and(|m| m.position.seq <= seq)
-        {
+        while history.messages.front().is_some_and(|m| m.position.seq <= seq) {
             self.pop_oldest(&mut history);
         }
     }
@@ -225,24 +215,14 @@ impl Channel {
         let first = history.first_seq();
         let lost = seq + 1 < first;
         let skip = (seq + 1).saturating_sub(first) as usize;
-        let messages = history
-            .messages
-            .iter()
-            .skip(skip)
-            .take(max)
-            .cloned()
-            .collect();
+        let messages = history.messages.iter().skip(skip).take(max).cloned().collect();
         Read { messages, lost }
     }
 
     /// Messages kept and their sequence range: (count, first seq, last seq).
     pub fn info(&self) -> (usize, u64, u64) {
         let history = self.lock();
-        (
-            history.messages.len(),
-            history.first_seq(),
-            history.last_seq,
-        )
+        (history.messages.len(), history.first_seq(), history.last_seq)
     }
 
     /// A future that completes at the next publish (or delete). Create it, check for messages,
@@ -272,10 +252,7 @@ mod tests {
     use super::*;
 
     fn channel(messages: usize) -> Channel {
-        let bounds = HistoryBounds {
-            messages,
-            max_age: Duration::from_secs(3600),
-        };
+        let bounds = HistoryBounds { messages, max_age: Duration::from_secs(3600) };
         Channel::new("c".into(), 1, 77, bounds, Arc::default())
     }
 
@@ -292,13 +269,7 @@ mod tests {
         assert_eq!(c.info(), (3, 3, 5));
         let read = c.read_after(3, 10);
         assert!(!read.lost);
-        assert_eq!(
-            read.messages
-                .iter()
-                .map(|m| m.position.seq)
-                .collect::<Vec<_>>(),
-            vec![4, 5]
-        );
+        assert_eq!(read.messages.iter().map(|m| m.position.seq).collect::<Vec<_>>(), vec![4, 5]);
         assert!(c.read_after(1, 10).lost);
         assert!(!c.read_after(2, 10).lost);
         assert_eq!(c.read_after(5, 10).messages.len(), 0);
@@ -311,10 +282,7 @@ mod tests {
         assert_eq!(c.start(ReadFrom::Now), (5, None));
         assert_eq!(c.start(ReadFrom::Last(2)), (3, None));
         assert_eq!(c.start(ReadFrom::Last(100)), (2, None));
-        assert_eq!(
-            c.start(ReadFrom::After(Position { epoch: 77, seq: 2 })),
-            (2, None)
-        );
+        assert_eq!(c.start(ReadFrom::After(Position { epoch: 77, seq: 2 })), (2, None));
         let (start, gap) = c.start(ReadFrom::After(Position { epoch: 77, seq: 1 }));
         assert_eq!(start, 2);
         assert_eq!(gap.unwrap().first_available, 3);
@@ -322,18 +290,12 @@ mod tests {
         let (start, gap) = c.start(ReadFrom::After(Position { epoch: 76, seq: 5 }));
         assert_eq!((start, gap.map(|g| g.asked.epoch)), (2, Some(76)));
         // A position from the future is "now".
-        assert_eq!(
-            c.start(ReadFrom::After(Position { epoch: 77, seq: 99 })),
-            (5, None)
-        );
+        assert_eq!(c.start(ReadFrom::After(Position { epoch: 77, seq: 99 })), (5, None));
     }
 
     #[test]
     fn old_messages_expire() {
-        let bounds = HistoryBounds {
-            messages: 100,
-            max_age: Duration::from_millis(1),
-        };
+        let bounds = HistoryBounds { messages: 100, max_age: Duration::from_millis(1) };
         let c = Channel::new("c".into(), 1, 1, bounds, Arc::default());
         publish(&c, 3);
         std::thread::sleep(Duration::from_millis(5));
@@ -350,8 +312,6 @@ mod tests {
         waiter.as_mut().enable();
         assert!(c.read_after(0, 10).messages.is_empty());
         publish(&c, 1);
-        tokio::time::timeout(Duration::from_secs(1), waiter)
-            .await
-            .expect("woken");
+        tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("woken");
     }
 }

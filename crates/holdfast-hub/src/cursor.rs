@@ -56,29 +56,19 @@ impl std::error::Error for CursorError {}
 
 /// The 32-bit FNV-1a hash of a channel name, as stored in cursors.
 pub fn channel_hash(name: &str) -> u32 {
-    name.bytes().fold(0x811c_9dc5u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    })
+    name.bytes().fold(0x811c_9dc5u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
 }
 
 impl Cursor {
     /// A cursor holding these (channel name, position) pairs.
     pub fn new<'a>(positions: impl IntoIterator<Item = (&'a str, Position)>) -> Cursor {
-        Cursor {
-            entries: positions
-                .into_iter()
-                .map(|(name, p)| (channel_hash(name), p))
-                .collect(),
-        }
+        Cursor { entries: positions.into_iter().map(|(name, p)| (channel_hash(name), p)).collect() }
     }
 
     /// The position recorded for a channel, if this cursor has one.
     pub fn position(&self, channel: &str) -> Option<Position> {
         let hash = channel_hash(channel);
-        self.entries
-            .iter()
-            .find(|(h, _)| *h == hash)
-            .map(|(_, p)| *p)
+        self.entries.iter().find(|(h, _)| *h == hash).map(|(_, p)| *p)
     }
 
     /// Sets (or adds) a channel's position.
@@ -95,9 +85,7 @@ impl Cursor {
         if text.len() > MAX_CURSOR_LEN {
             return Err(CursorError::TooLong);
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| CursorError::NotBase64)?;
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| CursorError::NotBase64)?;
         let (&version, mut rest) = bytes.split_first().ok_or(CursorError::Truncated)?;
         if version != VERSION {
             return Err(CursorError::UnknownVersion);
@@ -107,9 +95,7 @@ impl Cursor {
             if entries.len() == MAX_CURSOR_CHANNELS {
                 return Err(CursorError::TooManyChannels);
             }
-            let (hash, after) = rest
-                .split_first_chunk::<4>()
-                .ok_or(CursorError::Truncated)?;
+            let (hash, after) = rest.split_first_chunk::<4>().ok_or(CursorError::Truncated)?;
             let (epoch, after) = read_varint(after)?;
             let (seq, after) = read_varint(after)?;
             let epoch = u32::try_from(epoch).map_err(|_| CursorError::Truncated)?;
@@ -166,17 +152,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_is_url_safe() {
-        let cursor = Cursor::new([
-            ("room:1", pos(7, 0)),
-            ("prices", pos(u32::MAX, u64::MAX)),
-            ("x", pos(1, 300)),
-        ]);
+        let cursor = Cursor::new([("room:1", pos(7, 0)), ("prices", pos(u32::MAX, u64::MAX)), ("x", pos(1, 300))]);
         let text = cursor.encode();
-        assert!(
-            text.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "{text}"
-        );
+        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{text}");
         let back = Cursor::decode(&text).unwrap();
         assert_eq!(back, cursor);
         assert_eq!(back.position("prices"), Some(pos(u32::MAX, u64::MAX)));
@@ -195,36 +173,14 @@ mod tests {
         assert_eq!(Cursor::decode(""), Err(CursorError::Truncated));
         assert_eq!(Cursor::decode("!!"), Err(CursorError::NotBase64));
         assert_eq!(Cursor::decode("AQ=="), Err(CursorError::NotBase64));
-        assert_eq!(
-            Cursor::decode(&URL_SAFE_NO_PAD.encode([2u8, 0, 0, 0, 0, 1, 1])),
-            Err(CursorError::UnknownVersion)
-        );
-        assert_eq!(
-            Cursor::decode(&URL_SAFE_NO_PAD.encode([1u8, 0, 0, 0])),
-            Err(CursorError::Truncated)
-        );
-        assert_eq!(
-            Cursor::decode(&URL_SAFE_NO_PAD.encode([1u8, 0, 0, 0, 0, 1, 0x80])),
-            Err(CursorError::Truncated)
-        );
-        let overflow = [
-            1u8, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
-        ];
-        assert_eq!(
-            Cursor::decode(&URL_SAFE_NO_PAD.encode(overflow)),
-            Err(CursorError::Truncated)
-        );
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode([2u8, 0, 0, 0, 0, 1, 1])), Err(CursorError::UnknownVersion));
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode([1u8, 0, 0, 0])), Err(CursorError::Truncated));
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode([1u8, 0, 0, 0, 0, 1, 0x80])), Err(CursorError::Truncated));
+        let overflow = [1u8, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode(overflow)), Err(CursorError::Truncated));
         assert_eq!(Cursor::decode(&"A".repeat(5000)), Err(CursorError::TooLong));
-        let many = Cursor::new((0..65).map(|i| {
-            (
-                Box::leak(format!("c{i}").into_boxed_str()) as &str,
-                pos(1, 1),
-            )
-        }));
-        assert_eq!(
-            Cursor::decode(&many.encode()),
-            Err(CursorError::TooManyChannels)
-        );
+        let many = Cursor::new((0..65).map(|i| (Box::leak(format!("c{i}").into_boxed_str()) as &str, pos(1, 1))));
+        assert_eq!(Cursor::decode(&many.encode()), Err(CursorError::TooManyChannels));
         // Text is case-sensitive and every error displays as a sentence.
         assert!(CursorError::Truncated.to_string().contains("truncated"));
     }

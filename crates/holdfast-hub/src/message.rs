@@ -44,12 +44,7 @@ pub const ENVELOPE_HEAD: &[u8] = b"{\"id\":\"";
 
 impl Message {
     /// Encodes a message for every format.
-    pub fn new(
-        channel: Arc<str>,
-        position: Position,
-        event: Option<&str>,
-        payload: Bytes,
-    ) -> Message {
+    pub fn new(channel: Arc<str>, position: Position, event: Option<&str>, payload: Bytes) -> Message {
         let cursor = Bytes::from(Cursor::new([(&*channel, position)]).encode());
         let text = std::str::from_utf8(&payload).ok();
 
@@ -95,11 +90,7 @@ impl Message {
 
     /// Bytes this message holds, counted against `history_max_bytes`.
     pub fn size(&self) -> usize {
-        self.payload.len()
-            + self.cursor.len()
-            + self.sse_body.len()
-            + self.envelope_tail.len()
-            + 160
+        self.payload.len() + self.cursor.len() + self.sse_body.len() + self.envelope_tail.len() + 160
     }
 
     /// The whole JSON envelope with the given id (cursor).
@@ -117,12 +108,7 @@ mod tests {
     use super::*;
 
     fn message(payload: &[u8], event: Option<&str>) -> Message {
-        Message::new(
-            "room:1".into(),
-            Position { epoch: 9, seq: 3 },
-            event,
-            Bytes::copy_from_slice(payload),
-        )
+        Message::new("room:1".into(), Position { epoch: 9, seq: 3 }, event, Bytes::copy_from_slice(payload))
     }
 
     #[test]
@@ -130,33 +116,20 @@ mod tests {
         let m = message(b"hello \"world\"\n<b>", Some("chat"));
         let envelope = String::from_utf8(m.envelope(&m.cursor)).unwrap();
         let cursor = std::str::from_utf8(&m.cursor).unwrap();
-        assert!(envelope.starts_with(&format!(
-            "{{\"id\":\"{cursor}\",\"channel\":\"room:1\",\"event\":\"chat\","
-        )));
-        assert!(
-            envelope.ends_with(r#""data":"hello \"world\"\n\u003cb\u003e"}"#),
-            "{envelope}"
-        );
-        assert_eq!(
-            Cursor::decode(cursor).unwrap().position("room:1"),
-            Some(Position { epoch: 9, seq: 3 })
-        );
+        assert!(envelope.starts_with(&format!("{{\"id\":\"{cursor}\",\"channel\":\"room:1\",\"event\":\"chat\",")));
+        assert!(envelope.ends_with(r#""data":"hello \"world\"\n\u003cb\u003e"}"#), "{envelope}");
+        assert_eq!(Cursor::decode(cursor).unwrap().position("room:1"), Some(Position { epoch: 9, seq: 3 }));
     }
 
     #[test]
     fn binary_payload_is_base64_in_json_and_sse() {
         let m = message(&[0xff, 0x00, 0x80], None);
-        assert!(std::str::from_utf8(&m.envelope_tail)
-            .unwrap()
-            .ends_with(r#""event":"message","data_b64":"/wCA"}"#));
+        assert!(std::str::from_utf8(&m.envelope_tail).unwrap().ends_with(r#""event":"message","data_b64":"/wCA"}"#));
         assert_eq!(&m.sse_body[..], b": data is base64\ndata: /wCA\n\n");
     }
 
     #[test]
     fn sse_body_splits_lines() {
-        assert_eq!(
-            &message(b"a\nb", Some("x")).sse_body[..],
-            b"event: x\ndata: a\ndata: b\n\n"
-        );
+        assert_eq!(&message(b"a\nb", Some("x")).sse_body[..], b"event: x\ndata: a\ndata: b\n\n");
     }
 }

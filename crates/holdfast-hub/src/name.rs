@@ -24,15 +24,12 @@ impl fmt::Display for NameError {
             NameError::TooLong => {
                 write!(f, "channel name is longer than {MAX_NAME_LEN} characters")
             }
-            NameError::BadByte(b) if b.is_ascii_graphic() || *b == b' ' => write!(
-                f,
-                "channel name contains {:?}; allowed are A-Z a-z 0-9 _ - . : @",
-                *b as char
-            ),
-            NameError::BadByte(b) => write!(
-                f,
-                "channel name contains byte 0x{b:02x}; allowed are A-Z a-z 0-9 _ - . : @"
-            ),
+            NameError::BadByte(b) if b.is_ascii_graphic() || *b == b' ' => {
+                write!(f, "channel name contains {:?}; allowed are A-Z a-z 0-9 _ - . : @", *b as char)
+            }
+            NameError::BadByte(b) => {
+                write!(f, "channel name contains byte 0x{b:02x}; allowed are A-Z a-z 0-9 _ - . : @")
+            }
         }
     }
 }
@@ -47,10 +44,7 @@ pub fn validate_channel_name(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong);
     }
-    match name
-        .bytes()
-        .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@')))
-    {
+    match name.bytes().find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@'))) {
         Some(bad) => Err(NameError::BadByte(bad)),
         None => Ok(()),
     }
@@ -62,20 +56,11 @@ mod tests {
 
     #[test]
     fn names_follow_the_design() {
-        for good in [
-            "a",
-            "room:42",
-            "user@host.example",
-            "A-Z_0.9",
-            &"x".repeat(128),
-        ] {
+        for good in ["a", "room:42", "user@host.example", "A-Z_0.9", &"x".repeat(128)] {
             assert_eq!(validate_channel_name(good), Ok(()), "{good}");
         }
         assert_eq!(validate_channel_name(""), Err(NameError::Empty));
-        assert_eq!(
-            validate_channel_name(&"x".repeat(129)),
-            Err(NameError::TooLong)
-        );
+        assert_eq!(validate_channel_name(&"x".repeat(129)), Err(NameError::TooLong));
         assert_eq!(validate_channel_name("a b"), Err(NameError::BadByte(b' ')));
         assert_eq!(validate_channel_name("a/b"), Err(NameError::BadByte(b'/')));
         assert_eq!(validate_channel_name("é"), Err(NameError::BadByte(0xc3)));

@@ -104,9 +104,7 @@ impl ParseError {
             HeadersTooLarge => "request header fields too large or too many",
             MissingHost => "HTTP/1.1 request without a Host header",
             DuplicateHost => "more than one Host header",
-            ContentLengthWithTransferEncoding => {
-                "both Content-Length and Transfer-Encoding present"
-            }
+            ContentLengthWithTransferEncoding => "both Content-Length and Transfer-Encoding present",
             InvalidContentLength => "invalid or conflicting Content-Length",
             TransferEncodingInHttp10 => "Transfer-Encoding is not allowed in HTTP/1.0",
             ChunkedNotFinal => "Transfer-Encoding must end with a single chunked coding",

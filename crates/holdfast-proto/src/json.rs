@@ -70,10 +70,7 @@ mod tests {
     #[test]
     fn escapes_quotes_controls_and_line_separators() {
         assert_eq!(escaped("plain"), "\"plain\"");
-        assert_eq!(
-            escaped("a\"b\\c\nd\re\tf\u{1}g"),
-            "\"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\""
-        );
+        assert_eq!(escaped("a\"b\\c\nd\re\tf\u{1}g"), "\"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\"");
         assert_eq!(escaped("x\u{2028}y\u{2029}é"), "\"x\\u2028y\\u2029é\"");
         assert_eq!(escaped("</script>&"), "\"\\u003c/script\\u003e\\u0026\"");
         // Whatever is escaped, a JSON parser reads back the original.

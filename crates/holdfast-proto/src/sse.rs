@@ -67,11 +67,7 @@ fn split_lines(data: &str) -> impl Iterator<Item = &str> {
 /// Event types come from publishers; any CR/LF/NUL is replaced so one field cannot become two.
 fn put_single_line(out: &mut BytesMut, value: &str) {
     for byte in value.bytes() {
-        out.put_u8(if matches!(byte, b'\r' | b'\n' | 0) {
-            b' '
-        } else {
-            byte
-        });
+        out.put_u8(if matches!(byte, b'\r' | b'\n' | 0) { b' ' } else { byte });
     }
 }
 
@@ -132,11 +128,7 @@ impl Parser {
         if line.is_empty() {
             let event = self.has_data.then(|| Event {
                 id: self.last_id.clone(),
-                event: if self.event.is_empty() {
-                    "message".into()
-                } else {
-                    self.event.clone()
-                },
+                event: if self.event.is_empty() { "message".into() } else { self.event.clone() },
                 data: self.data.clone(),
             });
             self.event.clear();
@@ -183,10 +175,7 @@ mod tests {
     #[test]
     fn multi_line_payload_is_one_data_line_per_line() {
         let bytes = frame("c1", Some("price"), "a\r\nb\nc\rd");
-        assert_eq!(
-            bytes,
-            b"id: c1\nevent: price\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
+        assert_eq!(bytes, b"id: c1\nevent: price\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
     }
 
     #[test]
@@ -194,22 +183,12 @@ mod tests {
         assert_eq!(frame("x", Some("message"), ""), b"id: x\ndata: \n\n");
         let mut parser = Parser::default();
         let events = parser.feed(&frame("x", None, ""));
-        assert_eq!(
-            events,
-            vec![Event {
-                id: "x".into(),
-                event: "message".into(),
-                data: String::new()
-            }]
-        );
+        assert_eq!(events, vec![Event { id: "x".into(), event: "message".into(), data: String::new() }]);
     }
 
     #[test]
     fn event_type_cannot_inject_fields() {
-        assert_eq!(
-            frame("1", Some("a\ndata: evil"), "ok"),
-            b"id: 1\nevent: a data: evil\ndata: ok\n\n"
-        );
+        assert_eq!(frame("1", Some("a\ndata: evil"), "ok"), b"id: 1\nevent: a data: evil\ndata: ok\n\n");
     }
 
     #[test]
@@ -227,14 +206,7 @@ mod tests {
             events.extend(parser.feed(&stream[split..]));
             assert_eq!(events.len(), 2, "split {split}");
             assert_eq!(events[0].data, "line one\nline two");
-            assert_eq!(
-                events[1],
-                Event {
-                    id: "c2".into(),
-                    event: "tick".into(),
-                    data: "x\ny".into()
-                }
-            );
+            assert_eq!(events[1], Event { id: "c2".into(), event: "tick".into(), data: "x\ny".into() });
             assert_eq!(parser.retry, Some(2000));
             assert_eq!(parser.comments, 1);
         }

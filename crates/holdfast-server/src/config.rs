@@ -49,6 +49,22 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Serve `/_conformance/echo` (tests and conformance suites only).
     pub enable_conformance_echo: bool,
+    /// How long a long poll is held before it answers with an empty list.
+    pub longpoll_timeout: Duration,
+    /// Heartbeat period on streaming transports (SSE comment, empty line, HTML comment).
+    pub heartbeat_interval: Duration,
+    /// Reconnection delay announced to SSE clients (`retry:`).
+    pub sse_retry: Duration,
+    /// Messages kept per channel.
+    pub history_messages: usize,
+    /// Age after which a message leaves its channel's history.
+    pub history_seconds: Duration,
+    /// Bytes of history kept over all channels.
+    pub history_max_bytes: u64,
+    /// How far (in bytes) a streaming subscriber may fall behind before it is cut (`slow_consumer`).
+    pub max_pending_bytes: u64,
+    /// Origins allowed by CORS: empty = none, `*` = any, else a comma-separated list.
+    pub cors_origins: Vec<String>,
 }
 
 impl Config {
@@ -63,16 +79,18 @@ impl Config {
         }
     }
 
+    /// Whether CORS allows this origin.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.cors_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+
     /// Sets one key from its string form, as any source gives it.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let entry = KEYS
-            .iter()
-            .find(|k| k.name == key)
-            .ok_or_else(|| ConfigError {
-                key: key.to_string(),
-                source: String::new(),
-                problem: "unknown configuration key".to_string(),
-            })?;
+        let entry = KEYS.iter().find(|k| k.name == key).ok_or_else(|| ConfigError {
+            key: key.to_string(),
+            source: String::new(),
+            problem: "unknown configuration key".to_string(),
+        })?;
         (entry.set)(self, value.trim()).map_err(|problem| ConfigError {
             key: key.to_string(),
             source: String::new(),
@@ -83,16 +101,10 @@ impl Config {
     /// Applies a TOML file whose top-level keys are configuration keys. Numbers, strings and
     /// booleans are accepted; numbers mean seconds for durations and bytes for sizes.
     pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let file_error = |problem: String| ConfigError {
-            key: "config".to_string(),
-            source: path.display().to_string(),
-            problem,
-        };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| file_error(e.message().to_string()))?;
+        let file_error =
+            |problem: String| ConfigError { key: "config".to_string(), source: path.display().to_string(), problem };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.message().to_string()))?;
         for (key, value) in table {
             let value = match value {
                 toml::Value::String(s) => s,
@@ -103,15 +115,11 @@ impl Config {
                     return Err(ConfigError {
                         key,
                         source: path.display().to_string(),
-                        problem: format!(
-                            "expected a string, number or boolean, got {}",
-                            other.type_str()
-                        ),
+                        problem: format!("expected a string, number or boolean, got {}", other.type_str()),
                     })
                 }
             };
-            self.set(&key, &value)
-                .map_err(|e| e.from_source(&path.display().to_string()))?;
+            self.set(&key, &value).map_err(|e| e.from_source(&path.display().to_string()))?;
         }
         Ok(())
     }
@@ -137,6 +145,14 @@ impl Default for Config {
             tcp_keepalive_count: 0,
             shutdown_timeout: Duration::ZERO,
             enable_conformance_echo: false,
+            longpoll_timeout: Duration::ZERO,
+            heartbeat_interval: Duration::ZERO,
+            sse_retry: Duration::ZERO,
+            history_messages: 0,
+            history_seconds: Duration::ZERO,
+            history_max_bytes: 0,
+            max_pending_bytes: 0,
+            cors_origins: Vec::new(),
         };
         // The table is the one place defaults are written; a bad default is a bug caught by tests.
         for key in KEYS {
@@ -208,116 +224,42 @@ macro_rules! key {
 
 /// Every configuration key, with its default.
 pub const KEYS: &[Key] = &[
-    key!(
-        listen,
-        "127.0.0.1:7700",
-        parse_addr,
-        "address and port to listen on"
-    ),
-    key!(
-        keepalive_timeout,
-        "75s",
-        parse_duration,
-        "idle time allowed between requests on a persistent connection"
-    ),
-    key!(
-        keepalive_requests,
-        "1000",
-        parse_count_u32,
-        "requests per connection before it is closed"
-    ),
-    key!(
-        header_timeout,
-        "10s",
-        parse_duration,
-        "time allowed to send a request head (408 after)"
-    ),
-    key!(
-        body_timeout,
-        "30s",
-        parse_duration,
-        "time allowed between two reads of a request body (408 after)"
-    ),
-    key!(
-        send_timeout,
-        "30s",
-        parse_duration,
-        "time allowed for a peer to take a response's bytes"
-    ),
-    key!(
-        park_after,
-        "1s",
-        parse_duration,
-        "idle time after which a connection is parked outside the runtime (memory)"
-    ),
-    key!(
-        max_header_bytes,
-        "16KiB",
-        parse_size_usize,
-        "request line plus header fields (431 above)"
-    ),
-    key!(
-        max_headers,
-        "100",
-        parse_count_usize,
-        "header fields per request, at most 128 (431 above)"
-    ),
-    key!(
-        max_uri_bytes,
-        "8KiB",
-        parse_size_usize,
-        "request-target length (414 above)"
-    ),
-    key!(
-        max_body_bytes,
-        "1MiB",
-        parse_size_u64,
-        "request body size (413 above)"
-    ),
-    key!(
-        max_connections,
-        "0",
-        parse_count_usize,
-        "open connections, 0 = from the file-descriptor limit (503 above)"
-    ),
-    key!(
-        tcp_keepalive_idle,
-        "60s",
-        parse_duration,
-        "TCP keepalive: idle time before the first probe"
-    ),
-    key!(
-        tcp_keepalive_interval,
-        "10s",
-        parse_duration,
-        "TCP keepalive: time between probes"
-    ),
+    key!(listen, "127.0.0.1:7700", parse_addr, "address and port to listen on"),
+    key!(keepalive_timeout, "75s", parse_duration, "idle time allowed between requests on a persistent connection"),
+    key!(keepalive_requests, "1000", parse_count_u32, "requests per connection before it is closed"),
+    key!(header_timeout, "10s", parse_duration, "time allowed to send a request head (408 after)"),
+    key!(body_timeout, "30s", parse_duration, "time allowed between two reads of a request body (408 after)"),
+    key!(send_timeout, "30s", parse_duration, "time allowed for a peer to take a response's bytes"),
+    key!(park_after, "1s", parse_duration, "idle time after which a connection is parked outside the runtime (memory)"),
+    key!(max_header_bytes, "16KiB", parse_size_usize, "request line plus header fields (431 above)"),
+    key!(max_headers, "100", parse_count_usize, "header fields per request, at most 128 (431 above)"),
+    key!(max_uri_bytes, "8KiB", parse_size_usize, "request-target length (414 above)"),
+    key!(max_body_bytes, "1MiB", parse_size_u64, "request body size (413 above)"),
+    key!(max_connections, "0", parse_count_usize, "open connections, 0 = from the file-descriptor limit (503 above)"),
+    key!(tcp_keepalive_idle, "60s", parse_duration, "TCP keepalive: idle time before the first probe"),
+    key!(tcp_keepalive_interval, "10s", parse_duration, "TCP keepalive: time between probes"),
     key!(
         tcp_keepalive_count,
         "5",
         parse_count_u32,
         "TCP keepalive: unanswered probes before the connection is dropped"
     ),
-    key!(
-        shutdown_timeout,
-        "10s",
-        parse_duration,
-        "bound on a graceful shutdown (SIGTERM/SIGINT)"
-    ),
-    key!(
-        enable_conformance_echo,
-        "false",
-        parse_bool,
-        "serve POST /_conformance/echo (testing only)"
-    ),
+    key!(shutdown_timeout, "10s", parse_duration, "bound on a graceful shutdown (SIGTERM/SIGINT)"),
+    key!(enable_conformance_echo, "false", parse_bool, "serve POST /_conformance/echo (testing only)"),
+    key!(longpoll_timeout, "30s", parse_duration, "how long a long poll is held before an empty answer"),
+    key!(heartbeat_interval, "25s", parse_duration, "heartbeat period on streaming transports"),
+    key!(sse_retry, "2s", parse_duration, "reconnection delay announced to SSE clients (retry:)"),
+    key!(history_messages, "1000", parse_count_usize, "messages kept per channel"),
+    key!(history_seconds, "3600", parse_duration, "age after which a message leaves the history"),
+    key!(history_max_bytes, "256MiB", parse_size_u64, "bytes of history kept over all channels"),
+    key!(max_pending_bytes, "1MiB", parse_size_u64, "how far a streaming subscriber may fall behind before it is cut"),
+    key!(cors_origins, "", parse_origins, "CORS origins allowed: empty = none, * = any, or a comma-separated list"),
 ];
 
 /// A duration: plain seconds (`75`, `0.5`) or a number with a unit (`500ms`, `75s`, `2m`, `1h`).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     const HINT: &str = "is not a duration (use e.g. 75, 500ms, 75s, 2m, 1h)";
-    let split = value
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(value.len());
+    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
     let number: f64 = number.parse().map_err(|_| HINT.to_string())?;
     let seconds = match unit.trim() {
@@ -337,9 +279,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 /// are binary (1 k = 1024), as in nginx.
 pub fn parse_size(value: &str) -> Result<u64, String> {
     const HINT: &str = "is not a size (use e.g. 16384, 16KiB, 1MiB)";
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
     let number: u64 = number.parse().map_err(|_| HINT.to_string())?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -349,9 +289,7 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         _ => return Err(HINT.to_string()),
     };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| "is too large".to_string())
+    number.checked_mul(multiplier).ok_or_else(|| "is too large".to_string())
 }
 
 fn parse_size_u64(value: &str) -> Result<u64, String> {
@@ -363,21 +301,23 @@ fn parse_size_usize(value: &str) -> Result<usize, String> {
 }
 
 fn parse_count_usize(value: &str) -> Result<usize, String> {
-    value
-        .parse()
-        .map_err(|_| "is not a whole number".to_string())
+    value.parse().map_err(|_| "is not a whole number".to_string())
 }
 
 fn parse_count_u32(value: &str) -> Result<u32, String> {
-    value
-        .parse()
-        .map_err(|_| "is not a whole number below 4294967296".to_string())
+    value.parse().map_err(|_| "is not a whole number below 4294967296".to_string())
 }
 
 fn parse_addr(value: &str) -> Result<SocketAddr, String> {
-    value
-        .parse()
-        .map_err(|_| "is not an address:port (e.g. 127.0.0.1:7700)".to_string())
+    value.parse().map_err(|_| "is not an address:port (e.g. 127.0.0.1:7700)".to_string())
+}
+
+fn parse_origins(value: &str) -> Result<Vec<String>, String> {
+    let origins: Vec<String> = value.split(',').map(str::trim).filter(|o| !o.is_empty()).map(String::from).collect();
+    match origins.iter().find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))) {
+        Some(bad) => Err(format!("has {bad:?}, which is not * or an origin like https://example.com")),
+        None => Ok(origins),
+    }
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -391,31 +331,19 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 /// Checks relations between keys that no single parser can see.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
     let bad = |key: &str, problem: &str| {
-        Err(ConfigError {
-            key: key.to_string(),
-            source: String::new(),
-            problem: problem.to_string(),
-        })
+        Err(ConfigError { key: key.to_string(), source: String::new(), problem: problem.to_string() })
     };
     if config.keepalive_requests == 0 {
         return bad("keepalive_requests", "must be at least 1");
     }
-    if config.max_headers == 0
-        || config.max_headers > holdfast_proto::http1::request::MAX_HEADERS_CAP
-    {
+    if config.max_headers == 0 || config.max_headers > holdfast_proto::http1::request::MAX_HEADERS_CAP {
         return bad("max_headers", "must be between 1 and 128");
     }
     if config.max_header_bytes < 256 {
         return bad("max_header_bytes", "must be at least 256 bytes");
     }
-    if config.keepalive_timeout.is_zero()
-        || config.header_timeout.is_zero()
-        || config.body_timeout.is_zero()
-    {
-        return bad(
-            "timeouts",
-            "keepalive_timeout, header_timeout and body_timeout must be above 0",
-        );
+    if config.keepalive_timeout.is_zero() || config.header_timeout.is_zero() || config.body_timeout.is_zero() {
+        return bad("timeouts", "keepalive_timeout, header_timeout and body_timeout must be above 0");
     }
     Ok(())
 }
@@ -445,11 +373,7 @@ mod tests {
             (" 3 s", 3_000),
         ];
         for (text, millis) in cases {
-            assert_eq!(
-                parse_duration(text.trim()),
-                Ok(Duration::from_millis(millis)),
-                "{text}"
-            );
+            assert_eq!(parse_duration(text.trim()), Ok(Duration::from_millis(millis)), "{text}");
         }
         for bad in ["", "abc", "5x", "-1", "1.2.3s", "ms"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
@@ -469,22 +393,14 @@ mod tests {
     #[test]
     fn bad_value_names_the_key_in_one_line() {
         let mut config = Config::default();
-        let err = config
-            .set("keepalive_timeout", "soon")
-            .unwrap_err()
-            .from_source("--keepalive-timeout");
+        let err = config.set("keepalive_timeout", "soon").unwrap_err().from_source("--keepalive-timeout");
         let line = err.to_string();
         assert!(
-            line.starts_with(
-                "invalid configuration: keepalive_timeout (from --keepalive-timeout): \"soon\""
-            ),
+            line.starts_with("invalid configuration: keepalive_timeout (from --keepalive-timeout): \"soon\""),
             "{line}"
         );
         assert!(!line.contains('\n'));
-        assert_eq!(
-            config.set("no_such_key", "1").unwrap_err().key(),
-            "no_such_key"
-        );
+        assert_eq!(config.set("no_such_key", "1").unwrap_err().key(), "no_such_key");
     }
 
     #[test]
@@ -492,11 +408,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("holdfast-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("good.toml");
-        std::fs::write(
-            &path,
-            "keepalive_timeout = 5\nmax_body_bytes = \"2MiB\"\nenable_conformance_echo = true\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "keepalive_timeout = 5\nmax_body_bytes = \"2MiB\"\nenable_conformance_echo = true\n")
+            .unwrap();
         let mut config = Config::default();
         config.apply_file(&path).unwrap();
         assert_eq!(config.keepalive_timeout, Duration::from_secs(5));

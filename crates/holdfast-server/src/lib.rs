@@ -10,11 +10,16 @@
 
 pub mod config;
 mod conn;
+mod cors;
 mod listener;
 mod park;
+mod publish;
+mod push;
+mod query;
 mod response;
 mod router;
 pub mod stats;
+mod transport;
 
 use std::future::Future;
 use std::io;
@@ -22,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use holdfast_hub::{Broker, HistoryLimits, MemoryBroker};
 use holdfast_proto::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -32,6 +38,13 @@ pub use stats::{CloseReason, Stats, StatsSnapshot};
 /// File descriptors kept free below the process limit when `max_connections` is derived from it:
 /// the listener, the pollers, logs, and room to accept and refuse (503) the connections beyond.
 const FD_RESERVE: usize = 64;
+
+/// Push shard threads. One thread writes to every streaming subscriber; on this 2-core target the
+/// other core runs the runtime (requests, publishes). More shards only pay off with more cores.
+const PUSH_SHARDS: usize = 1;
+
+/// How often expired history is dropped from quiet channels.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// State shared by every connection of one server.
 pub(crate) struct Server {
@@ -48,6 +61,8 @@ pub(crate) struct Server {
     all_closed: Notify,
     next_connection_id: AtomicU64,
     pub parking: park::ParkingLot,
+    pub broker: Arc<dyn Broker>,
+    pub push: Arc<push::PushHub>,
     pub started: Instant,
 }
 
@@ -64,7 +79,14 @@ impl Server {
             }
         };
         let (parking, poll) = park::ParkingLot::new()?;
-        let server = Arc::new(Server {
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HistoryLimits {
+            messages: config.history_messages,
+            max_age: config.history_seconds,
+            max_bytes: config.history_max_bytes,
+        }));
+        let server = Arc::new_cyclic(|weak: &std::sync::Weak<Server>| Server {
+            push: Arc::new(push::PushHub::start(PUSH_SHARDS, weak.clone()).expect("push shard threads")),
+            broker,
             limits: config.limits(),
             parking,
             config,
@@ -76,11 +98,8 @@ impl Server {
             next_connection_id: AtomicU64::new(1),
             started: Instant::now(),
         });
-        server.parking.start(
-            poll,
-            Arc::downgrade(&server),
-            tokio::runtime::Handle::current(),
-        )?;
+        server.parking.start(poll, Arc::downgrade(&server), tokio::runtime::Handle::current())?;
+        server.broker.add_listener(server.push.clone());
         Ok(server)
     }
 
@@ -93,13 +112,7 @@ impl Server {
     }
 
     /// Counts and logs the end of a connection: the one place every close goes through.
-    pub fn connection_closed(
-        &self,
-        id: u64,
-        peer: std::net::SocketAddr,
-        served: u32,
-        reason: CloseReason,
-    ) {
+    pub fn connection_closed(&self, id: u64, peer: std::net::SocketAddr, served: u32, reason: CloseReason) {
         let open = self.stats.connection_closed(reason);
         tracing::debug!(conn = id, %peer, requests = served, reason = reason.label(), "connection closed");
         if open == 0 && self.is_draining() {
@@ -111,17 +124,14 @@ impl Server {
 /// Serves HTTP on `listener` until `shutdown` completes, then drains: stops accepting, closes idle
 /// connections at once, lets in-flight requests finish (their responses say `Connection: close`)
 /// and returns when every connection is closed or `config.shutdown_timeout` has passed.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
-    config::validate(&config)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    config::validate(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let server = Server::new(config)?;
     tracing::info!(addr = %listener.local_addr()?, max_connections = server.max_connections, "holdfast listening");
+    let expiry = tokio::spawn(expire_history(Arc::downgrade(&server)));
     listener::accept_loop(listener, &server, shutdown).await;
     drain(&server).await;
+    expiry.abort();
     Ok(())
 }
 
@@ -130,6 +140,7 @@ async fn drain(server: &Arc<Server>) {
     server.draining.store(true, Ordering::Release);
     server.drain_started.notify_waiters();
     server.parking.drain();
+    server.push.drain();
     tracing::info!(open = server.stats.connections_open(), "draining");
     loop {
         let all_closed = server.all_closed.notified();
@@ -139,22 +150,26 @@ async fn drain(server: &Arc<Server>) {
             break;
         }
         if tokio::time::timeout_at(deadline, all_closed).await.is_err() {
-            tracing::warn!(
-                open = server.stats.connections_open(),
-                "shutdown_timeout reached; dropping the rest"
-            );
+            tracing::warn!(open = server.stats.connections_open(), "shutdown_timeout reached; dropping the rest");
             break;
         }
     }
     tracing::info!("stopped");
 }
 
+/// Ages histories of channels nobody publishes to.
+async fn expire_history(server: std::sync::Weak<Server>) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(server) = server.upgrade() else { return };
+        server.broker.expire();
+    }
+}
+
 /// The soft limit on open file descriptors (the binary raises it to the hard limit at start).
 fn fd_limit() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass and has no other effect.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return 1024;
@@ -165,14 +180,10 @@ fn fd_limit() -> usize {
 /// Raises the soft file-descriptor limit to the hard limit, so `max_connections` can use what the
 /// system allows. Returns the new soft limit.
 pub fn raise_fd_limit() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
@@ -185,16 +196,10 @@ pub fn raise_fd_limit() -> usize {
 #[doc(hidden)]
 pub async fn connection_future_size() -> usize {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
-        .await
-        .expect("connect");
+    let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
     let (stream, peer) = listener.accept().await.expect("accept");
     let server = Server::new(Config::default()).expect("server");
-    let state = conn::ConnState {
-        id: 0,
-        peer,
-        served: 0,
-    };
+    let state = conn::ConnState { id: 0, peer, served: 0 };
     let idle = conn::IdleDeadline::first_request(&server);
     let future = conn::serve(stream, server, state, idle);
     let size = std::mem::size_of_val(&future);

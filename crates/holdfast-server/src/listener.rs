@@ -22,11 +22,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long a refused (503) connection lingers for its request bytes before closing.
 const REFUSE_LINGER: Duration = Duration::from_millis(500);
 
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    server: &Arc<Server>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub(crate) async fn accept_loop(listener: TcpListener, server: &Arc<Server>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut exhausted_since: Option<std::time::Instant> = None;
     loop {
@@ -60,19 +56,12 @@ pub(crate) async fn accept_loop(
 }
 
 fn is_resource_exhaustion(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
     server.stats.connection_opened();
-    let conn = ConnState {
-        id: server.next_connection_id(),
-        peer,
-        served: 0,
-    };
+    let conn = ConnState { id: server.next_connection_id(), peer, served: 0 };
     if server.stats.connections_open() > server.max_connections as u64 {
         tokio::spawn(refuse_over_capacity(stream, server.clone(), conn));
         return;
@@ -100,12 +89,8 @@ fn configure_socket(stream: &TcpStream, server: &Server) {
 
 /// Beyond `max_connections`: 503 with `Retry-After`, then close.
 async fn refuse_over_capacity(mut stream: TcpStream, server: Arc<Server>, conn: ConnState) {
-    let response = Response::error(
-        503,
-        "over_capacity",
-        "the server is at its connection limit; retry shortly",
-    )
-    .with_header("Retry-After", "1");
+    let response = Response::error(503, "over_capacity", "the server is at its connection limit; retry shortly")
+        .with_header("Retry-After", "1");
     let mut out = BytesMut::new();
     response.encode_head(&mut out, Persistence::Close, Version::Http11, 0);
     out.extend_from_slice(&response.body);

@@ -69,26 +69,15 @@ impl ParkingLot {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
-        let shared = Arc::new(Shared {
-            lot: Mutex::new(Lot::default()),
-            registry,
-            waker,
-        });
+        let shared = Arc::new(Shared { lot: Mutex::new(Lot::default()), registry, waker });
         Ok((ParkingLot { shared }, poll))
     }
 
     /// Starts the lot's thread. Unparked connections are spawned on `runtime`; the thread ends
     /// when the lot drains or the server is gone.
-    pub fn start(
-        &self,
-        poll: Poll,
-        server: Weak<Server>,
-        runtime: tokio::runtime::Handle,
-    ) -> io::Result<()> {
+    pub fn start(&self, poll: Poll, server: Weak<Server>, runtime: tokio::runtime::Handle) -> io::Result<()> {
         let shared = self.shared.clone();
-        std::thread::Builder::new()
-            .name("holdfast-park".into())
-            .spawn(move || run(poll, shared, server, runtime))?;
+        std::thread::Builder::new().name("holdfast-park".into()).spawn(move || run(poll, shared, server, runtime))?;
         Ok(())
     }
 
@@ -112,11 +101,7 @@ impl ParkingLot {
             }
         };
         let fd = stream.as_raw_fd();
-        if let Err(e) = self.shared.registry.register(
-            &mut SourceFd(&fd),
-            Token(index as usize),
-            Interest::READABLE,
-        ) {
+        if let Err(e) = self.shared.registry.register(&mut SourceFd(&fd), Token(index as usize), Interest::READABLE) {
             tracing::warn!(error = %e, "cannot park a connection");
             lot.free.push(index);
             return Err((stream, conn, CloseReason::IoError));
@@ -137,11 +122,7 @@ impl ParkingLot {
 
     /// Closes every parked connection and stops taking new ones (graceful shutdown).
     pub fn drain(&self) {
-        self.shared
-            .lot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .closing = true;
+        self.shared.lot.lock().unwrap_or_else(|e| e.into_inner()).closing = true;
         let _ = self.shared.waker.wake();
     }
 }
@@ -189,10 +170,7 @@ fn run(mut poll: Poll, shared: Arc<Shared>, server: Weak<Server>, runtime: tokio
                     break;
                 }
                 lot.deadlines.pop();
-                let live = lot
-                    .slots
-                    .get(index as usize)
-                    .is_some_and(|s| s.generation == generation);
+                let live = lot.slots.get(index as usize).is_some_and(|s| s.generation == generation);
                 if live {
                     expired.extend(lot.take(&shared.registry, index as usize));
                 }
@@ -209,22 +187,13 @@ fn run(mut poll: Poll, shared: Arc<Shared>, server: Weak<Server>, runtime: tokio
                 let Parked { stream, conn, idle } = parked;
                 match tokio::net::TcpStream::from_std(stream) {
                     Ok(stream) => crate::conn::serve(stream, server, conn, idle).await,
-                    Err(_) => server.connection_closed(
-                        conn.id,
-                        conn.peer,
-                        conn.served,
-                        CloseReason::IoError,
-                    ),
+                    Err(_) => server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
                 }
             });
         }
         for parked in expired.drain(..) {
             server.stats.unparked();
-            let reason = if closing {
-                CloseReason::Shutdown
-            } else {
-                parked.idle.expiry
-            };
+            let reason = if closing { CloseReason::Shutdown } else { parked.idle.expiry };
             drop(parked.stream);
             server.connection_closed(parked.conn.id, parked.conn.peer, parked.conn.served, reason);
         }

@@ -15,12 +15,7 @@ pub(crate) struct Response {
 
 impl Response {
     pub fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response {
-        Response {
-            status,
-            content_type,
-            headers: Vec::new(),
-            body: body.into(),
-        }
+        Response { status, content_type, headers: Vec::new(), body: body.into() }
     }
 
     /// A JSON response from a `serde_json::Value` (or anything serializable).
@@ -32,10 +27,7 @@ impl Response {
 
     /// The JSON error body every refusal uses: `{"error":"<label>","reason":"<sentence>"}`.
     pub fn error(status: u16, label: &str, reason: &str) -> Response {
-        Response::json(
-            status,
-            &serde_json::json!({ "error": label, "reason": reason }),
-        )
+        Response::json(status, &serde_json::json!({ "error": label, "reason": reason }))
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -44,21 +36,15 @@ impl Response {
     }
 
     /// Writes the head into `out`. The body is not included (HEAD, and large bodies sent apart).
-    pub fn encode_head(
-        &self,
-        out: &mut BytesMut,
-        persistence: Persistence,
-        version: Version,
-        keepalive_secs: u64,
-    ) {
-        let mut head = ResponseHead::new(out, self.status)
-            .header("Server", b"holdfast")
-            .header("Content-Type", self.content_type.as_bytes())
-            .content_length(self.body.len() as u64);
+    pub fn encode_head(&self, out: &mut BytesMut, persistence: Persistence, version: Version, keepalive_secs: u64) {
+        let mut head = ResponseHead::new(out, self.status).header("Server", b"holdfast");
+        // RFC 9110 §8.6, §15.3.5: no Content-Length (nor content) on 1xx and 204.
+        if self.status >= 200 && self.status != 204 {
+            head = head.header("Content-Type", self.content_type.as_bytes()).content_length(self.body.len() as u64);
+        }
         for (name, value) in &self.headers {
             head = head.header(name, value.as_bytes());
         }
-        head.persistence(persistence, version, keepalive_secs)
-            .finish();
+        head.persistence(persistence, version, keepalive_secs).finish();
     }
 }

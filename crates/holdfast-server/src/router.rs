@@ -7,6 +7,7 @@ use holdfast_proto::http1::{Method, RequestHead};
 use crate::response::Response;
 use crate::stats::process_rss_bytes;
 use crate::Server;
+use crate::{cors, publish};
 
 /// A routed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +16,16 @@ pub(crate) enum Route {
     AdminStats,
     /// `POST /_conformance/echo`: answers with the request body (only when enabled).
     Echo,
+    /// `POST /pub/{channel}`.
+    Publish,
+    /// `GET /pub/{channel}`.
+    ChannelInfo,
+    /// `DELETE /pub/{channel}`.
+    DeleteChannel,
+    /// `GET /sub/{channels}`: answered by a transport, maybe taking the connection over.
+    Subscribe,
+    /// `OPTIONS` on a CORS-enabled path.
+    Preflight,
     NotFound,
     /// The path exists but not for this method; the value is the `Allow` field.
     MethodNotAllowed(&'static str),
@@ -25,14 +36,33 @@ const GET_HEAD: &str = "GET, HEAD";
 impl Route {
     /// Whether the handler needs the request body (else it is drained or the connection closed).
     pub fn wants_body(self) -> bool {
-        matches!(self, Route::Echo)
+        matches!(self, Route::Echo | Route::Publish)
     }
 }
 
 pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
     let method = head.method();
     let get_or_head = matches!(method, Method::Get | Method::Head);
-    match origin_path(head.path()) {
+    let path = origin_path(head.path());
+    if let Some(rest) = path.strip_prefix("/pub/") {
+        return match method {
+            _ if rest.is_empty() => Route::NotFound,
+            Method::Post => Route::Publish,
+            Method::Get | Method::Head => Route::ChannelInfo,
+            Method::Delete => Route::DeleteChannel,
+            Method::Options => Route::Preflight,
+            _ => Route::MethodNotAllowed("GET, HEAD, POST, DELETE, OPTIONS"),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/sub/") {
+        return match method {
+            _ if rest.is_empty() => Route::NotFound,
+            Method::Get => Route::Subscribe,
+            Method::Options => Route::Preflight,
+            _ => Route::MethodNotAllowed("GET, OPTIONS"),
+        };
+    }
+    match path {
         "/healthz" if get_or_head => Route::Healthz,
         "/admin/stats" if get_or_head => Route::AdminStats,
         "/healthz" | "/admin/stats" => Route::MethodNotAllowed(GET_HEAD),
@@ -60,17 +90,23 @@ pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Se
         Route::Healthz => Response::new(200, "text/plain; charset=utf-8", &b"ok\n"[..]),
         Route::AdminStats => admin_stats(server),
         Route::Echo => Response::new(200, "application/octet-stream", body),
-        Route::NotFound => {
-            Response::error(404, "not_found", &format!("no resource at {}", head.path()))
+        Route::Publish => {
+            cors::decorate(publish::publish(head, body, server), cors::allowed_origin(head, server).as_deref())
         }
+        Route::ChannelInfo => {
+            cors::decorate(publish::info(head, server), cors::allowed_origin(head, server).as_deref())
+        }
+        Route::DeleteChannel => {
+            cors::decorate(publish::delete(head, server), cors::allowed_origin(head, server).as_deref())
+        }
+        Route::Preflight => cors::preflight(head, server),
+        // Answered by the transports (conn::exchange); never routed here.
+        Route::Subscribe => Response::error(500, "internal", "subscription routed to the plain responder"),
+        Route::NotFound => Response::error(404, "not_found", &format!("no resource at {}", head.path())),
         Route::MethodNotAllowed(allow) => Response::error(
             405,
             "method_not_allowed",
-            &format!(
-                "{} is not allowed on {}; allowed: {allow}",
-                head.method_str(),
-                head.path()
-            ),
+            &format!("{} is not allowed on {}; allowed: {allow}", head.method_str(), head.path()),
         )
         .with_header("Allow", allow),
     }
@@ -78,11 +114,10 @@ pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Se
 
 fn admin_stats(server: &Server) -> Response {
     let snap = server.stats.snapshot();
-    let closed: serde_json::Map<String, serde_json::Value> = snap
-        .closed
-        .iter()
-        .map(|(label, n)| (label.to_string(), (*n).into()))
-        .collect();
+    let subscribers: serde_json::Map<String, serde_json::Value> =
+        snap.subscribers.iter().map(|(label, n)| (label.to_string(), (*n).into())).collect();
+    let closed: serde_json::Map<String, serde_json::Value> =
+        snap.closed.iter().map(|(label, n)| (label.to_string(), (*n).into())).collect();
     Response::json(
         200,
         &serde_json::json!({
@@ -93,6 +128,11 @@ fn admin_stats(server: &Server) -> Response {
             "requests_total": snap.requests,
             "requests_reused": snap.requests_reused,
             "closed": closed,
+            "subscribers": subscribers,
+            "channels": server.broker.channel_count(),
+            "history_bytes": server.broker.history_bytes(),
+            "messages_published": snap.messages_published,
+            "messages_delivered": snap.messages_delivered,
             "rss_bytes": process_rss_bytes(),
             "uptime_seconds": server.started.elapsed().as_secs(),
             "draining": server.is_draining(),

@@ -34,11 +34,15 @@ pub enum CloseReason {
     Shutdown,
     /// A socket error other than a reset.
     IoError,
+    /// A streaming subscriber fell more than `max_pending_bytes` behind, or out of the history.
+    SlowConsumer,
+    /// The channel was deleted (`DELETE /pub/{channel}`).
+    ChannelDeleted,
 }
 
 impl CloseReason {
     /// Every reason, in the order `/admin/stats` lists them.
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::PeerClosed,
         CloseReason::PeerAborted,
         CloseReason::IdleTimeout,
@@ -52,6 +56,8 @@ impl CloseReason {
         CloseReason::OverCapacity,
         CloseReason::Shutdown,
         CloseReason::IoError,
+        CloseReason::SlowConsumer,
+        CloseReason::ChannelDeleted,
     ];
 
     /// The label used in logs and `/admin/stats`.
@@ -70,6 +76,8 @@ impl CloseReason {
             CloseReason::OverCapacity => "over_capacity",
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ChannelDeleted => "channel_deleted",
         }
     }
 }
@@ -83,6 +91,11 @@ pub struct Stats {
     requests: AtomicU64,
     requests_reused: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
+    /// Open streaming subscribers by format (sse, stream, iframe).
+    streaming: [AtomicU64; 3],
+    longpolls_waiting: AtomicU64,
+    messages_published: AtomicU64,
+    messages_delivered: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -100,6 +113,12 @@ pub struct StatsSnapshot {
     pub requests_reused: u64,
     /// Closed connections by reason.
     pub closed: Vec<(&'static str, u64)>,
+    /// Open subscribers by transport.
+    pub subscribers: Vec<(&'static str, u64)>,
+    /// Messages published.
+    pub messages_published: u64,
+    /// Message deliveries (one message to one subscriber).
+    pub messages_delivered: u64,
 }
 
 impl Stats {
@@ -119,6 +138,30 @@ impl Stats {
         if reused {
             self.requests_reused.fetch_add(1, Relaxed);
         }
+    }
+
+    pub(crate) fn subscriber_opened(&self, format: crate::push::frame::Format) {
+        self.streaming[format as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn subscriber_closed(&self, format: crate::push::frame::Format) {
+        self.streaming[format as usize].fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn longpoll_waiting(&self, delta: i64) {
+        if delta >= 0 {
+            self.longpolls_waiting.fetch_add(delta as u64, Relaxed);
+        } else {
+            self.longpolls_waiting.fetch_sub(delta.unsigned_abs(), Relaxed);
+        }
+    }
+
+    pub(crate) fn published(&self) {
+        self.messages_published.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn delivered(&self, count: u64) {
+        self.messages_delivered.fetch_add(count, Relaxed);
     }
 
     pub(crate) fn parked(&self) {
@@ -142,10 +185,15 @@ impl Stats {
             connections_parked: self.connections_parked.load(Relaxed),
             requests: self.requests.load(Relaxed),
             requests_reused: self.requests_reused.load(Relaxed),
-            closed: CloseReason::ALL
-                .iter()
-                .map(|r| (r.label(), self.closed[*r as usize].load(Relaxed)))
-                .collect(),
+            closed: CloseReason::ALL.iter().map(|r| (r.label(), self.closed[*r as usize].load(Relaxed))).collect(),
+            subscribers: vec![
+                ("sse", self.streaming[0].load(Relaxed)),
+                ("stream", self.streaming[1].load(Relaxed)),
+                ("iframe", self.streaming[2].load(Relaxed)),
+                ("longpoll", self.longpolls_waiting.load(Relaxed)),
+            ],
+            messages_published: self.messages_published.load(Relaxed),
+            messages_delivered: self.messages_delivered.load(Relaxed),
         }
     }
 }
@@ -155,11 +203,7 @@ pub fn process_rss_bytes() -> u64 {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
         return 0;
     };
-    let resident_pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let resident_pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     resident_pages * u64::try_from(page_size).unwrap_or(4096)
@@ -184,14 +228,7 @@ mod tests {
         assert_eq!(stats.connection_closed(CloseReason::IdleTimeout), 1);
         let snap = stats.snapshot();
         assert_eq!(snap.connections_open, 1);
-        assert_eq!(
-            snap.closed
-                .iter()
-                .find(|(l, _)| *l == "idle_timeout")
-                .unwrap()
-                .1,
-            1
-        );
+        assert_eq!(snap.closed.iter().find(|(l, _)| *l == "idle_timeout").unwrap().1, 1);
     }
 
     #[test]

@@ -7,13 +7,9 @@ use holdfast_testkit::{RawConn, TestServer};
 
 async fn healthz_status(server: &TestServer) -> (u16, Option<String>) {
     let mut conn = server.connect().await;
-    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await;
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
     let response = conn.response().await;
-    (
-        response.status,
-        response.header("retry-after").map(str::to_string),
-    )
+    (response.status, response.header("retry-after").map(str::to_string))
 }
 
 #[tokio::test]
@@ -44,17 +40,11 @@ async fn beyond_max_connections_clients_get_503_and_the_server_recovers() {
         if status == 200 {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server did not recover"
-        );
+        assert!(std::time::Instant::now() < deadline, "server did not recover");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stats = server.stats().await;
-    assert!(
-        stats["closed"]["over_capacity"].as_u64().unwrap() >= 3,
-        "{stats}"
-    );
+    assert!(stats["closed"]["over_capacity"].as_u64().unwrap() >= 3, "{stats}");
 }
 
 #[tokio::test]
@@ -84,15 +74,9 @@ async fn shutdown_closes_idle_connections_at_once_and_finishes_in_flight_request
         (server, took)
     });
     for conn in &mut idle {
-        assert!(
-            conn.closes_within(Duration::from_secs(1)).await,
-            "idle connection not closed at once"
-        );
+        assert!(conn.closes_within(Duration::from_secs(1)).await, "idle connection not closed at once");
     }
-    assert!(
-        fresh.closes_within(Duration::from_secs(1)).await,
-        "silent new connection not closed at once"
-    );
+    assert!(fresh.closes_within(Duration::from_secs(1)).await, "silent new connection not closed at once");
     // The request in flight completes, and its response says close.
     in_flight.send(b"lo").await;
     let response = in_flight.response().await;
@@ -106,8 +90,7 @@ async fn shutdown_closes_idle_connections_at_once_and_finishes_in_flight_request
 
 /// Starts a 5-byte upload and sends 3 bytes of it.
 async fn send_head_of_upload(conn: &mut RawConn) {
-    conn.send(b"POST /_conformance/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhel")
-        .await;
+    conn.send(b"POST /_conformance/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhel").await;
 }
 
 #[tokio::test]
@@ -123,10 +106,7 @@ async fn shutdown_is_bounded_by_shutdown_timeout() {
     send_head_of_upload(&mut stuck).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let took = server.stop().await;
-    assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
-        "drain took {took:?}"
-    );
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "drain took {took:?}");
 }
 
 #[tokio::test]
@@ -134,8 +114,5 @@ async fn no_new_connections_are_served_after_shutdown() {
     let mut server = TestServer::start(|_| {}).await;
     let addr = server.addr;
     server.stop().await;
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "listener still accepting"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener still accepting");
 }

@@ -22,24 +22,12 @@ async fn run(mut command: Command) -> (bool, String, String) {
 async fn curl_reuses_one_connection_for_two_urls() {
     let server = TestServer::start(|_| {}).await;
     let mut curl = Command::new("curl");
-    curl.args([
-        "-sv",
-        "--max-time",
-        "10",
-        &server.url("/healthz"),
-        &server.url("/admin/stats"),
-    ]);
+    curl.args(["-sv", "--max-time", "10", &server.url("/healthz"), &server.url("/admin/stats")]);
     let (ok, stdout, stderr) = run(curl).await;
     assert!(ok, "curl failed: {stderr}");
     assert!(stdout.starts_with("ok\n"), "{stdout}");
-    assert!(
-        stderr.contains("Re-using existing connection"),
-        "curl did not reuse the connection:\n{stderr}"
-    );
-    assert!(
-        stderr.contains("< Keep-Alive: timeout=75, max=999"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("Re-using existing connection"), "curl did not reuse the connection:\n{stderr}");
+    assert!(stderr.contains("< Keep-Alive: timeout=75, max=999"), "{stderr}");
     let stats: serde_json::Value = serde_json::from_str(&stdout[3..]).unwrap();
     assert_eq!(stats["connections_accepted"], 1, "{stats}");
     assert_eq!(stats["requests_reused"], 1, "{stats}");
@@ -49,13 +37,7 @@ async fn curl_reuses_one_connection_for_two_urls() {
 async fn curl_http10_closes_and_post_with_expect_continue_works() {
     let server = TestServer::start(|c| c.enable_conformance_echo = true).await;
     let mut curl = Command::new("curl");
-    curl.args([
-        "-sv",
-        "--http1.0",
-        "--max-time",
-        "10",
-        &server.url("/healthz"),
-    ]);
+    curl.args(["-sv", "--http1.0", "--max-time", "10", &server.url("/healthz")]);
     let (ok, _, stderr) = run(curl).await;
     assert!(ok, "{stderr}");
     assert!(stderr.contains("< Connection: close"), "{stderr}");
@@ -96,9 +78,5 @@ print(stats["connections_accepted"], stats["requests_reused"])
     let (ok, stdout, stderr) = run(python).await;
     assert!(ok, "python failed: {stderr}");
     // 101 requests on one connection: 100 reused (the stats request is counted after its answer).
-    assert_eq!(
-        stdout.trim(),
-        "1 100",
-        "connections_accepted, requests_reused"
-    );
+    assert_eq!(stdout.trim(), "1 100", "connections_accepted, requests_reused");
 }

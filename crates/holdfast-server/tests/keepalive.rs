@@ -8,9 +8,7 @@ use holdfast_testkit::TestServer;
 const SHORT: Duration = Duration::from_millis(300);
 
 fn closed_count(stats: &serde_json::Value, reason: &str) -> u64 {
-    stats["closed"][reason]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no closed.{reason} in {stats}"))
+    stats["closed"][reason].as_u64().unwrap_or_else(|| panic!("no closed.{reason} in {stats}"))
 }
 
 /// {1.0, 1.1} × {no Connection header, keep-alive, close}: what the response says and whether
@@ -24,12 +22,7 @@ async fn persistence_matrix() {
         ("1.1", "Connection: keep-alive\r\n", None, true),
         ("1.1", "Connection: close\r\n", Some("close"), false),
         ("1.0", "", Some("close"), false),
-        (
-            "1.0",
-            "Connection: keep-alive\r\n",
-            Some("keep-alive"),
-            true,
-        ),
+        ("1.0", "Connection: keep-alive\r\n", Some("keep-alive"), true),
         ("1.0", "Connection: close\r\n", Some("close"), false),
     ];
     for (version, field, want_connection, stays_open) in cases {
@@ -40,27 +33,14 @@ async fn persistence_matrix() {
         let what = format!("HTTP/{version} with {field:?}");
         assert_eq!(response.status, 200, "{what}");
         assert_eq!(response.body, b"ok\n", "{what}");
-        assert_eq!(
-            response.header("connection"),
-            *want_connection,
-            "{what}: {}",
-            response.head
-        );
+        assert_eq!(response.header("connection"), *want_connection, "{what}: {}", response.head);
         if *stays_open {
-            assert_eq!(
-                response.header("keep-alive"),
-                Some("timeout=30, max=999"),
-                "{what}"
-            );
+            assert_eq!(response.header("keep-alive"), Some("timeout=30, max=999"), "{what}");
             conn.assert_open(Duration::from_millis(200)).await;
             // And it really serves a second request.
             conn.send(request.as_bytes()).await;
             let second = conn.response().await;
-            assert_eq!(
-                second.header("keep-alive"),
-                Some("timeout=30, max=998"),
-                "{what}"
-            );
+            assert_eq!(second.header("keep-alive"), Some("timeout=30, max=998"), "{what}");
         } else {
             assert_eq!(response.header("keep-alive"), None, "{what}");
             conn.assert_closed().await;
@@ -93,17 +73,11 @@ async fn idle_connection_closes_after_keepalive_timeout() {
     let server = TestServer::start(|c| c.keepalive_timeout = SHORT).await;
     let mut conn = server.connect().await;
     conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
-    assert_eq!(
-        conn.response().await.header("keep-alive"),
-        Some("timeout=0, max=999")
-    );
+    assert_eq!(conn.response().await.header("keep-alive"), Some("timeout=0, max=999"));
     let started = std::time::Instant::now();
     conn.assert_closed().await;
     let waited = started.elapsed();
-    assert!(
-        waited >= SHORT - Duration::from_millis(50),
-        "closed after {waited:?}"
-    );
+    assert!(waited >= SHORT - Duration::from_millis(50), "closed after {waited:?}");
     assert!(waited < SHORT * 4, "closed after {waited:?}");
     assert_eq!(closed_count(&server.stats().await, "idle_timeout"), 1);
 }
@@ -192,10 +166,7 @@ async fn pipelined_requests_are_answered_in_order() {
     let first = conn.response().await;
     assert_eq!((first.status, first.text().as_str()), (200, "ok\n"));
     let second = conn.response().await;
-    assert_eq!(
-        (second.status, second.text().as_str()),
-        (200, "hello, world")
-    );
+    assert_eq!((second.status, second.text().as_str()), (200, "hello, world"));
     let third = conn.response().await;
     assert_eq!(third.status, 404);
     assert_eq!(third.json()["error"], "not_found");
@@ -221,8 +192,7 @@ async fn pipelined_request_after_a_discarded_body_is_served() {
 async fn head_gets_get_headers_and_no_body() {
     let server = TestServer::start(|_| {}).await;
     let mut conn = server.connect().await;
-    conn.send(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await;
+    conn.send(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let head = conn.head_response().await;
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("3"));
@@ -235,7 +205,8 @@ async fn head_gets_get_headers_and_no_body() {
 async fn expect_100_continue_is_answered_before_the_body() {
     let server = TestServer::start(|c| c.enable_conformance_echo = true).await;
     let mut conn = server.connect().await;
-    conn.send(b"POST /_conformance/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n").await;
+    conn.send(b"POST /_conformance/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        .await;
     let interim = conn.response().await;
     assert_eq!(interim.status, 100);
     conn.send(b"ping").await;
@@ -252,7 +223,8 @@ async fn expect_100_continue_with_too_large_body_gets_413_without_100() {
     })
     .await;
     let mut conn = server.connect().await;
-    conn.send(b"POST /_conformance/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n").await;
+    conn.send(b"POST /_conformance/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n")
+        .await;
     let response = conn.response().await;
     assert_eq!(response.status, 413);
     assert_eq!(response.header("connection"), Some("close"));
@@ -263,10 +235,7 @@ async fn expect_100_continue_with_too_large_body_gets_413_without_100() {
 async fn expect_100_continue_on_a_route_without_body_is_answered_and_closed() {
     let server = TestServer::start(|_| {}).await;
     let mut conn = server.connect().await;
-    conn.send(
-        b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n",
-    )
-    .await;
+    conn.send(b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n").await;
     let response = conn.response().await;
     assert_eq!(response.status, 404);
     assert_eq!(response.header("connection"), Some("close"));
@@ -277,8 +246,7 @@ async fn expect_100_continue_on_a_route_without_body_is_answered_and_closed() {
 async fn unknown_expectation_gets_417() {
     let server = TestServer::start(|_| {}).await;
     let mut conn = server.connect().await;
-    conn.send(b"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nExpect: teapot\r\n\r\nx")
-        .await;
+    conn.send(b"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nExpect: teapot\r\n\r\nx").await;
     assert_eq!(conn.response().await.status, 417);
     conn.assert_closed().await;
 }
@@ -291,8 +259,7 @@ async fn stalled_body_gets_408() {
     })
     .await;
     let mut conn = server.connect().await;
-    conn.send(b"POST /_conformance/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
-        .await;
+    conn.send(b"POST /_conformance/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc").await;
     let response = conn.response().await;
     assert_eq!(response.status, 408);
     assert_eq!(response.json()["error"], "body_timeout");
@@ -303,8 +270,7 @@ async fn stalled_body_gets_408() {
 async fn large_unread_body_closes_the_connection_after_the_response() {
     let server = TestServer::start(|_| {}).await;
     let mut conn = server.connect().await;
-    conn.send(b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
-        .await;
+    conn.send(b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n").await;
     conn.send(&vec![b'x'; 100_000]).await;
     let response = conn.response().await;
     assert_eq!(response.status, 404);
@@ -343,10 +309,7 @@ where
 {
     let deadline = std::time::Instant::now() + holdfast_testkit::IO_TIMEOUT;
     while !condition().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not reached in time"
-        );
+        assert!(std::time::Instant::now() < deadline, "condition not reached in time");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -50,17 +50,12 @@ async fn every_malformed_request_gets_its_status_and_a_close() {
         assert_eq!(response.status, *want, "{shown}");
         assert_eq!(response.header("connection"), Some("close"), "{shown}");
         let body = response.json();
-        assert!(
-            body["error"].is_string() && body["reason"].is_string(),
-            "{shown}: {body}"
-        );
+        assert!(body["error"].is_string() && body["reason"].is_string(), "{shown}: {body}");
         conn.assert_closed().await;
 
         // A well-formed neighbour is unaffected.
         let mut other = server.connect().await;
-        other
-            .send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await;
+        other.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
         assert_eq!(other.response().await.status, 200, "after {shown}");
     }
 }
@@ -79,11 +74,7 @@ async fn smuggled_request_after_an_error_is_never_answered() {
     let response = conn.response().await;
     assert_eq!(response.status, 400);
     let rest = conn.read_to_close().await;
-    assert!(
-        rest.is_empty(),
-        "server answered more: {}",
-        String::from_utf8_lossy(&rest)
-    );
+    assert!(rest.is_empty(), "server answered more: {}", String::from_utf8_lossy(&rest));
 }
 
 #[tokio::test]
@@ -94,10 +85,7 @@ async fn oversized_heads_get_414_and_431() {
     })
     .await;
     let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(200));
-    let big_head = format!(
-        "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
-        "b".repeat(2000)
-    );
+    let big_head = format!("GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n", "b".repeat(2000));
     for (request, want) in [(long_target, 414), (big_head, 431)] {
         let mut conn = server.connect().await;
         conn.try_send(request.as_bytes()).await;

@@ -28,19 +28,13 @@ impl TestServer {
     pub async fn start(configure: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         configure(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local_addr");
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(holdfast_server::run(listener, config, async {
             let _ = rx.await;
         }));
-        TestServer {
-            addr,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        TestServer { addr, shutdown: Some(tx), task: Some(task) }
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -77,8 +71,7 @@ impl TestServer {
     /// `GET /admin/stats` on a fresh connection, as JSON.
     pub async fn stats(&self) -> serde_json::Value {
         let mut conn = self.connect().await;
-        conn.send(b"GET /admin/stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .await;
+        conn.send(b"GET /admin/stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
         let response = conn.response().await;
         assert_eq!(response.status, 200);
         response.json()
@@ -101,20 +94,13 @@ pub struct RawResponse {
 impl RawResponse {
     /// The first value of a header field (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON (panics with the body if it is not).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The body as text.
@@ -132,21 +118,13 @@ pub struct RawConn {
 impl RawConn {
     /// Connects to `addr`.
     pub async fn connect(addr: SocketAddr) -> RawConn {
-        let stream = TcpStream::connect(addr)
-            .await
-            .expect("connect to the test server");
-        RawConn {
-            stream,
-            buf: Vec::new(),
-        }
+        let stream = TcpStream::connect(addr).await.expect("connect to the test server");
+        RawConn { stream, buf: Vec::new() }
     }
 
     /// Sends bytes as they are.
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .await
-            .expect("write to the server");
+        self.stream.write_all(bytes).await.expect("write to the server");
     }
 
     /// Sends bytes, tolerating a server that already closed (for malformed-input tests).
@@ -174,12 +152,7 @@ impl RawConn {
                     let headers: Vec<(String, String)> = parsed
                         .headers
                         .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_string(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
+                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
                         .collect();
                     let head = String::from_utf8_lossy(&self.buf[..len]).into_owned();
                     break (status, headers, head, len);
@@ -195,19 +168,11 @@ impl RawConn {
             }
         };
         self.buf.drain(..head_len);
-        let mut response = RawResponse {
-            status,
-            headers,
-            body: Vec::new(),
-            head,
-        };
+        let mut response = RawResponse { status, headers, body: Vec::new(), head };
         if to_head || status < 200 || status == 204 || status == 304 {
             return response;
         }
-        if response
-            .header("transfer-encoding")
-            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-        {
+        if response.header("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
             response.body = self.read_chunked().await;
         } else if let Some(length) = response.header("content-length") {
             let length: usize = length.trim().parse().expect("numeric Content-Length");
@@ -232,8 +197,7 @@ impl RawConn {
                 assert!(self.fill().await > 0, "connection closed mid-chunk");
             };
             let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                .expect("chunk size");
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).expect("chunk size");
             self.buf.drain(..line_end + 2);
             while self.buf.len() < size + 2 {
                 assert!(self.fill().await > 0, "connection closed mid-chunk");
@@ -250,10 +214,9 @@ impl RawConn {
     async fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 8192];
         match tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk)).await {
-            Err(_) => panic!(
-                "no bytes from the server within {IO_TIMEOUT:?}; have {:?}",
-                String::from_utf8_lossy(&self.buf)
-            ),
+            Err(_) => {
+                panic!("no bytes from the server within {IO_TIMEOUT:?}; have {:?}", String::from_utf8_lossy(&self.buf))
+            }
             Ok(Ok(n)) => {
                 self.buf.extend_from_slice(&chunk[..n]);
                 n
@@ -269,34 +232,21 @@ impl RawConn {
         match tokio::time::timeout(within, self.stream.read(&mut chunk)).await {
             Err(_) => false,
             Ok(Ok(0)) | Ok(Err(_)) => {
-                assert!(
-                    self.buf.is_empty(),
-                    "unread bytes before close: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
+                assert!(self.buf.is_empty(), "unread bytes before close: {:?}", String::from_utf8_lossy(&self.buf));
                 true
             }
-            Ok(Ok(n)) => panic!(
-                "expected a close, got bytes: {:?}",
-                String::from_utf8_lossy(&chunk[..n])
-            ),
+            Ok(Ok(n)) => panic!("expected a close, got bytes: {:?}", String::from_utf8_lossy(&chunk[..n])),
         }
     }
 
     /// Asserts that the server closes the connection (within [`IO_TIMEOUT`]).
     pub async fn assert_closed(&mut self) {
-        assert!(
-            self.closes_within(IO_TIMEOUT).await,
-            "server kept the connection open"
-        );
+        assert!(self.closes_within(IO_TIMEOUT).await, "server kept the connection open");
     }
 
     /// Asserts that the connection is still open after `wait` (no close, no bytes).
     pub async fn assert_open(&mut self, wait: Duration) {
-        assert!(
-            !self.closes_within(wait).await,
-            "server closed the connection"
-        );
+        assert!(!self.closes_within(wait).await, "server closed the connection");
     }
 
     /// Reads everything until the server closes.

@@ -11,10 +11,7 @@ fn holdfast() -> Command {
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// A running `holdfast serve`, killed on drop.
@@ -27,9 +24,7 @@ impl Served {
     /// Runs `holdfast serve --listen <free port> <extra>` and waits until it accepts.
     fn start(mut command: Command, extra: &[&str]) -> Served {
         let addr = free_addr();
-        command
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(extra);
+        command.args(["serve", "--listen", &addr.to_string()]).args(extra);
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         let child = command.spawn().expect("spawn holdfast");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -43,12 +38,8 @@ impl Served {
     /// The head of the response to `GET /healthz`.
     fn healthz_head(&self) -> String {
         let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let mut buf = [0u8; 1024];
         let n = stream.read(&mut buf).unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -70,11 +61,7 @@ fn help_lists_every_key_with_its_default() {
     for key in holdfast_server::config::KEYS {
         let flag = format!("--{}", key.name.replace('_', "-"));
         assert!(help.contains(&flag), "--help lacks {flag}");
-        assert!(
-            help.contains(&format!("[default: {}]", key.default)),
-            "--help lacks the default of {}",
-            key.name
-        );
+        assert!(help.contains(&format!("[default: {}]", key.default)), "--help lacks the default of {}", key.name);
         assert!(
             help.contains(&format!("HOLDFAST_{}", key.name.to_ascii_uppercase())),
             "--help lacks the env of {}",
@@ -88,34 +75,13 @@ fn invalid_values_exit_2_with_one_line_naming_the_key() {
     /// (flags, environment, what the error line must name)
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
-        (
-            vec!["--keepalive-timeout", "soon"],
-            vec![],
-            "keepalive_timeout (from --keepalive-timeout)",
-        ),
-        (
-            vec![],
-            vec![("HOLDFAST_MAX_BODY_BYTES", "lots")],
-            "max_body_bytes (from HOLDFAST_MAX_BODY_BYTES)",
-        ),
-        (
-            vec!["--listen", "nowhere"],
-            vec![],
-            "listen (from --listen)",
-        ),
-        (
-            vec!["--keepalive-requests", "0"],
-            vec![],
-            "keepalive_requests",
-        ),
+        (vec!["--keepalive-timeout", "soon"], vec![], "keepalive_timeout (from --keepalive-timeout)"),
+        (vec![], vec![("HOLDFAST_MAX_BODY_BYTES", "lots")], "max_body_bytes (from HOLDFAST_MAX_BODY_BYTES)"),
+        (vec!["--listen", "nowhere"], vec![], "listen (from --listen)"),
+        (vec!["--keepalive-requests", "0"], vec![], "keepalive_requests"),
     ];
     for (args, envs, want) in cases {
-        let output = holdfast()
-            .arg("serve")
-            .args(&args)
-            .envs(envs)
-            .output()
-            .unwrap();
+        let output = holdfast().arg("serve").args(&args).envs(envs).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -134,27 +100,19 @@ fn file_then_env_then_flag_take_precedence() {
     let mut only_file = holdfast();
     only_file.env("HOLDFAST_CONFIG", file);
     let served = Served::start(only_file, &[]);
-    assert!(served
-        .healthz_head()
-        .contains("Keep-Alive: timeout=5, max=49"));
+    assert!(served.healthz_head().contains("Keep-Alive: timeout=5, max=49"));
     drop(served);
 
     let mut file_and_env = holdfast();
-    file_and_env
-        .env("HOLDFAST_CONFIG", file)
-        .env("HOLDFAST_KEEPALIVE_TIMEOUT", "6s");
+    file_and_env.env("HOLDFAST_CONFIG", file).env("HOLDFAST_KEEPALIVE_TIMEOUT", "6s");
     let served = Served::start(file_and_env, &[]);
-    assert!(served
-        .healthz_head()
-        .contains("Keep-Alive: timeout=6, max=49"));
+    assert!(served.healthz_head().contains("Keep-Alive: timeout=6, max=49"));
     drop(served);
 
     let mut all_three = holdfast();
     all_three.env("HOLDFAST_KEEPALIVE_TIMEOUT", "6s");
     let served = Served::start(all_three, &["--config", file, "--keepalive-timeout", "2m"]);
-    assert!(served
-        .healthz_head()
-        .contains("Keep-Alive: timeout=120, max=49"));
+    assert!(served.healthz_head().contains("Keep-Alive: timeout=120, max=49"));
 }
 
 #[test]
@@ -164,36 +122,23 @@ fn sigterm_drains_and_exits_zero() {
     let mut served = Served::start(command, &[]);
     // An idle keep-alive connection must not hold the exit back.
     let mut idle = TcpStream::connect(served.addr).unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut buf = [0u8; 512];
     let _ = idle.read(&mut buf).unwrap();
 
     let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &served.child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = loop {
         if let Some(exit) = served.child.try_wait().unwrap() {
             break exit;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no exit within 5 s of SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "no exit within 5 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "{exit:?}");
     let mut stderr = String::new();
-    served
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    served.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
     // The idle connection was closed.
@@ -203,8 +148,7 @@ fn sigterm_drains_and_exits_zero() {
 
 #[test]
 fn readme_config_table_matches_the_keys() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     for key in holdfast_server::config::KEYS {
         let row = format!("| `{}` | `{}` | {} |", key.name, key.default, key.help);
         assert!(readme.contains(&row), "README lacks the row: {row}");
@@ -225,11 +169,7 @@ fn running_out_of_file_descriptors_neither_crashes_nor_spins() {
     // 40 descriptors for the whole process, and a connection cap far above that: accept() fails
     // with EMFILE while clients are waiting in the backlog.
     let mut command = Command::new("bash");
-    command.args([
-        "-c",
-        "ulimit -n 40 && exec \"$0\" \"$@\"",
-        env!("CARGO_BIN_EXE_holdfast"),
-    ]);
+    command.args(["-c", "ulimit -n 40 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_holdfast")]);
     let served = Served::start(command, &["--max-connections", "1000"]);
     let mut clients = Vec::new();
     for _ in 0..60 {
@@ -242,18 +182,13 @@ fn running_out_of_file_descriptors_neither_crashes_nor_spins() {
     std::thread::sleep(Duration::from_secs(1));
     let spent = cpu_ticks(served.child.id()) - before;
     // A spinning accept loop burns ~100 ticks per second; backing off costs almost nothing.
-    assert!(
-        spent < 20,
-        "server used {spent} ticks in 1 s while out of descriptors"
-    );
+    assert!(spent < 20, "server used {spent} ticks in 1 s while out of descriptors");
     drop(clients);
     // Once descriptors are free again it serves.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(mut stream) = TcpStream::connect(served.addr) {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
             let mut buf = [0u8; 256];
             if matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"HTTP/1.1 200")) {

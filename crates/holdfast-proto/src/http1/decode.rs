@@ -73,9 +73,7 @@ impl BodyDecoder {
     pub fn new(framing: BodyFraming, limits: &Limits) -> Result<BodyDecoder, ParseError> {
         let state = match framing {
             BodyFraming::None => State::Done,
-            BodyFraming::Length(n) if n > limits.max_body_bytes => {
-                return Err(ParseError::BodyTooLarge)
-            }
+            BodyFraming::Length(n) if n > limits.max_body_bytes => return Err(ParseError::BodyTooLarge),
             BodyFraming::Length(n) => State::Length(n),
             BodyFraming::Chunked => State::Size { size: 0, digits: 0 },
         };
@@ -124,11 +122,7 @@ impl BodyDecoder {
                     }
                     let data = take(buf, remaining);
                     let left = remaining - data.len() as u64;
-                    self.state = if left == 0 {
-                        State::DataCr
-                    } else {
-                        State::Data(left)
-                    };
+                    self.state = if left == 0 { State::DataCr } else { State::Data(left) };
                     return Ok(Decoded::Data(data));
                 }
                 _ => {
@@ -144,32 +138,20 @@ impl BodyDecoder {
 
     /// One byte of chunked framing (everything but chunk data).
     fn step(&mut self, byte: u8) -> Result<State, ParseError> {
-        use ParseError::{
-            ChunkExtensionsTooLong, InvalidChunk, InvalidChunkSize, TrailersTooLarge,
-        };
+        use ParseError::{ChunkExtensionsTooLong, InvalidChunk, InvalidChunkSize, TrailersTooLarge};
         Ok(match (self.state, byte) {
             (State::Size { size, digits }, _) if hex_value(byte).is_some() => {
                 let value = u64::from(hex_value(byte).unwrap_or(0));
                 // Overflow past 64 bits is an error; leading zeros are not.
                 let size = size.checked_mul(16).ok_or(InvalidChunkSize)? | value;
-                State::Size {
-                    size,
-                    digits: digits.saturating_add(1),
-                }
+                State::Size { size, digits: digits.saturating_add(1) }
             }
             (State::Size { digits: 0, .. }, _) => return Err(InvalidChunkSize),
-            (State::Size { size, .. } | State::SizeWhitespace { size }, b' ' | b'\t') => {
-                State::SizeWhitespace { size }
+            (State::Size { size, .. } | State::SizeWhitespace { size }, b' ' | b'\t') => State::SizeWhitespace { size },
+            (State::Size { size, .. } | State::SizeWhitespace { size }, b';') => State::Extension { size },
+            (State::Size { size, .. } | State::SizeWhitespace { size } | State::Extension { size }, b'\r') => {
+                State::SizeLf { size }
             }
-            (State::Size { size, .. } | State::SizeWhitespace { size }, b';') => {
-                State::Extension { size }
-            }
-            (
-                State::Size { size, .. }
-                | State::SizeWhitespace { size }
-                | State::Extension { size },
-                b'\r',
-            ) => State::SizeLf { size },
             (State::Size { .. } | State::SizeWhitespace { .. }, _) => return Err(InvalidChunkSize),
             (State::Extension { size }, _) => {
                 // Extensions are token / quoted-string text; control bytes (bare LF, NUL) are not.
@@ -187,10 +169,7 @@ impl BodyDecoder {
                     State::TrailerLineStart
                 } else {
                     // Refuse an oversized body on the size line, before reading its data.
-                    self.received = self
-                        .received
-                        .checked_add(size)
-                        .ok_or(ParseError::BodyTooLarge)?;
+                    self.received = self.received.checked_add(size).ok_or(ParseError::BodyTooLarge)?;
                     if self.received > self.max_body_bytes {
                         return Err(ParseError::BodyTooLarge);
                     }
@@ -225,9 +204,7 @@ impl BodyDecoder {
 }
 
 fn take(buf: &mut BytesMut, remaining: u64) -> Bytes {
-    let n = usize::try_from(remaining)
-        .unwrap_or(usize::MAX)
-        .min(buf.len());
+    let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
     buf.split_to(n).freeze()
 }
 
@@ -282,19 +259,11 @@ mod tests {
         let whole = decode_pieces(framing, limits, &[input]);
         for split in 0..=input.len() {
             let (a, b) = input.split_at(split);
-            assert_eq!(
-                decode_pieces(framing, limits, &[a, b]),
-                whole,
-                "split at {split}"
-            );
+            assert_eq!(decode_pieces(framing, limits, &[a, b]), whole, "split at {split}");
         }
         // And one byte at a time.
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(
-            decode_pieces(framing, limits, &bytes),
-            whole,
-            "byte at a time"
-        );
+        assert_eq!(decode_pieces(framing, limits, &bytes), whole, "byte at a time");
         whole
     }
 
@@ -304,16 +273,14 @@ mod tests {
 
     #[test]
     fn chunked_split_at_every_byte_decodes() {
-        let (body, rest) =
-            chunked(b"5\r\nhello\r\n7;name=val;x=\"q\"\r\n, world\r\n0\r\n\r\nGET /").unwrap();
+        let (body, rest) = chunked(b"5\r\nhello\r\n7;name=val;x=\"q\"\r\n, world\r\n0\r\n\r\nGET /").unwrap();
         assert_eq!(body, b"hello, world");
         assert_eq!(rest, b"GET /");
     }
 
     #[test]
     fn chunked_with_trailers_and_uppercase_hex() {
-        let (body, rest) =
-            chunked(b"A \t;ext\r\n0123456789\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n").unwrap();
+        let (body, rest) = chunked(b"A \t;ext\r\n0123456789\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n").unwrap();
         assert_eq!(body, b"0123456789");
         assert!(rest.is_empty());
     }
@@ -339,12 +306,7 @@ mod tests {
             (b"fffffffffffffffff\r\n", InvalidChunkSize),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                chunked(input),
-                Err(*want),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(chunked(input), Err(*want), "{:?}", String::from_utf8_lossy(input));
         }
     }
 
@@ -356,15 +318,9 @@ mod tests {
 
     #[test]
     fn chunked_body_over_limit_is_413_before_its_data() {
-        let limits = Limits {
-            max_body_bytes: 8,
-            ..Limits::default()
-        };
+        let limits = Limits { max_body_bytes: 8, ..Limits::default() };
         let input = b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
-        assert_eq!(
-            decode_split_everywhere(BodyFraming::Chunked, &limits, input),
-            Err(ParseError::BodyTooLarge)
-        );
+        assert_eq!(decode_split_everywhere(BodyFraming::Chunked, &limits, input), Err(ParseError::BodyTooLarge));
         // The second size line alone is enough to refuse.
         assert_eq!(
             decode_pieces(BodyFraming::Chunked, &limits, &[b"5\r\nhello\r\n5\r\n"]),
@@ -374,11 +330,7 @@ mod tests {
 
     #[test]
     fn extensions_and_trailers_are_bounded() {
-        let limits = Limits {
-            max_chunk_ext_bytes: 8,
-            max_trailer_bytes: 8,
-            ..Limits::default()
-        };
+        let limits = Limits { max_chunk_ext_bytes: 8, max_trailer_bytes: 8, ..Limits::default() };
         let long_ext = b"1;aaaaaaaaaaaa\r\nx\r\n0\r\n\r\n";
         assert_eq!(
             decode_split_everywhere(BodyFraming::Chunked, &limits, long_ext),
@@ -393,23 +345,15 @@ mod tests {
 
     #[test]
     fn length_body_stops_at_its_length() {
-        let (body, rest) =
-            decode_split_everywhere(BodyFraming::Length(5), &Limits::default(), b"helloGET")
-                .unwrap();
+        let (body, rest) = decode_split_everywhere(BodyFraming::Length(5), &Limits::default(), b"helloGET").unwrap();
         assert_eq!(body, b"hello");
         assert_eq!(rest, b"GET");
     }
 
     #[test]
     fn declared_length_over_limit_is_refused_up_front() {
-        let limits = Limits {
-            max_body_bytes: 4,
-            ..Limits::default()
-        };
-        assert_eq!(
-            BodyDecoder::new(BodyFraming::Length(5), &limits).err(),
-            Some(ParseError::BodyTooLarge)
-        );
+        let limits = Limits { max_body_bytes: 4, ..Limits::default() };
+        assert_eq!(BodyDecoder::new(BodyFraming::Length(5), &limits).err(), Some(ParseError::BodyTooLarge));
         assert!(BodyDecoder::new(BodyFraming::Length(4), &limits).is_ok());
     }
 

@@ -84,12 +84,7 @@ impl<'a> ResponseHead<'a> {
     /// Adds the fields that announce the connection's fate (RFC 9112 §9.3, RFC 2068 §19.7.1):
     /// `Connection: close`, or `Keep-Alive: timeout=…, max=…` plus `Connection: keep-alive` for a
     /// 1.0 client, which would otherwise assume close.
-    pub fn persistence(
-        self,
-        persistence: Persistence,
-        version: Version,
-        keepalive_timeout_secs: u64,
-    ) -> Self {
+    pub fn persistence(self, persistence: Persistence, version: Version, keepalive_timeout_secs: u64) -> Self {
         match persistence {
             Persistence::Close => {
                 self.out.put_slice(b"Connection: close\r\n");
@@ -189,18 +184,11 @@ mod tests {
         let text = head_text(|out| {
             ResponseHead::new(out, 200)
                 .content_length(2)
-                .persistence(
-                    Persistence::KeepAlive { requests_left: 99 },
-                    Version::Http11,
-                    75,
-                )
+                .persistence(Persistence::KeepAlive { requests_left: 99 }, Version::Http11, 75)
                 .finish()
         });
         assert!(text.starts_with("HTTP/1.1 200 OK\r\nDate: "), "{text}");
-        assert!(
-            text.ends_with("GMT\r\nContent-Length: 2\r\nKeep-Alive: timeout=75, max=99\r\n\r\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("GMT\r\nContent-Length: 2\r\nKeep-Alive: timeout=75, max=99\r\n\r\n"), "{text}");
         assert!(!text.contains("Connection:"));
     }
 
@@ -208,38 +196,23 @@ mod tests {
     fn keep_alive_head_for_10_says_connection_keep_alive() {
         let text = head_text(|out| {
             ResponseHead::new(out, 404)
-                .persistence(
-                    Persistence::KeepAlive { requests_left: 1 },
-                    Version::Http10,
-                    5,
-                )
+                .persistence(Persistence::KeepAlive { requests_left: 1 }, Version::Http10, 5)
                 .finish()
         });
-        assert!(
-            text.contains("\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=1\r\n\r\n"),
-            "{text}"
-        );
+        assert!(text.contains("\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=1\r\n\r\n"), "{text}");
     }
 
     #[test]
     fn close_head_says_close() {
-        let text = head_text(|out| {
-            ResponseHead::new(out, 400)
-                .persistence(Persistence::Close, Version::Http11, 75)
-                .finish()
-        });
+        let text =
+            head_text(|out| ResponseHead::new(out, 400).persistence(Persistence::Close, Version::Http11, 75).finish());
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(text.ends_with("Connection: close\r\n\r\n"));
     }
 
     #[test]
     fn chunk_prefix_is_lowercase_hex() {
-        for (len, want) in [
-            (0, "0\r\n"),
-            (1, "1\r\n"),
-            (255, "ff\r\n"),
-            (4096, "1000\r\n"),
-        ] {
+        for (len, want) in [(0, "0\r\n"), (1, "1\r\n"), (255, "ff\r\n"), (4096, "1000\r\n")] {
             assert_eq!(head_text(|out| put_chunk_prefix(out, len)), want);
         }
     }

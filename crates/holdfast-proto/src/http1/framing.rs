@@ -100,10 +100,7 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn framing(
-        version: Version,
-        fields: &[(&'static str, &'static str)],
-    ) -> Result<BodyFraming, ParseError> {
+    fn framing(version: Version, fields: &[(&'static str, &'static str)]) -> Result<BodyFraming, ParseError> {
         request_framing(version, fields.iter().map(|(n, v)| (*n, v.as_bytes())))
     }
 
@@ -119,66 +116,27 @@ mod tests {
             (&[("Content-Length", "42")], Ok(Length(42))),
             (&[("content-length", " 42 ")], Ok(Length(42))),
             (&[("Content-Length", "42, 42")], Ok(Length(42))),
-            (
-                &[("Content-Length", "42"), ("Content-Length", "42")],
-                Ok(Length(42)),
-            ),
-            (
-                &[("Content-Length", "42"), ("Content-Length", "43")],
-                Err(InvalidContentLength),
-            ),
+            (&[("Content-Length", "42"), ("Content-Length", "42")], Ok(Length(42))),
+            (&[("Content-Length", "42"), ("Content-Length", "43")], Err(InvalidContentLength)),
             (&[("Content-Length", "42, 43")], Err(InvalidContentLength)),
             (&[("Content-Length", "+42")], Err(InvalidContentLength)),
             (&[("Content-Length", "-1")], Err(InvalidContentLength)),
             (&[("Content-Length", "4 2")], Err(InvalidContentLength)),
             (&[("Content-Length", "0x10")], Err(InvalidContentLength)),
             (&[("Content-Length", "")], Err(InvalidContentLength)),
-            (
-                &[("Content-Length", "99999999999999999999")],
-                Err(InvalidContentLength),
-            ),
+            (&[("Content-Length", "99999999999999999999")], Err(InvalidContentLength)),
             (&[("Transfer-Encoding", "chunked")], Ok(Chunked)),
             (&[("Transfer-Encoding", "Chunked")], Ok(Chunked)),
-            (
-                &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")],
-                Err(ContentLengthWithTransferEncoding),
-            ),
-            (
-                &[("Content-Length", "5"), ("Transfer-Encoding", "chunked")],
-                Err(ContentLengthWithTransferEncoding),
-            ),
+            (&[("Transfer-Encoding", "chunked"), ("Content-Length", "5")], Err(ContentLengthWithTransferEncoding)),
+            (&[("Content-Length", "5"), ("Transfer-Encoding", "chunked")], Err(ContentLengthWithTransferEncoding)),
             (&[("Transfer-Encoding", "gzip")], Err(ChunkedNotFinal)),
-            (
-                &[("Transfer-Encoding", "chunked, gzip")],
-                Err(ChunkedNotFinal),
-            ),
-            (
-                &[("Transfer-Encoding", "chunked, chunked")],
-                Err(ChunkedNotFinal),
-            ),
-            (
-                &[
-                    ("Transfer-Encoding", "chunked"),
-                    ("Transfer-Encoding", "chunked"),
-                ],
-                Err(ChunkedNotFinal),
-            ),
-            (
-                &[("Transfer-Encoding", "gzip, chunked")],
-                Err(UnsupportedTransferCoding),
-            ),
-            (
-                &[
-                    ("Transfer-Encoding", "foo"),
-                    ("Transfer-Encoding", "chunked"),
-                ],
-                Err(UnsupportedTransferCoding),
-            ),
+            (&[("Transfer-Encoding", "chunked, gzip")], Err(ChunkedNotFinal)),
+            (&[("Transfer-Encoding", "chunked, chunked")], Err(ChunkedNotFinal)),
+            (&[("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")], Err(ChunkedNotFinal)),
+            (&[("Transfer-Encoding", "gzip, chunked")], Err(UnsupportedTransferCoding)),
+            (&[("Transfer-Encoding", "foo"), ("Transfer-Encoding", "chunked")], Err(UnsupportedTransferCoding)),
             (&[("Transfer-Encoding", "")], Err(ChunkedNotFinal)),
-            (
-                &[("Transfer-Encoding", "chunked;q=1")],
-                Err(ChunkedNotFinal),
-            ),
+            (&[("Transfer-Encoding", "chunked;q=1")], Err(ChunkedNotFinal)),
             (&[("Transfer-Encoding", " , chunked")], Ok(Chunked)),
         ];
         for (fields, want) in cases {
@@ -192,9 +150,6 @@ mod tests {
             framing(Version::Http10, &[("Transfer-Encoding", "chunked")]),
             Err(ParseError::TransferEncodingInHttp10)
         );
-        assert_eq!(
-            framing(Version::Http10, &[("Content-Length", "3")]),
-            Ok(BodyFraming::Length(3))
-        );
+        assert_eq!(framing(Version::Http10, &[("Content-Length", "3")]), Ok(BodyFraming::Length(3)));
     }
 }

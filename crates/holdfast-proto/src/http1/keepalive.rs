@@ -117,11 +117,7 @@ mod tests {
             (Http10, &["keep-alive-ish"], false),
         ];
         for (version, fields, want) in cases {
-            assert_eq!(
-                options(fields).wants_keep_alive(*version),
-                *want,
-                "{version:?} {fields:?}"
-            );
+            assert_eq!(options(fields).wants_keep_alive(*version), *want, "{version:?} {fields:?}");
         }
     }
 
@@ -132,9 +128,6 @@ mod tests {
         assert_eq!(decide(1), Persistence::KeepAlive { requests_left: 2 });
         assert_eq!(decide(2), Persistence::KeepAlive { requests_left: 1 });
         assert_eq!(decide(3), Persistence::Close);
-        assert_eq!(
-            Persistence::decide(Version::Http11, &opts, 1, 3, false),
-            Persistence::Close
-        );
+        assert_eq!(Persistence::decide(Version::Http11, &opts, 1, 3, false), Persistence::Close);
     }
 }

@@ -116,18 +116,14 @@ impl RequestHead {
 
     /// The first value of a header field, matched case-insensitively.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find_map(|(n, v)| {
-            self.slice(n)
-                .eq_ignore_ascii_case(name.as_bytes())
-                .then(|| self.slice(v))
-        })
+        self.headers
+            .iter()
+            .find_map(|(n, v)| self.slice(n).eq_ignore_ascii_case(name.as_bytes()).then(|| self.slice(v)))
     }
 
     /// Every value of a header field, in order.
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// Every header field as (name, value), in order.
@@ -154,10 +150,7 @@ impl RequestHead {
 /// - `Ok(Some(head))`: a complete head was taken off `buf`; any body or pipelined request stays.
 /// - `Ok(None)`: the head is incomplete and within limits; read more and call again.
 /// - `Err(e)`: the request must be refused with `e.status()` and the connection closed.
-pub fn parse_request(
-    buf: &mut BytesMut,
-    limits: &Limits,
-) -> Result<Option<RequestHead>, ParseError> {
+pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, ParseError> {
     let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
     let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut header_slots[..max_headers]);
@@ -198,11 +191,7 @@ pub fn parse_request(
     if target.len() > limits.max_uri_bytes {
         return Err(ParseError::UriTooLong);
     }
-    let version = if req.version == Some(0) {
-        Version::Http10
-    } else {
-        Version::Http11
-    };
+    let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
 
     let mut headers = Vec::with_capacity(req.headers.len());
     let mut hosts = 0;
@@ -244,17 +233,7 @@ pub fn parse_request(
     let target = range(target.as_bytes());
     let method = Method::from_token(method_token);
     let raw = buf.split_to(head_len).freeze();
-    Ok(Some(RequestHead {
-        raw,
-        method,
-        method_range,
-        target,
-        version,
-        headers,
-        framing,
-        connection,
-        expects_continue,
-    }))
+    Ok(Some(RequestHead { raw, method, method_range, target, version, headers, framing, connection, expects_continue }))
 }
 
 /// A request line longer than the longest target plus method and version ("GET " … " HTTP/1.1")
@@ -313,19 +292,13 @@ fn version_error(buf: &[u8]) -> Option<ParseError> {
     // byte that cannot continue "HTTP/1.0" or "HTTP/1.1". Judge only the bytes up to that one: the
     // rest may not have arrived yet, and the answer must not depend on how the bytes came in
     // (found by fuzzing).
-    let matched = token
-        .iter()
-        .zip(b"HTTP/1.")
-        .take_while(|(a, b)| a == b)
-        .count();
+    let matched = token.iter().zip(b"HTTP/1.").take_while(|(a, b)| a == b).count();
     let token = &token[..token.len().min(matched + 1)];
     if token.contains(&b' ') {
         return Some(ParseError::Syntax);
     }
     match token {
-        [b'H', b'T', b'T', b'P', b'/', d, ..] if d.is_ascii_digit() => {
-            Some(ParseError::UnsupportedVersion)
-        }
+        [b'H', b'T', b'T', b'P', b'/', d, ..] if d.is_ascii_digit() => Some(ParseError::UnsupportedVersion),
         _ if line_end.is_none() && b"HTTP/".starts_with(token) => None,
         _ => Some(ParseError::Syntax),
     }
@@ -335,10 +308,7 @@ fn version_error(buf: &[u8]) -> Option<ParseError> {
 pub(crate) fn trim_ows(value: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i + 1);
+    let end = value.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
     &value[start..end]
 }
 
@@ -357,26 +327,16 @@ mod tests {
 
     /// Feeds `input` in two parts split at every offset: the parser must give the same answer as
     /// with the whole input, and say "need more" (never a different error) for the first part.
-    fn assert_split_consistent(
-        input: &[u8],
-        limits: &Limits,
-    ) -> Result<Option<RequestHead>, ParseError> {
+    fn assert_split_consistent(input: &[u8], limits: &Limits) -> Result<Option<RequestHead>, ParseError> {
         let whole = parse_whole_with(input, limits);
         for split in 0..input.len() {
             let mut buf = BytesMut::from(&input[..split]);
             match parse_request(&mut buf, limits) {
                 Ok(None) => {}
-                Ok(Some(_)) => panic!(
-                    "complete at split {split} of {:?}",
-                    String::from_utf8_lossy(input)
-                ),
+                Ok(Some(_)) => panic!("complete at split {split} of {:?}", String::from_utf8_lossy(input)),
                 Err(e) => {
                     // An early error must be the same error the whole input gets.
-                    assert_eq!(
-                        Err(e),
-                        whole.as_ref().map(|_| ()).map_err(|e| *e),
-                        "split {split}"
-                    );
+                    assert_eq!(Err(e), whole.as_ref().map(|_| ()).map_err(|e| *e), "split {split}");
                     return whole;
                 }
             }
@@ -412,20 +372,14 @@ mod tests {
         assert_eq!(head.path(), "/sub/a");
         assert_eq!(head.query(), Some("x=1"));
         assert_eq!(head.version(), Version::Http11);
-        assert_eq!(
-            head.headers_named("X-THING").collect::<Vec<_>>(),
-            vec![&b"one"[..], b"two"]
-        );
+        assert_eq!(head.headers_named("X-THING").collect::<Vec<_>>(), vec![&b"one"[..], b"two"]);
         assert_eq!(head.framing, BodyFraming::None);
     }
 
     #[test]
     fn parse_leaves_body_and_pipelined_bytes_in_buffer() {
-        let mut buf =
-            BytesMut::from(&b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET"[..]);
-        let head = parse_request(&mut buf, &Limits::default())
-            .unwrap()
-            .unwrap();
+        let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET"[..]);
+        let head = parse_request(&mut buf, &Limits::default()).unwrap().unwrap();
         assert_eq!(head.framing, BodyFraming::Length(3));
         assert_eq!(&buf[..], b"abcGET");
     }
@@ -467,12 +421,7 @@ mod tests {
             (b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", 417),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                status_of(input),
-                *want,
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(status_of(input), *want, "{:?}", String::from_utf8_lossy(input));
         }
     }
 
@@ -490,63 +439,30 @@ mod tests {
 
     #[test]
     fn expect_continue_is_recognised_on_11_and_ignored_on_10() {
-        let head = parse_whole(
-            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n",
-        )
-        .unwrap()
-        .unwrap();
+        let head = parse_whole(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(head.expects_continue);
         let head =
-            parse_whole(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
-                .unwrap()
-                .unwrap();
+            parse_whole(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").unwrap().unwrap();
         assert!(!head.expects_continue);
         // An unknown expectation on 1.0 is ignored too.
-        assert!(parse_whole(b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n")
-            .unwrap()
-            .is_some());
+        assert!(parse_whole(b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n").unwrap().is_some());
     }
 
     #[test]
     fn long_target_is_414_and_big_head_is_431() {
-        let limits = Limits {
-            max_uri_bytes: 64,
-            max_header_bytes: 256,
-            ..Limits::default()
-        };
+        let limits = Limits { max_uri_bytes: 64, max_header_bytes: 256, ..Limits::default() };
         let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(100));
-        assert_eq!(
-            assert_split_consistent(long_target.as_bytes(), &limits)
-                .unwrap_err()
-                .status(),
-            414
-        );
-        let big_head = format!(
-            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
-            "b".repeat(300)
-        );
-        assert_eq!(
-            assert_split_consistent(big_head.as_bytes(), &limits)
-                .unwrap_err()
-                .status(),
-            431
-        );
+        assert_eq!(assert_split_consistent(long_target.as_bytes(), &limits).unwrap_err().status(), 414);
+        let big_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "b".repeat(300));
+        assert_eq!(assert_split_consistent(big_head.as_bytes(), &limits).unwrap_err().status(), 431);
         // An endless request line is refused without waiting for its end.
         let endless = format!("GET /{}", "a".repeat(200));
-        assert_eq!(
-            parse_whole_with(endless.as_bytes(), &limits)
-                .unwrap_err()
-                .status(),
-            414
-        );
+        assert_eq!(parse_whole_with(endless.as_bytes(), &limits).unwrap_err().status(), 414);
         // Endless headers are refused once past the limit.
         let endless = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "b".repeat(300));
-        assert_eq!(
-            parse_whole_with(endless.as_bytes(), &limits)
-                .unwrap_err()
-                .status(),
-            431
-        );
+        assert_eq!(parse_whole_with(endless.as_bytes(), &limits).unwrap_err().status(), 431);
     }
 
     #[test]
@@ -554,53 +470,30 @@ mod tests {
         // Fuzz regression: a request line past max_uri_bytes + LINE_OVERHEAD (here through a long
         // method) was a 414 when read in pieces but a 400 (bad byte further on) or even accepted
         // (short target) when read at once.
-        let limits = Limits {
-            max_uri_bytes: 256,
-            max_header_bytes: 1024,
-            ..Limits::default()
-        };
+        let limits = Limits { max_uri_bytes: 256, max_header_bytes: 1024, ..Limits::default() };
         let method = "s".repeat(356);
         let bad_later = format!("{method}`P/p H\0\0OS");
-        assert_eq!(
-            assert_split_consistent(bad_later.as_bytes(), &limits)
-                .unwrap_err()
-                .status(),
-            414
-        );
+        assert_eq!(assert_split_consistent(bad_later.as_bytes(), &limits).unwrap_err().status(), 414);
         let short_target = format!("{method} / HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!(
-            assert_split_consistent(short_target.as_bytes(), &limits)
-                .unwrap_err()
-                .status(),
-            414
-        );
+        assert_eq!(assert_split_consistent(short_target.as_bytes(), &limits).unwrap_err().status(), 414);
         // A line that fits is unaffected.
         let fits = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "s".repeat(270));
-        assert!(assert_split_consistent(fits.as_bytes(), &limits)
-            .unwrap()
-            .is_some());
+        assert!(assert_split_consistent(fits.as_bytes(), &limits).unwrap().is_some());
     }
 
     #[test]
     fn too_many_headers_is_431() {
-        let limits = Limits {
-            max_headers: 4,
-            ..Limits::default()
-        };
+        let limits = Limits { max_headers: 4, ..Limits::default() };
         let input = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
-        assert_eq!(
-            assert_split_consistent(input, &limits)
-                .unwrap_err()
-                .status(),
-            431
-        );
+        assert_eq!(assert_split_consistent(input, &limits).unwrap_err().status(), 431);
     }
 
     #[test]
     fn connection_tokens_are_read_from_every_field() {
-        let head = parse_whole(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo\r\nConnection: Keep-Alive, CLOSE\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head =
+            parse_whole(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo\r\nConnection: Keep-Alive, CLOSE\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert!(head.connection.close);
         assert!(head.connection.keep_alive);
     }

@@ -92,9 +92,5 @@ pub(crate) async fn consume(
             Err(e) => return Err(BodyError::Refuse(e)),
         }
     }
-    Ok(if keep {
-        Body::Read(body.freeze())
-    } else {
-        Body::Discarded
-    })
+    Ok(if keep { Body::Read(body.freeze()) } else { Body::Discarded })
 }

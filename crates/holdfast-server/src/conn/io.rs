@@ -26,11 +26,7 @@ pub(crate) enum Read {
 
 /// Reads what is available into `buf` (growing it by up to [`READ_CHUNK`]), waiting until
 /// `deadline` at most.
-pub(crate) async fn read_more(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    deadline: Instant,
-) -> Read {
+pub(crate) async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, deadline: Instant) -> Read {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }

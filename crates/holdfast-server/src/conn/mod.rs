@@ -30,7 +30,10 @@ use tokio::time::Instant;
 
 use self::body::{Body, BodyError};
 use self::io::{read_more, write_all, Read, Write};
+use crate::push::StreamSetup;
 use crate::response::Response;
+use crate::router::Route;
+use crate::transport::{self, Transport};
 use crate::{router, CloseReason, Server, LINGER_TIMEOUT};
 
 /// What a connection carries between requests (and into the parking lot): kept small.
@@ -70,29 +73,19 @@ impl IdleDeadline {
 enum End {
     /// Idle long enough: move to the parking lot.
     Park(IdleDeadline),
+    /// A streaming response began: the socket goes to a push shard.
+    Stream(StreamSetup),
     /// Close, lingering first if a response was sent and input may still be arriving.
     Close { reason: CloseReason, linger: bool },
 }
 
 /// Serves a connection until it closes or is parked.
-pub(crate) async fn serve(
-    mut stream: TcpStream,
-    server: Arc<Server>,
-    mut conn: ConnState,
-    idle: IdleDeadline,
-) {
+pub(crate) async fn serve(mut stream: TcpStream, server: Arc<Server>, mut conn: ConnState, idle: IdleDeadline) {
     match drive(&mut stream, &server, &mut conn, idle).await {
         End::Park(idle) => {
             let parked = match stream.into_std() {
                 Ok(std_stream) => server.parking.park(std_stream, conn, idle),
-                Err(_) => {
-                    return server.connection_closed(
-                        conn.id,
-                        conn.peer,
-                        conn.served,
-                        CloseReason::IoError,
-                    )
-                }
+                Err(_) => return server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
             };
             match parked {
                 Ok(()) => server.stats.parked(),
@@ -102,6 +95,10 @@ pub(crate) async fn serve(
                 }
             }
         }
+        End::Stream(setup) => match stream.into_std() {
+            Ok(std_stream) => server.push.add(std_stream, conn, setup),
+            Err(_) => server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
+        },
         End::Close { reason, linger } => {
             if linger {
                 Box::pin(lingering_close(&mut stream, LINGER_TIMEOUT)).await;
@@ -112,12 +109,7 @@ pub(crate) async fn serve(
     }
 }
 
-async fn drive(
-    stream: &mut TcpStream,
-    server: &Server,
-    conn: &mut ConnState,
-    mut idle: IdleDeadline,
-) -> End {
+async fn drive(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, mut idle: IdleDeadline) -> End {
     let mut buf = BytesMut::new();
     loop {
         if buf.is_empty() {
@@ -126,24 +118,15 @@ async fn drive(
             match wait_idle(stream, server, idle).await {
                 Idle::Readable => {}
                 Idle::Park => return End::Park(idle),
-                Idle::Expired => {
-                    return End::Close {
-                        reason: idle.expiry,
-                        linger: false,
-                    }
-                }
-                Idle::Draining => {
-                    return End::Close {
-                        reason: CloseReason::Shutdown,
-                        linger: false,
-                    }
-                }
+                Idle::Expired => return End::Close { reason: idle.expiry, linger: false },
+                Idle::Draining => return End::Close { reason: CloseReason::Shutdown, linger: false },
             }
         }
         // Boxed: the exchange's state (head, body, response) is allocated per request, so a
         // connection idling in the runtime holds only the small idle-wait future.
         match Box::pin(exchange(stream, server, conn, &mut buf)).await {
             Next::Continue => idle = IdleDeadline::between_requests(server),
+            Next::Stream(setup) => return End::Stream(setup),
             Next::Close { reason, linger } => return End::Close { reason, linger },
         }
     }
@@ -187,38 +170,39 @@ async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline) -> I
 
 /// Whether bytes, an EOF or an error are really waiting: readiness can be reported for a socket
 /// with nothing to read (tokio marks a newly registered socket readable), and an idle connection
-/// must not start its header timer on that. A one-byte `MSG_PEEK` tells, and clears tokio's
-/// readiness when there is nothing.
+/// must not start its header timer on that.
 fn has_input(stream: &TcpStream) -> bool {
-    let peek = stream.try_io(tokio::io::Interest::READABLE, || {
+    !matches!(peek(stream), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// A one-byte `MSG_PEEK`: `Ok(0)` at EOF, `Ok(1)` with input waiting, `WouldBlock` with none (and
+/// then tokio's readiness is cleared, so the next wait really waits).
+pub(crate) fn peek(stream: &TcpStream) -> std::io::Result<usize> {
+    stream.try_io(tokio::io::Interest::READABLE, || {
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
         socket2::SockRef::from(stream).peek(&mut byte)
-    });
-    !matches!(peek, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    })
 }
 
 /// What follows one request/response exchange.
 enum Next {
     Continue,
-    Close { reason: CloseReason, linger: bool },
+    /// The response became a stream; the connection belongs to a push shard now.
+    Stream(StreamSetup),
+    Close {
+        reason: CloseReason,
+        linger: bool,
+    },
 }
 
 impl Next {
     fn close(reason: CloseReason) -> Next {
-        Next::Close {
-            reason,
-            linger: false,
-        }
+        Next::Close { reason, linger: false }
     }
 }
 
 /// Reads one request, answers it, and says whether the connection goes on.
-async fn exchange(
-    stream: &mut TcpStream,
-    server: &Server,
-    conn: &mut ConnState,
-    buf: &mut BytesMut,
-) -> Next {
+async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, buf: &mut BytesMut) -> Next {
     let head = match read_head(stream, server, buf).await {
         Ok(head) => head,
         Err(next) => return next,
@@ -226,22 +210,28 @@ async fn exchange(
     conn.served = conn.served.saturating_add(1);
     let route = router::route(&head, server);
 
-    let (body, body_fate) =
-        match body::consume(stream, server, &head, route.wants_body(), buf).await {
-            Ok(Body::Read(bytes)) => (bytes, None),
-            Ok(Body::Discarded) => (Default::default(), None),
-            Ok(Body::Unread) => (Default::default(), Some(CloseReason::BodyNotRead)),
-            Err(BodyError::Refuse(e)) => return refuse(stream, server, e).await,
-            Err(BodyError::Timeout) => {
-                let response = Response::error(408, "body_timeout", "the request body stalled");
-                return send_final(stream, server, &response, CloseReason::BodyTimeout).await;
-            }
-            Err(BodyError::Aborted) => return Next::close(CloseReason::PeerAborted),
-        };
+    let (body, body_fate) = match body::consume(stream, server, &head, route.wants_body(), buf).await {
+        Ok(Body::Read(bytes)) => (bytes, None),
+        Ok(Body::Discarded) => (Default::default(), None),
+        Ok(Body::Unread) => (Default::default(), Some(CloseReason::BodyNotRead)),
+        Err(BodyError::Refuse(e)) => return refuse(stream, server, e).await,
+        Err(BodyError::Timeout) => {
+            let response = Response::error(408, "body_timeout", "the request body stalled");
+            return send_final(stream, server, &response, CloseReason::BodyTimeout).await;
+        }
+        Err(BodyError::Aborted) => return Next::close(CloseReason::PeerAborted),
+    };
 
     // Counted before responding, so /admin/stats includes the request asking for it.
     server.stats.request_served(conn.served > 1);
-    let response = router::respond(route, &head, body, server);
+    let response = match route {
+        Route::Subscribe => match subscribe(stream, server, &head).await {
+            Subscribed::Answer(response) => response,
+            Subscribed::Streaming(setup) => return Next::Stream(setup),
+            Subscribed::Ended(next) => return next,
+        },
+        _ => router::respond(route, &head, body, server),
+    };
     let persistence = Persistence::decide(
         head.version(),
         &head.connection,
@@ -264,20 +254,47 @@ async fn exchange(
             } else {
                 CloseReason::RequestCap
             };
-            Next::Close {
-                reason,
-                linger: true,
-            }
+            Next::Close { reason, linger: true }
         }
     }
 }
 
+/// What a subscription request became.
+enum Subscribed {
+    /// A complete answer (poll, long poll, or a refusal).
+    Answer(Response),
+    /// A stream whose head is sent.
+    Streaming(StreamSetup),
+    /// The connection ends (client gone, or the head could not be sent).
+    Ended(Next),
+}
+
+async fn subscribe(stream: &mut TcpStream, server: &Server, head: &RequestHead) -> Subscribed {
+    let subscription = match transport::parse(head, server) {
+        Ok(subscription) => subscription,
+        Err(refusal) => return Subscribed::Answer(refusal),
+    };
+    let hold = match subscription.transport {
+        Transport::Poll => false,
+        Transport::LongPoll => true,
+        _ => {
+            let (bytes, setup) = transport::stream::open(server, head.version(), subscription);
+            let deadline = Instant::now() + server.config.send_timeout;
+            return match write_all(stream, &[&bytes], deadline).await {
+                Write::Done => Subscribed::Streaming(setup),
+                Write::Timeout => Subscribed::Ended(Next::close(CloseReason::SendTimeout)),
+                Write::Failed(e) => Subscribed::Ended(Next::close(io_close_reason(&e))),
+            };
+        }
+    };
+    match transport::poll::answer(stream, server, subscription, hold).await {
+        transport::poll::Answer::Respond(response) => Subscribed::Answer(response),
+        transport::poll::Answer::ClientGone => Subscribed::Ended(Next::close(CloseReason::PeerClosed)),
+    }
+}
+
 /// Reads until a whole request head is parsed, within `header_timeout`.
-async fn read_head(
-    stream: &mut TcpStream,
-    server: &Server,
-    buf: &mut BytesMut,
-) -> Result<RequestHead, Next> {
+async fn read_head(stream: &mut TcpStream, server: &Server, buf: &mut BytesMut) -> Result<RequestHead, Next> {
     let deadline = Instant::now() + server.config.header_timeout;
     loop {
         match parse_request(buf, &server.limits) {
@@ -292,14 +309,8 @@ async fn read_head(
             Read::Eof => return Err(Next::close(CloseReason::PeerAborted)),
             Read::Failed(e) => return Err(Next::close(io_close_reason(&e))),
             Read::Timeout => {
-                let response = Response::error(
-                    408,
-                    "header_timeout",
-                    "the request head was not received in time",
-                );
-                return Err(
-                    send_final(stream, server, &response, CloseReason::HeaderTimeout).await,
-                );
+                let response = Response::error(408, "header_timeout", "the request head was not received in time");
+                return Err(send_final(stream, server, &response, CloseReason::HeaderTimeout).await);
             }
         }
     }
@@ -313,20 +324,12 @@ async fn refuse(stream: &mut TcpStream, server: &Server, error: ParseError) -> N
 }
 
 /// Sends a response that ends the connection.
-async fn send_final(
-    stream: &mut TcpStream,
-    server: &Server,
-    response: &Response,
-    reason: CloseReason,
-) -> Next {
+async fn send_final(stream: &mut TcpStream, server: &Server, response: &Response, reason: CloseReason) -> Next {
     let mut head = BytesMut::new();
     response.encode_head(&mut head, Persistence::Close, Version::Http11, 0);
     let deadline = Instant::now() + server.config.send_timeout;
     match write_all(stream, &[&head, &response.body], deadline).await {
-        Write::Done => Next::Close {
-            reason,
-            linger: true,
-        },
+        Write::Done => Next::Close { reason, linger: true },
         Write::Timeout => Next::close(CloseReason::SendTimeout),
         Write::Failed(e) => Next::close(io_close_reason(&e)),
     }
@@ -343,12 +346,7 @@ async fn send(
     /// Bodies up to this size are copied behind the head and sent in one write.
     const COPY_BODY_MAX: usize = 8 * 1024;
     let mut out = BytesMut::new();
-    response.encode_head(
-        &mut out,
-        persistence,
-        head.version(),
-        server.config.keepalive_timeout.as_secs(),
-    );
+    response.encode_head(&mut out, persistence, head.version(), server.config.keepalive_timeout.as_secs());
     let with_body = head.method() != holdfast_proto::http1::Method::Head;
     let deadline = Instant::now() + server.config.send_timeout;
     let written = if !with_body || response.body.is_empty() {
@@ -366,12 +364,10 @@ async fn send(
     }
 }
 
-fn io_close_reason(error: &std::io::Error) -> CloseReason {
+pub(crate) fn io_close_reason(error: &std::io::Error) -> CloseReason {
     use std::io::ErrorKind::*;
     match error.kind() {
-        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
-            CloseReason::PeerAborted
-        }
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => CloseReason::PeerAborted,
         _ => CloseReason::IoError,
     }
 }

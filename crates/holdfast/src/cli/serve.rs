@@ -20,10 +20,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
     };
     init_logging();
     let fd_limit = holdfast_server::raise_fd_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("holdfast: cannot start the runtime: {e}");
@@ -35,9 +32,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         tracing::info!(fd_limit, "starting");
-        holdfast_server::run(listener, config, shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())
+        holdfast_server::run(listener, config, shutdown_signal()).await.map_err(|e| e.to_string())
     });
     // Connections still open after the drain bound are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
@@ -54,9 +49,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
 fn build_config(args: &ArgMatches) -> Result<Config, String> {
     let mut config = Config::default();
     if let Some(path) = args.get_one::<String>("config") {
-        config
-            .apply_file(Path::new(path))
-            .map_err(|e| e.to_string())?;
+        config.apply_file(Path::new(path)).map_err(|e| e.to_string())?;
     }
     for key in KEYS {
         let Some(value) = args.get_one::<String>(key.name) else {
@@ -66,9 +59,7 @@ fn build_config(args: &ArgMatches) -> Result<Config, String> {
             Some(ValueSource::EnvVariable) => format!("HOLDFAST_{}", key.name.to_ascii_uppercase()),
             _ => format!("--{}", key.name.replace('_', "-")),
         };
-        config
-            .set(key.name, value)
-            .map_err(|e| e.from_source(&source).to_string())?;
+        config.set(key.name, value).map_err(|e| e.from_source(&source).to_string())?;
     }
     config::validate(&config).map_err(|e| e.to_string())?;
     Ok(config)
@@ -79,10 +70,7 @@ fn build_config(args: &ArgMatches) -> Result<Config, String> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// Completes on the first SIGTERM or SIGINT.

@@ -1,0 +1,106 @@
+//! `/pub/{channel}`: publish (POST), channel info (GET), delete (DELETE).
+
+use bytes::Bytes;
+use holdfast_proto::http1::RequestHead;
+
+use crate::query::{self, percent_decode};
+use crate::response::Response;
+use crate::Server;
+
+/// Longest event type a publisher may set.
+const MAX_EVENT_LEN: usize = 64;
+
+/// The channel named by `/pub/{channel}`, percent-decoded and validated.
+fn channel_name(head: &RequestHead) -> Result<String, Response> {
+    let raw = head.path().strip_prefix("/pub/").unwrap_or("");
+    let name = percent_decode(raw, false)
+        .ok_or_else(|| Response::error(400, "bad_channel", "channel name is not valid percent-encoded UTF-8"))?;
+    holdfast_hub::validate_channel_name(&name).map_err(|e| Response::error(400, "bad_channel", &e.to_string()))?;
+    Ok(name.into_owned())
+}
+
+/// The event type from `?event=` or the `Holdfast-Event` header: `[A-Za-z0-9_.:-]{1,64}`.
+fn event_type(head: &RequestHead) -> Result<Option<String>, Response> {
+    let from_query = match query::param(head.query(), "event") {
+        Some(Ok(event)) => Some(event.into_owned()),
+        Some(Err(())) => return Err(Response::error(400, "bad_event", "event is not valid percent-encoded UTF-8")),
+        None => None,
+    };
+    let from_header = head.header("holdfast-event").map(|v| String::from_utf8_lossy(v).trim().to_string());
+    let Some(event) = from_query.or(from_header) else { return Ok(None) };
+    let valid = !event.is_empty()
+        && event.len() <= MAX_EVENT_LEN
+        && event.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if !valid {
+        return Err(Response::error(400, "bad_event", "event must be 1-64 of A-Z a-z 0-9 _ . : -"));
+    }
+    Ok(Some(event))
+}
+
+pub(crate) fn publish(head: &RequestHead, body: Bytes, server: &Server) -> Response {
+    let result = channel_name(head).and_then(|name| Ok((name, event_type(head)?)));
+    let (name, event) = match result {
+        Ok(parts) => parts,
+        Err(response) => return response,
+    };
+    match server.broker.publish(&name, event.as_deref(), body) {
+        Ok(published) => {
+            server.stats.published();
+            let subscribers = published.channel.subscribers.load(std::sync::atomic::Ordering::Relaxed);
+            Response::json(
+                200,
+                &serde_json::json!({
+                    "id": String::from_utf8_lossy(&published.message.cursor),
+                    "channel": name,
+                    "subscribers": subscribers,
+                }),
+            )
+        }
+        Err(e) => Response::error(400, "bad_channel", &e.to_string()),
+    }
+}
+
+pub(crate) fn info(head: &RequestHead, server: &Server) -> Response {
+    let name = match channel_name(head) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let Some(channel) = server.broker.channel(&name) else {
+        return Response::error(404, "no_channel", &format!("channel {name:?} does not exist"));
+    };
+    let (messages, first_seq, last_seq) = channel.info();
+    let id = |seq: u64| {
+        (messages > 0).then(|| {
+            holdfast_hub::Cursor::new([(&*channel.name, holdfast_hub::Position { epoch: channel.epoch, seq })]).encode()
+        })
+    };
+    Response::json(
+        200,
+        &serde_json::json!({
+            "channel": name,
+            "subscribers": channel.subscribers.load(std::sync::atomic::Ordering::Relaxed),
+            "messages": messages,
+            "first_id": id(first_seq),
+            "last_id": id(last_seq),
+        }),
+    )
+    .with_header("Cache-Control", "no-store")
+}
+
+pub(crate) fn delete(head: &RequestHead, server: &Server) -> Response {
+    let name = match channel_name(head) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    match server.broker.delete(&name) {
+        Some(channel) => Response::json(
+            200,
+            &serde_json::json!({
+                "channel": name,
+                "deleted": true,
+                "subscribers": channel.subscribers.load(std::sync::atomic::Ordering::Relaxed),
+            }),
+        ),
+        None => Response::error(404, "no_channel", &format!("channel {name:?} does not exist")),
+    }
+}

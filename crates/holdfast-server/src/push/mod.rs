@@ -1,0 +1,489 @@
+//! Push shards: streaming subscribers (SSE, NDJSON, iframe) live here, outside the tokio runtime.
+//!
+//! Once a streaming response's head is sent, its socket moves to a shard: a thread with its own
+//! `mio::Poll` that owns the sockets of many subscribers. A subscriber is a slot (socket,
+//! positions, framing: about 150 B) and not a task. When a channel gets a message the shard
+//! writes, for each subscriber of that channel, everything after its position in one `writev`
+//! whose pieces are the message's shared encodings (`Gather`). A subscriber whose socket is full
+//! keeps the unsent tail and waits for writability; one that falls more than
+//! `max_pending_bytes` behind, or out of the history, is cut with `slow_consumer` and resumes from
+//! its cursor on reconnect. Heartbeats go to every subscriber quiet for `heartbeat_interval`.
+//!
+//! What it does not own: response heads, gap notices and the choice of start positions (the
+//! transport does those in the connection task before handing the socket over).
+
+pub(crate) mod frame;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use holdfast_hub::{Channel, Cursor, Message, Position, PublishListener};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+use self::frame::{Framing, Gather, Id, LAST_CHUNK};
+use crate::conn::ConnState;
+use crate::{CloseReason, Server};
+
+const WAKER_TOKEN: Token = Token(usize::MAX);
+/// Messages per `writev` (each is up to 9 I/O vectors; the kernel takes 1,024).
+const MESSAGES_PER_WRITE: usize = 64;
+/// Longest a shard sleeps between heartbeat scans.
+const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// What a transport hands over with a socket.
+pub(crate) struct StreamSetup {
+    pub framing: Framing,
+    /// The iframe callback (`parent.<callback>(…)`).
+    pub callback: Option<Box<str>>,
+    /// Each channel with the last sequence number already sent.
+    pub positions: Vec<(Arc<Channel>, u64)>,
+}
+
+/// All shards of a server.
+pub(crate) struct PushHub {
+    shards: Vec<Arc<ShardShared>>,
+    next_shard: std::sync::atomic::AtomicUsize,
+}
+
+struct ShardShared {
+    inbox: Mutex<Inbox>,
+    waker: Waker,
+}
+
+#[derive(Default)]
+struct Inbox {
+    added: Vec<(std::net::TcpStream, ConnState, StreamSetup)>,
+    dirty: Vec<Arc<Channel>>,
+    dirty_ids: HashSet<u64>,
+    deleted: Vec<Arc<Channel>>,
+    draining: bool,
+}
+
+impl PushHub {
+    /// Starts `count` shard threads.
+    pub fn start(count: usize, server: Weak<Server>) -> io::Result<PushHub> {
+        let mut shards = Vec::new();
+        for index in 0..count.max(1) {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+            let shared = Arc::new(ShardShared { inbox: Mutex::default(), waker });
+            let thread_shared = shared.clone();
+            let server = server.clone();
+            std::thread::Builder::new()
+                .name(format!("holdfast-push-{index}"))
+                .spawn(move || Shard::new(poll, thread_shared, server).run())?;
+            shards.push(shared);
+        }
+        Ok(PushHub { shards, next_shard: Default::default() })
+    }
+
+    /// Hands a subscriber's socket (head already sent) to a shard.
+    pub fn add(&self, stream: std::net::TcpStream, conn: ConnState, setup: StreamSetup) {
+        let index = self.next_shard.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.shards.len();
+        let shard = &self.shards[index];
+        shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).added.push((stream, conn, setup));
+        let _ = shard.waker.wake();
+    }
+
+    /// Sends every subscriber a final notice and closes it (graceful shutdown).
+    pub fn drain(&self) {
+        for shard in &self.shards {
+            shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).draining = true;
+            let _ = shard.waker.wake();
+        }
+    }
+}
+
+impl Drop for PushHub {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+impl PublishListener for PushHub {
+    fn published(&self, channel: &Arc<Channel>) {
+        for shard in &self.shards {
+            let mut inbox = shard.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            // A channel already marked dirty will be read to its end anyway.
+            if inbox.dirty_ids.insert(channel.id) {
+                inbox.dirty.push(channel.clone());
+                drop(inbox);
+                let _ = shard.waker.wake();
+            }
+        }
+    }
+
+    fn deleted(&self, channel: &Arc<Channel>) {
+        for shard in &self.shards {
+            shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).deleted.push(channel.clone());
+            let _ = shard.waker.wake();
+        }
+    }
+}
+
+/// One streaming subscriber.
+struct Subscriber {
+    stream: std::net::TcpStream,
+    conn: ConnState,
+    framing: Framing,
+    callback: Option<Box<str>>,
+    positions: Box<[(Arc<Channel>, u64)]>,
+    /// Bytes accepted for this subscriber but not yet taken by its socket.
+    pending: Option<Box<Vec<u8>>>,
+    last_write: Instant,
+}
+
+struct Shard {
+    poll: Poll,
+    shared: Arc<ShardShared>,
+    server: Weak<Server>,
+    slots: Vec<Option<Subscriber>>,
+    free: Vec<usize>,
+    by_channel: HashMap<u64, Vec<usize>>,
+}
+
+/// Messages after a position, shared by the subscribers at that position during one round.
+type ReadCache = HashMap<(u64, u64), Rc<holdfast_hub::channel::Read>>;
+
+impl Shard {
+    fn new(poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>) -> Shard {
+        Shard { poll, shared, server, slots: Vec::new(), free: Vec::new(), by_channel: HashMap::new() }
+    }
+
+    fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_heartbeat_scan = Instant::now();
+        loop {
+            let Some(server) = self.server.upgrade() else { return };
+            let tick = (server.config.heartbeat_interval / 2).min(MAX_TICK);
+            drop(server);
+            let timeout = next_heartbeat_scan.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "push shard poll failed");
+                }
+            }
+            let Some(server) = self.server.upgrade() else { return };
+            let inbox = std::mem::take(&mut *self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+            if inbox.draining {
+                self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner()).draining = true;
+                for index in 0..self.slots.len() {
+                    self.close(&server, index, CloseReason::Shutdown, Some("shutdown"));
+                }
+                for (stream, conn, _) in inbox.added {
+                    drop(stream);
+                    server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::Shutdown);
+                }
+                return;
+            }
+            let mut cache = ReadCache::new();
+            for (stream, conn, setup) in inbox.added {
+                if let Some(index) = self.insert(&server, stream, conn, setup) {
+                    self.deliver(&server, index, &mut cache);
+                }
+            }
+            for channel in inbox.deleted {
+                for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
+                    self.close(&server, index, CloseReason::ChannelDeleted, Some("channel_deleted"));
+                }
+            }
+            for channel in inbox.dirty {
+                for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
+                    self.deliver(&server, index, &mut cache);
+                }
+            }
+            for event in events.iter().filter(|e| e.token() != WAKER_TOKEN) {
+                let index = event.token().0;
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.read_input(&server, index);
+                }
+                if event.is_writable() {
+                    self.flush(&server, index, &mut cache);
+                }
+            }
+            let now = Instant::now();
+            if now >= next_heartbeat_scan {
+                self.heartbeats(&server, now);
+                next_heartbeat_scan = now + tick;
+            }
+        }
+    }
+
+    fn insert(
+        &mut self,
+        server: &Server,
+        stream: std::net::TcpStream,
+        conn: ConnState,
+        setup: StreamSetup,
+    ) -> Option<usize> {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let fd = stream.as_raw_fd();
+        if let Err(e) = self.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE) {
+            tracing::warn!(error = %e, "cannot register a subscriber");
+            self.free.push(index);
+            server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError);
+            return None;
+        }
+        for (channel, _) in &setup.positions {
+            self.by_channel.entry(channel.id).or_default().push(index);
+            channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        server.stats.subscriber_opened(setup.framing.format);
+        self.slots[index] = Some(Subscriber {
+            stream,
+            conn,
+            framing: setup.framing,
+            callback: setup.callback,
+            positions: setup.positions.into_boxed_slice(),
+            pending: None,
+            last_write: Instant::now(),
+        });
+        Some(index)
+    }
+
+    /// Writes everything after the subscriber's positions, in `writev`s of up to
+    /// [`MESSAGES_PER_WRITE`] messages, until it is caught up or its socket is full.
+    fn deliver(&mut self, server: &Server, index: usize, cache: &mut ReadCache) {
+        loop {
+            match self.deliver_batch(server, index, cache) {
+                Step::More => continue,
+                Step::Done => return,
+                Step::Blocked => return self.want_writable(index, true),
+                Step::Close(reason) => return self.close(server, index, reason, Some(reason.label())),
+            }
+        }
+    }
+
+    fn deliver_batch(&mut self, server: &Server, index: usize, cache: &mut ReadCache) -> Step {
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Step::Done };
+        if sub.pending.is_some() {
+            if behind_bytes(sub, cache) > server.config.max_pending_bytes {
+                return Step::Close(CloseReason::SlowConsumer);
+            }
+            return Step::Done;
+        }
+        // What is due, oldest first per channel.
+        let mut batch: Vec<(usize, Arc<Message>)> = Vec::new();
+        for (i, (channel, seq)) in sub.positions.iter().enumerate() {
+            let read = cached_read(cache, channel, *seq);
+            if read.lost {
+                // Fell out of the history while blocked or before its first write.
+                return Step::Close(CloseReason::SlowConsumer);
+            }
+            let room = MESSAGES_PER_WRITE - batch.len();
+            batch.extend(read.messages.iter().take(room).map(|m| (i, m.clone())));
+            if batch.len() == MESSAGES_PER_WRITE {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            return Step::Done;
+        }
+        if sub.positions.len() > 1 {
+            batch.sort_by_key(|(_, m)| m.published_at);
+        }
+        let single = sub.positions.len() == 1;
+        let mut gather = Gather::default();
+        for (i, message) in &batch {
+            sub.positions[*i].1 = message.position.seq;
+            let id = if single { Id::Shared(&message.cursor) } else { Id::Own(cursor_of(&sub.positions)) };
+            gather.message(sub.framing, message, id, sub.callback.as_deref());
+        }
+        match write_gather(&sub.stream, &gather) {
+            Ok(written) if written == gather.len() => {}
+            Ok(written) => sub.pending = Some(Box::new(gather.tail_from(written))),
+            Err(e) => return Step::Close(crate::conn::io_close_reason(&e)),
+        }
+        sub.last_write = Instant::now();
+        server.stats.delivered(batch.len() as u64);
+        if sub.pending.is_some() {
+            Step::Blocked
+        } else if batch.len() == MESSAGES_PER_WRITE {
+            Step::More
+        } else {
+            Step::Done
+        }
+    }
+
+    /// The socket took more bytes: send the pending tail, then catch up.
+    fn flush(&mut self, server: &Server, index: usize, cache: &mut ReadCache) {
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        let Some(pending) = sub.pending.as_mut() else { return };
+        match (&sub.stream).write(pending) {
+            Ok(n) => {
+                pending.drain(..n);
+                sub.last_write = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                let reason = crate::conn::io_close_reason(&e);
+                return self.close(server, index, reason, None);
+            }
+        }
+        if pending.is_empty() {
+            sub.pending = None;
+            self.want_writable(index, false);
+            self.deliver(server, index, cache);
+        }
+    }
+
+    fn want_writable(&self, index: usize, writable: bool) {
+        let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return };
+        let interest = if writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let _ = self.registry().reregister(&mut SourceFd(&sub.stream.as_raw_fd()), Token(index), interest);
+    }
+
+    /// Subscribers send nothing; input is read and dropped, and EOF ends the subscription.
+    fn read_input(&mut self, server: &Server, index: usize) {
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        let mut scratch = [0u8; 512];
+        loop {
+            match (&sub.stream).read(&mut scratch) {
+                Ok(0) => return self.close(server, index, CloseReason::PeerClosed, None),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let reason = crate::conn::io_close_reason(&e);
+                    return self.close(server, index, reason, None);
+                }
+            }
+        }
+    }
+
+    fn heartbeats(&mut self, server: &Server, now: Instant) {
+        let interval = server.config.heartbeat_interval;
+        let mut failed = Vec::new();
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            let Some(sub) = slot else { continue };
+            if sub.pending.is_some() || now.duration_since(sub.last_write) < interval {
+                continue;
+            }
+            let beat = sub.framing.heartbeat();
+            match (&sub.stream).write(beat) {
+                Ok(n) if n == beat.len() => {}
+                Ok(n) => sub.pending = Some(Box::new(beat[n..].to_vec())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sub.pending = Some(Box::new(beat.to_vec())),
+                Err(e) => failed.push((index, crate::conn::io_close_reason(&e))),
+            }
+            sub.last_write = now;
+        }
+        for (index, reason) in failed {
+            self.close(server, index, reason, None);
+        }
+        for index in 0..self.slots.len() {
+            if self.slots[index].as_ref().is_some_and(|s| s.pending.is_some()) {
+                self.want_writable(index, true);
+            }
+        }
+    }
+
+    /// Ends a subscription: a final notice when the server ends it (best effort), the last
+    /// chunk, then close.
+    fn close(&mut self, server: &Server, index: usize, reason: CloseReason, notice: Option<&str>) {
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::take) else { return };
+        let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
+        self.free.push(index);
+        for (channel, _) in sub.positions.iter() {
+            channel.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(members) = self.by_channel.get_mut(&channel.id) {
+                members.retain(|&m| m != index);
+                if members.is_empty() {
+                    self.by_channel.remove(&channel.id);
+                }
+            }
+        }
+        if let (Some(notice), None) = (notice, &sub.pending) {
+            let mut out = Vec::new();
+            let data = format!("{{\"reason\":\"{notice}\",\"cursor\":\"{}\"}}", cursor_of(&sub.positions));
+            sub.framing.put_notice(&mut out, sub.callback.as_deref(), None, "holdfast.closed", &data);
+            if sub.framing.chunked {
+                out.extend_from_slice(LAST_CHUNK);
+            }
+            let _ = (&sub.stream).write(&out);
+            let _ = sub.stream.shutdown(std::net::Shutdown::Write);
+        }
+        server.stats.subscriber_closed(sub.framing.format);
+        if reason == CloseReason::SlowConsumer {
+            tracing::info!(conn = sub.conn.id, peer = %sub.conn.peer, "slow consumer cut");
+        }
+        drop(sub.stream);
+        server.connection_closed(sub.conn.id, sub.conn.peer, sub.conn.served, reason);
+    }
+}
+
+/// What one delivery step leaves to do.
+enum Step {
+    /// A full batch went out; there may be more.
+    More,
+    /// Caught up (or nothing to do).
+    Done,
+    /// The socket is full; wait for writability.
+    Blocked,
+    /// Cut the subscriber.
+    Close(CloseReason),
+}
+
+fn cached_read(cache: &mut ReadCache, channel: &Arc<Channel>, seq: u64) -> Rc<holdfast_hub::channel::Read> {
+    cache.entry((channel.id, seq)).or_insert_with(|| Rc::new(channel.read_after(seq, usize::MAX))).clone()
+}
+
+/// How far a blocked subscriber is behind: its unsent bytes plus everything published since.
+fn behind_bytes(sub: &Subscriber, cache: &mut ReadCache) -> u64 {
+    let pending = sub.pending.as_ref().map_or(0, |p| p.len()) as u64;
+    let queued: u64 = sub
+        .positions
+        .iter()
+        .map(|(channel, seq)| {
+            let read = cached_read(cache, channel, *seq);
+            if read.lost {
+                return u64::MAX / 4;
+            }
+            read.messages.iter().map(|m| (m.sse_body.len() + m.cursor.len() + 8) as u64).sum::<u64>()
+        })
+        .sum();
+    pending + queued
+}
+
+/// This subscriber's multi-channel cursor.
+fn cursor_of(positions: &[(Arc<Channel>, u64)]) -> String {
+    Cursor::new(positions.iter().map(|(c, seq)| (&*c.name, Position { epoch: c.epoch, seq: *seq }))).encode()
+}
+
+fn write_gather(stream: &std::net::TcpStream, gather: &Gather<'_>) -> io::Result<usize> {
+    let slices = gather.slices();
+    let mut written = 0;
+    loop {
+        let mut offset = 0;
+        let mut rest = Vec::with_capacity(slices.len());
+        for slice in &slices {
+            let end = offset + slice.len();
+            if end > written {
+                rest.push(io::IoSlice::new(&slice[written.saturating_sub(offset)..]));
+            }
+            offset = end;
+        }
+        if rest.is_empty() {
+            return Ok(written);
+        }
+        match (&*stream).write_vectored(&rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `GET /sub/{ch1,ch2,…}`: which transport a request asks for, where each channel starts, and
+//! the gaps to report (DESIGN §1, "Transport selection" and "Cursors, history and resume").
+//!
+//! - [`poll`]: short and long polling (answers are complete responses; the connection stays
+//!   keep-alive).
+//! - [`stream`]: SSE, NDJSON and the forever-iframe (a head, a prelude, then the socket goes to a
+//!   push shard).
+
+pub(crate) mod poll;
+pub(crate) mod stream;
+
+use std::sync::Arc;
+
+use holdfast_hub::cursor::MAX_CURSOR_CHANNELS;
+use holdfast_hub::{Channel, Cursor, Gap, Position, ReadFrom};
+use holdfast_proto::http1::RequestHead;
+
+use crate::query::{self, percent_decode};
+use crate::response::Response;
+use crate::Server;
+
+/// How a subscriber wants messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Transport {
+    LongPoll,
+    Poll,
+    Sse,
+    Stream,
+    Iframe { callback: String },
+}
+
+/// A parsed, resolved subscription request.
+pub(crate) struct Subscription {
+    pub transport: Transport,
+    /// Each channel with the last sequence number the subscriber has (it gets what follows).
+    pub positions: Vec<(Arc<Channel>, u64)>,
+    pub gaps: Vec<Gap>,
+    /// The CORS origin to allow in the answer, if any.
+    pub origin: Option<String>,
+}
+
+/// Parses `GET /sub/…`; a refusal is a ready 400 (or 501) response.
+pub(crate) fn parse(head: &RequestHead, server: &Server) -> Result<Subscription, Response> {
+    let bad = |label: &str, reason: String| Response::error(400, label, &reason);
+    let list = head.path().strip_prefix("/sub/").unwrap_or("");
+    let list = percent_decode(list, false)
+        .ok_or_else(|| bad("bad_channel", "channel list is not valid percent-encoded UTF-8".into()))?;
+    let mut names: Vec<&str> = Vec::new();
+    for name in list.split(',') {
+        holdfast_hub::validate_channel_name(name).map_err(|e| bad("bad_channel", format!("{e}: {name:?}")))?;
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.len() > MAX_CURSOR_CHANNELS {
+        return Err(bad("too_many_channels", format!("at most {MAX_CURSOR_CHANNELS} channels per subscription")));
+    }
+
+    let query = head.query();
+    let param = |name: &str| -> Result<Option<String>, Response> {
+        match query::param(query, name) {
+            None => Ok(None),
+            Some(Ok(value)) => Ok(Some(value.into_owned())),
+            Some(Err(())) => {
+                Err(bad("bad_query", format!("query parameter {name} is not valid percent-encoded UTF-8")))
+            }
+        }
+    };
+    let transport = choose_transport(head, param("transport")?, param("callback")?)?;
+
+    // RFC-free but DESIGN §1: the Last-Event-ID header (sent by browsers on reconnect) wins over
+    // ?cursor=.
+    let header_cursor = head.header("last-event-id").and_then(|v| std::str::from_utf8(v).ok()).map(str::trim);
+    let cursor_text = match header_cursor.filter(|c| !c.is_empty()) {
+        Some(text) => Some(text.to_string()),
+        None => param("cursor")?.filter(|c| !c.is_empty()),
+    };
+    let cursor = match cursor_text {
+        Some(text) => Some(Cursor::decode(&text).map_err(|e| bad("bad_cursor", format!("{e}")))?),
+        None => None,
+    };
+    let history = match param("history")? {
+        Some(n) => Some(
+            n.parse::<u64>().map_err(|_| bad("bad_history", format!("history must be a whole number, got {n:?}")))?,
+        ),
+        None => None,
+    };
+
+    let mut positions = Vec::with_capacity(names.len());
+    let mut gaps = Vec::new();
+    for name in names {
+        let channel = server.broker.channel_or_create(name).map_err(|e| bad("bad_channel", e.to_string()))?;
+        let from = match (cursor.as_ref().and_then(|c| c.position(name)), history) {
+            (Some(position), _) => ReadFrom::After(position),
+            (None, Some(n)) => ReadFrom::Last(n),
+            (None, None) => ReadFrom::Now,
+        };
+        let (start, gap) = channel.start(from);
+        gaps.extend(gap);
+        positions.push((channel, start));
+    }
+    Ok(Subscription { transport, positions, gaps, origin: crate::cors::allowed_origin(head, server) })
+}
+
+fn choose_transport(
+    head: &RequestHead,
+    transport: Option<String>,
+    callback: Option<String>,
+) -> Result<Transport, Response> {
+    if head.connection.upgrade && head.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case(b"websocket")) {
+        return Err(Response::error(
+            501,
+            "websocket_unavailable",
+            "the WebSocket transport is not available yet; use sse, stream or long-poll",
+        ));
+    }
+    let wants_event_stream = head
+        .headers_named("accept")
+        .any(|accept| accept.windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
+    match transport.as_deref() {
+        Some("sse") => Ok(Transport::Sse),
+        Some("stream") => Ok(Transport::Stream),
+        Some("poll") => Ok(Transport::Poll),
+        Some("longpoll") => Ok(Transport::LongPoll),
+        Some("iframe") => {
+            let callback = callback.unwrap_or_default();
+            if is_valid_callback(&callback) {
+                Ok(Transport::Iframe { callback })
+            } else {
+                Err(Response::error(
+                    400,
+                    "bad_callback",
+                    "transport=iframe needs callback=NAME matching [A-Za-z_$][A-Za-z0-9_$.]{0,63}",
+                ))
+            }
+        }
+        Some(other) => Err(Response::error(
+            400,
+            "bad_transport",
+            &format!("unknown transport {other:?}; use sse, stream, iframe, poll or longpoll"),
+        )),
+        None if wants_event_stream => Ok(Transport::Sse),
+        None => Ok(Transport::LongPoll),
+    }
+}
+
+/// `[A-Za-z_$][A-Za-z0-9_$.]{0,63}` (DESIGN §1): a JavaScript name path, nothing that could
+/// close the script or call anything else.
+fn is_valid_callback(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let Some((&first, rest)) = bytes.split_first() else { return false };
+    (first.is_ascii_alphabetic() || first == b'_' || first == b'$')
+        && rest.len() <= 63
+        && rest.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.'))
+}
+
+/// A multi-channel cursor for these positions.
+pub(crate) fn cursor_for(positions: &[(Arc<Channel>, u64)]) -> String {
+    Cursor::new(positions.iter().map(|(c, seq)| (&*c.name, Position { epoch: c.epoch, seq: *seq }))).encode()
+}
+
+/// A gap as the JSON object every transport uses.
+pub(crate) fn gap_json(gap: &Gap) -> String {
+    let lost = if gap.asked.epoch == gap.epoch {
+        (gap.first_available.saturating_sub(1).saturating_sub(gap.asked.seq)).to_string()
+    } else {
+        "null".to_string()
+    };
+    format!(
+        "{{\"channel\":\"{}\",\"asked\":{{\"epoch\":{},\"seq\":{}}},\"epoch\":{},\"first_available\":{},\"lost\":{lost}}}",
+        gap.channel, gap.asked.epoch, gap.asked.seq, gap.epoch, gap.first_available
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callbacks_are_javascript_name_paths() {
+        for good in ["cb", "_x", "$", "parent.app.on_msg", &format!("a{}", "b".repeat(63))] {
+            assert!(is_valid_callback(good), "{good}");
+        }
+        for bad in ["", "1cb", "a(b)", "a;alert(1)", "a</script>", "x y", &format!("a{}", "b".repeat(64))] {
+            assert!(!is_valid_callback(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Short and long polling. Both answer `{"messages":[…],"cursor":"…"}` (plus `"gap":[…]` when
+//! the cursor pointed at lost messages) and leave the connection keep-alive.
+//!
+//! A long poll with nothing to send waits for the first publish on any of its channels, or
+//! `longpoll_timeout`, or the client leaving (then it is dropped at once). It is stateless: the
+//! cursor carries the position, so any node with the same history can answer the next poll.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use holdfast_hub::{Channel, Message};
+use tokio::net::TcpStream;
+
+use super::{cursor_for, gap_json, Subscription};
+use crate::response::Response;
+use crate::Server;
+
+/// How a poll ended.
+pub(crate) enum Answer {
+    Respond(Response),
+    /// The client went away while the poll was held.
+    ClientGone,
+}
+
+/// Answers a poll; holds it first when `hold` (long poll) and nothing is pending.
+pub(crate) async fn answer(stream: &TcpStream, server: &Server, mut sub: Subscription, hold: bool) -> Answer {
+    let mut messages = collect(&mut sub);
+    if messages.is_empty() && hold {
+        server.stats.longpoll_waiting(1);
+        let waited = wait(stream, server, &mut sub).await;
+        server.stats.longpoll_waiting(-1);
+        match waited {
+            Some(found) => messages = found,
+            None => return Answer::ClientGone,
+        }
+    }
+    Answer::Respond(render(server, &sub, &messages))
+}
+
+/// Everything after each position (the whole kept history at most), oldest first across
+/// channels; a read that finds its position evicted since `start` becomes a gap.
+fn collect(sub: &mut Subscription) -> Vec<(usize, Arc<Message>)> {
+    let mut messages = Vec::new();
+    for (i, (channel, seq)) in sub.positions.iter_mut().enumerate() {
+        let mut read = channel.read_after(*seq, usize::MAX);
+        if read.lost {
+            let (start, gap) = channel
+                .start(holdfast_hub::ReadFrom::After(holdfast_hub::Position { epoch: channel.epoch, seq: *seq }));
+            sub.gaps.extend(gap);
+            *seq = start;
+            read = channel.read_after(start, usize::MAX);
+        }
+        messages.extend(read.messages.into_iter().map(|m| (i, m)));
+    }
+    if sub.positions.len() > 1 {
+        messages.sort_by_key(|(_, m)| m.published_at);
+    }
+    messages
+}
+
+/// Waits for messages; `None` if the client disconnected first.
+async fn wait(stream: &TcpStream, server: &Server, sub: &mut Subscription) -> Option<Vec<(usize, Arc<Message>)>> {
+    let deadline = tokio::time::Instant::now() + server.config.longpoll_timeout;
+    let mut watch_client = true;
+    loop {
+        let channels: Vec<Arc<Channel>> = sub.positions.iter().map(|(c, _)| c.clone()).collect();
+        let mut waiters: Vec<_> = channels.iter().map(|c| Box::pin(c.notified())).collect();
+        for waiter in &mut waiters {
+            waiter.as_mut().enable();
+        }
+        // Checked after enabling the waiters, so a publish in between is not missed.
+        let messages = collect(sub);
+        if !messages.is_empty() || channels.iter().any(|c| c.is_deleted()) || server.is_draining() {
+            return Some(messages);
+        }
+        tokio::select! {
+            _ = AnyOf(&mut waiters) => {}
+            _ = tokio::time::sleep_until(deadline) => return Some(Vec::new()),
+            gone = client_gone(stream), if watch_client => {
+                if gone {
+                    return None;
+                }
+                // Bytes (a pipelined request) rather than EOF: stop watching, keep waiting.
+                watch_client = false;
+            }
+        }
+    }
+}
+
+/// Completes when the peer closes (true) or sends bytes (false); it reads nothing.
+async fn client_gone(stream: &TcpStream) -> bool {
+    loop {
+        if std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await.is_err() {
+            return true;
+        }
+        match crate::conn::peek(stream) {
+            Ok(0) => return true,
+            Ok(_) => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Completes when any of the waiters does.
+struct AnyOf<'a, F>(&'a mut Vec<Pin<Box<F>>>);
+
+impl<F: Future> Future for AnyOf<'_, F> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        for waiter in self.0.iter_mut() {
+            if waiter.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// The answer body, built from the messages' shared envelope bytes.
+fn render(server: &Server, sub: &Subscription, messages: &[(usize, Arc<Message>)]) -> Response {
+    let mut positions: Vec<(Arc<Channel>, u64)> = sub.positions.clone();
+    let single = positions.len() == 1;
+    let mut body = Vec::with_capacity(64 + messages.iter().map(|(_, m)| m.envelope_tail.len() + 40).sum::<usize>());
+    body.extend_from_slice(b"{\"messages\":[");
+    for (n, (i, message)) in messages.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        positions[*i].1 = message.position.seq;
+        let id = if single { message.cursor.to_vec() } else { cursor_for(&positions).into_bytes() };
+        body.extend_from_slice(&message.envelope(&id));
+    }
+    body.extend_from_slice(b"],\"cursor\":\"");
+    body.extend_from_slice(cursor_for(&positions).as_bytes());
+    body.push(b'"');
+    if !sub.gaps.is_empty() {
+        body.extend_from_slice(b",\"gap\":[");
+        let gaps: Vec<String> = sub.gaps.iter().map(gap_json).collect();
+        body.extend_from_slice(gaps.join(",").as_bytes());
+        body.push(b']');
+    }
+    let deleted: Vec<String> =
+        positions.iter().filter(|(c, _)| c.is_deleted()).map(|(c, _)| format!("\"{}\"", c.name)).collect();
+    if !deleted.is_empty() {
+        body.extend_from_slice(format!(",\"deleted\":[{}]", deleted.join(",")).as_bytes());
+    }
+    body.extend_from_slice(b"}\n");
+    server.stats.delivered(messages.len() as u64);
+    let response = Response::new(200, "application/json", body).with_header("Cache-Control", "no-store");
+    crate::cors::decorate(response, sub.origin.as_deref())
+}

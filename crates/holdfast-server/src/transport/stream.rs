@@ -1,0 +1,62 @@
+//! Opening a streaming subscription (SSE, NDJSON, iframe): the response head, the prelude
+//! (`retry:` for SSE, ≥ 1 KiB of padding for the iframe so old browsers render progressively),
+//! gap notices, then the socket goes to a push shard with its positions.
+
+use bytes::BytesMut;
+use holdfast_proto::http1::{ResponseHead, Version};
+use holdfast_proto::sse;
+
+use super::{gap_json, Subscription, Transport};
+use crate::push::frame::{Format, Framing};
+use crate::push::StreamSetup;
+use crate::Server;
+
+/// Padding that makes old browsers start rendering (and running) a streamed HTML document.
+const IFRAME_PADDING: usize = 1024;
+
+/// The head, prelude and gap notices of a streaming response, ready to write; and the setup the
+/// push shard continues from.
+pub(crate) fn open(server: &Server, version: Version, sub: Subscription) -> (Vec<u8>, StreamSetup) {
+    let (format, content_type, callback) = match sub.transport {
+        Transport::Sse => (Format::Sse, "text/event-stream; charset=utf-8", None),
+        Transport::Stream => (Format::Ndjson, "application/x-ndjson", None),
+        Transport::Iframe { ref callback } => (Format::Iframe, "text/html; charset=utf-8", Some(callback.clone())),
+        Transport::Poll | Transport::LongPoll => unreachable!("poll transports are answered by poll::answer"),
+    };
+    // HTTP/1.0 has no chunked coding: the stream is delimited by the connection's close.
+    let chunked = version == Version::Http11;
+    let framing = Framing { format, chunked };
+
+    let mut head = BytesMut::new();
+    let mut writer = ResponseHead::new(&mut head, 200)
+        .header("Server", b"holdfast")
+        .header("Content-Type", content_type.as_bytes())
+        // SSE: no-cache (WHATWG); every stream must bypass caches and proxy buffering (nginx).
+        .header("Cache-Control", b"no-cache, no-store")
+        .header("X-Accel-Buffering", b"no");
+    if let Some(origin) = &sub.origin {
+        writer = writer.header("Access-Control-Allow-Origin", origin.as_bytes()).header("Vary", b"Origin");
+    }
+    writer =
+        if chunked { writer.header("Transfer-Encoding", b"chunked") } else { writer.header("Connection", b"close") };
+    writer.finish();
+
+    let mut out = head.to_vec();
+    let mut prelude = BytesMut::new();
+    match format {
+        Format::Sse => sse::put_retry(&mut prelude, server.config.sse_retry.as_millis() as u64),
+        Format::Iframe => {
+            prelude.extend_from_slice(b"<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>\n<!--");
+            prelude.extend_from_slice(&vec![b' '; IFRAME_PADDING]);
+            prelude.extend_from_slice(b"-->\n");
+        }
+        // A first line so clients see the stream is open before any message.
+        Format::Ndjson => prelude.extend_from_slice(b"\n"),
+    }
+    framing.put_piece(&mut out, &prelude);
+    for gap in &sub.gaps {
+        framing.put_notice(&mut out, callback.as_deref(), Some(&gap.channel), "holdfast.gap", &gap_json(gap));
+    }
+    let setup = StreamSetup { framing, callback: callback.map(String::into_boxed_str), positions: sub.positions };
+    (out, setup)
+}
