@@ -84,8 +84,9 @@ impl Server {
             max_age: config.history_seconds,
             max_bytes: config.history_max_bytes,
         }));
-        let server = Arc::new_cyclic(|weak: &std::sync::Weak<Server>| Server {
-            push: Arc::new(push::PushHub::start(PUSH_SHARDS, weak.clone()).expect("push shard threads")),
+        let (push, push_polls) = push::PushHub::new(PUSH_SHARDS)?;
+        let server = Arc::new(Server {
+            push: Arc::new(push),
             broker,
             limits: config.limits(),
             parking,
@@ -99,6 +100,7 @@ impl Server {
             started: Instant::now(),
         });
         server.parking.start(poll, Arc::downgrade(&server), tokio::runtime::Handle::current())?;
+        server.push.start(push_polls, Arc::downgrade(&server))?;
         server.broker.add_listener(server.push.clone());
         Ok(server)
     }

@@ -92,15 +92,12 @@ pub(crate) fn delete(head: &RequestHead, server: &Server) -> Response {
         Ok(name) => name,
         Err(response) => return response,
     };
-    match server.broker.delete(&name) {
-        Some(channel) => Response::json(
-            200,
-            &serde_json::json!({
-                "channel": name,
-                "deleted": true,
-                "subscribers": channel.subscribers.load(std::sync::atomic::Ordering::Relaxed),
-            }),
-        ),
-        None => Response::error(404, "no_channel", &format!("channel {name:?} does not exist")),
+    // Counted before the delete: the push shards start closing subscribers at once.
+    let subscribers = server.broker.channel(&name).map(|c| c.subscribers.load(std::sync::atomic::Ordering::Relaxed));
+    match (server.broker.delete(&name), subscribers) {
+        (Some(_), Some(subscribers)) => {
+            Response::json(200, &serde_json::json!({ "channel": name, "deleted": true, "subscribers": subscribers }))
+        }
+        _ => Response::error(404, "no_channel", &format!("channel {name:?} does not exist")),
     }
 }

@@ -26,6 +26,8 @@ pub(crate) enum Route {
     Subscribe,
     /// `OPTIONS` on a CORS-enabled path.
     Preflight,
+    /// `POST /admin/disconnect?channel=NAME`: close that channel's streaming subscribers.
+    AdminDisconnect,
     NotFound,
     /// The path exists but not for this method; the value is the `Allow` field.
     MethodNotAllowed(&'static str),
@@ -66,6 +68,8 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
         "/healthz" if get_or_head => Route::Healthz,
         "/admin/stats" if get_or_head => Route::AdminStats,
         "/healthz" | "/admin/stats" => Route::MethodNotAllowed(GET_HEAD),
+        "/admin/disconnect" if method == Method::Post => Route::AdminDisconnect,
+        "/admin/disconnect" => Route::MethodNotAllowed("POST"),
         "/_conformance/echo" if server.config.enable_conformance_echo => match method {
             Method::Post => Route::Echo,
             _ => Route::MethodNotAllowed("POST"),
@@ -100,6 +104,7 @@ pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Se
             cors::decorate(publish::delete(head, server), cors::allowed_origin(head, server).as_deref())
         }
         Route::Preflight => cors::preflight(head, server),
+        Route::AdminDisconnect => admin_disconnect(head, server),
         // Answered by the transports (conn::exchange); never routed here.
         Route::Subscribe => Response::error(500, "internal", "subscription routed to the plain responder"),
         Route::NotFound => Response::error(404, "not_found", &format!("no resource at {}", head.path())),
@@ -109,6 +114,21 @@ pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Se
             &format!("{} is not allowed on {}; allowed: {allow}", head.method_str(), head.path()),
         )
         .with_header("Allow", allow),
+    }
+}
+
+fn admin_disconnect(head: &RequestHead, server: &Server) -> Response {
+    let name = match crate::query::param(head.query(), "channel") {
+        Some(Ok(name)) => name,
+        _ => return Response::error(400, "bad_query", "give the channel: /admin/disconnect?channel=NAME"),
+    };
+    match server.broker.channel(&name) {
+        Some(channel) => {
+            let subscribers = channel.subscribers.load(std::sync::atomic::Ordering::Relaxed);
+            server.push.disconnect(&channel);
+            Response::json(200, &serde_json::json!({ "channel": name, "disconnecting": subscribers }))
+        }
+        None => Response::error(404, "no_channel", &format!("channel {name:?} does not exist")),
     }
 }
 

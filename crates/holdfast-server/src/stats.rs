@@ -38,11 +38,13 @@ pub enum CloseReason {
     SlowConsumer,
     /// The channel was deleted (`DELETE /pub/{channel}`).
     ChannelDeleted,
+    /// Closed by `POST /admin/disconnect`.
+    AdminDisconnect,
 }
 
 impl CloseReason {
     /// Every reason, in the order `/admin/stats` lists them.
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::PeerClosed,
         CloseReason::PeerAborted,
         CloseReason::IdleTimeout,
@@ -58,6 +60,7 @@ impl CloseReason {
         CloseReason::IoError,
         CloseReason::SlowConsumer,
         CloseReason::ChannelDeleted,
+        CloseReason::AdminDisconnect,
     ];
 
     /// The label used in logs and `/admin/stats`.
@@ -78,6 +81,7 @@ impl CloseReason {
             CloseReason::IoError => "io_error",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::ChannelDeleted => "channel_deleted",
+            CloseReason::AdminDisconnect => "admin_disconnect",
         }
     }
 }

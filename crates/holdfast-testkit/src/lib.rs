@@ -68,6 +68,18 @@ impl TestServer {
         self.task.as_ref().is_none_or(|t| t.is_finished())
     }
 
+    /// Publishes `body` to `channel` (with an event type) and returns the message id (cursor).
+    pub async fn publish(&self, channel: &str, event: Option<&str>, body: &[u8]) -> String {
+        let mut conn = self.connect().await;
+        let query = event.map(|e| format!("?event={e}")).unwrap_or_default();
+        let head = format!("POST /pub/{channel}{query} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+        conn.send(head.as_bytes()).await;
+        conn.send(body).await;
+        let response = conn.response().await;
+        assert_eq!(response.status, 200, "publish failed: {}", response.text());
+        response.json()["id"].as_str().expect("id").to_string()
+    }
+
     /// `GET /admin/stats` on a fresh connection, as JSON.
     pub async fn stats(&self) -> serde_json::Value {
         let mut conn = self.connect().await;
@@ -135,6 +147,50 @@ impl RawConn {
     /// Reads the next response to a non-HEAD request.
     pub async fn response(&mut self) -> RawResponse {
         self.read_response(false).await
+    }
+
+    /// Reads a streaming response's head only; the body follows with [`RawConn::next_chunk`].
+    pub async fn stream_head(&mut self) -> RawResponse {
+        self.read_response(true).await
+    }
+
+    /// Reads the next chunk of a chunked body (empty at the last chunk).
+    pub async fn next_chunk(&mut self) -> Vec<u8> {
+        self.next_chunk_within(IO_TIMEOUT).await.expect("a chunk")
+    }
+
+    /// The next chunk, or `None` if none arrives within `wait` (or the connection closed).
+    pub async fn next_chunk_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let line_end = loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            if !self.fill_until(deadline).await {
+                return None;
+            }
+        };
+        let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+        let size = usize::from_str_radix(line.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        while self.buf.len() < line_end + 2 + size + 2 {
+            assert!(self.fill_until(deadline).await, "stream ended mid-chunk");
+        }
+        let chunk = self.buf[line_end + 2..line_end + 2 + size].to_vec();
+        assert_eq!(&self.buf[line_end + 2 + size..line_end + 4 + size], b"\r\n", "chunk not followed by CRLF");
+        self.buf.drain(..line_end + 4 + size);
+        Some(chunk)
+    }
+
+    /// Reads more bytes until `deadline`; false on timeout or EOF.
+    async fn fill_until(&mut self, deadline: tokio::time::Instant) -> bool {
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Reads the next response to a HEAD request (no body whatever Content-Length says).
