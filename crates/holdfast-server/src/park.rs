@@ -120,6 +120,17 @@ impl ParkingLot {
         Ok(())
     }
 
+    /// The parked connections: (state, time until their idle deadline).
+    pub fn list(&self) -> Vec<(ConnState, std::time::Duration)> {
+        let lot = self.shared.lot.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        lot.slots
+            .iter()
+            .filter_map(|s| s.parked.as_ref())
+            .map(|p| (p.conn, p.idle.at.saturating_duration_since(now)))
+            .collect()
+    }
+
     /// Closes every parked connection and stops taking new ones (graceful shutdown).
     pub fn drain(&self) {
         self.shared.lot.lock().unwrap_or_else(|e| e.into_inner()).closing = true;

@@ -28,6 +28,8 @@ pub(crate) enum Route {
     Preflight,
     /// `POST /admin/disconnect?channel=NAME`: close that channel's streaming subscribers.
     AdminDisconnect,
+    /// `GET /admin/connections`: answered in the connection task (it asks the push shards).
+    AdminConnections,
     NotFound,
     /// The path exists but not for this method; the value is the `Allow` field.
     MethodNotAllowed(&'static str),
@@ -69,6 +71,8 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
         "/admin/stats" if get_or_head => Route::AdminStats,
         "/healthz" | "/admin/stats" => Route::MethodNotAllowed(GET_HEAD),
         "/admin/disconnect" if method == Method::Post => Route::AdminDisconnect,
+        "/admin/connections" if get_or_head => Route::AdminConnections,
+        "/admin/connections" => Route::MethodNotAllowed(GET_HEAD),
         "/admin/disconnect" => Route::MethodNotAllowed("POST"),
         "/_conformance/echo" if server.config.enable_conformance_echo => match method {
             Method::Post => Route::Echo,
@@ -105,8 +109,10 @@ pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Se
         }
         Route::Preflight => cors::preflight(head, server),
         Route::AdminDisconnect => admin_disconnect(head, server),
-        // Answered by the transports (conn::exchange); never routed here.
-        Route::Subscribe => Response::error(500, "internal", "subscription routed to the plain responder"),
+        // Answered in conn::exchange (they wait on transports or shards); never routed here.
+        Route::Subscribe | Route::AdminConnections => {
+            Response::error(500, "internal", "subscription routed to the plain responder")
+        }
         Route::NotFound => Response::error(404, "not_found", &format!("no resource at {}", head.path())),
         Route::MethodNotAllowed(allow) => Response::error(
             405,
@@ -115,6 +121,51 @@ pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Se
         )
         .with_header("Allow", allow),
     }
+}
+
+/// `GET /admin/connections`: streaming subscribers (from the push shards) and parked keep-alive
+/// connections, one object each; connections busy in a request are counted, not listed.
+pub(crate) async fn admin_connections(server: &Server) -> Response {
+    let subscribers = server.push.list().await;
+    let parked = server.parking.list();
+    let mut list: Vec<serde_json::Value> = subscribers
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "peer": s.peer.to_string(),
+                "transport": s.transport,
+                "state": if s.blocked { "blocked" } else { "streaming" },
+                "channels": s.channels,
+                "age_seconds": s.age.as_secs_f64(),
+                "idle_seconds": s.idle.as_secs_f64(),
+                "requests": s.requests,
+                "bytes_out": s.bytes_out,
+            })
+        })
+        .collect();
+    list.extend(parked.iter().map(|(conn, expires_in)| {
+        serde_json::json!({
+            "id": conn.id,
+            "peer": conn.peer.to_string(),
+            "transport": "http",
+            "state": "idle",
+            "channels": [],
+            "requests": conn.served,
+            "expires_in_seconds": expires_in.as_secs_f64(),
+        })
+    }));
+    let open = server.stats.connections_open();
+    let listed = list.len() as u64;
+    Response::json(
+        200,
+        &serde_json::json!({
+            "connections": list,
+            "open": open,
+            "in_requests_or_recently_idle": open.saturating_sub(listed),
+        }),
+    )
+    .with_header("Cache-Control", "no-store")
 }
 
 fn admin_disconnect(head: &RequestHead, server: &Server) -> Response {

@@ -511,3 +511,31 @@ async fn shutdown_sends_streams_a_final_notice() {
     conn.assert_closed().await;
     assert!(stopping.await.unwrap() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn admin_connections_lists_subscribers_and_parked_connections() {
+    let server = TestServer::start(|c| c.park_after = Duration::from_millis(10)).await;
+    let (mut sse, _) = open_stream(&server, "/sub/one,two?transport=sse", "").await;
+    sse.next_chunk().await;
+    let mut idle = server.connect().await;
+    idle.send(format!("GET /healthz {GET}\r\n").as_bytes()).await;
+    idle.response().await;
+    wait_for_subscribers(&server, "two", 1).await;
+    server.publish("one", None, b"hello").await;
+    sse.next_chunk().await;
+    let deadline = std::time::Instant::now() + holdfast_testkit::IO_TIMEOUT;
+    loop {
+        let listing = get(&server, "/admin/connections").await.json();
+        let list = listing["connections"].as_array().unwrap();
+        let subscriber = list.iter().find(|c| c["transport"] == "sse");
+        let parked = list.iter().find(|c| c["transport"] == "http" && c["state"] == "idle");
+        if let (Some(subscriber), Some(parked)) = (subscriber, parked) {
+            assert_eq!(subscriber["channels"], serde_json::json!(["one", "two"]));
+            assert!(subscriber["bytes_out"].as_u64().unwrap() > 20, "{subscriber}");
+            assert_eq!(parked["requests"], 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{listing}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

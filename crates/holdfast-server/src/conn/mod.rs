@@ -230,6 +230,7 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
             Subscribed::Streaming(setup) => return Next::Stream(setup),
             Subscribed::Ended(next) => return next,
         },
+        Route::AdminConnections => router::admin_connections(server).await,
         _ => router::respond(route, &head, body, server),
     };
     let persistence = Persistence::decide(

@@ -62,6 +62,7 @@ struct Inbox {
     dirty_ids: HashSet<u64>,
     deleted: Vec<Arc<Channel>>,
     disconnect: Vec<Arc<Channel>>,
+    queries: Vec<tokio::sync::oneshot::Sender<Vec<SubscriberInfo>>>,
     draining: bool,
 }
 
@@ -107,6 +108,25 @@ impl PushHub {
             shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).disconnect.push(channel.clone());
             let _ = shard.waker.wake();
         }
+    }
+
+    /// Lists every streaming subscriber (each shard answers between two rounds).
+    pub async fn list(&self) -> Vec<SubscriberInfo> {
+        let mut answers = Vec::new();
+        for shard in &self.shards {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).queries.push(tx);
+            let _ = shard.waker.wake();
+            answers.push(rx);
+        }
+        let mut all = Vec::new();
+        for answer in answers {
+            // A shard that has stopped (draining) answers nothing.
+            if let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(2), answer).await {
+                all.extend(list);
+            }
+        }
+        all
     }
 
     /// Sends every subscriber a final notice and closes it (graceful shutdown).
@@ -157,6 +177,21 @@ struct Subscriber {
     #[allow(clippy::box_collection)]
     pending: Option<Box<Vec<u8>>>,
     last_write: Instant,
+    opened: Instant,
+    bytes_out: u64,
+}
+
+/// One subscriber as `/admin/connections` shows it.
+pub(crate) struct SubscriberInfo {
+    pub id: u64,
+    pub peer: std::net::SocketAddr,
+    pub transport: &'static str,
+    pub channels: Vec<String>,
+    pub age: Duration,
+    pub idle: Duration,
+    pub requests: u32,
+    pub bytes_out: u64,
+    pub blocked: bool,
 }
 
 struct Shard {
@@ -205,6 +240,9 @@ impl Shard {
                     server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::Shutdown);
                 }
                 return;
+            }
+            for query in inbox.queries {
+                let _ = query.send(self.describe(Instant::now()));
             }
             let mut cache = ReadCache::new();
             for (stream, conn, setup) in inbox.added {
@@ -275,6 +313,8 @@ impl Shard {
             positions: setup.positions.into_boxed_slice(),
             pending: None,
             last_write: Instant::now(),
+            opened: Instant::now(),
+            bytes_out: 0,
         });
         Some(index)
     }
@@ -327,6 +367,8 @@ impl Shard {
             let id = if single { Id::Shared(&message.cursor) } else { Id::Own(cursor_of(&sub.positions)) };
             gather.message(sub.framing, message, id, sub.callback.as_deref());
         }
+        // Counted as accepted for sending: what is pending goes out later or the subscriber is cut.
+        sub.bytes_out += gather.len() as u64;
         match write_gather(&sub.stream, &gather) {
             Ok(written) if written == gather.len() => {}
             Ok(written) => sub.pending = Some(Box::new(gather.tail_from(written))),
@@ -365,6 +407,29 @@ impl Shard {
         }
     }
 
+    fn describe(&self, now: Instant) -> Vec<SubscriberInfo> {
+        let transport = |framing: Framing| match framing.format {
+            frame::Format::Sse => "sse",
+            frame::Format::Ndjson => "stream",
+            frame::Format::Iframe => "iframe",
+        };
+        self.slots
+            .iter()
+            .flatten()
+            .map(|sub| SubscriberInfo {
+                id: sub.conn.id,
+                peer: sub.conn.peer,
+                transport: transport(sub.framing),
+                channels: sub.positions.iter().map(|(c, _)| c.name.to_string()).collect(),
+                age: now.duration_since(sub.opened),
+                idle: now.duration_since(sub.last_write),
+                requests: sub.conn.served,
+                bytes_out: sub.bytes_out,
+                blocked: sub.pending.is_some(),
+            })
+            .collect()
+    }
+
     fn want_writable(&self, index: usize, writable: bool) {
         let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return };
         let interest = if writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
@@ -398,6 +463,7 @@ impl Shard {
                 continue;
             }
             let beat = sub.framing.heartbeat();
+            sub.bytes_out += beat.len() as u64;
             match (&sub.stream).write(beat) {
                 Ok(n) if n == beat.len() => {}
                 Ok(n) => sub.pending = Some(Box::new(beat[n..].to_vec())),
