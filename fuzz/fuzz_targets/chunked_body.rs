@@ -52,7 +52,7 @@ fn decode(pieces: &[&[u8]], limits: &Limits) -> Outcome {
         match decoder.decode(&mut buf) {
             Ok(Decoded::Data(data)) => {
                 assert!(!data.is_empty(), "empty Data would loop forever");
-                assert_eq!(buf.len() + data.len(), before);
+                assert!(buf.len() + data.len() <= before, "data not taken from the buffer");
                 body.extend_from_slice(&data);
                 assert!(body.len() as u64 <= limits.max_body_bytes, "body over max_body_bytes");
                 assert!(decoder.received() <= limits.max_body_bytes);
