@@ -95,15 +95,24 @@ impl Client {
 
     /// The next reported object; panics (with the client's stderr) after `within` or at EOF.
     async fn next(&mut self, within: Duration) -> Value {
+        match self.next_within(within).await {
+            Some(report) => report,
+            None => panic!("{}: nothing reported within {within:?}\nstderr:\n{}", self.name, self.stderr()),
+        }
+    }
+
+    /// The next reported object, or `None` if nothing comes within `within`; panics at EOF.
+    async fn next_within(&mut self, within: Duration) -> Option<Value> {
         match tokio::time::timeout(within, self.lines.recv()).await {
-            Ok(Some(line)) => serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {line:?}\nstderr:\n{}", self.name, self.stderr())),
+            Ok(Some(line)) => Some(serde_json::from_str(&line).unwrap_or_else(|e| {
+                panic!("{}: not a JSON line ({e}): {line:?}\nstderr:\n{}", self.name, self.stderr())
+            })),
             Ok(None) => {
                 // Give the stderr reader a moment to take the last words.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 panic!("{} ended early; status {:?}\nstderr:\n{}", self.name, self.child.try_wait(), self.stderr())
             }
-            Err(_) => panic!("{}: nothing reported within {within:?}\nstderr:\n{}", self.name, self.stderr()),
+            Err(_) => None,
         }
     }
 
@@ -176,8 +185,9 @@ impl Reports {
         let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
         while !done(&self.seen) {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            assert!(!left.is_zero(), "browser: no {what} within {IO_TIMEOUT:?}; reports so far: {:?}", self.seen);
-            let report = client.next(left).await;
+            let Some(report) = client.next_within(left).await else {
+                panic!("browser: no {what} within {IO_TIMEOUT:?}; reports so far: {:?}", self.seen)
+            };
             assert_ne!(report["type"], "timeout", "browser script timed out; reports: {:?}", self.seen);
             self.seen.push(report);
         }
