@@ -13,6 +13,7 @@ pub mod http1;
 pub mod json;
 pub mod limits;
 pub mod sse;
+pub mod ws;
 
 pub use error::ParseError;
 pub use limits::Limits;

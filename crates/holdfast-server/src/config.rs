@@ -65,6 +65,12 @@ pub struct Config {
     pub max_pending_bytes: u64,
     /// Origins allowed by CORS: empty = none, `*` = any, else a comma-separated list.
     pub cors_origins: Vec<String>,
+    /// WebSocket: a peer that sends nothing (not even a pong) for this long is closed.
+    pub heartbeat_timeout: Duration,
+    /// WebSocket: largest message a client may send (1009 above).
+    pub ws_max_message_bytes: usize,
+    /// WebSocket: whether clients may publish with `{"op":"publish"}`.
+    pub ws_client_publish: bool,
 }
 
 impl Config {
@@ -153,6 +159,9 @@ impl Default for Config {
             history_max_bytes: 0,
             max_pending_bytes: 0,
             cors_origins: Vec::new(),
+            heartbeat_timeout: Duration::ZERO,
+            ws_max_message_bytes: 0,
+            ws_client_publish: false,
         };
         // The table is the one place defaults are written; a bad default is a bug caught by tests.
         for key in KEYS {
@@ -254,6 +263,9 @@ pub const KEYS: &[Key] = &[
     key!(history_max_bytes, "256MiB", parse_size_u64, "bytes of history kept over all channels"),
     key!(max_pending_bytes, "1MiB", parse_size_u64, "how far a streaming subscriber may fall behind before it is cut"),
     key!(cors_origins, "", parse_origins, "CORS origins allowed: empty = none, * = any, or a comma-separated list"),
+    key!(heartbeat_timeout, "60s", parse_duration, "WebSocket: close a peer silent (no pong, no frame) for this long"),
+    key!(ws_max_message_bytes, "1MiB", parse_size_usize, "WebSocket: largest message a client may send (1009 above)"),
+    key!(ws_client_publish, "false", parse_bool, "WebSocket: allow clients to publish with {\"op\":\"publish\"}"),
 ];
 
 /// A duration: plain seconds (`75`, `0.5`) or a number with a unit (`500ms`, `75s`, `2m`, `1h`).

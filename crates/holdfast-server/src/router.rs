@@ -16,6 +16,8 @@ pub(crate) enum Route {
     AdminStats,
     /// `POST /_conformance/echo`: answers with the request body (only when enabled).
     Echo,
+    /// `GET /_conformance/echo` with `Upgrade: websocket`: a WebSocket echo (only when enabled).
+    EchoWebSocket,
     /// `POST /pub/{channel}`.
     Publish,
     /// `GET /pub/{channel}`.
@@ -76,7 +78,8 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
         "/admin/disconnect" => Route::MethodNotAllowed("POST"),
         "/_conformance/echo" if server.config.enable_conformance_echo => match method {
             Method::Post => Route::Echo,
-            _ => Route::MethodNotAllowed("POST"),
+            Method::Get if holdfast_proto::ws::handshake::is_upgrade_request(head) => Route::EchoWebSocket,
+            _ => Route::MethodNotAllowed("POST, or GET with Upgrade: websocket"),
         },
         _ => Route::NotFound,
     }
@@ -110,7 +113,7 @@ pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Se
         Route::Preflight => cors::preflight(head, server),
         Route::AdminDisconnect => admin_disconnect(head, server),
         // Answered in conn::exchange (they wait on transports or shards); never routed here.
-        Route::Subscribe | Route::AdminConnections => {
+        Route::Subscribe | Route::AdminConnections | Route::EchoWebSocket => {
             Response::error(500, "internal", "subscription routed to the plain responder")
         }
         Route::NotFound => Response::error(404, "not_found", &format!("no resource at {}", head.path())),

@@ -38,13 +38,19 @@ pub enum CloseReason {
     SlowConsumer,
     /// The channel was deleted (`DELETE /pub/{channel}`).
     ChannelDeleted,
+    /// WebSocket: nothing from the peer within `heartbeat_timeout`.
+    HeartbeatTimeout,
+    /// WebSocket: the peer broke the protocol (closed with 1002/1007/1009).
+    ProtocolError,
+    /// WebSocket: the close handshake completed.
+    WsClosed,
     /// Closed by `POST /admin/disconnect`.
     AdminDisconnect,
 }
 
 impl CloseReason {
     /// Every reason, in the order `/admin/stats` lists them.
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 19] = [
         CloseReason::PeerClosed,
         CloseReason::PeerAborted,
         CloseReason::IdleTimeout,
@@ -60,6 +66,9 @@ impl CloseReason {
         CloseReason::IoError,
         CloseReason::SlowConsumer,
         CloseReason::ChannelDeleted,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::ProtocolError,
+        CloseReason::WsClosed,
         CloseReason::AdminDisconnect,
     ];
 
@@ -82,6 +91,9 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::ChannelDeleted => "channel_deleted",
             CloseReason::AdminDisconnect => "admin_disconnect",
+            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::WsClosed => "ws_closed",
         }
     }
 }
@@ -95,8 +107,8 @@ pub struct Stats {
     requests: AtomicU64,
     requests_reused: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
-    /// Open streaming subscribers by format (sse, stream, iframe).
-    streaming: [AtomicU64; 3],
+    /// Open streaming subscribers by format (sse, stream, iframe, websocket).
+    streaming: [AtomicU64; 4],
     longpolls_waiting: AtomicU64,
     messages_published: AtomicU64,
     messages_delivered: AtomicU64,
@@ -145,11 +157,11 @@ impl Stats {
     }
 
     pub(crate) fn subscriber_opened(&self, format: crate::push::frame::Format) {
-        self.streaming[format as usize].fetch_add(1, Relaxed);
+        self.streaming[format.stats_index()].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn subscriber_closed(&self, format: crate::push::frame::Format) {
-        self.streaming[format as usize].fetch_sub(1, Relaxed);
+        self.streaming[format.stats_index()].fetch_sub(1, Relaxed);
     }
 
     pub(crate) fn longpoll_waiting(&self, delta: i64) {
@@ -194,6 +206,7 @@ impl Stats {
                 ("sse", self.streaming[0].load(Relaxed)),
                 ("stream", self.streaming[1].load(Relaxed)),
                 ("iframe", self.streaming[2].load(Relaxed)),
+                ("websocket", self.streaming[3].load(Relaxed)),
                 ("longpoll", self.longpolls_waiting.load(Relaxed)),
             ],
             messages_published: self.messages_published.load(Relaxed),

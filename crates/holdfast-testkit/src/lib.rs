@@ -181,6 +181,43 @@ impl RawConn {
         Some(chunk)
     }
 
+    /// Sends one masked client WebSocket frame (FIN set).
+    pub async fn ws_send(&mut self, opcode: u8, payload: &[u8]) {
+        self.send(&ws_client_frame(true, opcode, payload)).await;
+    }
+
+    /// Reads one server WebSocket frame: (FIN, opcode, payload). Panics if none arrives.
+    pub async fn ws_frame(&mut self) -> (bool, u8, Vec<u8>) {
+        self.ws_frame_within(IO_TIMEOUT).await.expect("a WebSocket frame")
+    }
+
+    /// One server frame, or `None` if none arrives within `wait` (or the connection closed).
+    pub async fn ws_frame_within(&mut self, wait: Duration) -> Option<(bool, u8, Vec<u8>)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.buf.len() >= 2 {
+                let (fin, opcode) = (self.buf[0] & 0x80 != 0, self.buf[0] & 0x0f);
+                assert_eq!(self.buf[1] & 0x80, 0, "server frames must not be masked");
+                let (len, header) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
+                    127 if self.buf.len() >= 10 => {
+                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if header > 0 && self.buf.len() >= header + len {
+                    let payload = self.buf[header..header + len].to_vec();
+                    self.buf.drain(..header + len);
+                    return Some((fin, opcode, payload));
+                }
+            }
+            if !self.fill_until(deadline).await {
+                return None;
+            }
+        }
+    }
+
     /// Reads more bytes until `deadline`; false on timeout or EOF.
     async fn fill_until(&mut self, deadline: tokio::time::Instant) -> bool {
         let mut chunk = [0u8; 8192];
@@ -310,4 +347,32 @@ impl RawConn {
         while self.fill().await > 0 {}
         std::mem::take(&mut self.buf)
     }
+}
+
+/// A masked client frame (RFC 6455 §5.2), with a fixed masking key (tests only).
+pub fn ws_client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&KEY);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    frame
+}
+
+/// A WebSocket upgrade request for `target` with the RFC 6455 example key.
+pub fn ws_upgrade_request(target: &str, extra: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
 }

@@ -17,7 +17,7 @@
 mod body;
 mod io;
 
-pub(crate) use self::io::lingering_close;
+pub(crate) use self::io::{lingering_close, read_more, Read};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +29,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use self::body::{Body, BodyError};
-use self::io::{read_more, write_all, Read, Write};
+use self::io::{write_all, Write};
+use crate::push::frame::Format;
 use crate::push::StreamSetup;
 use crate::response::Response;
 use crate::router::Route;
@@ -225,7 +226,8 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
     // Counted before responding, so /admin/stats includes the request asking for it.
     server.stats.request_served(conn.served > 1);
     let response = match route {
-        Route::Subscribe => match subscribe(stream, server, &head).await {
+        Route::EchoWebSocket => return echo_websocket(stream, server, &head, buf).await,
+        Route::Subscribe => match subscribe(stream, server, &head, buf).await {
             Subscribed::Answer(response) => response,
             Subscribed::Streaming(setup) => return Next::Stream(setup),
             Subscribed::Ended(next) => return next,
@@ -270,28 +272,53 @@ enum Subscribed {
     Ended(Next),
 }
 
-async fn subscribe(stream: &mut TcpStream, server: &Server, head: &RequestHead) -> Subscribed {
+async fn subscribe(stream: &mut TcpStream, server: &Server, head: &RequestHead, buf: &mut BytesMut) -> Subscribed {
     let subscription = match transport::parse(head, server) {
         Ok(subscription) => subscription,
         Err(refusal) => return Subscribed::Answer(refusal),
     };
-    let hold = match subscription.transport {
-        Transport::Poll => false,
-        Transport::LongPoll => true,
-        _ => {
-            let (bytes, setup) = transport::stream::open(server, head.version(), subscription);
-            let deadline = Instant::now() + server.config.send_timeout;
-            return match write_all(stream, &[&bytes], deadline).await {
-                Write::Done => Subscribed::Streaming(setup),
-                Write::Timeout => Subscribed::Ended(Next::close(CloseReason::SendTimeout)),
-                Write::Failed(e) => Subscribed::Ended(Next::close(io_close_reason(&e))),
+    let opened = match subscription.transport.clone() {
+        Transport::Poll | Transport::LongPoll => {
+            let hold = subscription.transport == Transport::LongPoll;
+            return match transport::poll::answer(stream, server, subscription, hold).await {
+                transport::poll::Answer::Respond(response) => Subscribed::Answer(response),
+                transport::poll::Answer::ClientGone => Subscribed::Ended(Next::close(CloseReason::PeerClosed)),
             };
         }
+        Transport::WebSocket { raw } => {
+            match transport::websocket::open(head, server, subscription, raw, std::mem::take(buf)) {
+                Ok(opened) => opened,
+                Err(refusal) => return Subscribed::Answer(refusal),
+            }
+        }
+        Transport::Sse => transport::stream::open(server, head.version(), subscription, Format::Sse, None),
+        Transport::Stream => transport::stream::open(server, head.version(), subscription, Format::Ndjson, None),
+        Transport::Iframe { callback } => {
+            transport::stream::open(server, head.version(), subscription, Format::Iframe, Some(callback))
+        }
     };
-    match transport::poll::answer(stream, server, subscription, hold).await {
-        transport::poll::Answer::Respond(response) => Subscribed::Answer(response),
-        transport::poll::Answer::ClientGone => Subscribed::Ended(Next::close(CloseReason::PeerClosed)),
+    let (bytes, setup) = opened;
+    let deadline = Instant::now() + server.config.send_timeout;
+    match write_all(stream, &[&bytes], deadline).await {
+        Write::Done => Subscribed::Streaming(setup),
+        Write::Timeout => Subscribed::Ended(Next::close(CloseReason::SendTimeout)),
+        Write::Failed(e) => Subscribed::Ended(Next::close(io_close_reason(&e))),
     }
+}
+
+/// `GET /_conformance/echo` upgraded to WebSocket (Autobahn).
+async fn echo_websocket(stream: &mut TcpStream, server: &Server, head: &RequestHead, buf: &mut BytesMut) -> Next {
+    let accept = match holdfast_proto::ws::handshake::validate(head) {
+        Ok(accept) => accept,
+        Err(e) => return send_final(stream, server, &transport::websocket::refusal(e), CloseReason::BadRequest).await,
+    };
+    let mut out = BytesMut::new();
+    holdfast_proto::ws::handshake::put_switching_protocols(&mut out, &accept, &[]);
+    if !matches!(write_all(stream, &[&out], Instant::now() + server.config.send_timeout).await, Write::Done) {
+        return Next::close(CloseReason::PeerAborted);
+    }
+    let reason = transport::ws_echo::run(stream, server, std::mem::take(buf)).await;
+    Next::close(reason)
 }
 
 /// Reads until a whole request head is parsed, within `header_timeout`.

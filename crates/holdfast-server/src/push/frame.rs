@@ -6,6 +6,8 @@
 //! | SSE | `id: <cursor>\n` + `event:`/`data:` lines + `\n` | `:\n\n` |
 //! | NDJSON (`transport=stream`) | `{"id":"<cursor>",…}\n` | `\n` |
 //! | iframe | `<script>parent.<cb>({"id":"<cursor>",…});</script>\n` | `<!-- -->\n` |
+//! | WebSocket (JSON) | a text frame holding the envelope | a ping frame |
+//! | WebSocket (raw) | the payload as a text frame (UTF-8) or a binary frame | a ping frame |
 //!
 //! On HTTP/1.1 each piece is one chunk (`<hex len>\r\n … \r\n`); HTTP/1.0 clients get the bytes
 //! unframed and the stream ends with the connection.
@@ -15,7 +17,7 @@ use std::ops::Range;
 
 use holdfast_hub::message::ENVELOPE_HEAD;
 use holdfast_hub::Message;
-use holdfast_proto::sse;
+use holdfast_proto::{sse, ws};
 
 /// A streaming wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +25,34 @@ pub(crate) enum Format {
     Sse,
     Ndjson,
     Iframe,
+    /// WebSocket with JSON envelopes (the default).
+    WsJson,
+    /// WebSocket with raw payloads (`?format=raw`).
+    WsRaw,
 }
+
+impl Format {
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Format::WsJson | Format::WsRaw)
+    }
+
+    /// Which `subscribers` counter of `/admin/stats` this format counts in.
+    pub fn stats_index(self) -> usize {
+        match self {
+            Format::Sse => 0,
+            Format::Ndjson => 1,
+            Format::Iframe => 2,
+            Format::WsJson | Format::WsRaw => 3,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        ["sse", "stream", "iframe", "websocket"][self.stats_index()]
+    }
+}
+
+/// An empty ping: the WebSocket heartbeat (RFC 6455 §5.5.2).
+const WS_PING: &[u8] = &[0x89, 0x00];
 
 /// A format plus whether HTTP/1.1 chunked framing wraps each piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +75,19 @@ impl Framing {
             (Format::Ndjson, true) => b"1\r\n\n\r\n",
             (Format::Iframe, false) => b"<!-- -->\n",
             (Format::Iframe, true) => b"9\r\n<!-- -->\n\r\n",
+            (Format::WsJson | Format::WsRaw, _) => WS_PING,
         }
     }
 
     /// Appends a complete piece (already in the format's syntax) with chunk framing.
     pub fn put_piece(self, out: &mut Vec<u8>, piece: &[u8]) {
         if piece.is_empty() {
+            return;
+        }
+        if self.format.is_websocket() {
+            let (header, len) = ws::frame::header(true, ws::frame::OpCode::Text, piece.len() as u64);
+            out.extend_from_slice(&header[..len]);
+            out.extend_from_slice(piece);
             return;
         }
         if self.chunked {
@@ -68,12 +104,13 @@ impl Framing {
     pub fn put_notice(self, out: &mut Vec<u8>, callback: Option<&str>, channel: Option<&str>, event: &str, data: &str) {
         let piece = match self.format {
             Format::Sse => format!("event: {event}\ndata: {data}\n\n"),
-            Format::Ndjson | Format::Iframe => {
+            Format::Ndjson | Format::Iframe | Format::WsJson | Format::WsRaw => {
                 let channel = channel.map_or("null".to_string(), |c| format!("\"{c}\""));
                 let envelope = format!("{{\"channel\":{channel},\"event\":\"{event}\",\"data\":{data}}}");
                 match self.format {
                     Format::Iframe => format!("<script>parent.{}({envelope});</script>\n", callback.unwrap_or("")),
-                    _ => format!("{envelope}\n"),
+                    Format::Ndjson => format!("{envelope}\n"),
+                    _ => envelope,
                 }
             }
         };
@@ -117,18 +154,23 @@ impl<'a> Gather<'a> {
     /// Adds one message with its id: `shared_id` when every subscriber has the same id (one
     /// channel), else `own_id` (this subscriber's multi-channel cursor).
     pub fn message(&mut self, framing: Framing, message: &'a Message, id: Id<'a>, callback: Option<&str>) {
+        match framing.format {
+            Format::WsRaw => return self.ws_raw(message),
+            Format::WsJson => return self.ws_envelope(message, id),
+            _ => {}
+        }
         let id_len = match id {
             Id::Shared(bytes) => bytes.len(),
             Id::Own(ref text) => text.len(),
         };
         let (prefix_len, suffix): (usize, &'static [u8]) = match framing.format {
             Format::Sse => (4, b""),
-            Format::Ndjson => (ENVELOPE_HEAD.len(), b"\n"),
             Format::Iframe => (16 + callback.map_or(0, str::len) + ENVELOPE_HEAD.len(), b");</script>\n"),
+            _ => (ENVELOPE_HEAD.len(), b"\n"),
         };
         let body: &'a [u8] = match framing.format {
             Format::Sse => &message.sse_body,
-            Format::Ndjson | Format::Iframe => &message.envelope_tail,
+            _ => &message.envelope_tail,
         };
         let sse_newline = usize::from(framing.format == Format::Sse);
         let frame_len = prefix_len + id_len + sse_newline + body.len() + suffix.len();
@@ -137,7 +179,7 @@ impl<'a> Gather<'a> {
         }
         match framing.format {
             Format::Sse => self.shared(b"id: "),
-            Format::Ndjson => self.shared(ENVELOPE_HEAD),
+            Format::Ndjson | Format::WsJson | Format::WsRaw => self.shared(ENVELOPE_HEAD),
             Format::Iframe => {
                 self.shared(b"<script>parent.");
                 self.scratch(callback.unwrap_or("").as_bytes());
@@ -157,6 +199,35 @@ impl<'a> Gather<'a> {
         if framing.chunked {
             self.shared(CHUNK_END);
         }
+    }
+
+    /// A text frame holding the envelope.
+    fn ws_envelope(&mut self, message: &'a Message, id: Id<'a>) {
+        let id_len = match id {
+            Id::Shared(bytes) => bytes.len(),
+            Id::Own(ref text) => text.len(),
+        };
+        let len = ENVELOPE_HEAD.len() + id_len + message.envelope_tail.len();
+        let (header, header_len) = ws::frame::header(true, ws::frame::OpCode::Text, len as u64);
+        self.scratch(&header[..header_len]);
+        self.shared(ENVELOPE_HEAD);
+        match id {
+            Id::Shared(bytes) => self.shared(bytes),
+            Id::Own(text) => self.scratch(text.as_bytes()),
+        }
+        self.shared(&message.envelope_tail);
+    }
+
+    /// The payload alone: a text frame when it is UTF-8, else a binary frame.
+    fn ws_raw(&mut self, message: &'a Message) {
+        let opcode = if std::str::from_utf8(&message.payload).is_ok() {
+            ws::frame::OpCode::Text
+        } else {
+            ws::frame::OpCode::Binary
+        };
+        let (header, header_len) = ws::frame::header(true, opcode, message.payload.len() as u64);
+        self.scratch(&header[..header_len]);
+        self.shared(&message.payload);
     }
 
     /// The I/O vectors, in order.

@@ -13,6 +13,7 @@
 //! transport does those in the connection task before handing the socket over).
 
 pub(crate) mod frame;
+mod websocket;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
@@ -42,6 +43,8 @@ pub(crate) struct StreamSetup {
     pub callback: Option<Box<str>>,
     /// Each channel with the last sequence number already sent.
     pub positions: Vec<(Arc<Channel>, u64)>,
+    /// WebSocket: frames the client sent right behind its upgrade request.
+    pub early_input: bytes::BytesMut,
 }
 
 /// All shards of a server.
@@ -179,6 +182,8 @@ struct Subscriber {
     last_write: Instant,
     opened: Instant,
     bytes_out: u64,
+    /// WebSocket subscribers only.
+    ws: Option<Box<websocket::WsPeer>>,
 }
 
 /// One subscriber as `/admin/connections` shows it.
@@ -198,9 +203,13 @@ struct Shard {
     poll: Poll,
     shared: Arc<ShardShared>,
     server: Weak<Server>,
-    slots: Vec<Option<Subscriber>>,
+    /// Boxed: an empty or spare slot costs 8 bytes instead of a whole subscriber, which matters
+    /// when the vector's capacity doubles past 16k subscribers.
+    slots: Vec<Option<Box<Subscriber>>>,
     free: Vec<usize>,
     by_channel: HashMap<u64, Vec<usize>>,
+    /// Subscribers to catch up after the op being handled (a WebSocket subscribe).
+    deliver_soon: Vec<usize>,
 }
 
 /// Messages after a position, shared by the subscribers at that position during one round.
@@ -208,7 +217,15 @@ type ReadCache = HashMap<(u64, u64), Rc<holdfast_hub::channel::Read>>;
 
 impl Shard {
     fn new(poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>) -> Shard {
-        Shard { poll, shared, server, slots: Vec::new(), free: Vec::new(), by_channel: HashMap::new() }
+        Shard {
+            poll,
+            shared,
+            server,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_channel: HashMap::new(),
+            deliver_soon: Vec::new(),
+        }
     }
 
     fn registry(&self) -> &Registry {
@@ -247,6 +264,10 @@ impl Shard {
             let mut cache = ReadCache::new();
             for (stream, conn, setup) in inbox.added {
                 if let Some(index) = self.insert(&server, stream, conn, setup) {
+                    // Frames sent right behind a WebSocket upgrade are handled first.
+                    if self.slots[index].as_ref().is_some_and(|s| s.ws.as_ref().is_some_and(|w| !w.input.is_empty())) {
+                        self.read_input(&server, index);
+                    }
                     self.deliver(&server, index, &mut cache);
                 }
             }
@@ -257,7 +278,8 @@ impl Shard {
             }
             for channel in inbox.disconnect {
                 for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
-                    self.close(&server, index, CloseReason::AdminDisconnect, None);
+                    let is_ws = self.slots[index].as_ref().is_some_and(|s| s.ws.is_some());
+                    self.close(&server, index, CloseReason::AdminDisconnect, is_ws.then_some("admin_disconnect"));
                 }
             }
             for channel in inbox.dirty {
@@ -305,7 +327,7 @@ impl Shard {
             channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         server.stats.subscriber_opened(setup.framing.format);
-        self.slots[index] = Some(Subscriber {
+        self.slots[index] = Some(Box::new(Subscriber {
             stream,
             conn,
             framing: setup.framing,
@@ -315,7 +337,8 @@ impl Shard {
             last_write: Instant::now(),
             opened: Instant::now(),
             bytes_out: 0,
-        });
+            ws: setup.framing.format.is_websocket().then(|| websocket::peer_for(server, setup.early_input)),
+        }));
         Some(index)
     }
 
@@ -408,11 +431,7 @@ impl Shard {
     }
 
     fn describe(&self, now: Instant) -> Vec<SubscriberInfo> {
-        let transport = |framing: Framing| match framing.format {
-            frame::Format::Sse => "sse",
-            frame::Format::Ndjson => "stream",
-            frame::Format::Iframe => "iframe",
-        };
+        let transport = |framing: Framing| framing.format.label();
         self.slots
             .iter()
             .flatten()
@@ -436,9 +455,13 @@ impl Shard {
         let _ = self.registry().reregister(&mut SourceFd(&sub.stream.as_raw_fd()), Token(index), interest);
     }
 
-    /// Subscribers send nothing; input is read and dropped, and EOF ends the subscription.
+    /// HTTP streaming subscribers send nothing: input is read and dropped, and EOF ends the
+    /// subscription. WebSocket subscribers send frames.
     fn read_input(&mut self, server: &Server, index: usize) {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        if sub.ws.is_some() {
+            return self.read_websocket(server, index);
+        }
         let mut scratch = [0u8; 512];
         loop {
             match (&sub.stream).read(&mut scratch) {
@@ -475,6 +498,9 @@ impl Shard {
         for (index, reason) in failed {
             self.close(server, index, reason, None);
         }
+        for index in self.silent_websockets(server, now) {
+            self.close(server, index, CloseReason::HeartbeatTimeout, Some("heartbeat_timeout"));
+        }
         for index in 0..self.slots.len() {
             if self.slots[index].as_ref().is_some_and(|s| s.pending.is_some()) {
                 self.want_writable(index, true);
@@ -501,7 +527,12 @@ impl Shard {
             let mut out = Vec::new();
             let data = format!("{{\"reason\":\"{notice}\",\"cursor\":\"{}\"}}", cursor_of(&sub.positions));
             sub.framing.put_notice(&mut out, sub.callback.as_deref(), None, "holdfast.closed", &data);
-            if sub.framing.chunked {
+            if sub.ws.is_some() {
+                let (code, text) = websocket::close_code(reason);
+                let mut frame = bytes::BytesMut::new();
+                holdfast_proto::ws::close::put_close(&mut frame, code, text);
+                out.extend_from_slice(&frame);
+            } else if sub.framing.chunked {
                 out.extend_from_slice(LAST_CHUNK);
             }
             let _ = (&sub.stream).write(&out);

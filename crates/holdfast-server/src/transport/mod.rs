@@ -8,6 +8,8 @@
 
 pub(crate) mod poll;
 pub(crate) mod stream;
+pub(crate) mod websocket;
+pub(crate) mod ws_echo;
 
 use std::sync::Arc;
 
@@ -26,7 +28,13 @@ pub(crate) enum Transport {
     Poll,
     Sse,
     Stream,
-    Iframe { callback: String },
+    Iframe {
+        callback: String,
+    },
+    /// `Upgrade: websocket`; `raw` for `?format=raw` (payloads instead of envelopes).
+    WebSocket {
+        raw: bool,
+    },
 }
 
 /// A parsed, resolved subscription request.
@@ -66,7 +74,7 @@ pub(crate) fn parse(head: &RequestHead, server: &Server) -> Result<Subscription,
             }
         }
     };
-    let transport = choose_transport(head, param("transport")?, param("callback")?)?;
+    let transport = choose_transport(head, param("transport")?, param("callback")?, param("format")?)?;
 
     // RFC-free but DESIGN §1: the Last-Event-ID header (sent by browsers on reconnect) wins over
     // ?cursor=.
@@ -106,13 +114,16 @@ fn choose_transport(
     head: &RequestHead,
     transport: Option<String>,
     callback: Option<String>,
+    format: Option<String>,
 ) -> Result<Transport, Response> {
-    if head.connection.upgrade && head.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case(b"websocket")) {
-        return Err(Response::error(
-            501,
-            "websocket_unavailable",
-            "the WebSocket transport is not available yet; use sse, stream or long-poll",
-        ));
+    if holdfast_proto::ws::handshake::is_upgrade_request(head) {
+        return match format.as_deref() {
+            None | Some("json") => Ok(Transport::WebSocket { raw: false }),
+            Some("raw") => Ok(Transport::WebSocket { raw: true }),
+            Some(other) => {
+                Err(Response::error(400, "bad_format", &format!("unknown format {other:?}; use json or raw")))
+            }
+        };
     }
     let wants_event_stream = head
         .headers_named("accept")

@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use holdfast_proto::http1::{ResponseHead, Version};
 use holdfast_proto::sse;
 
-use super::{gap_json, Subscription, Transport};
+use super::{gap_json, Subscription};
 use crate::push::frame::{Format, Framing};
 use crate::push::StreamSetup;
 use crate::Server;
@@ -16,12 +16,19 @@ const IFRAME_PADDING: usize = 1024;
 
 /// The head, prelude and gap notices of a streaming response, ready to write; and the setup the
 /// push shard continues from.
-pub(crate) fn open(server: &Server, version: Version, sub: Subscription) -> (Vec<u8>, StreamSetup) {
-    let (format, content_type, callback) = match sub.transport {
-        Transport::Sse => (Format::Sse, "text/event-stream; charset=utf-8", None),
-        Transport::Stream => (Format::Ndjson, "application/x-ndjson", None),
-        Transport::Iframe { ref callback } => (Format::Iframe, "text/html; charset=utf-8", Some(callback.clone())),
-        Transport::Poll | Transport::LongPoll => unreachable!("poll transports are answered by poll::answer"),
+/// `format` is the HTTP streaming format the subscription asked for (SSE, NDJSON or iframe, with
+/// its callback).
+pub(crate) fn open(
+    server: &Server,
+    version: Version,
+    sub: Subscription,
+    format: Format,
+    callback: Option<String>,
+) -> (Vec<u8>, StreamSetup) {
+    let content_type = match format {
+        Format::Sse => "text/event-stream; charset=utf-8",
+        Format::Iframe => "text/html; charset=utf-8",
+        _ => "application/x-ndjson",
     };
     // HTTP/1.0 has no chunked coding: the stream is delimited by the connection's close.
     let chunked = version == Version::Http11;
@@ -51,12 +58,17 @@ pub(crate) fn open(server: &Server, version: Version, sub: Subscription) -> (Vec
             prelude.extend_from_slice(b"-->\n");
         }
         // A first line so clients see the stream is open before any message.
-        Format::Ndjson => prelude.extend_from_slice(b"\n"),
+        _ => prelude.extend_from_slice(b"\n"),
     }
     framing.put_piece(&mut out, &prelude);
     for gap in &sub.gaps {
         framing.put_notice(&mut out, callback.as_deref(), Some(&gap.channel), "holdfast.gap", &gap_json(gap));
     }
-    let setup = StreamSetup { framing, callback: callback.map(String::into_boxed_str), positions: sub.positions };
+    let setup = StreamSetup {
+        framing,
+        callback: callback.map(String::into_boxed_str),
+        positions: sub.positions,
+        early_input: Default::default(),
+    };
     (out, setup)
 }

@@ -1,0 +1,58 @@
+//! The WebSocket handshake on `GET /sub/{channels}` (RFC 6455 §4.2): validation, the Origin
+//! check, the 101 answer and gap notices; then the socket goes to a push shard
+//! (`crate::push::websocket` handles frames from there on).
+
+use bytes::BytesMut;
+use holdfast_proto::http1::RequestHead;
+use holdfast_proto::ws::handshake::{self, HandshakeError};
+
+use super::Subscription;
+use crate::push::frame::{Format, Framing};
+use crate::push::StreamSetup;
+use crate::response::Response;
+use crate::Server;
+
+/// The 101 answer plus any gap notices (as text frames), and the setup the shard continues from.
+/// `early_input` holds frames the client sent right behind its request.
+pub(crate) fn open(
+    head: &RequestHead,
+    server: &Server,
+    sub: Subscription,
+    raw: bool,
+    early_input: BytesMut,
+) -> Result<(Vec<u8>, StreamSetup), Response> {
+    let accept = handshake::validate(head).map_err(refusal)?;
+    check_origin(head, server)?;
+    let framing = Framing { format: if raw { Format::WsRaw } else { Format::WsJson }, chunked: false };
+    let mut out = BytesMut::new();
+    handshake::put_switching_protocols(&mut out, &accept, &[("Server", "holdfast")]);
+    let mut out = out.to_vec();
+    for gap in &sub.gaps {
+        framing.put_notice(&mut out, None, Some(&gap.channel), "holdfast.gap", &super::gap_json(gap));
+    }
+    Ok((out, StreamSetup { framing, callback: None, positions: sub.positions, early_input }))
+}
+
+/// A handshake error as an HTTP answer; 426 names the version we speak (RFC 6455 §4.4).
+pub(crate) fn refusal(error: HandshakeError) -> Response {
+    let response = Response::error(error.status(), error.label(), error.reason());
+    if error.status() == 426 {
+        response.with_header("Sec-WebSocket-Version", "13").with_header("Upgrade", "websocket")
+    } else {
+        response
+    }
+}
+
+/// Browsers always send `Origin` on WebSocket handshakes, and WebSocket has no CORS: a page from
+/// any site could open one. Allowed: no Origin (non-browser clients), the server's own origin
+/// (same host), or an origin in `cors_origins`. Anything else gets 403.
+pub(crate) fn check_origin(head: &RequestHead, server: &Server) -> Result<(), Response> {
+    let Some(origin) = head.header("origin").and_then(|o| std::str::from_utf8(o).ok()) else { return Ok(()) };
+    let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+    let same_origin = origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
+    if same_origin || server.config.allows_origin(origin) {
+        Ok(())
+    } else {
+        Err(Response::error(403, "origin_not_allowed", "this Origin may not open a WebSocket here (cors_origins)"))
+    }
+}

@@ -1,0 +1,59 @@
+//! `GET /_conformance/echo` with `Upgrade: websocket`: echoes every message, for the Autobahn
+//! suite to test the frame codec. Off unless `enable_conformance_echo`; it runs in the connection
+//! task (per-connection memory does not matter for a conformance endpoint).
+
+use bytes::BytesMut;
+use holdfast_proto::ws::codec::{Decoder, Event};
+use holdfast_proto::ws::{close, frame};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use crate::conn::{read_more, Read};
+use crate::{CloseReason, Server};
+
+/// How long the echo waits for a peer's next frame.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Echoes until the close handshake, a protocol error or the peer leaving.
+pub(crate) async fn run(stream: &mut TcpStream, server: &Server, mut input: BytesMut) -> CloseReason {
+    let mut decoder = Decoder::new(server.config.ws_max_message_bytes);
+    let mut out = BytesMut::new();
+    loop {
+        loop {
+            match decoder.decode(&mut input) {
+                Ok(Some(Event::Text(text))) => frame::put_frame(&mut out, frame::OpCode::Text, &text),
+                Ok(Some(Event::Binary(data))) => frame::put_frame(&mut out, frame::OpCode::Binary, &data),
+                Ok(Some(Event::Ping(payload))) => frame::put_frame(&mut out, frame::OpCode::Pong, &payload),
+                Ok(Some(Event::Pong(_))) => {}
+                Ok(Some(Event::Close { code, .. })) => {
+                    close::put_close(&mut out, code.unwrap_or(close::NORMAL), "");
+                    let _ = send(stream, server, &out).await;
+                    return CloseReason::WsClosed;
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    close::put_close(&mut out, error.code, error.reason);
+                    let _ = send(stream, server, &out).await;
+                    return CloseReason::ProtocolError;
+                }
+            }
+        }
+        if !out.is_empty() {
+            if !send(stream, server, &out).await {
+                return CloseReason::PeerAborted;
+            }
+            out.clear();
+        }
+        match read_more(stream, &mut input, Instant::now() + IDLE).await {
+            Read::Data => {}
+            Read::Eof => return CloseReason::PeerClosed,
+            Read::Timeout => return CloseReason::IdleTimeout,
+            Read::Failed(_) => return CloseReason::PeerAborted,
+        }
+    }
+}
+
+async fn send(stream: &mut TcpStream, server: &Server, bytes: &[u8]) -> bool {
+    matches!(timeout_at(Instant::now() + server.config.send_timeout, stream.write_all(bytes)).await, Ok(Ok(())))
+}
