@@ -286,7 +286,7 @@ async fn subscribe(stream: &mut TcpStream, server: &Server, head: &RequestHead, 
             };
         }
         Transport::WebSocket { raw } => {
-            match transport::websocket::open(head, server, subscription, raw, std::mem::take(buf)) {
+            match transport::websocket::open(head, server, subscription, raw, early_frames(buf)) {
                 Ok(opened) => opened,
                 Err(refusal) => return Subscribed::Answer(refusal),
             }
@@ -303,6 +303,16 @@ async fn subscribe(stream: &mut TcpStream, server: &Server, head: &RequestHead, 
         Write::Done => Subscribed::Streaming(setup),
         Write::Timeout => Subscribed::Ended(Next::close(CloseReason::SendTimeout)),
         Write::Failed(e) => Subscribed::Ended(Next::close(io_close_reason(&e))),
+    }
+}
+
+/// Frames a client sent right behind its upgrade request, in a buffer of their own size: the
+/// read buffer (4 KiB) must not live on in an idle WebSocket subscriber.
+fn early_frames(buf: &mut BytesMut) -> BytesMut {
+    if buf.is_empty() {
+        BytesMut::new()
+    } else {
+        BytesMut::from(&buf[..])
     }
 }
 

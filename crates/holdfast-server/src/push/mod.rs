@@ -610,3 +610,19 @@ fn write_gather(stream: &std::net::TcpStream, gather: &Gather<'_>) -> io::Result
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_slot_stays_small() {
+        // An idle subscriber is this struct (boxed), its positions and an epoll item: the goal is
+        // under 512 B of server memory per idle subscriber all told. These bounds are here so a
+        // new field cannot grow them unnoticed.
+        let subscriber = std::mem::size_of::<Subscriber>();
+        let websocket = std::mem::size_of::<websocket::WsPeer>();
+        assert!(subscriber <= 160, "Subscriber is {subscriber} B");
+        assert!(websocket <= 128, "WsPeer is {websocket} B");
+    }
+}

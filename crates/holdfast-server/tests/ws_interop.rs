@@ -1,0 +1,503 @@
+//! WebSocket subscribers against clients nobody here wrote: Python's `websockets` (asyncio API),
+//! a minimal raw-socket Python client for what that library hides (a peer that never answers
+//! pings), and headless Chromium's own `WebSocket` (driven by `playwright-core`). The clients live
+//! in `tests/interop/`; `scripts/setup.sh` installs them, and a missing one fails the test with a
+//! hint (never a silent skip).
+//!
+//! Every wait is bounded: a client's line within [`IO_TIMEOUT`] (a Python report within
+//! [`PYTHON_REPORT`]), its exit within [`IO_TIMEOUT`].
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use holdfast_testkit::{TestServer, IO_TIMEOUT};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const SETUP_HINT: &str = "run scripts/setup.sh (as root) to install the interop clients";
+
+/// Longest wait for a Python client's whole report (each of its own waits is 5 s at most).
+const PYTHON_REPORT: Duration = Duration::from_secs(20);
+
+/// `tests/interop` at the workspace root.
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
+}
+
+/// The Chromium binary (Debian's package; `HOLDFAST_CHROMIUM` overrides).
+fn chromium() -> String {
+    std::env::var("HOLDFAST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string())
+}
+
+/// Fails the test, with the hint, unless `program args` runs and succeeds.
+fn require(what: &str, program: &str, args: &[&str]) {
+    match Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("{what} is missing ({}); {SETUP_HINT}", String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => panic!("{what} is missing ({e}); {SETUP_HINT}"),
+    }
+}
+
+fn require_browser() {
+    require("node", "node", &["--version"]);
+    require("Chromium", &chromium(), &["--version"]);
+    let playwright = interop_dir().join("node_modules/playwright-core/package.json");
+    assert!(playwright.exists(), "playwright-core is missing ({} not found); {SETUP_HINT}", playwright.display());
+}
+
+/// A client process that reports one JSON object per stdout line.
+struct Client {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Client {
+    fn spawn(mut command: Command) -> Client {
+        let name = format!("{command:?}");
+        command.current_dir(interop_dir()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {name} ({e}); {SETUP_HINT}"));
+        let (tx, lines) = mpsc::unbounded_channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdin = child.stdin.take();
+        Client { name, child, stdin, lines, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Writes one command line to the client's stdin.
+    fn command(&mut self, command: Value) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        if let Err(e) = writeln!(stdin, "{command}").and_then(|()| stdin.flush()) {
+            panic!("{}: cannot send {command} ({e})\nstderr:\n{}", self.name, self.stderr());
+        }
+    }
+
+    /// The next reported object; panics (with the client's stderr) after `within` or at EOF.
+    async fn next(&mut self, within: Duration) -> Value {
+        match self.next_within(within).await {
+            Some(report) => report,
+            None => panic!("{}: nothing reported within {within:?}\nstderr:\n{}", self.name, self.stderr()),
+        }
+    }
+
+    /// The next reported object, or `None` if nothing comes within `within`; panics at EOF.
+    async fn next_within(&mut self, within: Duration) -> Option<Value> {
+        match tokio::time::timeout(within, self.lines.recv()).await {
+            Ok(Some(line)) => Some(serde_json::from_str(&line).unwrap_or_else(|e| {
+                panic!("{}: not a JSON line ({e}): {line:?}\nstderr:\n{}", self.name, self.stderr())
+            })),
+            Ok(None) => {
+                // Give the stderr reader a moment to take the last words.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                panic!("{} ended early; status {:?}\nstderr:\n{}", self.name, self.child.try_wait(), self.stderr())
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Reported objects already waiting, without blocking.
+    fn pending(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(line) = self.lines.try_recv() {
+            out.push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+        }
+        out
+    }
+
+    /// Closes stdin (the browser script's signal to stop) and waits for a successful exit.
+    async fn finish(mut self) -> Vec<Value> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                tokio::time::sleep(Duration::from_millis(50)).await; // let the readers drain
+                assert!(status.success(), "{} failed with {status}\nstderr:\n{}", self.name, self.stderr());
+                return self.pending();
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {IO_TIMEOUT:?}", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Client {
+    /// A client left running (a failed test) gets SIGTERM, so playwright closes its browser, then
+    /// SIGKILL.
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a Python script from `tests/interop` to its single JSON report.
+async fn python_report(args: &[&str]) -> Value {
+    let mut command = Command::new("python3");
+    command.args(args);
+    let mut client = Client::spawn(command);
+    let report = client.next(PYTHON_REPORT).await;
+    client.finish().await;
+    report
+}
+
+/// `ws_client.py CASE ARGS…` (Python `websockets`, asyncio API).
+async fn websockets_client(args: &[&str]) -> Value {
+    require("python3", "python3", &["--version"]);
+    require("Python websockets (13 or later)", "python3", &["-c", "import websockets.asyncio.client"]);
+    let mut all = vec!["ws_client.py"];
+    all.extend_from_slice(args);
+    python_report(&all).await
+}
+
+/// A field of a report that is a string.
+fn text<'a>(report: &'a Value, pointer: &str) -> &'a str {
+    report.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("no string at {pointer}: {report}"))
+}
+
+/// A received frame of `ws_client.py` that must be a text frame holding JSON.
+fn envelope(frame: &Value) -> Value {
+    assert_eq!(frame["kind"], "text", "{frame}");
+    serde_json::from_str(text(frame, "/text")).unwrap_or_else(|e| panic!("not JSON ({e}): {frame}"))
+}
+
+#[tokio::test]
+async fn python_websockets_gets_json_envelopes_with_the_publish_ids() {
+    let mut server = TestServer::start(|_| {}).await;
+    let report = websockets_client(&["envelopes", &server.url(""), "py-envelopes"]).await;
+    let published = report["published"].as_array().unwrap();
+    let frames = report["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), 3, "{report}");
+    let expected = [("message", "plain"), ("message", "line one\nline two\r\nline three"), ("chat", "typed")];
+    for (i, (frame, (event, data))) in frames.iter().zip(expected).enumerate() {
+        let envelope = envelope(frame);
+        assert_eq!(envelope["id"], published[i], "envelope {i}'s id is the publish response's id: {report}");
+        assert_eq!(envelope["channel"], "py-envelopes", "envelope {i}: {report}");
+        assert_eq!(envelope["event"], event, "envelope {i}: {report}");
+        assert_eq!(envelope["data"], data, "envelope {i}: {report}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn python_websockets_raw_format_sends_text_and_binary_frames() {
+    let mut server = TestServer::start(|_| {}).await;
+    let report = websockets_client(&["raw", &server.url(""), "py-raw"]).await;
+    let frames = &report["frames"];
+    assert_eq!(frames[0], json!({"kind": "text", "text": "h\u{e9}llo \u{2713} \u{1f600}"}), "UTF-8: {report}");
+    assert_eq!(frames[1], json!({"kind": "binary", "hex": "ff00"}), "not UTF-8: {report}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn python_websockets_resumes_exactly_after_its_cursor() {
+    let mut server = TestServer::start(|_| {}).await;
+    let report = websockets_client(&["resume", &server.url(""), "py-resume"]).await;
+    let published: Vec<&str> = report["published"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(published.len(), 7, "{report}");
+    let first: Vec<&str> = report["first"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(first, published[..2], "{report}");
+    // Reconnected with ?cursor=<2nd id>: exactly the 4 missed, then the sentinel published after
+    // them (so nothing repeated and nothing extra in between).
+    let resumed = report["resumed"].as_array().unwrap();
+    let data: Vec<&str> = resumed.iter().map(|e| e["data"].as_str().unwrap()).collect();
+    assert_eq!(data, ["missed 0", "missed 1", "missed 2", "missed 3", "sentinel"], "{report}");
+    let ids: Vec<&str> = resumed.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, published[2..], "{report}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn python_websockets_client_ops() {
+    let mut open = TestServer::start(|c| c.ws_client_publish = true).await;
+    let mut closed = TestServer::start(|c| c.ws_client_publish = false).await;
+    let report = websockets_client(&["ops", &open.url(""), &closed.url(""), "ops"]).await;
+
+    assert_eq!(report["pong"], json!({"op": "pong"}), "{report}");
+    assert_eq!(report["subscribed"]["op"], "subscribed", "{report}");
+    assert_eq!(report["subscribed"]["channels"], json!(["ops", "ops-second"]), "{report}");
+    let from_second = &report["from_second"];
+    assert_eq!(from_second["channel"], "ops-second", "{report}");
+    assert_eq!(from_second["data"], "on the second channel", "{report}");
+    // Two channels: the id is the subscription's cursor over both, not the channel's own id.
+    assert!(!text(from_second, "/id").is_empty(), "{report}");
+
+    assert_eq!(report["unsubscribed"]["op"], "unsubscribed", "{report}");
+    assert_eq!(report["unsubscribed"]["channels"], json!(["ops"]), "{report}");
+    let after = &report["after_unsubscribe"];
+    assert_eq!(after["channel"], "ops", "nothing from the channel it left: {report}");
+    assert_eq!(after["id"], report["room_id"], "one channel again: the publish id: {report}");
+    assert_eq!(report["after_unsubscribe_extra"], json!([]), "nothing from the channel it left: {report}");
+
+    let published = &report["published"];
+    assert_eq!(published["op"], "published", "{report}");
+    assert_eq!(published["channel"], "ops-talk", "{report}");
+    let received = &report["b_received"];
+    let expected = json!({"id": published["id"], "channel": "ops-talk", "event": "chat", "data": "from a"});
+    assert_eq!(*received, expected, "the other subscriber got the op's message: {report}");
+
+    for (key, code) in [("bad_op", "bad_op"), ("bad_json", "bad_json"), ("no_op", "bad_op")] {
+        assert_eq!(report[key]["op"], "error", "{key}: {report}");
+        assert_eq!(report[key]["code"], code, "{key}: {report}");
+        assert!(!text(&report[key], "/reason").is_empty(), "{key}: {report}");
+    }
+    assert_eq!(report["alive"]["id"], report["alive_id"], "still up after bad ops: {report}");
+    assert_eq!(report["alive"]["data"], "still here", "{report}");
+
+    let forbidden = &report["forbidden"];
+    assert_eq!(forbidden["op"], "error", "{report}");
+    assert_eq!(forbidden["code"], "forbidden", "{report}");
+    assert!(!text(forbidden, "/reason").is_empty(), "{report}");
+    // The next message is the HTTP one: the refused op published nothing, and the connection lived.
+    assert_eq!(report["forbidden_alive"]["id"], report["forbidden_alive_id"], "{report}");
+    assert_eq!(report["forbidden_alive"]["data"], "after forbidden", "{report}");
+    open.stop().await;
+    closed.stop().await;
+}
+
+#[tokio::test]
+async fn python_websockets_answers_server_pings_and_stays_open_while_quiet() {
+    // The timeout is shorter than the quiet spell: only the library's pongs keep it open.
+    let mut server = TestServer::start(|c| {
+        c.heartbeat_interval = Duration::from_millis(200);
+        c.heartbeat_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let report = websockets_client(&["heartbeat", &server.url(""), "py-heartbeat", "1.5"]).await;
+    assert_eq!(report["received_while_quiet"], json!([]), "{report}");
+    assert_eq!(report["state"], "OPEN", "open after 1.5 s (7 intervals) of no messages: {report}");
+    let pings = report["pings"].as_array().unwrap();
+    assert!(pings.len() >= 4, "server pings every 200 ms while quiet; seen at {pings:?}: {report}");
+    assert_eq!(report["after"]["id"], report["published"], "{report}");
+    assert_eq!(report["after"]["data"], "after the quiet", "{report}");
+    let stats = server.stats().await;
+    assert!(stats["closed"]["heartbeat_timeout"].as_u64().unwrap_or(0) == 0, "{stats}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn raw_python_peer_that_never_answers_pings_is_cut_after_heartbeat_timeout() {
+    require("python3", "python3", &["--version"]);
+    let mut server = TestServer::start(|c| {
+        c.heartbeat_interval = Duration::from_millis(100);
+        c.heartbeat_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let report = python_report(&["ws_silent_peer.py", &server.addr.to_string(), "silent", "5"]).await;
+    assert_eq!(report["status"], 101, "{report}");
+    assert_eq!(report["accept_ok"], true, "{report}");
+    let close = &report["close"];
+    assert_eq!(close["code"], 1001, "{report}");
+    assert_eq!(close["reason"], "heartbeat_timeout", "{report}");
+    let after = close["after"].as_f64().unwrap();
+    assert!((0.45..=1.5).contains(&after), "cut {after} s after the handshake, want 0.5 s (+ up to 1 s): {report}");
+    assert!(report["pings"].as_array().unwrap().len() >= 2, "pings came before the cut: {report}");
+    let notices: Vec<Value> = report["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| serde_json::from_str(t.as_str().unwrap()).unwrap_or_else(|e| panic!("not JSON ({e}): {report}")))
+        .collect();
+    assert!(
+        notices.iter().any(|n| n["event"] == "holdfast.closed" && n["data"]["reason"] == "heartbeat_timeout"),
+        "a holdfast.closed notice before the close frame: {report}"
+    );
+    assert_eq!(report["eof_after_close"], true, "TCP closed after the close frame: {report}");
+    let stats = server.stats().await;
+    assert!(stats["closed"]["heartbeat_timeout"].as_u64() >= Some(1), "{stats}");
+    server.stop().await;
+}
+
+/// Starts `browser_websocket.js` with one page per URL and waits for it to be ready.
+async fn browser(pages: &[String]) -> Client {
+    require_browser();
+    let mut node = Command::new("node");
+    node.arg("browser_websocket.js").args(pages).env("HOLDFAST_CHROMIUM", chromium());
+    let mut client = Client::spawn(node);
+    let ready = client.next(IO_TIMEOUT * 3).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    client
+}
+
+/// The browser's reports so far, kept in order, with a helper to wait for one.
+struct Reports {
+    seen: Vec<Value>,
+}
+
+impl Reports {
+    /// Reads reports until `done` holds (everything read is kept).
+    async fn until(&mut self, client: &mut Client, what: &str, done: impl Fn(&Reports) -> bool) {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(report) = client.next_within(left).await else {
+                panic!("browser: no {what} within {IO_TIMEOUT:?}; reports so far: {:?}", self.seen)
+            };
+            assert_ne!(report["type"], "timeout", "browser script timed out; reports: {:?}", self.seen);
+            self.seen.push(report);
+        }
+    }
+
+    /// Reports of one socket of one page, of one type.
+    fn of(&self, page: u64, socket: &str, kind: &str) -> Vec<&Value> {
+        self.seen.iter().filter(|r| r["page"] == page && r["socket"] == socket && r["type"] == kind).collect()
+    }
+
+    /// The text messages of a socket, parsed as JSON.
+    fn json(&self, page: u64, socket: &str) -> Vec<Value> {
+        let parse = |r: &&Value| serde_json::from_str(r["data"].as_str()?).ok();
+        self.of(page, socket, "message").iter().map(|r| parse(r).unwrap_or_else(|| panic!("not JSON: {r}"))).collect()
+    }
+}
+
+fn open(page: u64, socket: &str, url: &str) -> Value {
+    json!({"page": page, "socket": socket, "open": url})
+}
+
+fn send(page: u64, socket: &str, value: &Value) -> Value {
+    json!({"page": page, "socket": socket, "send": value.to_string()})
+}
+
+#[tokio::test]
+async fn chromium_websocket_same_origin_receives_envelopes_and_publishes_with_ops() {
+    let mut server = TestServer::start(|c| c.ws_client_publish = true).await;
+    let mut client = browser(&[server.url("/healthz")]).await;
+    let mut reports = Reports { seen: Vec::new() };
+    client.command(open(0, "a", "/sub/room"));
+    client.command(open(0, "b", "/sub/talk"));
+    client.command(open(0, "raw", "/sub/bin?format=raw"));
+    reports.until(&mut client, "3 opens", |r| ["a", "b", "raw"].iter().all(|s| r.of(0, s, "open").len() == 1)).await;
+
+    let ids = [
+        server.publish("room", None, b"first").await,
+        server.publish("room", Some("chat"), b"two\nlines").await,
+        server.publish("room", None, b"third").await,
+    ];
+    reports.until(&mut client, "3 envelopes on a", |r| r.of(0, "a", "message").len() == 3).await;
+    let expected = [("message", "first"), ("chat", "two\nlines"), ("message", "third")];
+    for (i, (envelope, (event, data))) in reports.json(0, "a").iter().zip(expected).enumerate() {
+        let want = json!({"id": ids[i], "channel": "room", "event": event, "data": data});
+        assert_eq!(*envelope, want, "envelope {i}; reports: {:?}", reports.seen);
+    }
+
+    // The page publishes over its socket a; its socket b gets the message.
+    let op = json!({"op": "publish", "channel": "talk", "event": "chat", "data": "from the page"});
+    client.command(send(0, "a", &op));
+    reports.until(&mut client, "the publish answer", |r| r.of(0, "a", "message").len() == 4).await;
+    reports.until(&mut client, "the message on b", |r| r.of(0, "b", "message").len() == 1).await;
+    let answer = &reports.json(0, "a")[3];
+    assert_eq!(answer["op"], "published", "{:?}", reports.seen);
+    let want = json!({"id": answer["id"], "channel": "talk", "event": "chat", "data": "from the page"});
+    assert_eq!(reports.json(0, "b")[0], want, "{:?}", reports.seen);
+
+    // ?format=raw: a text frame is a string, a binary frame an ArrayBuffer.
+    server.publish("bin", None, "plain text \u{2713}".as_bytes()).await;
+    server.publish("bin", None, b"\xff\x00").await;
+    reports.until(&mut client, "2 raw frames", |r| r.of(0, "raw", "message").len() == 2).await;
+    let raw = reports.of(0, "raw", "message");
+    assert_eq!(raw[0]["data"], "plain text \u{2713}", "{:?}", reports.seen);
+    assert_eq!(raw[1]["binary"], "ff00", "{:?}", reports.seen);
+
+    reports.seen.extend(client.finish().await);
+    for socket in ["a", "b", "raw"] {
+        assert!(reports.of(0, socket, "error").is_empty(), "{socket}: {:?}", reports.seen);
+    }
+    server.stop().await;
+}
+
+/// A tiny HTTP server on its own port (its own origin) answering every request with an empty page.
+async fn page_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a page server");
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match tokio::time::timeout(IO_TIMEOUT, socket.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let body = "<!DOCTYPE html><title>another origin</title>";
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    origin
+}
+
+#[tokio::test]
+async fn chromium_websocket_cross_origin_needs_cors_origins() {
+    let allowed = page_server().await;
+    let other = page_server().await;
+    let allowed_origin = allowed.clone();
+    let mut server = TestServer::start(move |c| c.cors_origins = vec![allowed_origin]).await;
+    let target = format!("ws://{}/sub/cors", server.addr);
+    let mut client = browser(&[format!("{allowed}/"), format!("{other}/")]).await;
+    let mut reports = Reports { seen: Vec::new() };
+    client.command(open(0, "a", &target));
+    client.command(open(1, "a", &target));
+    reports.until(&mut client, "open on the allowed page", |r| r.of(0, "a", "open").len() == 1).await;
+    reports.until(&mut client, "close on the other page", |r| r.of(1, "a", "close").len() == 1).await;
+
+    server.publish("cors", None, b"one").await;
+    reports.until(&mut client, "a message on the allowed page", |r| r.of(0, "a", "message").len() == 1).await;
+    // The same window for the other page to (wrongly) get something.
+    server.publish("cors", None, b"two").await;
+    reports.until(&mut client, "a 2nd message on the allowed page", |r| r.of(0, "a", "message").len() == 2).await;
+    reports.seen.extend(client.finish().await);
+
+    let data: Vec<Value> = reports.json(0, "a").iter().map(|e| e["data"].clone()).collect();
+    assert_eq!(data, ["one", "two"], "{:?}", reports.seen);
+    assert!(reports.of(1, "a", "open").is_empty(), "disallowed origin opened: {:?}", reports.seen);
+    assert!(reports.of(1, "a", "message").is_empty(), "disallowed origin got a message: {:?}", reports.seen);
+    assert_eq!(reports.of(1, "a", "error").len(), 1, "a refused handshake is an error: {:?}", reports.seen);
+    let close = reports.of(1, "a", "close")[0];
+    assert_eq!(close["code"], 1006, "refused handshake: abnormal closure: {:?}", reports.seen);
+    assert_eq!(close["wasClean"], false, "{:?}", reports.seen);
+    server.stop().await;
+}
