@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, on Debian as root (or via sudo):
-# curl, Python `requests` and `sseclient-py`, Chromium, node + playwright-core (tests/interop).
+# curl, Python `requests`, `sseclient-py` and `websockets`, Chromium, node + playwright-core
+# (tests/interop).
 # Idempotent and quick when all is there: apt-get, pip and npm run only for what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ fi
 missing_pip=()
 python3 -c 'import requests' >/dev/null 2>&1 || missing_pip+=(requests)
 python3 -c 'import sseclient' >/dev/null 2>&1 || missing_pip+=(sseclient-py)
+# websockets.asyncio (the API tests/interop/ws_client.py uses) is there from websockets 13 on.
+python3 -c 'import websockets.asyncio.client' >/dev/null 2>&1 || missing_pip+=('websockets>=13')
 if [ ${#missing_pip[@]} -gt 0 ]; then
   python3 -m pip install -q "${missing_pip[@]}" || python3 -m pip install -q --break-system-packages "${missing_pip[@]}"
 fi

@@ -1,0 +1,104 @@
+// Headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) as a WebSocket client
+// of Holdfast, for crates/holdfast-server/tests/ws_interop.rs.
+//
+// Usage: node browser_websocket.js PAGE_URL [PAGE_URL ...]
+// Opens one page per PAGE_URL (its origin is the page's origin), prints {"type":"ready"}, then
+// takes commands on stdin, one JSON object a line:
+//   {"page":0,"socket":"a","open":"/sub/room"}   new WebSocket(URL); a path starting with "/" means
+//                                                'ws://' + location.host + path (same origin)
+//   {"page":0,"socket":"a","send":"text"}        socket.send(text)
+// Every WebSocket event goes to stdout as one JSON line:
+//   {"page":0,"socket":"a","type":"open"} | {...,"type":"message","data":"…"} (text frames)
+//   {...,"type":"message","binary":"<hex>"} | {...,"type":"error"}
+//   {...,"type":"close","code":1006,"reason":"","wasClean":false}
+// It stops (closing the browser) when its stdin closes, or after 60 s as a safety net.
+
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const readline = require('readline');
+const { chromium } = require('playwright-core');
+
+const CHROMIUM = process.env.HOLDFAST_CHROMIUM || '/usr/bin/chromium';
+const ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+const emit = (record) => process.stdout.write(JSON.stringify(record) + '\n');
+
+async function main() {
+  const urls = process.argv.slice(2);
+  if (urls.length === 0) throw new Error('usage: browser_websocket.js PAGE_URL [...]');
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'holdfast-chromium-'));
+  // launchPersistentContext is how playwright passes --user-data-dir (a fresh one per run).
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+  });
+  let stopping = false;
+  const stop = async (code) => {
+    if (stopping) return;
+    stopping = true;
+    await context.close().catch(() => {});
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+    process.exit(code);
+  };
+  setTimeout(() => { emit({ type: 'timeout' }); stop(1); }, 60_000).unref();
+
+  const pages = [];
+  for (const [index, url] of urls.entries()) {
+    const page = await context.newPage();
+    await page.exposeFunction('holdfastReport', (record) => emit({ page: index, ...record }));
+    const response = await page.goto(url);
+    if (!response || !response.ok()) throw new Error(`cannot open ${url}: ${response && response.status()}`);
+    await page.evaluate(() => {
+      window.holdfastSockets = {};
+      window.holdfastOpen = (name, url) => {
+        const target = url.startsWith('/') ? `ws://${location.host}${url}` : url;
+        const socket = new WebSocket(target);
+        socket.binaryType = 'arraybuffer';
+        const report = (record) => holdfastReport({ socket: name, ...record });
+        socket.onopen = () => report({ type: 'open' });
+        socket.onmessage = (e) => {
+          if (typeof e.data === 'string') return report({ type: 'message', data: e.data });
+          const hex = [...new Uint8Array(e.data)].map((b) => b.toString(16).padStart(2, '0')).join('');
+          report({ type: 'message', binary: hex });
+        };
+        socket.onerror = () => report({ type: 'error' });
+        socket.onclose = (e) => report({ type: 'close', code: e.code, reason: e.reason, wasClean: e.wasClean });
+        window.holdfastSockets[name] = socket;
+      };
+    });
+    pages.push(page);
+  }
+
+  // Commands run one after another, in the order they came.
+  let queue = Promise.resolve();
+  const lines = readline.createInterface({ input: process.stdin });
+  lines.on('line', (line) => {
+    if (!line.trim()) return;
+    queue = queue.then(async () => {
+      const command = JSON.parse(line);
+      const page = pages[command.page];
+      if (command.open !== undefined) {
+        await page.evaluate(([name, url]) => holdfastOpen(name, url), [command.socket, command.open]);
+      } else if (command.send !== undefined) {
+        await page.evaluate(([name, text]) => holdfastSockets[name].send(text), [command.socket, command.send]);
+      } else {
+        throw new Error(`unknown command ${line}`);
+      }
+    }).catch((e) => {
+      process.stderr.write(`browser_websocket.js: ${e && e.stack || e}\n`);
+      stop(3);
+    });
+  });
+  lines.on('close', () => queue.then(() => stop(0)));
+  emit({ type: 'ready' });
+}
+
+main().catch((e) => {
+  process.stderr.write(`browser_websocket.js: ${e && e.stack || e}\n`);
+  process.exit(2);
+});
