@@ -175,7 +175,7 @@ impl<'a> Gather<'a> {
         let sse_newline = usize::from(framing.format == Format::Sse);
         let frame_len = prefix_len + id_len + sse_newline + body.len() + suffix.len();
         if framing.chunked {
-            self.scratch(format!("{frame_len:x}\r\n").as_bytes());
+            self.chunk_size_line(frame_len);
         }
         match framing.format {
             Format::Sse => self.shared(b"id: "),
@@ -199,6 +199,24 @@ impl<'a> Gather<'a> {
         if framing.chunked {
             self.shared(CHUNK_END);
         }
+    }
+
+    /// `<hex length>\r\n`, formatted on the stack (this runs per message per subscriber).
+    fn chunk_size_line(&mut self, len: usize) {
+        let mut line = [0u8; 18];
+        let mut start = 16;
+        let mut n = len;
+        loop {
+            start -= 1;
+            line[start] = b"0123456789abcdef"[n & 0xf];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        line[16] = b'\r';
+        line[17] = b'\n';
+        self.scratch(&line[start..]);
     }
 
     /// A text frame holding the envelope.

@@ -585,27 +585,16 @@ fn cursor_of(positions: &[(Arc<Channel>, u64)]) -> String {
     Cursor::new(positions.iter().map(|(c, seq)| (&*c.name, Position { epoch: c.epoch, seq: *seq }))).encode()
 }
 
+/// One `writev` of the whole gather. A short count means the socket buffer is full (it is
+/// non-blocking): the caller keeps the rest and waits for writability rather than retrying now.
 fn write_gather(stream: &std::net::TcpStream, gather: &Gather<'_>) -> io::Result<usize> {
     let slices = gather.slices();
-    let mut written = 0;
     loop {
-        let mut offset = 0;
-        let mut rest = Vec::with_capacity(slices.len());
-        for slice in &slices {
-            let end = offset + slice.len();
-            if end > written {
-                rest.push(io::IoSlice::new(&slice[written.saturating_sub(offset)..]));
-            }
-            offset = end;
-        }
-        if rest.is_empty() {
-            return Ok(written);
-        }
-        match (&*stream).write_vectored(&rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        match (&*stream).write_vectored(&slices) {
+            Ok(0) if gather.len() > 0 => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
