@@ -7,166 +7,15 @@
 //! Every wait is bounded: a client's line within [`IO_TIMEOUT`] (a Python report within
 //! [`PYTHON_REPORT`]), its exit within [`IO_TIMEOUT`].
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use holdfast_testkit::interop::{browser_command, cors_pages, require, Client, Reports};
 use holdfast_testkit::{TestServer, IO_TIMEOUT};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-
-const SETUP_HINT: &str = "run scripts/setup.sh (as root) to install the interop clients";
 
 /// Longest wait for a Python client's whole report (each of its own waits is 5 s at most).
 const PYTHON_REPORT: Duration = Duration::from_secs(20);
-
-/// `tests/interop` at the workspace root.
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
-}
-
-/// The Chromium binary (Debian's package; `HOLDFAST_CHROMIUM` overrides).
-fn chromium() -> String {
-    std::env::var("HOLDFAST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string())
-}
-
-/// Fails the test, with the hint, unless `program args` runs and succeeds.
-fn require(what: &str, program: &str, args: &[&str]) {
-    match Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!("{what} is missing ({}); {SETUP_HINT}", String::from_utf8_lossy(&out.stderr).trim()),
-        Err(e) => panic!("{what} is missing ({e}); {SETUP_HINT}"),
-    }
-}
-
-fn require_browser() {
-    require("node", "node", &["--version"]);
-    require("Chromium", &chromium(), &["--version"]);
-    let playwright = interop_dir().join("node_modules/playwright-core/package.json");
-    assert!(playwright.exists(), "playwright-core is missing ({} not found); {SETUP_HINT}", playwright.display());
-}
-
-/// A client process that reports one JSON object per stdout line.
-struct Client {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Client {
-    fn spawn(mut command: Command) -> Client {
-        let name = format!("{command:?}");
-        command.current_dir(interop_dir()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {name} ({e}); {SETUP_HINT}"));
-        let (tx, lines) = mpsc::unbounded_channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let stdin = child.stdin.take();
-        Client { name, child, stdin, lines, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Writes one command line to the client's stdin.
-    fn command(&mut self, command: Value) {
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        if let Err(e) = writeln!(stdin, "{command}").and_then(|()| stdin.flush()) {
-            panic!("{}: cannot send {command} ({e})\nstderr:\n{}", self.name, self.stderr());
-        }
-    }
-
-    /// The next reported object; panics (with the client's stderr) after `within` or at EOF.
-    async fn next(&mut self, within: Duration) -> Value {
-        match self.next_within(within).await {
-            Some(report) => report,
-            None => panic!("{}: nothing reported within {within:?}\nstderr:\n{}", self.name, self.stderr()),
-        }
-    }
-
-    /// The next reported object, or `None` if nothing comes within `within`; panics at EOF.
-    async fn next_within(&mut self, within: Duration) -> Option<Value> {
-        match tokio::time::timeout(within, self.lines.recv()).await {
-            Ok(Some(line)) => Some(serde_json::from_str(&line).unwrap_or_else(|e| {
-                panic!("{}: not a JSON line ({e}): {line:?}\nstderr:\n{}", self.name, self.stderr())
-            })),
-            Ok(None) => {
-                // Give the stderr reader a moment to take the last words.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                panic!("{} ended early; status {:?}\nstderr:\n{}", self.name, self.child.try_wait(), self.stderr())
-            }
-            Err(_) => None,
-        }
-    }
-
-    /// Reported objects already waiting, without blocking.
-    fn pending(&mut self) -> Vec<Value> {
-        let mut out = Vec::new();
-        while let Ok(line) = self.lines.try_recv() {
-            out.push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
-        }
-        out
-    }
-
-    /// Closes stdin (the browser script's signal to stop) and waits for a successful exit.
-    async fn finish(mut self) -> Vec<Value> {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + IO_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                tokio::time::sleep(Duration::from_millis(50)).await; // let the readers drain
-                assert!(status.success(), "{} failed with {status}\nstderr:\n{}", self.name, self.stderr());
-                return self.pending();
-            }
-            assert!(Instant::now() < deadline, "{} did not exit within {IO_TIMEOUT:?}", self.name);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Client {
-    /// A client left running (a failed test) gets SIGTERM, so playwright closes its browser, then
-    /// SIGKILL.
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs a Python script from `tests/interop` to its single JSON report.
 async fn python_report(args: &[&str]) -> Value {
@@ -347,40 +196,28 @@ async fn raw_python_peer_that_never_answers_pings_is_cut_after_heartbeat_timeout
 
 /// Starts `browser_websocket.js` with one page per URL and waits for it to be ready.
 async fn browser(pages: &[String]) -> Client {
-    require_browser();
-    let mut node = Command::new("node");
-    node.arg("browser_websocket.js").args(pages).env("HOLDFAST_CHROMIUM", chromium());
+    let mut node = browser_command("browser_websocket.js");
+    node.args(pages);
     let mut client = Client::spawn(node);
     let ready = client.next(IO_TIMEOUT * 3).await;
     assert_eq!(ready["type"], "ready", "{ready}");
     client
 }
 
-/// The browser's reports so far, kept in order, with a helper to wait for one.
-struct Reports {
-    seen: Vec<Value>,
-}
-
-impl Reports {
-    /// Reads reports until `done` holds (everything read is kept).
-    async fn until(&mut self, client: &mut Client, what: &str, done: impl Fn(&Reports) -> bool) {
-        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-        while !done(self) {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(report) = client.next_within(left).await else {
-                panic!("browser: no {what} within {IO_TIMEOUT:?}; reports so far: {:?}", self.seen)
-            };
-            assert_ne!(report["type"], "timeout", "browser script timed out; reports: {:?}", self.seen);
-            self.seen.push(report);
-        }
-    }
-
+/// The WebSocket script's reports by page, socket and type.
+trait SocketReports {
     /// Reports of one socket of one page, of one type.
-    fn of(&self, page: u64, socket: &str, kind: &str) -> Vec<&Value> {
-        self.seen.iter().filter(|r| r["page"] == page && r["socket"] == socket && r["type"] == kind).collect()
-    }
+    fn of(&self, page: u64, socket: &str, kind: &str) -> Vec<&Value>;
 
     /// The text messages of a socket, parsed as JSON.
+    fn json(&self, page: u64, socket: &str) -> Vec<Value>;
+}
+
+impl SocketReports for Reports {
+    fn of(&self, page: u64, socket: &str, kind: &str) -> Vec<&Value> {
+        self.filter(|r| r["page"] == page && r["socket"] == socket && r["type"] == kind)
+    }
+
     fn json(&self, page: u64, socket: &str) -> Vec<Value> {
         let parse = |r: &&Value| serde_json::from_str(r["data"].as_str()?).ok();
         self.of(page, socket, "message").iter().map(|r| parse(r).unwrap_or_else(|| panic!("not JSON: {r}"))).collect()
@@ -399,7 +236,7 @@ fn send(page: u64, socket: &str, value: &Value) -> Value {
 async fn chromium_websocket_same_origin_receives_envelopes_and_publishes_with_ops() {
     let mut server = TestServer::start(|c| c.ws_client_publish = true).await;
     let mut client = browser(&[server.url("/healthz")]).await;
-    let mut reports = Reports { seen: Vec::new() };
+    let mut reports = Reports::new();
     client.command(open(0, "a", "/sub/room"));
     client.command(open(0, "b", "/sub/talk"));
     client.command(open(0, "raw", "/sub/bin?format=raw"));
@@ -442,43 +279,12 @@ async fn chromium_websocket_same_origin_receives_envelopes_and_publishes_with_op
     server.stop().await;
 }
 
-/// A tiny HTTP server on its own port (its own origin) answering every request with an empty page.
-async fn page_server() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a page server");
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 2048];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                    match tokio::time::timeout(IO_TIMEOUT, socket.read(&mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
-                let body = "<!DOCTYPE html><title>another origin</title>";
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    origin
-}
-
 #[tokio::test]
 async fn chromium_websocket_cross_origin_needs_cors_origins() {
-    let allowed = page_server().await;
-    let other = page_server().await;
-    let allowed_origin = allowed.clone();
-    let mut server = TestServer::start(move |c| c.cors_origins = vec![allowed_origin]).await;
+    let (mut server, allowed, other) = cors_pages().await;
     let target = format!("ws://{}/sub/cors", server.addr);
     let mut client = browser(&[format!("{allowed}/"), format!("{other}/")]).await;
-    let mut reports = Reports { seen: Vec::new() };
+    let mut reports = Reports::new();
     client.command(open(0, "a", &target));
     client.command(open(1, "a", &target));
     reports.until(&mut client, "open on the allowed page", |r| r.of(0, "a", "open").len() == 1).await;

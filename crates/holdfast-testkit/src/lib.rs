@@ -2,6 +2,8 @@
 //! with raw bytes (so tests see exactly what goes over the wire).
 //!
 //! Every wait is bounded ([`IO_TIMEOUT`]) so a broken server fails a test instead of hanging it.
+//!
+//! [`interop`] runs third-party clients (Python libraries, headless Chromium) against it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,6 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub mod interop;
 
 /// Longest wait for any single expected event in a test.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
