@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, on Debian as root (or via sudo):
-# curl, Python `requests`, `sseclient-py` and `websockets`, Chromium, node + playwright-core
+# curl, Python `requests`, `sseclient-py`, `websockets` and `prometheus-client`, Chromium, node + playwright-core
 # (tests/interop).
 # Idempotent and quick when all is there: apt-get, pip and npm run only for what is missing.
 set -euo pipefail
@@ -21,6 +21,7 @@ fi
 missing_pip=()
 python3 -c 'import requests' >/dev/null 2>&1 || missing_pip+=(requests)
 python3 -c 'import sseclient' >/dev/null 2>&1 || missing_pip+=(sseclient-py)
+python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing_pip+=(prometheus-client)
 # websockets.asyncio (the API tests/interop/ws_client.py uses) is there from websockets 13 on.
 python3 -c 'import websockets.asyncio.client' >/dev/null 2>&1 || missing_pip+=('websockets>=13')
 if [ ${#missing_pip[@]} -gt 0 ]; then

@@ -12,6 +12,7 @@ pub mod config;
 mod conn;
 mod cors;
 mod listener;
+mod metrics;
 mod park;
 mod publish;
 mod push;

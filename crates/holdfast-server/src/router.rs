@@ -14,6 +14,7 @@ use crate::{cors, publish};
 pub(crate) enum Route {
     Healthz,
     AdminStats,
+    Metrics,
     /// `POST /_conformance/echo`: answers with the request body (only when enabled).
     Echo,
     /// `GET /_conformance/echo` with `Upgrade: websocket`: a WebSocket echo (only when enabled).
@@ -71,7 +72,8 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
     match path {
         "/healthz" if get_or_head => Route::Healthz,
         "/admin/stats" if get_or_head => Route::AdminStats,
-        "/healthz" | "/admin/stats" => Route::MethodNotAllowed(GET_HEAD),
+        "/metrics" if get_or_head => Route::Metrics,
+        "/healthz" | "/admin/stats" | "/metrics" => Route::MethodNotAllowed(GET_HEAD),
         "/admin/disconnect" if method == Method::Post => Route::AdminDisconnect,
         "/admin/connections" if get_or_head => Route::AdminConnections,
         "/admin/connections" => Route::MethodNotAllowed(GET_HEAD),
@@ -100,6 +102,7 @@ pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Se
     match route {
         Route::Healthz => Response::new(200, "text/plain; charset=utf-8", &b"ok\n"[..]),
         Route::AdminStats => admin_stats(server),
+        Route::Metrics => crate::metrics::render(server),
         Route::Echo => Response::new(200, "application/octet-stream", body),
         Route::Publish => {
             cors::decorate(publish::publish(head, body, server), cors::allowed_origin(head, server).as_deref())

@@ -80,3 +80,23 @@ print(stats["connections_accepted"], stats["requests_reused"])
     // 101 requests on one connection: 100 reused (the stats request is counted after its answer).
     assert_eq!(stdout.trim(), "1 100", "connections_accepted, requests_reused");
 }
+
+#[tokio::test]
+async fn prometheus_client_parses_metrics() {
+    let server = TestServer::start(|_| {}).await;
+    server.publish("m", None, b"x").await;
+    let script = r#"
+import sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen(sys.argv[1] + "/metrics", timeout=10).read().decode()
+families = {f.name: f for f in text_string_to_metric_families(text)}
+published = families["holdfast_messages_published"].samples[0].value
+closed = [s.labels["reason"] for s in families["holdfast_connections_closed"].samples]
+print(int(published), "slow_consumer" in closed, families["holdfast_subscribers"].type)
+"#;
+    let mut python = Command::new("python3");
+    python.args(["-c", script, &server.url("")]);
+    let (ok, stdout, stderr) = run(python).await;
+    assert!(ok, "python failed: {stderr}");
+    assert_eq!(stdout.trim(), "1 True gauge");
+}
