@@ -1,0 +1,259 @@
+//! `holdfast bench idle`: opens N TCP connections to a server, sends one keep-alive
+//! `GET /healthz HTTP/1.1` on each and reads the response, then keeps all N open and idle, so the
+//! server's memory per idle keep-alive connection can be read from outside (`bench/idle.sh`).
+//!
+//! Prints one JSON line on stdout when every connection has been tried (`"phase":"open"`), and
+//! one when the hold ends (`--hold` seconds, or SIGTERM/SIGINT) with how many connections the
+//! server still kept open (`"phase":"held"`).
+//!
+//! The client's own footprint is kept small because it shares the machine (and its memory) with
+//! the server being measured: connections are opened by a bounded number of short tasks, and an
+//! established connection is kept as a bare `std::net::TcpStream` (4 bytes in a `Vec`, no task,
+//! no reactor slot).
+
+use std::io::{ErrorKind, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{value_parser, Arg, ArgMatches, Command};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use super::EXIT_USAGE;
+
+/// Bound on one connection's connect + request + response; a slower one counts as failed.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response accepted to the one request (the health answer is under 200 B).
+const RESPONSE_MAX: usize = 2048;
+/// Descriptors kept for stdio, the runtime's epoll and eventfd, and slack.
+const FD_RESERVE: u64 = 32;
+
+pub fn command() -> Command {
+    Command::new("idle")
+        .about("Open N keep-alive connections, one GET /healthz each, then hold them idle")
+        .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port of the server"))
+        .arg(
+            Arg::new("connections")
+                .long("connections")
+                .value_name("N")
+                .required(true)
+                .value_parser(value_parser!(u64).range(1..))
+                .help("connections to open and hold"),
+        )
+        .arg(
+            Arg::new("hold")
+                .long("hold")
+                .value_name("SECS")
+                .value_parser(value_parser!(u64))
+                .default_value("0")
+                .help("seconds to hold them; 0 = until SIGTERM or SIGINT"),
+        )
+        .arg(
+            Arg::new("concurrency")
+                .long("concurrency")
+                .value_name("N")
+                .value_parser(value_parser!(u64).range(1..))
+                .default_value("256")
+                .help("connections being opened at once (stays under the listen backlog)"),
+        )
+}
+
+pub fn run(args: &ArgMatches) -> ExitCode {
+    let server = args.get_one::<String>("server").expect("required");
+    let connections = *args.get_one::<u64>("connections").expect("required");
+    let hold = *args.get_one::<u64>("hold").expect("default");
+    let concurrency = *args.get_one::<u64>("concurrency").expect("default") as usize;
+
+    let addr = match server.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        Some(addr) => addr,
+        None => {
+            eprintln!("holdfast bench idle: cannot resolve --server {server}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // Each connection is a descriptor: the default soft limit (often 1024) would stop us early.
+    let fd_limit = holdfast_server::raise_fd_limit() as u64;
+    if connections + FD_RESERVE > fd_limit {
+        eprintln!(
+            "holdfast bench idle: {connections} connections need more descriptors than the limit ({fd_limit}) allows"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // One thread: the client should take as little CPU as possible from the server it measures.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("holdfast bench idle: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(bench(addr, server, connections, concurrency, hold))
+}
+
+async fn bench(addr: SocketAddr, host: &str, connections: u64, concurrency: usize, hold: u64) -> ExitCode {
+    let request: Arc<[u8]> = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes().into();
+    let started = Instant::now();
+    let mut open = Vec::with_capacity(connections as usize);
+    let mut failed = 0u64;
+    let mut first_error = None;
+    let mut tasks = JoinSet::new();
+    let mut launched = 0;
+    while launched < connections || !tasks.is_empty() {
+        // Bounded concurrency: a burst of N connects would overflow the server's accept backlog
+        // and turn into SYN retransmits (1 s, 3 s, …) that say nothing about the server.
+        while launched < connections && tasks.len() < concurrency {
+            let request = request.clone();
+            tasks.spawn(async move {
+                match tokio::time::timeout(OPEN_TIMEOUT, open_one(addr, &request)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!("no response within {OPEN_TIMEOUT:?}")),
+                }
+            });
+            launched += 1;
+        }
+        match tasks.join_next().await {
+            Some(Ok(Ok(stream))) => open.push(stream),
+            Some(Ok(Err(e))) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+            Some(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+            None => {}
+        }
+    }
+    print_line(json!({
+        "phase": "open",
+        "server": host,
+        "requested": connections,
+        "open": open.len(),
+        "failed": failed,
+        "first_error": first_error,
+        "seconds": round3(started.elapsed().as_secs_f64()),
+    }));
+
+    let held_since = Instant::now();
+    wait_hold(hold).await;
+    let mut still_open = 0u64;
+    let mut closed = 0u64;
+    let mut unexpected_bytes = 0u64;
+    for stream in &open {
+        // A non-blocking one-byte peek: nothing to read means the server still holds it.
+        match stream.peek(&mut [0u8]) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => still_open += 1,
+            Ok(0) | Err(_) => closed += 1,
+            Ok(_) => unexpected_bytes += 1,
+        }
+    }
+    print_line(json!({
+        "phase": "held",
+        "server": host,
+        "held_seconds": round3(held_since.elapsed().as_secs_f64()),
+        "open": still_open,
+        "closed_by_server": closed,
+        "unexpected_bytes": unexpected_bytes,
+    }));
+    if failed == 0 && closed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Connects, sends the request, reads one whole response (status 200 expected), and returns the
+/// socket taken out of the runtime.
+async fn open_one(addr: SocketAddr, request: &[u8]) -> Result<std::net::TcpStream, String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    stream.write_all(request).await.map_err(|e| format!("write: {e}"))?;
+    let mut buf = [0u8; RESPONSE_MAX];
+    let mut len = 0;
+    loop {
+        let n = stream.read(&mut buf[len..]).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("closed before the response ended".into());
+        }
+        len += n;
+        match response_end(&buf[..len])? {
+            Some(end) if end == len => break,
+            Some(_) => return Err("bytes after the response".into()),
+            None if len == buf.len() => return Err("response too large".into()),
+            None => {}
+        }
+    }
+    // Out of the reactor: a held idle connection costs the client only its descriptor.
+    stream.into_std().map_err(|e| format!("into_std: {e}"))
+}
+
+/// Where a complete `200` response ends in `buf`, or `None` while incomplete. Only what the health
+/// answer uses is understood: a `Content-Length` body (none if the field is absent).
+fn response_end(buf: &[u8]) -> Result<Option<usize>, String> {
+    let Some(head_len) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..head_len]).map_err(|_| "non-UTF-8 head")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    if status.split(' ').nth(1) != Some("200") {
+        return Err(format!("unexpected status line: {status}"));
+    }
+    let mut body_len = 0;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                body_len = value.trim().parse().map_err(|_| "bad Content-Length")?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err("chunked responses are not supported".into());
+            }
+        }
+    }
+    Ok((buf.len() >= head_len + body_len).then_some(head_len + body_len))
+}
+
+/// Waits `hold` seconds (0: forever), or until SIGTERM or SIGINT.
+async fn wait_hold(hold: u64) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let timer = async {
+        match hold {
+            0 => std::future::pending().await,
+            secs => tokio::time::sleep(Duration::from_secs(secs)).await,
+        }
+    };
+    tokio::select! {
+        _ = timer => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+fn print_line(value: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    // Flushed at once: the script polls for this line while the client keeps running.
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_end_waits_for_the_body() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n";
+        assert_eq!(response_end(head).unwrap(), None);
+        let full = [&head[..], b"ok\n"].concat();
+        assert_eq!(response_end(&full).unwrap(), Some(full.len()));
+        assert_eq!(response_end(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
+        assert!(response_end(b"HTTP/1.1 503 Busy\r\n\r\n").is_err());
+    }
+}
