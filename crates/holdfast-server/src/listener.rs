@@ -66,15 +66,14 @@ fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
         tokio::spawn(refuse_over_capacity(stream, server.clone(), conn));
         return;
     }
-    configure_socket(&stream, server);
+    configure_socket(&stream, &server.config);
     let idle = IdleDeadline::first_request(server);
     tokio::spawn(conn::serve(stream, server.clone(), conn, idle));
 }
 
 /// TCP_NODELAY (responses are complete when written; Nagle would hold the tail) and TCP
 /// keepalive probes, so a peer that vanished without a FIN is found even on a quiet connection.
-fn configure_socket(stream: &TcpStream, server: &Server) {
-    let config = &server.config;
+fn configure_socket(stream: &TcpStream, config: &crate::Config) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY");
     }
@@ -100,4 +99,29 @@ async fn refuse_over_capacity(mut stream: TcpStream, server: Arc<Server>, conn: 
     }
     drop(stream);
     server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::OverCapacity);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_get_nodelay_and_the_keepalive_knobs() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let config = crate::Config {
+            tcp_keepalive_idle: Duration::from_secs(42),
+            tcp_keepalive_interval: Duration::from_secs(7),
+            tcp_keepalive_count: 3,
+            ..crate::Config::default()
+        };
+        configure_socket(&stream, &config);
+        let socket = SockRef::from(&stream);
+        assert!(stream.nodelay().unwrap());
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.keepalive_time().unwrap(), Duration::from_secs(42));
+        assert_eq!(socket.keepalive_interval().unwrap(), Duration::from_secs(7));
+        assert_eq!(socket.keepalive_retries().unwrap(), 3);
+    }
 }
