@@ -17,6 +17,9 @@ use crate::channel::{Channel, HistoryBounds};
 use crate::message::Message;
 use crate::name::{validate_channel_name, NameError};
 
+/// How long a channel nobody published to and nobody holds is kept.
+pub const UNUSED_CHANNEL_GRACE: Duration = Duration::from_secs(60);
+
 /// What a publish produced.
 #[derive(Debug, Clone)]
 pub struct Published {
@@ -165,10 +168,18 @@ impl Broker for MemoryBroker {
     fn expire(&self) {
         let channels: Vec<Arc<Channel>> =
             self.channels.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        for channel in channels {
+        for channel in &channels {
             channel.expire();
         }
+        drop(channels);
         self.enforce_byte_bound();
+        // Subscribing creates channels; one nobody ever published to and nobody holds (no
+        // subscriber, no long poll: the map's is the only reference) goes after a grace period,
+        // so clients cannot grow the channel table without bound.
+        let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        channels.retain(|_, channel| {
+            Arc::strong_count(channel) > 1 || !channel.is_unused() || channel.created.elapsed() < UNUSED_CHANNEL_GRACE
+        });
     }
 
     fn channel_count(&self) -> usize {
@@ -216,6 +227,36 @@ mod tests {
         assert!(a_first > 1, "the oldest messages were evicted");
         // Bookkeeping does not grow past what is held.
         assert!(b.publish_order.lock().unwrap().len() <= a_count + b_count);
+    }
+
+    #[test]
+    fn unused_unheld_channels_are_dropped_after_the_grace_period() {
+        let b = broker(u64::MAX);
+        let held = b.channel_or_create("held").unwrap();
+        b.channel_or_create("idle").unwrap();
+        b.publish("used", None, Bytes::new()).unwrap();
+        b.expire();
+        assert_eq!(b.channel_count(), 3, "within the grace period everything stays");
+        // Pretend the grace period passed by recreating the map's entries with an old creation time.
+        let old = std::time::Instant::now() - UNUSED_CHANNEL_GRACE - Duration::from_secs(1);
+        for channel in b.channels.write().unwrap().values_mut() {
+            let mut aged = Channel::new(
+                channel.name.clone(),
+                channel.id,
+                channel.epoch,
+                HistoryBounds { messages: 10, max_age: Duration::from_secs(60) },
+                Arc::default(),
+            );
+            aged.created = old;
+            if channel.is_unused() && Arc::strong_count(channel) == 1 {
+                *channel = Arc::new(aged);
+            }
+        }
+        b.expire();
+        assert!(b.channel("idle").is_none());
+        assert!(b.channel("used").is_some());
+        assert!(b.channel("held").is_some());
+        drop(held);
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct Channel {
     /// Live subscribers (maintained by the server, for info and stats).
     pub subscribers: AtomicU64,
     deleted: AtomicBool,
+    /// When the channel was created (a never-published channel is dropped after a while).
+    pub created: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +117,7 @@ impl Channel {
             waiters: tokio::sync::Notify::new(),
             subscribers: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
+            created: Instant::now(),
         }
     }
 
@@ -192,7 +195,10 @@ impl Channel {
             ReadFrom::Now => (history.last_seq, None),
             ReadFrom::Last(n) => (history.last_seq.saturating_sub(n).max(before_first), None),
             ReadFrom::After(asked) => {
-                let lost = asked.epoch != self.epoch || asked.seq < before_first;
+                // A cursor that had seen nothing of an older epoch lost nothing if this epoch's
+                // history is whole (a channel dropped unused and created again).
+                let saw_nothing = asked.seq == 0 && history.first_seq() == 1;
+                let lost = !saw_nothing && (asked.epoch != self.epoch || asked.seq < before_first);
                 if lost {
                     let gap = Gap {
                         channel: self.name.clone(),
@@ -229,6 +235,11 @@ impl Channel {
     /// then await it, so no publish between the check and the wait is missed.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.waiters.notified()
+    }
+
+    /// Whether nothing was ever published here.
+    pub fn is_unused(&self) -> bool {
+        self.lock().last_seq == 0
     }
 
     /// Whether the channel was deleted (its subscribers get a final notice and close).
@@ -291,6 +302,10 @@ mod tests {
         assert_eq!((start, gap.map(|g| g.asked.epoch)), (2, Some(76)));
         // A position from the future is "now".
         assert_eq!(c.start(ReadFrom::After(Position { epoch: 77, seq: 99 })), (5, None));
+        // A cursor that saw nothing of an older epoch: no gap while this epoch's history is whole.
+        let fresh = channel(3);
+        publish(&fresh, 2);
+        assert_eq!(fresh.start(ReadFrom::After(Position { epoch: 1, seq: 0 })), (0, None));
     }
 
     #[test]
