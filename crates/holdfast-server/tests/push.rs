@@ -46,18 +46,6 @@ async fn get(server: &TestServer, target: &str) -> holdfast_testkit::RawResponse
     conn.response().await
 }
 
-async fn wait_for_subscribers(server: &TestServer, channel: &str, n: u64) {
-    let deadline = std::time::Instant::now() + holdfast_testkit::IO_TIMEOUT;
-    loop {
-        let info = get(server, &format!("/pub/{channel}")).await;
-        if info.status == 200 && info.json()["subscribers"] == n {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{channel} never had {n} subscribers");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn publish_answers_with_id_and_channel_info() {
     let server = TestServer::start(|_| {}).await;
@@ -113,7 +101,7 @@ async fn sse_stream_is_exact_on_the_wire() {
     assert_eq!(head.header("x-accel-buffering"), Some("no"));
     assert_eq!(head.header("content-encoding"), None);
     assert_eq!(conn.next_chunk().await, b"retry: 1500\n\n");
-    wait_for_subscribers(&server, "room", 1).await;
+    server.wait_for_subscribers("room", 1).await;
     let id1 = server.publish("room", Some("chat"), b"line one\r\nline two\rthree\nfour").await;
     let id2 = server.publish("room", None, b"").await;
     let first = conn.next_chunk().await;
@@ -137,7 +125,7 @@ async fn ndjson_stream_and_iframe_deliver_envelopes() {
     let prelude = iframe.next_chunk().await;
     assert!(prelude.len() >= 1024, "iframe padding is {} bytes", prelude.len());
     assert!(prelude.starts_with(b"<!DOCTYPE html>"));
-    wait_for_subscribers(&server, "ticker", 2).await;
+    server.wait_for_subscribers("ticker", 2).await;
     let id = server.publish("ticker", Some("price"), b"{\"eur\":1.08} </script>").await;
 
     let envelope = &ndjson(&mut stream, 1).await[0];
@@ -389,7 +377,7 @@ async fn multi_channel_subscription_delivers_and_resumes_every_channel() {
     let server = TestServer::start(|_| {}).await;
     let (mut conn, _) = open_stream(&server, "/sub/a,b?transport=sse", "").await;
     conn.next_chunk().await;
-    wait_for_subscribers(&server, "b", 1).await;
+    server.wait_for_subscribers("b", 1).await;
     server.publish("a", None, b"a1").await;
     server.publish("b", None, b"b1").await;
     let mut parser = sse::Parser::default();
@@ -412,7 +400,7 @@ async fn delete_sends_a_final_notice_and_closes_subscribers() {
     let server = TestServer::start(|_| {}).await;
     let (mut conn, _) = open_stream(&server, "/sub/doomed?transport=sse", "").await;
     conn.next_chunk().await;
-    wait_for_subscribers(&server, "doomed", 1).await;
+    server.wait_for_subscribers("doomed", 1).await;
     let mut deleter = server.connect().await;
     deleter.send(b"DELETE /pub/doomed HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let response = deleter.response().await.json();
@@ -433,7 +421,7 @@ async fn a_slow_consumer_is_cut_without_slowing_others() {
     slow.send(format!("GET /sub/firehose?transport=stream {GET}\r\n").as_bytes()).await;
     let (mut fast, _) = open_stream(&server, "/sub/firehose?transport=stream", "").await;
     fast.next_chunk().await;
-    wait_for_subscribers(&server, "firehose", 2).await;
+    server.wait_for_subscribers("firehose", 2).await;
     let payload = vec![b'x'; 4000];
     let reader = tokio::spawn(async move {
         let mut count = 0;
@@ -479,7 +467,7 @@ async fn stats_count_transports_channels_and_messages() {
     let server = TestServer::start(|_| {}).await;
     let (_sse, _) = open_stream(&server, "/sub/s1?transport=sse", "").await;
     let (_nd, _) = open_stream(&server, "/sub/s1,s2?transport=stream", "").await;
-    wait_for_subscribers(&server, "s2", 1).await;
+    server.wait_for_subscribers("s2", 1).await;
     server.publish("s1", None, b"x").await;
     let deadline = std::time::Instant::now() + holdfast_testkit::IO_TIMEOUT;
     loop {
@@ -501,7 +489,7 @@ async fn shutdown_sends_streams_a_final_notice() {
     let mut server = TestServer::start(|_| {}).await;
     let (mut conn, _) = open_stream(&server, "/sub/bye?transport=sse", "").await;
     conn.next_chunk().await;
-    wait_for_subscribers(&server, "bye", 1).await;
+    server.wait_for_subscribers("bye", 1).await;
     let stopping = tokio::spawn(async move { server.stop().await });
     let mut parser = sse::Parser::default();
     let events = sse_events(&mut conn, &mut parser, 1).await;
@@ -520,7 +508,7 @@ async fn admin_connections_lists_subscribers_and_parked_connections() {
     let mut idle = server.connect().await;
     idle.send(format!("GET /healthz {GET}\r\n").as_bytes()).await;
     idle.response().await;
-    wait_for_subscribers(&server, "two", 1).await;
+    server.wait_for_subscribers("two", 1).await;
     server.publish("one", None, b"hello").await;
     sse.next_chunk().await;
     let deadline = std::time::Instant::now() + holdfast_testkit::IO_TIMEOUT;

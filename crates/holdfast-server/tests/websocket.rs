@@ -39,20 +39,6 @@ async fn op(conn: &mut RawConn, value: serde_json::Value) -> serde_json::Value {
     text_json(conn).await
 }
 
-async fn wait_for_subscribers(server: &TestServer, channel: &str, n: u64) {
-    let deadline = std::time::Instant::now() + holdfast_testkit::IO_TIMEOUT;
-    loop {
-        let mut conn = server.connect().await;
-        conn.send(format!("GET /pub/{channel} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await;
-        let info = conn.response().await;
-        if info.status == 200 && info.json()["subscribers"] == n {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{channel} never had {n} subscribers");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn close_code(payload: &[u8]) -> u16 {
     u16::from_be_bytes([payload[0], payload[1]])
 }
@@ -91,7 +77,7 @@ async fn envelopes_by_default_and_raw_frames_on_request() {
     let server = TestServer::start(|_| {}).await;
     let mut json = upgrade(&server, "/sub/w").await;
     let mut raw = upgrade(&server, "/sub/w?format=raw").await;
-    wait_for_subscribers(&server, "w", 2).await;
+    server.wait_for_subscribers("w", 2).await;
     let id = server.publish("w", Some("tick"), "héllo".as_bytes()).await;
     server.publish("w", None, &[0xff, 0x00]).await;
 
@@ -272,7 +258,7 @@ async fn close_handshake_echoes_the_code() {
 async fn shutdown_closes_websockets_with_1012() {
     let mut server = TestServer::start(|_| {}).await;
     let mut conn = upgrade(&server, "/sub/s").await;
-    wait_for_subscribers(&server, "s", 1).await;
+    server.wait_for_subscribers("s", 1).await;
     let stopping = tokio::spawn(async move { server.stop().await });
     let notice = text_json(&mut conn).await;
     assert_eq!(notice["event"], "holdfast.closed");

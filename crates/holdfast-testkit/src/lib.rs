@@ -84,6 +84,22 @@ impl TestServer {
         response.json()["id"].as_str().expect("id").to_string()
     }
 
+    /// Waits until `GET /pub/{channel}` reports `n` subscribers (the push shard registers a new
+    /// subscriber a moment after its response head is sent).
+    pub async fn wait_for_subscribers(&self, channel: &str, n: u64) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let mut conn = self.connect().await;
+            conn.send(format!("GET /pub/{channel} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await;
+            let info = conn.response().await;
+            if info.status == 200 && info.json()["subscribers"] == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{channel} never had {n} subscribers");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// `GET /admin/stats` on a fresh connection, as JSON.
     pub async fn stats(&self) -> serde_json::Value {
         let mut conn = self.connect().await;

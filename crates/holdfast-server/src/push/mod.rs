@@ -22,12 +22,13 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use holdfast_hub::{Channel, Cursor, Message, Position, PublishListener};
+use holdfast_hub::{Channel, Message, PublishListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use self::frame::{Framing, Gather, Id, LAST_CHUNK};
 use crate::conn::ConnState;
+use crate::transport::cursor_for;
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -387,7 +388,7 @@ impl Shard {
         let mut gather = Gather::default();
         for (i, message) in &batch {
             sub.positions[*i].1 = message.position.seq;
-            let id = if single { Id::Shared(&message.cursor) } else { Id::Own(cursor_of(&sub.positions)) };
+            let id = if single { Id::Shared(&message.cursor) } else { Id::Own(cursor_for(&sub.positions)) };
             gather.message(sub.framing, message, id, sub.callback.as_deref());
         }
         // Counted as accepted for sending: what is pending goes out later or the subscriber is cut.
@@ -525,7 +526,7 @@ impl Shard {
         }
         if let (Some(notice), None) = (notice, &sub.pending) {
             let mut out = Vec::new();
-            let data = format!("{{\"reason\":\"{notice}\",\"cursor\":\"{}\"}}", cursor_of(&sub.positions));
+            let data = format!("{{\"reason\":\"{notice}\",\"cursor\":\"{}\"}}", cursor_for(&sub.positions));
             sub.framing.put_notice(&mut out, sub.callback.as_deref(), None, "holdfast.closed", &data);
             if sub.ws.is_some() {
                 let (code, text) = websocket::close_code(reason);
@@ -578,11 +579,6 @@ fn behind_bytes(sub: &Subscriber, cache: &mut ReadCache) -> u64 {
         })
         .sum();
     pending + queued
-}
-
-/// This subscriber's multi-channel cursor.
-fn cursor_of(positions: &[(Arc<Channel>, u64)]) -> String {
-    Cursor::new(positions.iter().map(|(c, seq)| (&*c.name, Position { epoch: c.epoch, seq: *seq }))).encode()
 }
 
 /// One `writev` of the whole gather. A short count means the socket buffer is full (it is

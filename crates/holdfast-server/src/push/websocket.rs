@@ -25,7 +25,7 @@ use holdfast_proto::ws::codec::{Decoder, Event, ProtocolError};
 use holdfast_proto::ws::{close, frame};
 use serde_json::{json, Value};
 
-use super::{cursor_of, ReadCache, Shard};
+use super::{cursor_for, ReadCache, Shard};
 use crate::{CloseReason, Server};
 
 /// WebSocket state of a subscriber.
@@ -240,7 +240,7 @@ impl Shard {
         }
         let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return Value::Null };
         let channels: Vec<&str> = sub.positions.iter().map(|(c, _)| &*c.name).collect();
-        let answer = json!({"op": "subscribed", "channels": channels, "cursor": cursor_of(&sub.positions)});
+        let answer = json!({"op": "subscribed", "channels": channels, "cursor": cursor_for(&sub.positions)});
         // What the new channels already have (history, cursor) goes out after the answer.
         self.deliver_soon.push(index);
         answer
@@ -263,7 +263,7 @@ impl Shard {
             .collect();
         sub.positions = positions.into_boxed_slice();
         let channels: Vec<String> = sub.positions.iter().map(|(c, _)| c.name.to_string()).collect();
-        let cursor = cursor_of(&sub.positions);
+        let cursor = cursor_for(&sub.positions);
         for id in removed {
             if let Some(members) = self.by_channel.get_mut(&id) {
                 members.retain(|&m| m != index);

@@ -2,6 +2,13 @@
 //! `GET /healthz HTTP/1.1` on each and reads the response, then keeps all N open and idle, so the
 //! server's memory per idle keep-alive connection can be read from outside (`bench/idle.sh`).
 //!
+//! With `--path PATH` the request is `GET PATH` with `Accept: text/event-stream` instead, and a
+//! streaming answer (200 without `Content-Length`: SSE, chunked) counts as open once its head is
+//! in; with `--websocket` it is a WebSocket upgrade, open at the `101`. Either way the client
+//! then holds the subscriber without ever reading again (`bench/subscribers.sh`). That is only
+//! sound while nothing is published: heartbeats or messages would pile up in the socket buffers
+//! (and a WebSocket server may close a peer that never answers its pings).
+//!
 //! Prints one JSON line on stdout when every connection has been tried (`"phase":"open"`), and
 //! one when the hold ends (`--hold` seconds, or SIGTERM/SIGINT) with how many connections the
 //! server still kept open (`"phase":"held"`).
@@ -31,6 +38,19 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_MAX: usize = 2048;
 /// Descriptors kept for stdio, the runtime's epoll and eventfd, and slack.
 const FD_RESERVE: u64 = 32;
+/// The request path unless `--path` says otherwise.
+const HEALTH_PATH: &str = "/healthz";
+
+/// What each connection asks for, and so when it counts as open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `GET /healthz`: open once the whole (Content-Length) response is in.
+    Health,
+    /// `GET PATH` with `Accept: text/event-stream`: open at the head of a streaming 200.
+    Stream,
+    /// WebSocket upgrade to PATH: open at the `101` head.
+    WebSocket,
+}
 
 pub fn command() -> Command {
     Command::new("idle")
@@ -53,6 +73,17 @@ pub fn command() -> Command {
                 .help("seconds to hold them; 0 = until SIGTERM or SIGINT"),
         )
         .arg(
+            Arg::new("path").long("path").value_name("PATH").help(
+                "subscribe to PATH (Accept: text/event-stream) instead of GET /healthz; held once the head is in",
+            ),
+        )
+        .arg(
+            Arg::new("websocket")
+                .long("websocket")
+                .num_args(0)
+                .help("open WebSocket subscribers (upgrade to --path, default /sub/bench)"),
+        )
+        .arg(
             Arg::new("concurrency")
                 .long("concurrency")
                 .value_name("N")
@@ -67,6 +98,12 @@ pub fn run(args: &ArgMatches) -> ExitCode {
     let connections = *args.get_one::<u64>("connections").expect("required");
     let hold = *args.get_one::<u64>("hold").expect("default");
     let concurrency = *args.get_one::<u64>("concurrency").expect("default") as usize;
+    let path = args.get_one::<String>("path");
+    let (kind, path) = match (args.get_flag("websocket"), path) {
+        (true, path) => (Kind::WebSocket, path.map_or("/sub/bench", String::as_str)),
+        (false, Some(path)) => (Kind::Stream, path.as_str()),
+        (false, None) => (Kind::Health, HEALTH_PATH),
+    };
 
     let addr = match server.to_socket_addrs().ok().and_then(|mut a| a.next()) {
         Some(addr) => addr,
@@ -91,11 +128,32 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(bench(addr, server, connections, concurrency, hold))
+    let request = request(kind, server, path);
+    runtime.block_on(bench(addr, server, kind, request, connections, concurrency, hold))
 }
 
-async fn bench(addr: SocketAddr, host: &str, connections: u64, concurrency: usize, hold: u64) -> ExitCode {
-    let request: Arc<[u8]> = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes().into();
+/// The one request each connection sends.
+fn request(kind: Kind, host: &str, path: &str) -> Arc<[u8]> {
+    let text = match kind {
+        Kind::Health => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        Kind::Stream => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"),
+        Kind::WebSocket => format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ),
+    };
+    text.into_bytes().into()
+}
+
+async fn bench(
+    addr: SocketAddr,
+    host: &str,
+    kind: Kind,
+    request: Arc<[u8]>,
+    connections: u64,
+    concurrency: usize,
+    hold: u64,
+) -> ExitCode {
     let started = Instant::now();
     let mut open = Vec::with_capacity(connections as usize);
     let mut failed = 0u64;
@@ -108,7 +166,7 @@ async fn bench(addr: SocketAddr, host: &str, connections: u64, concurrency: usiz
         while launched < connections && tasks.len() < concurrency {
             let request = request.clone();
             tasks.spawn(async move {
-                match tokio::time::timeout(OPEN_TIMEOUT, open_one(addr, &request)).await {
+                match tokio::time::timeout(OPEN_TIMEOUT, open_one(addr, kind, &request)).await {
                     Ok(result) => result,
                     Err(_) => Err(format!("no response within {OPEN_TIMEOUT:?}")),
                 }
@@ -143,12 +201,28 @@ async fn bench(addr: SocketAddr, host: &str, connections: u64, concurrency: usiz
     let mut still_open = 0u64;
     let mut closed = 0u64;
     let mut unexpected_bytes = 0u64;
+    let mut stream_bytes = 0u64;
     for stream in &open {
-        // A non-blocking one-byte peek: nothing to read means the server still holds it.
-        match stream.peek(&mut [0u8]) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => still_open += 1,
-            Ok(0) | Err(_) => closed += 1,
-            Ok(_) => unexpected_bytes += 1,
+        if kind == Kind::Health {
+            // A non-blocking one-byte peek: nothing to read means the server still holds it.
+            match stream.peek(&mut [0u8]) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => still_open += 1,
+                Ok(0) | Err(_) => closed += 1,
+                Ok(_) => unexpected_bytes += 1,
+            }
+            continue;
+        }
+        // A subscriber may have been sent heartbeats or pings meanwhile: drain them, then the
+        // socket is open if nothing more is there (WouldBlock), closed at end of stream.
+        match drain(stream) {
+            Ok(n) => {
+                stream_bytes += n;
+                still_open += 1;
+            }
+            Err(n) => {
+                stream_bytes += n;
+                closed += 1;
+            }
         }
     }
     print_line(json!({
@@ -158,6 +232,7 @@ async fn bench(addr: SocketAddr, host: &str, connections: u64, concurrency: usiz
         "open": still_open,
         "closed_by_server": closed,
         "unexpected_bytes": unexpected_bytes,
+        "stream_bytes": stream_bytes,
     }));
     if failed == 0 && closed == 0 {
         ExitCode::SUCCESS
@@ -166,9 +241,26 @@ async fn bench(addr: SocketAddr, host: &str, connections: u64, concurrency: usiz
     }
 }
 
-/// Connects, sends the request, reads one whole response (status 200 expected), and returns the
-/// socket taken out of the runtime.
-async fn open_one(addr: SocketAddr, request: &[u8]) -> Result<std::net::TcpStream, String> {
+/// Reads what a held subscriber has been sent without blocking: `Ok(bytes)` if it is still open,
+/// `Err(bytes)` if the server closed it.
+fn drain(mut stream: &std::net::TcpStream) -> Result<u64, u64> {
+    use std::io::Read;
+    let mut total = 0u64;
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(total),
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(total),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Err(total),
+        }
+    }
+}
+
+/// Connects, sends the request, reads the response (the whole of a health answer, the head of a
+/// subscription), and returns the socket taken out of the runtime.
+async fn open_one(addr: SocketAddr, kind: Kind, request: &[u8]) -> Result<std::net::TcpStream, String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     stream.write_all(request).await.map_err(|e| format!("write: {e}"))?;
     let mut buf = [0u8; RESPONSE_MAX];
@@ -179,7 +271,13 @@ async fn open_one(addr: SocketAddr, request: &[u8]) -> Result<std::net::TcpStrea
             return Err("closed before the response ended".into());
         }
         len += n;
-        match response_end(&buf[..len])? {
+        let end = match kind {
+            Kind::Health => response_end(&buf[..len])?,
+            Kind::Stream | Kind::WebSocket => subscription_head_end(&buf[..len], kind)?,
+        };
+        match end {
+            // A subscription's head may come with its first bytes (SSE `retry:`, a chunk).
+            Some(_) if kind != Kind::Health => break,
             Some(end) if end == len => break,
             Some(_) => return Err("bytes after the response".into()),
             None if len == buf.len() => return Err("response too large".into()),
@@ -213,6 +311,28 @@ fn response_end(buf: &[u8]) -> Result<Option<usize>, String> {
         }
     }
     Ok((buf.len() >= head_len + body_len).then_some(head_len + body_len))
+}
+
+/// Where the head of a subscription's answer ends in `buf`, or `None` while incomplete: a `101`
+/// for a WebSocket, else a `200` that streams (no `Content-Length`, which would mean a finished
+/// answer such as an empty long poll, not a held subscriber).
+fn subscription_head_end(buf: &[u8], kind: Kind) -> Result<Option<usize>, String> {
+    let Some(head_len) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_len]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let want = if kind == Kind::WebSocket { "101" } else { "200" };
+    if status.split(' ').nth(1) != Some(want) {
+        return Err(format!("unexpected status line: {status}"));
+    }
+    if kind == Kind::Stream
+        && lines.any(|line| line.split_once(':').is_some_and(|(name, _)| name.eq_ignore_ascii_case("content-length")))
+    {
+        return Err("a finished answer (Content-Length), not a stream".into());
+    }
+    Ok(Some(head_len))
 }
 
 /// Waits `hold` seconds (0: forever), or until SIGTERM or SIGINT.
@@ -255,5 +375,17 @@ mod tests {
         assert_eq!(response_end(&full).unwrap(), Some(full.len()));
         assert_eq!(response_end(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
         assert!(response_end(b"HTTP/1.1 503 Busy\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn subscription_heads() {
+        let sse = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nretry: 2000\n\n";
+        assert_eq!(subscription_head_end(&sse[..20], Kind::Stream).unwrap(), None);
+        assert_eq!(subscription_head_end(sse, Kind::Stream).unwrap(), Some(sse.len() - 13));
+        assert!(subscription_head_end(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", Kind::Stream).is_err());
+        let ws = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(subscription_head_end(ws, Kind::WebSocket).unwrap(), Some(ws.len()));
+        assert!(subscription_head_end(ws, Kind::Stream).is_err());
+        assert!(request(Kind::WebSocket, "h", "/sub/x").starts_with(b"GET /sub/x HTTP/1.1\r\nHost: h\r\nUpgrade"));
     }
 }
