@@ -71,6 +71,8 @@ pub struct Config {
     pub ws_max_message_bytes: usize,
     /// WebSocket: whether clients may publish with `{"op":"publish"}`.
     pub ws_client_publish: bool,
+    /// Runtime worker threads; 0 = one per core less one (at least one).
+    pub worker_threads: usize,
 }
 
 impl Config {
@@ -82,6 +84,17 @@ impl Config {
             max_uri_bytes: self.max_uri_bytes,
             max_body_bytes: self.max_body_bytes,
             ..Limits::default()
+        }
+    }
+
+    /// The runtime threads to start: `worker_threads`, or one per core less one, leaving a core to
+    /// the push shard and parking-lot threads (and, on small machines, to whatever else runs
+    /// there: with two workers on two cores shared with its client, keep-alive throughput
+    /// measured 17 % lower than with one, bench/RESULTS.md).
+    pub fn runtime_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1),
+            n => n,
         }
     }
 
@@ -162,6 +175,7 @@ impl Default for Config {
             heartbeat_timeout: Duration::ZERO,
             ws_max_message_bytes: 0,
             ws_client_publish: false,
+            worker_threads: 0,
         };
         // The table is the one place defaults are written; a bad default is a bug caught by tests.
         for key in KEYS {
@@ -266,6 +280,7 @@ pub const KEYS: &[Key] = &[
     key!(heartbeat_timeout, "60s", parse_duration, "WebSocket: close a peer silent (no pong, no frame) for this long"),
     key!(ws_max_message_bytes, "1MiB", parse_size_usize, "WebSocket: largest message a client may send (1009 above)"),
     key!(ws_client_publish, "false", parse_bool, "WebSocket: allow clients to publish with {\"op\":\"publish\"}"),
+    key!(worker_threads, "0", parse_count_usize, "runtime threads for connections; 0 = cores - 1 (at least 1)"),
 ];
 
 /// A duration: plain seconds (`75`, `0.5`) or a number with a unit (`500ms`, `75s`, `2m`, `1h`).

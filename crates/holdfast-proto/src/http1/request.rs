@@ -152,10 +152,12 @@ impl RequestHead {
 /// - `Err(e)`: the request must be refused with `e.status()` and the connection closed.
 pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, ParseError> {
     let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
-    let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
-    let mut req = httparse::Request::new(&mut header_slots[..max_headers]);
+    // Uninitialised slots: zeroing 128 headers (4 KiB) per call was a measurable share of a
+    // keep-alive request's CPU time.
+    let mut header_slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut []);
     let window = limit_window(buf, limits);
-    let status = match req.parse(window) {
+    let status = match req.parse_with_uninit_headers(window, &mut header_slots[..max_headers]) {
         Ok(status) => status,
         Err(httparse::Error::TooManyHeaders) => return Err(ParseError::HeadersTooLarge),
         Err(httparse::Error::Version) => match version_error(window) {

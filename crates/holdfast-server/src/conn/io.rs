@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 /// First allocation for a request's bytes: a typical request head fits (browsers send 0.5–2 KiB).
-const READ_CHUNK: usize = 4096;
+pub(crate) const READ_CHUNK: usize = 4096;
 
 /// The result of one bounded read.
 pub(crate) enum Read {

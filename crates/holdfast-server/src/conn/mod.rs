@@ -116,8 +116,9 @@ async fn drive(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, mu
         if buf.is_empty() {
             // Give the buffer back while idle: an idle connection holds no read memory.
             buf = BytesMut::new();
-            match wait_idle(stream, server, idle).await {
+            match wait_idle(stream, server, idle, &mut buf).await {
                 Idle::Readable => {}
+                Idle::PeerClosed => return End::Close { reason: CloseReason::PeerClosed, linger: false },
                 Idle::Park => return End::Park(idle),
                 Idle::Expired => return End::Close { reason: idle.expiry, linger: false },
                 Idle::Draining => return End::Close { reason: CloseReason::Shutdown, linger: false },
@@ -134,14 +135,22 @@ async fn drive(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, mu
 }
 
 enum Idle {
+    /// Bytes were read into the buffer.
     Readable,
+    /// The peer closed (or reset) between requests.
+    PeerClosed,
     Park,
     Expired,
     Draining,
 }
 
-/// Waits, without a buffer, for the next request's first bytes.
-async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline) -> Idle {
+/// Waits, without a buffer, for the next request's first bytes, and reads them into `buf`.
+///
+/// Readiness can be reported with nothing to read (tokio marks a newly registered socket
+/// readable), so a wake-up is only believed once a read returns bytes: the buffer is allocated
+/// for that read and given back if it finds nothing. That read is the request's first read, so
+/// checking costs no extra system call.
+async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline, buf: &mut BytesMut) -> Idle {
     let draining = server.drain_started.notified();
     tokio::pin!(draining);
     draining.as_mut().enable();
@@ -155,11 +164,15 @@ async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline) -> I
         tokio::select! {
             biased;
             _ = &mut draining => return Idle::Draining,
-            // An error here shows up again on the read that follows. (`poll_read_ready` rather
-            // than `readable()`: an 8 B future instead of 152 B, held by every idle connection.)
+            // (`poll_read_ready` rather than `readable()`: an 8 B future instead of 152 B.)
             _ = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                if has_input(stream) {
-                    return Idle::Readable;
+                buf.reserve(io::READ_CHUNK);
+                match stream.try_read_buf(buf) {
+                    Ok(0) => return Idle::PeerClosed,
+                    Ok(_) => return Idle::Readable,
+                    // Nothing after all; tokio cleared its readiness, so the next wait waits.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => *buf = BytesMut::new(),
+                    Err(_) => return Idle::PeerClosed,
                 }
             }
             _ = &mut wake => {
@@ -167,13 +180,6 @@ async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline) -> I
             }
         }
     }
-}
-
-/// Whether bytes, an EOF or an error are really waiting: readiness can be reported for a socket
-/// with nothing to read (tokio marks a newly registered socket readable), and an idle connection
-/// must not start its header timer on that.
-fn has_input(stream: &TcpStream) -> bool {
-    !matches!(peek(stream), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A one-byte `MSG_PEEK`: `Ok(0)` at EOF, `Ok(1)` with input waiting, `WouldBlock` with none (and
@@ -257,7 +263,10 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
             } else {
                 CloseReason::RequestCap
             };
-            Next::Close { reason, linger: true }
+            // Linger (FIN, then drain input) only when more input may follow: pipelined bytes or
+            // an unread body. Otherwise close at once, as nginx does: the client asked for close
+            // or was told so, and has nothing more to send.
+            Next::Close { reason, linger: !buf.is_empty() || body_fate.is_some() }
         }
     }
 }

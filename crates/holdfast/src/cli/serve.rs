@@ -20,13 +20,15 @@ pub fn run(args: &ArgMatches) -> ExitCode {
     };
     init_logging();
     let fd_limit = holdfast_server::raise_fd_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("holdfast: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(config.runtime_threads()).enable_all().build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("holdfast: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
