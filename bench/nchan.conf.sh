@@ -1,0 +1,88 @@
+# nginx + Nchan for the pub/sub benchmarks (sourced after lib.sh, not run).
+#
+# One channel, `bench`: POST /pub/bench publishes, GET /sub/bench subscribes with whatever the
+# request asks for (Accept: text/event-stream = SSE, Upgrade: websocket = WebSocket, else long
+# poll). Own prefix and config under $WORK; the Debian module is loaded with `load_module`.
+
+# Installs nginx-light and the Nchan module if missing (as root, as on the bench machine).
+need_nchan() {
+    need nginx nginx-light
+    [ -n "$(nchan_module)" ] && return 0
+    [ "$(id -u)" = 0 ] || die "the Nchan module is missing; install libnginx-mod-nchan"
+    log "installing libnginx-mod-nchan"
+    apt-get update -qq >/dev/null &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnginx-mod-nchan >/dev/null
+    [ -n "$(nchan_module)" ] || die "the Nchan module is still missing after installing libnginx-mod-nchan"
+}
+
+# Path of ngx_nchan_module.so (empty if none): where Debian puts it, or what its
+# modules-available snippet loads.
+nchan_module() {
+    local f
+    for f in /usr/lib/nginx/modules/ngx_nchan_module.so /usr/share/nginx/modules/ngx_nchan_module.so; do
+        [ -f "$f" ] && { printf '%s\n' "$f"; return; }
+    done
+    f=$(sed -n 's/^[[:space:]]*load_module[[:space:]]*\([^;]*\);.*/\1/p' \
+        /usr/share/nginx/modules-available/mod-nchan.conf 2>/dev/null | head -1)
+    case $f in /*) ;; ?*) f=/usr/share/nginx/$f ;; esac # relative to nginx's prefix
+    [ -n "$f" ] && [ -f "$f" ] && printf '%s\n' "$f"
+    return 0
+}
+
+# Writes the config for port $2 with $3 worker processes into directory $1.
+nchan_conf() {
+    local dir=$1 port=$2 workers=${3:-1}
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+load_module $(nchan_module);
+worker_processes $workers;
+worker_rlimit_nofile 20000;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+daemon off;
+events {
+    worker_connections 20000;
+}
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    # Room for every message of the runs, and no subscriber timeout.
+    nchan_message_buffer_length 2000;
+    nchan_message_timeout 1h;
+    nchan_subscriber_timeout 0;
+    server {
+        listen 127.0.0.1:$port;
+        location = /healthz { return 200 "ok\n"; }
+        location = /nchan_status { nchan_stub_status; }
+        location = /pub/bench { nchan_publisher; nchan_channel_id bench; }
+        location /sub { nchan_subscriber; nchan_channel_id bench; }
+    }
+}
+EOF
+}
+
+# Starts nginx+Nchan (master in the foreground) on port $1 with $2 workers; sets SERVER_PID to
+# the master.
+start_nchan() {
+    local port=$1 workers=${2:-1} dir="$WORK/nchan-$1"
+    nchan_conf "$dir" "$port" "$workers"
+    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+    SERVER_PID=$!
+    STARTED_PIDS+=("$SERVER_PID")
+    wait_healthy "$port"
+    # The workers answer /healthz; give every one of them time to be up.
+    local deadline=$((SECONDS + 10))
+    until [ "$(pgrep -c -P "$SERVER_PID" || true)" -ge "$workers" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "nginx did not start $workers workers"
+        sleep 0.1
+    done
+}
+
+# Subscribers Nchan holds now (nchan_stub_status, all workers).
+nchan_subscribers() {
+    curl -fs "http://127.0.0.1:$1/nchan_status" | sed -n 's/^subscribers: \([0-9]*\).*/\1/p'
+}

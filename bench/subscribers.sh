@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Server memory per idle subscriber: Holdfast (release build) vs nginx+Nchan (1 worker), SSE and
+# WebSocket, one channel.
+#
+# For each N, repetition, transport and server: start a fresh server on a free port, read its RSS
+# (/proc/PID/smaps_rollup; nginx: master + worker), open N subscribers to one channel with
+# `holdfast bench idle --path /sub/bench?transport=sse` (SSE, Accept: text/event-stream) or
+# `--websocket --path /sub/bench` (several client processes if one would need more than
+# MAX_PER_CLIENT descriptors), wait until the server counts all N as subscribers (Holdfast:
+# /admin/stats `subscribers`; Nchan: nchan_stub_status), let it settle 1 s, read RSS again, and
+# report (after - before) / N. Nothing is published meanwhile, so the clients never read again.
+#
+# Environment (all optional):
+#   NS="1000 10000 18000"   subscriber counts
+#   REPS=3                  repetitions of each (server, transport, N); the summary gives medians
+#   TRANSPORTS="sse ws"     SERVERS="holdfast nchan"
+#   MAX_PER_CLIENT=19000    subscribers per client process (20,000 descriptors each at most)
+#   SETTLE=1                seconds between "all N counted" and the second RSS reading
+#   HOLDFAST_BIN=path       use this binary instead of building
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/nchan.conf.sh"
+trap cleanup EXIT
+
+NS=${NS:-"1000 10000 18000"}
+REPS=${REPS:-3}
+TRANSPORTS=${TRANSPORTS:-"sse ws"}
+SERVERS=${SERVERS:-"holdfast nchan"}
+MAX_PER_CLIENT=${MAX_PER_CLIENT:-19000}
+SETTLE=${SETTLE:-1}
+
+need curl curl
+need jq jq
+need ss iproute2
+case " $SERVERS " in *" nchan "*) need_nchan ;; esac
+BIN=$(holdfast_bin)
+log "load average: $(cut -d" " -f1-3 /proc/loadavg)"
+
+# RSS (KiB, smaps_rollup) of a process and its children (nginx's worker).
+tree_rss_kb() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do total=$((total + $(rss_kb "$pid"))); done
+    printf '%s\n' "$total"
+}
+
+# Subscribers of transport $3 the server on port $2 holds now.
+subscriber_count() {
+    case $1 in
+        holdfast)
+            local key=$3
+            [ "$key" = ws ] && key=websocket
+            curl -fs "http://127.0.0.1:$2/admin/stats" | jq -r ".subscribers.$key"
+            ;;
+        nchan) nchan_subscribers "$2" ;;
+    esac
+}
+
+# run_once SERVER TRANSPORT N: sets R_BEFORE, R_AFTER (RSS KiB) and R_PER (bytes per subscriber).
+# Runs in this shell (not a subshell) so the EXIT trap knows every process it starts. (PSS is no
+# use here: Holdfast's clients run the same binary, so its shared pages would count half.)
+run_once() {
+    local server=$1 transport=$2 n=$3 port before after deadline
+    local clients=() outs=() left=$n take out client opened=0 args=()
+    port=$(free_port)
+    case $server in
+        holdfast) start_holdfast "$BIN" "$port" ;;
+        nchan) start_nchan "$port" 1 ;;
+    esac
+    case $transport in
+        sse) args=(--path "/sub/bench?transport=sse") ;;
+        ws) args=(--websocket --path /sub/bench) ;;
+    esac
+    sleep 0.5
+    before=$(tree_rss_kb "$SERVER_PID")
+
+    # Split N over as few clients as the descriptor limit allows, in equal parts.
+    local parts=$(((n + MAX_PER_CLIENT - 1) / MAX_PER_CLIENT)) i
+    for i in $(seq "$parts"); do
+        take=$((left / (parts - i + 1)))
+        left=$((left - take))
+        # A file per client and run: polling a reused one could read an earlier client's lines.
+        out="$WORK/client-$server-$transport-$n-$i-$RANDOM.out"
+        "$BIN" bench idle --server "127.0.0.1:$port" --connections "$take" "${args[@]}" >"$out" 2>"$out.err" &
+        client=$!
+        STARTED_PIDS+=("$client")
+        clients+=("$client")
+        outs+=("$out")
+    done
+    deadline=$((SECONDS + 120))
+    for i in "${!clients[@]}"; do
+        until grep -qs '"phase":"open"' "${outs[$i]}"; do
+            kill -0 "${clients[$i]}" 2>/dev/null || die "client exited: $(cat "${outs[$i]}" "${outs[$i]}.err")"
+            [ "$SECONDS" -lt "$deadline" ] || die "client did not finish opening"
+            sleep 0.2
+        done
+        opened=$((opened + $(jq -r 'select(.phase == "open") | .open' "${outs[$i]}")))
+    done
+    [ "$opened" = "$n" ] || die "$server $transport: only $opened of $n subscribers opened: $(cat "${outs[@]}")"
+
+    deadline=$((SECONDS + 15))
+    until [ "$(subscriber_count "$server" "$port" "$transport")" = "$n" ]; do
+        [ "$SECONDS" -lt "$deadline" ] ||
+            die "$server: only $(subscriber_count "$server" "$port" "$transport") of $n $transport subscribers"
+        sleep 0.2
+    done
+    sleep "$SETTLE" # let anything freed on the way settle
+    after=$(tree_rss_kb "$SERVER_PID")
+
+    local held=0
+    for i in "${!clients[@]}"; do
+        stop_pid "${clients[$i]}"
+        held=$((held + $(jq -r 'select(.phase == "held") | .open' "${outs[$i]}")))
+    done
+    [ "$held" = "$n" ] || die "$server closed $transport subscribers during the hold: $(tail -qn1 "${outs[@]}")"
+    stop_pid "$SERVER_PID"
+    R_BEFORE=$before R_AFTER=$after
+    R_PER=$(awk -v b="$before" -v a="$after" -v n="$n" 'BEGIN { printf "%.0f\n", (a - b) * 1024 / n }')
+}
+
+declare -A PER BEFORE AFTER
+printf '%-9s %-4s %6s %4s %10s %10s %8s\n' server tr N rep before_KiB after_KiB B/sub
+for n in $NS; do
+    for rep in $(seq "$REPS"); do
+        for transport in $TRANSPORTS; do
+            for server in $SERVERS; do
+                run_once "$server" "$transport" "$n"
+                printf '%-9s %-4s %6s %4s %10s %10s %8s\n' \
+                    "$server" "$transport" "$n" "$rep" "$R_BEFORE" "$R_AFTER" "$R_PER"
+                key=$server.$transport.$n
+                PER[$key]+="$R_PER "
+                BEFORE[$key]+="$R_BEFORE "
+                AFTER[$key]+="$R_AFTER "
+            done
+        done
+    done
+done
+
+echo
+echo "summary (medians of $REPS; bytes of server RSS per idle subscriber, one channel; settle ${SETTLE}s)"
+printf '%-9s %-4s %6s %12s %12s %8s\n' server tr N before_KiB after_KiB B/sub
+for n in $NS; do
+    for transport in $TRANSPORTS; do
+        for server in $SERVERS; do
+            key=$server.$transport.$n
+            # shellcheck disable=SC2086 # word lists
+            printf '%-9s %-4s %6s %12s %12s %8s\n' "$server" "$transport" "$n" \
+                "$(median ${BEFORE[$key]})" "$(median ${AFTER[$key]})" "$(median ${PER[$key]})"
+        done
+    done
+done
+if [[ " $SERVERS " == *" holdfast "* ]]; then
+    echo
+    for n in $NS; do
+        for transport in $TRANSPORTS; do
+            # shellcheck disable=SC2086
+            h=$(median ${PER[holdfast.$transport.$n]})
+            line="holdfast $transport at $n: $h B/subscriber, goal <= 512 B: $([ "$h" -le 512 ] && echo met || echo MISSED)"
+            if [[ " $SERVERS " == *" nchan "* ]]; then
+                # shellcheck disable=SC2086
+                c=$(median ${PER[nchan.$transport.$n]})
+                line+="; nchan $c B ($(ratio "$c" "$h")x holdfast)"
+            fi
+            echo "$line"
+        done
+    done
+fi
+echo "load average at the end: $(cut -d" " -f1-3 /proc/loadavg)"
