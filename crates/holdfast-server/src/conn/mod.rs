@@ -342,13 +342,15 @@ async fn echo_websocket(stream: &mut TcpStream, server: &Server, head: &RequestH
 
 /// Reads until a whole request head is parsed, within `header_timeout`.
 async fn read_head(stream: &mut TcpStream, server: &Server, buf: &mut BytesMut) -> Result<RequestHead, Next> {
-    let deadline = Instant::now() + server.config.header_timeout;
+    // Armed only when a read is needed: a request that arrived whole costs no clock read.
+    let mut deadline = None;
     loop {
         match parse_request(buf, &server.limits) {
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(e) => return Err(refuse(stream, server, e).await),
         }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + server.config.header_timeout);
         match read_more(stream, buf, deadline).await {
             Read::Data => {}
             // Closing between requests is the normal end of a persistent connection.
@@ -395,15 +397,23 @@ async fn send(
     let mut out = BytesMut::new();
     response.encode_head(&mut out, persistence, head.version(), server.config.keepalive_timeout.as_secs());
     let with_body = head.method() != holdfast_proto::http1::Method::Head;
-    let deadline = Instant::now() + server.config.send_timeout;
-    let written = if !with_body || response.body.is_empty() {
-        write_all(stream, &[&out], deadline).await
-    } else if response.body.len() <= COPY_BODY_MAX {
+    if with_body && response.body.len() <= COPY_BODY_MAX {
         out.extend_from_slice(&response.body);
-        write_all(stream, &[&out], deadline).await
-    } else {
-        write_all(stream, &[&out, &response.body], deadline).await
-    };
+    }
+    let body: &[u8] = if with_body && response.body.len() > COPY_BODY_MAX { &response.body } else { &[] };
+    // Most responses fit the socket buffer: one try without arming the send timer.
+    if body.is_empty() {
+        match stream.try_write(&out) {
+            Ok(n) if n == out.len() => return Ok(()),
+            Ok(n) => {
+                let _ = out.split_to(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Next::close(io_close_reason(&e))),
+        }
+    }
+    let deadline = Instant::now() + server.config.send_timeout;
+    let written = write_all(stream, &[&out, body], deadline).await;
     match written {
         Write::Done => Ok(()),
         Write::Timeout => Err(Next::close(CloseReason::SendTimeout)),
