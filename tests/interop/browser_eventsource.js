@@ -9,42 +9,16 @@
 // After all pages are set up it prints {"type":"ready"}. It stops (closing the browser) when its
 // stdin closes, or after 60 s as a safety net.
 
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
-const { chromium } = require('playwright-core');
-
-const CHROMIUM = process.env.HOLDFAST_CHROMIUM || '/usr/bin/chromium';
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-
-const emit = (record) => process.stdout.write(JSON.stringify(record) + '\n');
+const { emit, launch } = require('./chromium');
 
 async function main() {
   const pairs = process.argv.slice(2);
   if (pairs.length === 0 || pairs.length % 2 !== 0) {
     throw new Error('usage: browser_eventsource.js PAGE_URL EVENTSOURCE_URL [...]');
   }
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'holdfast-chromium-'));
-  // launchPersistentContext is how playwright passes --user-data-dir (a fresh one per run).
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-  });
-  let stopping = false;
-  const stop = async (code) => {
-    if (stopping) return;
-    stopping = true;
-    await context.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-    process.exit(code);
-  };
+  const { context, stop } = await launch();
   process.stdin.on('end', () => stop(0));
   process.stdin.resume();
-  setTimeout(() => { emit({ type: 'timeout' }); stop(1); }, 60_000).unref();
 
   for (let i = 0; i < pairs.length; i += 2) {
     const page = await context.newPage();

@@ -13,39 +13,13 @@
 //   {...,"type":"close","code":1006,"reason":"","wasClean":false}
 // It stops (closing the browser) when its stdin closes, or after 60 s as a safety net.
 
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
 const readline = require('readline');
-const { chromium } = require('playwright-core');
-
-const CHROMIUM = process.env.HOLDFAST_CHROMIUM || '/usr/bin/chromium';
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-
-const emit = (record) => process.stdout.write(JSON.stringify(record) + '\n');
+const { emit, launch } = require('./chromium');
 
 async function main() {
   const urls = process.argv.slice(2);
   if (urls.length === 0) throw new Error('usage: browser_websocket.js PAGE_URL [...]');
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'holdfast-chromium-'));
-  // launchPersistentContext is how playwright passes --user-data-dir (a fresh one per run).
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-  });
-  let stopping = false;
-  const stop = async (code) => {
-    if (stopping) return;
-    stopping = true;
-    await context.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-    process.exit(code);
-  };
-  setTimeout(() => { emit({ type: 'timeout' }); stop(1); }, 60_000).unref();
+  const { context, stop } = await launch();
 
   const pages = [];
   for (const [index, url] of urls.entries()) {
