@@ -29,12 +29,6 @@ case " $SERVERS " in *" nginx "*) need nginx nginx-light ;; esac
 BIN=$(holdfast_bin)
 log "load average: $(cut -d" " -f1-3 /proc/loadavg)"
 
-# Sum of the RSS (KiB) of a process and its children (nginx's worker).
-tree_rss_kb() {
-    local total=0 pid
-    for pid in "$1" $(pgrep -P "$1" || true); do total=$((total + $(rss_kb "$pid"))); done
-    printf '%s\n' "$total"
-}
 
 # How many connections the server holds idle now.
 idle_count() {

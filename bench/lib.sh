@@ -84,12 +84,15 @@ start_holdfast() {
     wait_healthy "$port"
 }
 
-# Writes an nginx config for port $2 into directory $1. Extra http-level directives in $3.
-nginx_conf() {
-    local dir=$1 port=$2 extra=${3:-}
+# Writes an nginx config into directory $1: port $2, $3 worker processes, main-level directives
+# $4 (e.g. load_module), http-level directives $5, and the server's locations $6. Plain nginx and
+# nginx+Nchan (nchan.conf.sh) differ only in those.
+nginx_conf_with() {
+    local dir=$1 port=$2 workers=$3 main=$4 extra=$5 locations=$6
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
+$main
+worker_processes $workers;
 worker_rlimit_nofile 20000;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
@@ -107,11 +110,34 @@ http {
     $extra
     server {
         listen 127.0.0.1:$port;
-        location /healthz { return 200 "ok\n"; }
-        location /nginx_status { stub_status; }
+        $locations
     }
 }
 EOF
+}
+
+# Writes the plain nginx config for port $2 into directory $1. Extra http-level directives in $3.
+nginx_conf() {
+    nginx_conf_with "$1" "$2" 1 "" "${3:-}" \
+        'location /healthz { return 200 "ok\n"; }
+        location /nginx_status { stub_status; }'
+}
+
+# Runs nginx (master in the foreground) with the config in directory $1; sets SERVER_PID to the
+# master and waits until port $2 answers /healthz.
+launch_nginx() {
+    local dir=$1 port=$2
+    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+    SERVER_PID=$!
+    STARTED_PIDS+=("$SERVER_PID")
+    wait_healthy "$port"
+}
+
+# Sum of the RSS (KiB, smaps_rollup) of a process and its children (nginx's workers).
+tree_rss_kb() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do total=$((total + $(rss_kb "$pid"))); done
+    printf '%s\n' "$total"
 }
 
 # Starts nginx (master in the foreground) on port $1 with extra http directives $2; sets
@@ -119,10 +145,7 @@ EOF
 start_nginx() {
     local port=$1 dir="$WORK/nginx-$1"
     nginx_conf "$dir" "$port" "${2:-}"
-    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
-    SERVER_PID=$!
-    STARTED_PIDS+=("$SERVER_PID")
-    wait_healthy "$port"
+    launch_nginx "$dir" "$port"
 }
 
 # Stops one process started here and forgets it.

@@ -31,38 +31,15 @@ nchan_module() {
 
 # Writes the config for port $2 with $3 worker processes into directory $1.
 nchan_conf() {
-    local dir=$1 port=$2 workers=${3:-1}
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<EOF
-load_module $(nchan_module);
-worker_processes $workers;
-worker_rlimit_nofile 20000;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-daemon off;
-events {
-    worker_connections 20000;
-}
-http {
-    access_log off;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    # Room for every message of the runs, and no subscriber timeout.
+    nginx_conf_with "$1" "$2" "${3:-1}" "load_module $(nchan_module);" \
+        '# Room for every message of the runs, and no subscriber timeout.
     nchan_message_buffer_length 2000;
     nchan_message_timeout 1h;
-    nchan_subscriber_timeout 0;
-    server {
-        listen 127.0.0.1:$port;
-        location = /healthz { return 200 "ok\n"; }
+    nchan_subscriber_timeout 0;' \
+        'location = /healthz { return 200 "ok\n"; }
         location = /nchan_status { nchan_stub_status; }
         location = /pub/bench { nchan_publisher; nchan_channel_id bench; }
-        location /sub { nchan_subscriber; nchan_channel_id bench; }
-    }
-}
-EOF
+        location /sub { nchan_subscriber; nchan_channel_id bench; }'
 }
 
 # Starts nginx+Nchan (master in the foreground) on port $1 with $2 workers; sets SERVER_PID to
@@ -70,10 +47,7 @@ EOF
 start_nchan() {
     local port=$1 workers=${2:-1} dir="$WORK/nchan-$1"
     nchan_conf "$dir" "$port" "$workers"
-    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
-    SERVER_PID=$!
-    STARTED_PIDS+=("$SERVER_PID")
-    wait_healthy "$port"
+    launch_nginx "$dir" "$port"
     # The workers answer /healthz; give every one of them time to be up.
     local deadline=$((SECONDS + 10))
     until [ "$(pgrep -c -P "$SERVER_PID" || true)" -ge "$workers" ]; do

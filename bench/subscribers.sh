@@ -36,12 +36,6 @@ case " $SERVERS " in *" nchan "*) need_nchan ;; esac
 BIN=$(holdfast_bin)
 log "load average: $(cut -d" " -f1-3 /proc/loadavg)"
 
-# RSS (KiB, smaps_rollup) of a process and its children (nginx's worker).
-tree_rss_kb() {
-    local total=0 pid
-    for pid in "$1" $(pgrep -P "$1" || true); do total=$((total + $(rss_kb "$pid"))); done
-    printf '%s\n' "$total"
-}
 
 # Subscribers of transport $3 the server on port $2 holds now.
 subscriber_count() {
