@@ -13,30 +13,25 @@ use holdfast_proto::http1::{BodyDecoder, BodyFraming, Decoded};
 use holdfast_proto::{Limits, ParseError};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "common/pieces.rs"]
+mod pieces;
+
 /// How a body ended: `Ok(Some(rest))` after `End` with the bytes left over, `Ok(None)` when the
 /// input ran out first, or the error; with the body bytes decoded until then.
 type Outcome = (Vec<u8>, Result<Option<Vec<u8>>, ParseError>);
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, data)) = data.split_first() else { return };
-    let n = (n % 8) as usize;
-    if data.len() < n {
-        return;
-    }
-    let (lengths, wire) = data.split_at(n);
-    let mut pieces = Vec::new();
-    let mut rest = wire;
-    for &len in lengths {
-        let (piece, after) = rest.split_at((len as usize).min(rest.len()));
-        pieces.push(piece);
-        rest = after;
-    }
-    pieces.push(rest);
+    let Some((wire, pieces)) = pieces::split(data) else { return };
 
     let small = Limits { max_body_bytes: 64, max_chunk_ext_bytes: 16, max_trailer_bytes: 32, ..Limits::default() };
     for limits in [small, Limits::default()] {
         let whole = decode(&[wire], &limits);
-        assert_eq!(decode(&pieces, &limits), whole, "pieces {lengths:?}");
+        assert_eq!(
+            decode(&pieces, &limits),
+            whole,
+            "pieces of {:?} bytes",
+            pieces.iter().map(|p| p.len()).collect::<Vec<_>>()
+        );
         let bytes: Vec<&[u8]> = wire.chunks(1).collect();
         assert_eq!(decode(&bytes, &limits), whole, "one byte at a time");
     }

@@ -14,29 +14,24 @@ use holdfast_proto::ws::close;
 use holdfast_proto::ws::{Decoder, Event, ProtocolError};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "common/pieces.rs"]
+mod pieces;
+
 /// Everything one run produced: the events, then the error, or on running out of input the bytes
 /// still buffered and whether a fragmented message was in progress.
 type Outcome = (Vec<Event>, Result<(Vec<u8>, bool), ProtocolError>);
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, data)) = data.split_first() else { return };
-    let n = (n % 8) as usize;
-    if data.len() < n {
-        return;
-    }
-    let (lengths, wire) = data.split_at(n);
-    let mut pieces = Vec::new();
-    let mut rest = wire;
-    for &len in lengths {
-        let (piece, after) = rest.split_at((len as usize).min(rest.len()));
-        pieces.push(piece);
-        rest = after;
-    }
-    pieces.push(rest);
+    let Some((wire, pieces)) = pieces::split(data) else { return };
 
     for max_message in [64 * 1024, 16] {
         let whole = decode(&[wire], max_message);
-        assert_eq!(decode(&pieces, max_message), whole, "pieces {lengths:?}");
+        assert_eq!(
+            decode(&pieces, max_message),
+            whole,
+            "pieces of {:?} bytes",
+            pieces.iter().map(|p| p.len()).collect::<Vec<_>>()
+        );
         let bytes: Vec<&[u8]> = wire.chunks(1).collect();
         assert_eq!(decode(&bytes, max_message), whole, "one byte at a time");
     }
