@@ -8,7 +8,8 @@
 //                                                'ws://' + location.host + path (same origin)
 //   {"page":0,"socket":"a","send":"text"}        socket.send(text)
 // Every WebSocket event goes to stdout as one JSON line:
-//   {"page":0,"socket":"a","type":"open"} | {...,"type":"message","data":"…"} (text frames)
+//   {"page":0,"socket":"a","type":"open","extensions":"…"} (the negotiated extensions, usually "")
+//   {...,"type":"message","data":"…"} (text frames)
 //   {...,"type":"message","binary":"<hex>"} | {...,"type":"error"}
 //   {...,"type":"close","code":1006,"reason":"","wasClean":false}
 // It stops (closing the browser) when its stdin closes, or after 60 s as a safety net.
@@ -34,7 +35,7 @@ async function main() {
         const socket = new WebSocket(target);
         socket.binaryType = 'arraybuffer';
         const report = (record) => holdfastReport({ socket: name, ...record });
-        socket.onopen = () => report({ type: 'open' });
+        socket.onopen = () => report({ type: 'open', extensions: socket.extensions });
         socket.onmessage = (e) => {
           if (typeof e.data === 'string') return report({ type: 'message', data: e.data });
           const hex = [...new Uint8Array(e.data)].map((b) => b.toString(16).padStart(2, '0')).join('');

@@ -9,6 +9,9 @@ Usage: python3 ws_client.py CASE ARGS...
                               server has ws_client_publish on, CLOSED_URL's off)
   heartbeat BASE_URL CHANNEL SECONDS: a client that never pings stays quiet for SECONDS, counting
                               the server's pings (the library answers them by itself)
+  deflate BASE_URL CHANNEL:   permessage-deflate (the library offers it by default): the agreed
+                              parameters, a long and a short message with each frame's RSV1 bit,
+                              and a publish op the library sends compressed
 Publishes with POST /pub (urllib). Checks nothing itself: prints one JSON report for the Rust test
 to assert on. Every wait is bounded (WAIT seconds).
 """
@@ -153,12 +156,50 @@ async def heartbeat(base, channel, quiet):
             "after": after}
 
 
+async def deflate(base, channel):
+    report = {"received": [], "sent_rsv1": []}
+    async with connect(ws_url(base, f"/sub/{channel}"), open_timeout=WAIT) as ws:
+        extensions = ws.protocol.extensions
+        report["extensions"] = [e.name for e in extensions]
+        if not extensions:
+            return report
+        ext = extensions[0]
+        report["agreed"] = {"server_no_context_takeover": ext.remote_no_context_takeover,
+                            "client_no_context_takeover": ext.local_no_context_takeover}
+        decode, encode = ext.decode, ext.encode
+        received_rsv1 = []
+
+        def watched_decode(frame, *, max_size=None):
+            if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+                received_rsv1.append(frame.rsv1)
+            return decode(frame, max_size=max_size)
+
+        def watched_encode(frame):
+            frame = encode(frame)
+            if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+                report["sent_rsv1"].append(frame.rsv1)
+            return frame
+
+        ext.decode, ext.encode = watched_decode, watched_encode
+        long = ",".join(f'{{"sym":"XYZ","px":{100 + i % 9}.5,"n":{i}}}' for i in range(80))
+        for data in (long, "short"):
+            report.setdefault("published", []).append(publish(base, channel, data))
+            envelope = await recv_json(ws)
+            report["received"].append({"id": envelope["id"], "data_ok": envelope["data"] == data,
+                                       "rsv1": received_rsv1[-1]})
+        await ws.send(json.dumps({"op": "publish", "channel": channel, "data": long}))
+        report["answer"] = await recv_json(ws)
+        report["echoed_ok"] = (await recv_json(ws))["data"] == long
+    return report
+
+
 async def main():
     case, args = sys.argv[1], sys.argv[2:]
     if case == "heartbeat":
         report = await heartbeat(args[0], args[1], float(args[2]))
     else:
-        report = await {"envelopes": envelopes, "raw": raw, "resume": resume, "ops": ops}[case](*args)
+        report = await {"envelopes": envelopes, "raw": raw, "resume": resume, "ops": ops,
+                              "deflate": deflate}[case](*args)
     print(json.dumps(report), flush=True)
 
 

@@ -6,8 +6,12 @@
 //! - JSON envelope: `{"id":"<cursor>` then [`Message::envelope_tail`]
 //!   (`","channel":"…","event":"…","data":"…"}`), used by streaming, iframe, long-poll and
 //!   WebSocket alike.
+//!
+//! For WebSocket connections with permessage-deflate, the envelope tail and the raw payload are
+//! also kept compressed, each computed the first time a subscriber needs it
+//! ([`Message::deflated_tail`], [`Message::deflated_payload`]) and then shared like the rest.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use base64::engine::general_purpose::STANDARD;
@@ -37,6 +41,10 @@ pub struct Message {
     pub sse_body: Bytes,
     /// JSON envelope after the id value.
     pub envelope_tail: Bytes,
+    /// `envelope_tail` compressed (`None`: not worth it), once some subscriber needed it.
+    deflated_tail: OnceLock<Option<Bytes>>,
+    /// `payload` compressed, likewise.
+    deflated_payload: OnceLock<Option<Bytes>>,
 }
 
 /// The JSON envelope's opening, up to the id value.
@@ -85,7 +93,22 @@ impl Message {
             cursor,
             sse_body: sse_body.freeze(),
             envelope_tail: tail.freeze(),
+            deflated_tail: OnceLock::new(),
+            deflated_payload: OnceLock::new(),
         }
+    }
+
+    /// The envelope tail compressed by `deflate` the first time this is asked (later calls share
+    /// that result); `None` when `deflate` found it not worth compressing. `deflate` must give
+    /// the same kind of result to every caller: a self-contained DEFLATE stream
+    /// (`holdfast_proto::ws::deflate::MessageDeflater`).
+    pub fn deflated_tail(&self, deflate: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Option<&Bytes> {
+        self.deflated_tail.get_or_init(|| deflate(&self.envelope_tail).map(Bytes::from)).as_ref()
+    }
+
+    /// The payload compressed, like [`Message::deflated_tail`].
+    pub fn deflated_payload(&self, deflate: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Option<&Bytes> {
+        self.deflated_payload.get_or_init(|| deflate(&self.payload).map(Bytes::from)).as_ref()
     }
 
     /// Bytes this message holds, counted against `history_max_bytes`.

@@ -71,6 +71,8 @@ pub struct Config {
     pub ws_max_message_bytes: usize,
     /// WebSocket: whether clients may publish with `{"op":"publish"}`.
     pub ws_client_publish: bool,
+    /// WebSocket: accept permessage-deflate (RFC 7692) from clients that offer it.
+    pub ws_deflate: bool,
     /// Runtime worker threads; 0 = one per core less one (at least one).
     pub worker_threads: usize,
 }
@@ -175,6 +177,7 @@ impl Default for Config {
             heartbeat_timeout: Duration::ZERO,
             ws_max_message_bytes: 0,
             ws_client_publish: false,
+            ws_deflate: false,
             worker_threads: 0,
         };
         // The table is the one place defaults are written; a bad default is a bug caught by tests.
@@ -280,6 +283,12 @@ pub const KEYS: &[Key] = &[
     key!(heartbeat_timeout, "60s", parse_duration, "WebSocket: close a peer silent (no pong, no frame) for this long"),
     key!(ws_max_message_bytes, "1MiB", parse_size_usize, "WebSocket: largest message a client may send (1009 above)"),
     key!(ws_client_publish, "false", parse_bool, "WebSocket: allow clients to publish with {\"op\":\"publish\"}"),
+    key!(
+        ws_deflate,
+        "false",
+        parse_bool,
+        "WebSocket: compress messages with permessage-deflate for clients that offer it"
+    ),
     key!(worker_threads, "0", parse_count_usize, "runtime threads for connections; 0 = cores - 1 (at least 1)"),
 ];
 

@@ -280,6 +280,51 @@ async fn chromium_websocket_same_origin_receives_envelopes_and_publishes_with_op
 }
 
 #[tokio::test]
+async fn chromium_websocket_with_permessage_deflate_both_ways() {
+    let mut server = TestServer::start(|c| {
+        c.ws_deflate = true;
+        c.ws_client_publish = true;
+    })
+    .await;
+    let mut client = browser(&[server.url("/healthz")]).await;
+    let mut reports = Reports::new();
+    client.command(open(0, "a", "/sub/zroom"));
+    client.command(open(0, "b", "/sub/ztalk,zroom"));
+    reports.until(&mut client, "2 opens", |r| ["a", "b"].iter().all(|s| r.of(0, s, "open").len() == 1)).await;
+    // Chromium offers "permessage-deflate; client_max_window_bits" and shows what was agreed.
+    let agreed = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    assert_eq!(reports.of(0, "a", "open")[0]["extensions"], agreed, "{:?}", reports.seen);
+
+    let long: String = (0..200).map(|i| format!("{{\"sym\":\"Q\",\"px\":{}.75}}", 50 + i % 11)).collect();
+    let id = server.publish("zroom", None, long.as_bytes()).await;
+    reports
+        .until(&mut client, "the long message on a and b", |r| {
+            r.of(0, "a", "message").len() == 1 && r.of(0, "b", "message").len() == 1
+        })
+        .await;
+    let want = json!({"id": id, "channel": "zroom", "event": "message", "data": long});
+    assert_eq!(reports.json(0, "a")[0], want, "{:?}", reports.seen);
+    // b has two channels: its own cursor as id, in front of the same shared compressed bytes.
+    let on_b = &reports.json(0, "b")[0];
+    assert_eq!((&on_b["channel"], &on_b["data"]), (&want["channel"], &want["data"]), "{:?}", reports.seen);
+    assert_ne!(on_b["id"], want["id"], "{:?}", reports.seen);
+
+    // The page's own messages go compressed; the server inflates the op and publishes it.
+    let op = json!({"op": "publish", "channel": "ztalk", "data": long});
+    client.command(send(0, "a", &op));
+    reports.until(&mut client, "the publish answer", |r| r.of(0, "a", "message").len() == 2).await;
+    reports.until(&mut client, "the message on b", |r| r.of(0, "b", "message").len() == 2).await;
+    assert_eq!(reports.json(0, "a")[1]["op"], "published", "{:?}", reports.seen);
+    assert_eq!(reports.json(0, "b")[1]["data"], long, "{:?}", reports.seen);
+
+    reports.seen.extend(client.finish().await);
+    for socket in ["a", "b"] {
+        assert!(reports.of(0, socket, "error").is_empty(), "{socket}: {:?}", reports.seen);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn chromium_websocket_cross_origin_needs_cors_origins() {
     let (mut server, allowed, other) = cors_pages().await;
     let target = format!("ws://{}/sub/cors", server.addr);
@@ -305,5 +350,27 @@ async fn chromium_websocket_cross_origin_needs_cors_origins() {
     let close = reports.of(1, "a", "close")[0];
     assert_eq!(close["code"], 1006, "refused handshake: abnormal closure: {:?}", reports.seen);
     assert_eq!(close["wasClean"], false, "{:?}", reports.seen);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn python_websockets_negotiates_deflate_and_both_sides_compress() {
+    let mut server = TestServer::start(|c| {
+        c.ws_deflate = true;
+        c.ws_client_publish = true;
+    })
+    .await;
+    let report = websockets_client(&["deflate", &server.url(""), "py-deflate"]).await;
+    assert_eq!(report["extensions"], json!(["permessage-deflate"]), "{report}");
+    let agreed = json!({"server_no_context_takeover": true, "client_no_context_takeover": true});
+    assert_eq!(report["agreed"], agreed, "{report}");
+    let published = &report["published"];
+    // The long message comes compressed, the short one plain; both parse to what was published.
+    assert_eq!(report["received"][0], json!({"id": published[0], "data_ok": true, "rsv1": true}), "{report}");
+    assert_eq!(report["received"][1], json!({"id": published[1], "data_ok": true, "rsv1": false}), "{report}");
+    // zlib compressed the op; the server inflated it and published it.
+    assert_eq!(report["sent_rsv1"], json!([true]), "{report}");
+    assert_eq!(report["answer"]["op"], "published", "{report}");
+    assert_eq!(report["echoed_ok"], true, "{report}");
     server.stop().await;
 }

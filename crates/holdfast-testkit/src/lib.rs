@@ -213,10 +213,21 @@ impl RawConn {
 
     /// One server frame, or `None` if none arrives within `wait` (or the connection closed).
     pub async fn ws_frame_within(&mut self, wait: Duration) -> Option<(bool, u8, Vec<u8>)> {
+        let (first, payload) = self.ws_frame_bits_within(wait).await?;
+        Some((first & 0x80 != 0, first & 0x0f, payload))
+    }
+
+    /// Reads one server frame whole: its first byte (FIN, RSV1–3, opcode) and payload. Panics if
+    /// none arrives.
+    pub async fn ws_frame_bits(&mut self) -> (u8, Vec<u8>) {
+        self.ws_frame_bits_within(IO_TIMEOUT).await.expect("a WebSocket frame")
+    }
+
+    async fn ws_frame_bits_within(&mut self, wait: Duration) -> Option<(u8, Vec<u8>)> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if self.buf.len() >= 2 {
-                let (fin, opcode) = (self.buf[0] & 0x80 != 0, self.buf[0] & 0x0f);
+                let first = self.buf[0];
                 assert_eq!(self.buf[1] & 0x80, 0, "server frames must not be masked");
                 let (len, header) = match self.buf[1] & 0x7f {
                     126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
@@ -229,7 +240,7 @@ impl RawConn {
                 if header > 0 && self.buf.len() >= header + len {
                     let payload = self.buf[header..header + len].to_vec();
                     self.buf.drain(..header + len);
-                    return Some((fin, opcode, payload));
+                    return Some((first, payload));
                 }
             }
             if !self.fill_until(deadline).await {

@@ -8,6 +8,11 @@
 //! (they share its allocation while alive); only fragmented messages are copied, into a buffer the
 //! decoder holds until the final fragment. Between messages it holds nothing: it is 16 bytes.
 //!
+//! With permessage-deflate negotiated ([`Decoder::with_deflate`]), a message whose first frame
+//! has RSV1 set is inflated once complete ([`super::deflate::inflate`], with no context from
+//! earlier messages, as the server's answer asks) and checked after inflating: the size limit
+//! applies to the compressed frames and to the inflated message.
+//!
 //! What it does not own: answering pings, the close handshake, timeouts, and what a message means
 //! (the server's); the wire layout of a header (see [`super::frame`]).
 
@@ -15,8 +20,8 @@ use std::fmt;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::close;
 use super::frame::{apply_mask, FrameHeader, OpCode};
+use super::{close, deflate};
 
 /// One event from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,12 +66,12 @@ impl ProtocolError {
     }
 
     /// A 1007 (invalid payload data: text that is not UTF-8).
-    const fn invalid_payload(reason: &'static str) -> ProtocolError {
+    pub(crate) const fn invalid_payload(reason: &'static str) -> ProtocolError {
         ProtocolError { code: close::INVALID_PAYLOAD, reason }
     }
 
     /// A 1009 (message too big).
-    const fn too_big(reason: &'static str) -> ProtocolError {
+    pub(crate) const fn too_big(reason: &'static str) -> ProtocolError {
         ProtocolError { code: close::MESSAGE_TOO_BIG, reason }
     }
 }
@@ -82,18 +87,24 @@ impl std::error::Error for ProtocolError {}
 /// Decodes the frames a client sends into [`Event`]s.
 ///
 /// Checks, each answered with its close code ([`ProtocolError`]):
-/// - 1002: an unmasked frame, RSV bits set, a reserved opcode, a fragmented or over-125-byte
+/// - 1002: an unmasked frame, RSV bits set (RSV1 is allowed on the first frame of a data message
+///   when permessage-deflate is on, RFC 7692 §6.1), a reserved opcode, a fragmented or over-125-byte
 ///   control frame, a continuation with no message in progress or a new data frame while one is,
 ///   a 64-bit length with its top bit set, a length not in its shortest encoding, a close payload
 ///   of one byte or with an invalid close code;
 /// - 1007: text that is not UTF-8 (judged frame by frame across fragments, so as soon as the
 ///   frame holding a bad sequence arrives, and at the end of a message that stops inside one),
 ///   and a close reason that is not UTF-8;
+/// - 1007: compressed data that is not valid DEFLATE;
 /// - 1009: a message (all its fragments together) longer than `max_message`, as soon as a header
-///   says so.
+///   says so; a compressed message longer than that once inflated, as soon as inflating gets
+///   there.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    max_message: usize,
+    /// 32 bits, so the limit and the deflate flag share a word: no message near 4 GiB is sane.
+    max_message: u32,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
     /// The fragmented message in progress, boxed so an idle decoder stays two words.
     message: Option<Box<Partial>>,
 }
@@ -103,6 +114,9 @@ pub struct Decoder {
 struct Partial {
     /// Text (validated as UTF-8) or binary.
     text: bool,
+    /// Compressed (RSV1 on its first frame): `data` is DEFLATE data, inflated and checked at the
+    /// end.
+    compressed: bool,
     /// The payload so far, unmasked.
     data: BytesMut,
     /// For text: the length of the prefix of `data` known to be whole, valid UTF-8. What follows
@@ -126,14 +140,19 @@ impl Partial {
 }
 
 impl Decoder {
-    /// A decoder refusing (1009) messages longer than `max_message` bytes.
+    /// A decoder refusing (1009) messages longer than `max_message` bytes (at most 4 GiB).
     pub fn new(max_message: usize) -> Decoder {
-        Decoder { max_message, message: None }
+        Decoder { max_message: u32::try_from(max_message).unwrap_or(u32::MAX), deflate: false, message: None }
+    }
+
+    /// [`Decoder::new`] for a connection with permessage-deflate negotiated.
+    pub fn with_deflate(max_message: usize) -> Decoder {
+        Decoder { deflate: true, ..Decoder::new(max_message) }
     }
 
     /// The largest message accepted, in bytes.
     pub fn max_message(&self) -> usize {
-        self.max_message
+        self.max_message as usize
     }
 
     /// Whether a fragmented message is in progress (its first frame has come, its final one not).
@@ -152,10 +171,15 @@ impl Decoder {
     /// The answer does not depend on how the bytes were split between calls.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
         loop {
-            let Some(head) = FrameHeader::parse(buf)? else { return Ok(None) };
+            let Some(head) = FrameHeader::parse_with(buf, self.deflate)? else { return Ok(None) };
             // RFC 6455 §5.1: "The server MUST close the connection upon receiving a frame that is
             // not masked" (with 1002, §7.4.1).
             let Some(key) = head.mask else { return Err(ProtocolError::protocol("unmasked client frame")) };
+            // RFC 7692 §6.1: the "Per-Message Compressed" bit belongs on the first frame of a
+            // data message only.
+            if head.rsv1 && !matches!(head.opcode, OpCode::Text | OpCode::Binary) {
+                return Err(ProtocolError::protocol("RSV1 on a control frame or a continuation"));
+            }
             // RFC 6455 §5.4: a fragmented message is a first frame, continuations and a final
             // one, with only control frames in between.
             let so_far = match (head.opcode, &self.message) {
@@ -170,7 +194,7 @@ impl Decoder {
             };
             // Refuse an oversized message on its header, before buffering its payload (1009,
             // RFC 6455 §7.4.1). Control payloads are at most 125 bytes (checked in the header).
-            if !head.opcode.is_control() && head.payload_len > (self.max_message - so_far) as u64 {
+            if !head.opcode.is_control() && head.payload_len > (self.max_message() - so_far) as u64 {
                 return Err(ProtocolError::too_big("message too big"));
             }
             // Fits in usize: at most max_message, or 125.
@@ -186,19 +210,16 @@ impl Decoder {
                 OpCode::Ping => return Ok(Some(Event::Ping(payload.freeze()))),
                 OpCode::Pong => return Ok(Some(Event::Pong(payload.freeze()))),
                 OpCode::Close => return close_event(&payload).map(Some),
-                OpCode::Text if head.fin => {
-                    // RFC 6455 §8.1: text MUST be UTF-8 (1007).
-                    if std::str::from_utf8(&payload).is_err() {
-                        return Err(ProtocolError::invalid_payload("invalid UTF-8 in text"));
-                    }
-                    return Ok(Some(Event::Text(payload.freeze())));
+                OpCode::Text | OpCode::Binary if head.fin => {
+                    let data = if head.rsv1 { deflate::inflate(&payload, self.max_message())? } else { payload };
+                    return complete(head.opcode == OpCode::Text, data).map(Some);
                 }
-                OpCode::Binary if head.fin => return Ok(Some(Event::Binary(payload.freeze()))),
                 OpCode::Text | OpCode::Binary => {
                     // Copied, so the caller's read buffer is not pinned by a message in progress.
                     let text = head.opcode == OpCode::Text;
-                    let mut message = Box::new(Partial { text, data: BytesMut::from(&payload[..]), valid_utf8: 0 });
-                    if text {
+                    let data = BytesMut::from(&payload[..]);
+                    let mut message = Box::new(Partial { text, compressed: head.rsv1, data, valid_utf8: 0 });
+                    if text && !message.compressed {
                         message.check_utf8(false)?;
                     }
                     self.message = Some(message);
@@ -208,20 +229,32 @@ impl Decoder {
                         return Err(ProtocolError::protocol("continuation frame with no message in progress"));
                     };
                     message.data.extend_from_slice(&payload);
-                    if message.text {
+                    if message.text && !message.compressed {
                         message.check_utf8(head.fin)?;
                     }
                     if head.fin {
                         let message = self.message.take().map(|m| *m);
-                        if let Some(Partial { text, data, .. }) = message {
-                            let data = data.freeze();
-                            return Ok(Some(if text { Event::Text(data) } else { Event::Binary(data) }));
+                        if let Some(Partial { text, compressed, data, .. }) = message {
+                            let data = if compressed { deflate::inflate(&data, self.max_message())? } else { data };
+                            return complete(text, data).map(Some);
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// A whole message as an event; text is checked for UTF-8 here unless it was checked as its
+/// fragments came (RFC 6455 §8.1: invalid text is a 1007).
+fn complete(text: bool, data: BytesMut) -> Result<Event, ProtocolError> {
+    if !text {
+        return Ok(Event::Binary(data.freeze()));
+    }
+    if std::str::from_utf8(&data).is_err() {
+        return Err(ProtocolError::invalid_payload("invalid UTF-8 in text"));
+    }
+    Ok(Event::Text(data.freeze()))
 }
 
 /// Reads a close payload (RFC 6455 §5.5.1): empty, or a 2-byte code and a UTF-8 reason.
@@ -287,8 +320,8 @@ mod tests {
         end: Result<(Vec<u8>, bool), ProtocolError>,
     }
 
-    fn decode_pieces(max: usize, pieces: &[&[u8]]) -> Outcome {
-        let mut decoder = Decoder::new(max);
+    fn decode_pieces(decoder: &Decoder, pieces: &[&[u8]]) -> Outcome {
+        let mut decoder = decoder.clone();
         let mut buf = BytesMut::new();
         let mut events = Vec::new();
         let mut pieces = pieces.iter();
@@ -308,17 +341,22 @@ mod tests {
     /// the first and last 64 bytes and every 251st in between) and one byte at a time; every way
     /// must give the same outcome.
     fn replay(max: usize, input: &[u8]) -> Outcome {
-        let whole = decode_pieces(max, &[input]);
+        replay_with(&Decoder::new(max), input)
+    }
+
+    /// [`replay`] from a given decoder's state.
+    fn replay_with(decoder: &Decoder, input: &[u8]) -> Outcome {
+        let whole = decode_pieces(decoder, &[input]);
         let every = input.len() <= 1024;
         for split in 0..=input.len() {
             if !every && split > 64 && split + 64 < input.len() && split % 251 != 0 {
                 continue;
             }
             let (a, b) = input.split_at(split);
-            assert_eq!(decode_pieces(max, &[a, b]), whole, "split at {split}");
+            assert_eq!(decode_pieces(decoder, &[a, b]), whole, "split at {split}");
         }
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(decode_pieces(max, &bytes), whole, "byte at a time");
+        assert_eq!(decode_pieces(decoder, &bytes), whole, "byte at a time");
         whole
     }
 
@@ -567,12 +605,78 @@ mod tests {
 
     #[test]
     fn decoder_is_small_and_holds_nothing_between_messages() {
-        assert_eq!(std::mem::size_of::<Decoder>(), 2 * std::mem::size_of::<usize>());
+        assert_eq!(std::mem::size_of::<Decoder>(), 16);
         let mut decoder = Decoder::new(MAX);
         let mut buf = BytesMut::from(&concat(&[masked(0x01, b"Hel"), masked(FIN, b"lo")])[..]);
         assert_eq!(decoder.decode(&mut buf), Ok(Some(text("Hello"))));
         assert!(!decoder.is_assembling());
         assert!(decoder.message.is_none());
+    }
+
+    /// `data` compressed as one message (no context, trailer removed).
+    fn deflated(data: &[u8]) -> Vec<u8> {
+        let mut compress = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        compress.compress_vec(data, &mut out, flate2::FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    #[test]
+    fn compressed_messages_inflate_whole_or_in_fragments() {
+        const RSV1: u8 = 0x40;
+        let decoder = Decoder::with_deflate(MAX);
+        let events = |input: &[u8]| {
+            let outcome = replay_with(&decoder, input);
+            assert_eq!(outcome.end, Ok((vec![], false)), "{outcome:?}");
+            outcome.events
+        };
+        let hello = "Hello, Hello, Hello, κόσμε".repeat(4);
+        let packed = deflated(hello.as_bytes());
+        // RFC 7692 §7.2.3.1's example: "Hello" compressed, in one frame.
+        assert_eq!(events(&masked(FIN | RSV1 | 0x1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])), [text("Hello")]);
+        assert_eq!(events(&masked(FIN | RSV1 | 0x1, &packed)), [text(&hello)]);
+        // §7.2.3.1: the same in two fragments, RSV1 on the first only; a ping in between.
+        let (a, b) = packed.split_at(packed.len() / 2);
+        let input = concat(&[masked(RSV1 | 0x1, a), masked(0x89, b"p"), masked(FIN, b)]);
+        assert_eq!(events(&input), [Event::Ping(Bytes::from_static(b"p")), text(&hello)]);
+        // Binary, an empty compressed message (a lone 0x00 byte), and uncompressed messages
+        // still work beside compressed ones.
+        let input = concat(&[
+            masked(FIN | RSV1 | 0x2, &deflated(&[0xff; 300])),
+            masked(FIN | RSV1 | 0x1, &[0x00]),
+            masked(0x81, b"plain"),
+        ]);
+        assert_eq!(events(&input), [Event::Binary(Bytes::from(vec![0xff; 300])), text(""), text("plain")]);
+    }
+
+    #[test]
+    fn compressed_messages_are_checked_after_inflating() {
+        const RSV1: u8 = 0x40;
+        let deflate = Decoder::with_deflate(16);
+        let code = |decoder: &Decoder, input: &[u8]| match replay_with(decoder, input).end {
+            Err(e) => e.code,
+            Ok(rest) => panic!("no error: {rest:?}"),
+        };
+        // RFC 7692 §6.1: RSV1 only on the first frame of a data message.
+        assert_eq!(code(&deflate, &concat(&[masked(RSV1 | 0x1, &[0xf2]), masked(FIN | RSV1, b"")])), 1002);
+        assert_eq!(code(&deflate, &masked(FIN | RSV1 | 0x9, b"")), 1002);
+        assert_eq!(code(&deflate, &masked(FIN | RSV1 | 0x8, b"")), 1002);
+        // RSV2 and RSV3 stay reserved; RSV1 without the extension is an error.
+        assert_eq!(code(&deflate, &masked(0xA1, b"a")), 1002);
+        assert_eq!(code(&Decoder::new(16), &masked(FIN | RSV1 | 0x1, &deflated(b"a"))), 1002);
+        // Too big once inflated: 17 bytes from a 5-byte compressed frame.
+        assert_eq!(code(&deflate, &masked(FIN | RSV1 | 0x2, &deflated(&[7; 17]))), 1009);
+        let outcome = replay_with(&deflate, &masked(FIN | RSV1 | 0x2, &deflated(&[7; 16])));
+        assert_eq!(outcome.events, [Event::Binary(Bytes::from_static(&[7; 16]))]);
+        // Not DEFLATE, and text that is not UTF-8 once inflated.
+        assert_eq!(code(&deflate, &masked(FIN | RSV1 | 0x1, &[0xff, 0xff])), 1007);
+        assert_eq!(code(&deflate, &masked(FIN | RSV1 | 0x1, &deflated(b"ok\xff"))), 1007);
+        let cut = deflated(b"a\xe2\x82");
+        let (a, b) = cut.split_at(2);
+        let input = concat(&[masked(RSV1 | 0x1, a), masked(FIN, b)]);
+        assert_eq!(code(&deflate, &input), 1007);
     }
 
     #[test]

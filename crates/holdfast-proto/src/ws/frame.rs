@@ -71,6 +71,8 @@ impl OpCode {
 pub struct FrameHeader {
     /// FIN: this is the final fragment of its message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate, the first frame of a compressed message (RFC 7692 §6).
+    pub rsv1: bool,
     /// The opcode.
     pub opcode: OpCode,
     /// The masking key, when the MASK bit is set.
@@ -82,16 +84,26 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Reads a frame header from the front of `buf` without taking anything off it.
+    /// Reads a frame header from the front of `buf` without taking anything off it, with no
+    /// extension negotiated: every RSV bit is an error.
     ///
     /// `Ok(None)` while the header is incomplete. Each rule is judged as soon as the bytes it
     /// needs are there, in wire order, so the answer never depends on how the bytes arrived.
     pub fn parse(buf: &[u8]) -> Result<Option<FrameHeader>, ProtocolError> {
+        FrameHeader::parse_with(buf, false)
+    }
+
+    /// [`FrameHeader::parse`], letting RSV1 through when `rsv1_allowed` (permessage-deflate was
+    /// negotiated; which frames may carry it is the decoder's rule).
+    pub fn parse_with(buf: &[u8], rsv1_allowed: bool) -> Result<Option<FrameHeader>, ProtocolError> {
         let [b0, b1, ..] = *buf else { return Ok(None) };
-        // RFC 6455 §5.2: RSV1-3 MUST be 0 unless an extension defines them; none is negotiated.
-        if b0 & 0x70 != 0 {
+        // RFC 6455 §5.2: RSV1-3 MUST be 0 unless an extension defines them; permessage-deflate
+        // defines RSV1 only (RFC 7692 §6).
+        let reserved = if rsv1_allowed { 0x30 } else { 0x70 };
+        if b0 & reserved != 0 {
             return Err(ProtocolError::protocol("reserved bits set"));
         }
+        let rsv1 = b0 & 0x40 != 0;
         // RFC 6455 §5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail the
         // WebSocket Connection_."
         let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(ProtocolError::protocol("reserved opcode"))?;
@@ -141,7 +153,7 @@ impl FrameHeader {
         } else {
             None
         };
-        Ok(Some(FrameHeader { fin, opcode, mask, payload_len, header_len }))
+        Ok(Some(FrameHeader { fin, rsv1, opcode, mask, payload_len, header_len }))
     }
 }
 
@@ -149,9 +161,15 @@ impl FrameHeader {
 /// §5.1: "A server MUST NOT mask any frames"), and the shortest length encoding (§5.2). Returns
 /// the bytes and how many of them to send.
 pub fn header(fin: bool, opcode: OpCode, payload_len: u64) -> ([u8; 10], usize) {
+    header_with(fin, false, opcode, payload_len)
+}
+
+/// [`header`] with RSV1 set when `compressed`: a single-frame message compressed with
+/// permessage-deflate (RFC 7692 §6).
+pub fn header_with(fin: bool, compressed: bool, opcode: OpCode, payload_len: u64) -> ([u8; 10], usize) {
     debug_assert!(payload_len >> 63 == 0, "RFC 6455 §5.2: payload length below 2^63");
     let mut out = [0u8; 10];
-    out[0] = if fin { 0x80 } else { 0 } | opcode.bits();
+    out[0] = if fin { 0x80 } else { 0 } | if compressed { 0x40 } else { 0 } | opcode.bits();
     let len = if payload_len < 126 {
         out[1] = payload_len as u8;
         2

@@ -22,6 +22,7 @@
 
 pub mod close;
 pub mod codec;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 

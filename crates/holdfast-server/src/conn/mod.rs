@@ -331,12 +331,12 @@ async fn echo_websocket(stream: &mut TcpStream, server: &Server, head: &RequestH
         Ok(accept) => accept,
         Err(e) => return send_final(stream, server, &transport::websocket::refusal(e), CloseReason::BadRequest).await,
     };
-    let mut out = BytesMut::new();
-    holdfast_proto::ws::handshake::put_switching_protocols(&mut out, &accept, &[]);
+    let agreement = transport::websocket::negotiate_deflate(head, server);
+    let out = transport::websocket::switching_protocols(&accept, agreement);
     if !matches!(write_all(stream, &[&out], Instant::now() + server.config.send_timeout).await, Write::Done) {
         return Next::close(CloseReason::PeerAborted);
     }
-    let reason = transport::ws_echo::run(stream, server, std::mem::take(buf)).await;
+    let reason = transport::ws_echo::run(stream, server, std::mem::take(buf), agreement).await;
     Next::close(reason)
 }
 

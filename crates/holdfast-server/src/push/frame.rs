@@ -9,6 +9,12 @@
 //! | WebSocket (JSON) | a text frame holding the envelope | a ping frame |
 //! | WebSocket (raw) | the payload as a text frame (UTF-8) or a binary frame | a ping frame |
 //!
+//! WebSocket with permessage-deflate (`Framing::deflate`): a message worth compressing goes as
+//! one RSV1 frame whose payload is the envelope head and id in a stored DEFLATE block followed by
+//! the message's shared compressed tail (raw: the shared compressed payload). The compressed
+//! copies are made once per message, by the first subscriber that needs them
+//! ([`SharedDeflater`]). Notices, answers and pings go uncompressed, as RFC 7692 §6 allows.
+//!
 //! On HTTP/1.1 each piece is one chunk (`<hex len>\r\n … \r\n`); HTTP/1.0 clients get the bytes
 //! unframed and the stream ends with the connection.
 
@@ -17,6 +23,7 @@ use std::ops::Range;
 
 use holdfast_hub::message::ENVELOPE_HEAD;
 use holdfast_hub::Message;
+use holdfast_proto::ws::deflate::{self, MessageDeflater};
 use holdfast_proto::{sse, ws};
 
 /// A streaming wire format.
@@ -54,11 +61,27 @@ impl Format {
 /// An empty ping: the WebSocket heartbeat (RFC 6455 §5.5.2).
 const WS_PING: &[u8] = &[0x89, 0x00];
 
-/// A format plus whether HTTP/1.1 chunked framing wraps each piece.
+/// A format plus whether HTTP/1.1 chunked framing wraps each piece, and for WebSocket whether
+/// messages may go compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Framing {
     pub format: Format,
     pub chunked: bool,
+    /// permessage-deflate was agreed with the full 15-bit window, so the shared compressed copies
+    /// fit this connection. (A client that limited the server's window gets messages
+    /// uncompressed: one compressed copy per window size is not worth keeping.)
+    pub deflate: bool,
+}
+
+/// The compressor of a push shard: made the first time a message must be compressed, then kept
+/// for the shard's life (its state is a few hundred KiB, reset between messages).
+#[derive(Default)]
+pub(crate) struct SharedDeflater(Option<MessageDeflater>);
+
+impl SharedDeflater {
+    fn get(&mut self) -> &mut MessageDeflater {
+        self.0.get_or_insert_with(|| MessageDeflater::new(deflate::MAX_WINDOW_BITS))
+    }
 }
 
 const CHUNK_END: &[u8] = b"\r\n";
@@ -153,8 +176,18 @@ impl<'a> Gather<'a> {
 
     /// Adds one message with its id: `shared_id` when every subscriber has the same id (one
     /// channel), else `own_id` (this subscriber's multi-channel cursor).
-    pub fn message(&mut self, framing: Framing, message: &'a Message, id: Id<'a>, callback: Option<&str>) {
+    /// `deflater` compresses for WebSocket subscribers with `framing.deflate`.
+    pub fn message(
+        &mut self,
+        framing: Framing,
+        message: &'a Message,
+        id: Id<'a>,
+        callback: Option<&str>,
+        deflater: &mut SharedDeflater,
+    ) {
         match framing.format {
+            Format::WsRaw if framing.deflate => return self.ws_raw_deflated(message, deflater),
+            Format::WsJson if framing.deflate => return self.ws_envelope_deflated(message, id, deflater),
             Format::WsRaw => return self.ws_raw(message),
             Format::WsJson => return self.ws_envelope(message, id),
             _ => {}
@@ -236,16 +269,50 @@ impl<'a> Gather<'a> {
         self.shared(&message.envelope_tail);
     }
 
+    /// The envelope as a compressed text frame: head and id in a stored block, then the shared
+    /// compressed tail. Uncompressed when the tail does not compress or the id is too long for
+    /// one stored block.
+    fn ws_envelope_deflated(&mut self, message: &'a Message, id: Id<'a>, deflater: &mut SharedDeflater) {
+        let id_len = match id {
+            Id::Shared(bytes) => bytes.len(),
+            Id::Own(ref text) => text.len(),
+        };
+        let stored = ENVELOPE_HEAD.len() + id_len;
+        // The shared copy is judged against a typical one-channel prefix, so it is the same for
+        // every subscriber whoever asks first.
+        let overhead = deflate::STORED_BLOCK_OVERHEAD + ENVELOPE_HEAD.len() + message.cursor.len();
+        let tail = message.deflated_tail(|tail| deflater.get().deflate(tail, overhead));
+        let Some(tail) = tail.filter(|_| stored <= usize::from(u16::MAX)) else {
+            return self.ws_envelope(message, id);
+        };
+        let len = deflate::STORED_BLOCK_OVERHEAD + stored + tail.len();
+        let (header, header_len) = ws::frame::header_with(true, true, ws::frame::OpCode::Text, len as u64);
+        self.scratch(&header[..header_len]);
+        self.scratch(&deflate::stored_block_header(stored as u16));
+        self.shared(ENVELOPE_HEAD);
+        match id {
+            Id::Shared(bytes) => self.shared(bytes),
+            Id::Own(text) => self.scratch(text.as_bytes()),
+        }
+        self.shared(tail);
+    }
+
     /// The payload alone: a text frame when it is UTF-8, else a binary frame.
     fn ws_raw(&mut self, message: &'a Message) {
-        let opcode = if std::str::from_utf8(&message.payload).is_ok() {
-            ws::frame::OpCode::Text
-        } else {
-            ws::frame::OpCode::Binary
-        };
-        let (header, header_len) = ws::frame::header(true, opcode, message.payload.len() as u64);
+        let (header, header_len) = ws::frame::header(true, raw_opcode(message), message.payload.len() as u64);
         self.scratch(&header[..header_len]);
         self.shared(&message.payload);
+    }
+
+    /// The payload compressed (the shared copy), or as [`Gather::ws_raw`] when it does not
+    /// compress.
+    fn ws_raw_deflated(&mut self, message: &'a Message, deflater: &mut SharedDeflater) {
+        let Some(payload) = message.deflated_payload(|payload| deflater.get().deflate(payload, 0)) else {
+            return self.ws_raw(message);
+        };
+        let (header, header_len) = ws::frame::header_with(true, true, raw_opcode(message), payload.len() as u64);
+        self.scratch(&header[..header_len]);
+        self.shared(payload);
     }
 
     /// The I/O vectors, in order.
@@ -274,6 +341,15 @@ impl<'a> Gather<'a> {
     }
 }
 
+/// Raw WebSocket payloads go as text when they are UTF-8, else as binary.
+fn raw_opcode(message: &Message) -> ws::frame::OpCode {
+    if std::str::from_utf8(&message.payload).is_ok() {
+        ws::frame::OpCode::Text
+    } else {
+        ws::frame::OpCode::Binary
+    }
+}
+
 /// A message id: shared by all subscribers of one channel, or this subscriber's own cursor.
 pub(crate) enum Id<'a> {
     Shared(&'a [u8]),
@@ -298,10 +374,22 @@ mod tests {
     fn sse_frame_chunked_and_not() {
         let m = message();
         let mut gather = Gather::default();
-        gather.message(Framing { format: Format::Sse, chunked: false }, &m, Id::Shared(b"CUR"), None);
+        gather.message(
+            Framing { format: Format::Sse, chunked: false, deflate: false },
+            &m,
+            Id::Shared(b"CUR"),
+            None,
+            &mut SharedDeflater::default(),
+        );
         assert_eq!(joined(&gather), b"id: CUR\nevent: tick\ndata: a\ndata: b\n\n");
         let mut gather = Gather::default();
-        gather.message(Framing { format: Format::Sse, chunked: true }, &m, Id::Own("CUR".into()), None);
+        gather.message(
+            Framing { format: Format::Sse, chunked: true, deflate: false },
+            &m,
+            Id::Own("CUR".into()),
+            None,
+            &mut SharedDeflater::default(),
+        );
         let frame = b"id: CUR\nevent: tick\ndata: a\ndata: b\n\n";
         let mut want = format!("{:x}\r\n", frame.len()).into_bytes();
         want.extend_from_slice(frame);
@@ -315,12 +403,18 @@ mod tests {
     fn ndjson_and_iframe_frames_carry_the_envelope() {
         let m = message();
         let mut gather = Gather::default();
-        gather.message(Framing { format: Format::Ndjson, chunked: false }, &m, Id::Shared(b"X"), None);
+        gather.message(
+            Framing { format: Format::Ndjson, chunked: false, deflate: false },
+            &m,
+            Id::Shared(b"X"),
+            None,
+            &mut SharedDeflater::default(),
+        );
         let line = String::from_utf8(joined(&gather)).unwrap();
         assert_eq!(line, "{\"id\":\"X\",\"channel\":\"c\",\"event\":\"tick\",\"data\":\"a\\nb\"}\n");
         let mut gather = Gather::default();
-        let framing = Framing { format: Format::Iframe, chunked: true };
-        gather.message(framing, &m, Id::Shared(b"X"), Some("cb.on"));
+        let framing = Framing { format: Format::Iframe, chunked: true, deflate: false };
+        gather.message(framing, &m, Id::Shared(b"X"), Some("cb.on"), &mut SharedDeflater::default());
         let text = String::from_utf8(joined(&gather)).unwrap();
         let body =
             "<script>parent.cb.on({\"id\":\"X\",\"channel\":\"c\",\"event\":\"tick\",\"data\":\"a\\nb\"});</script>\n";
@@ -330,10 +424,67 @@ mod tests {
     #[test]
     fn heartbeats_are_correctly_chunked() {
         for format in [Format::Sse, Format::Ndjson, Format::Iframe] {
-            let plain = Framing { format, chunked: false }.heartbeat();
+            let plain = Framing { format, chunked: false, deflate: false }.heartbeat();
             let mut chunked = Vec::new();
-            Framing { format, chunked: true }.put_piece(&mut chunked, plain);
-            assert_eq!(Framing { format, chunked: true }.heartbeat(), &chunked[..]);
+            Framing { format, chunked: true, deflate: false }.put_piece(&mut chunked, plain);
+            assert_eq!(Framing { format, chunked: true, deflate: false }.heartbeat(), &chunked[..]);
         }
+    }
+
+    /// The frames in `bytes` (server frames: unmasked, single-frame messages) as (first byte,
+    /// payload).
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let head = ws::frame::FrameHeader::parse_with(bytes, true).unwrap().unwrap();
+            let end = head.header_len + head.payload_len as usize;
+            out.push((bytes[0], bytes[head.header_len..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn deflate_subscribers_get_one_compressed_frame_from_the_shared_copy() {
+        let payload = "{\"price\":101.25,\"symbol\":\"ABC\",\"venue\":\"X\"}".repeat(6);
+        let m = Message::new("prices".into(), Position { epoch: 1, seq: 7 }, None, Bytes::from(payload.clone()));
+        let mut deflater = SharedDeflater::default();
+        let deflate = Framing { format: Format::WsJson, chunked: false, deflate: true };
+        for id in [Id::Shared(&m.cursor[..]), Id::Own("MULTI-CHANNEL-CURSOR".into())] {
+            let id_text = match &id {
+                Id::Shared(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+                Id::Own(text) => text.clone(),
+            };
+            let mut gather = Gather::default();
+            gather.message(deflate, &m, id, None, &mut deflater);
+            let frames = frames(&joined(&gather));
+            assert_eq!(frames.len(), 1);
+            // FIN, RSV1, text.
+            assert_eq!(frames[0].0, 0xC1);
+            let envelope = m.envelope(id_text.as_bytes());
+            assert!(frames[0].1.len() < envelope.len() / 2, "{} of {} bytes", frames[0].1.len(), envelope.len());
+            assert_eq!(deflate::inflate(&frames[0].1, 1 << 20).unwrap(), envelope[..]);
+        }
+        // The compressed tail was made once and is shared.
+        let first = m.deflated_tail(|_| panic!("compressed again")).unwrap().clone();
+        assert_eq!(first.as_ptr(), m.deflated_tail(|_| None).unwrap().as_ptr());
+
+        // Raw: the payload compressed, as text.
+        let mut gather = Gather::default();
+        gather.message(Framing { format: Format::WsRaw, ..deflate }, &m, Id::Shared(&m.cursor), None, &mut deflater);
+        let frames = frames(&joined(&gather));
+        assert_eq!(frames[0].0, 0xC1);
+        assert_eq!(deflate::inflate(&frames[0].1, 1 << 20).unwrap(), payload.as_bytes());
+    }
+
+    #[test]
+    fn short_messages_go_uncompressed_even_with_deflate() {
+        let m = message();
+        let mut gather = Gather::default();
+        let framing = Framing { format: Format::WsJson, chunked: false, deflate: true };
+        gather.message(framing, &m, Id::Shared(b"X"), None, &mut SharedDeflater::default());
+        let frames = frames(&joined(&gather));
+        assert_eq!(frames[0].0, 0x81);
+        assert_eq!(frames[0].1, m.envelope(b"X"));
     }
 }

@@ -26,7 +26,7 @@ use holdfast_hub::{Channel, Message, PublishListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use self::frame::{Framing, Gather, Id, LAST_CHUNK};
+use self::frame::{Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
 use crate::conn::ConnState;
 use crate::transport::cursor_for;
 use crate::{CloseReason, Server};
@@ -46,6 +46,8 @@ pub(crate) struct StreamSetup {
     pub positions: Vec<(Arc<Channel>, u64)>,
     /// WebSocket: frames the client sent right behind its upgrade request.
     pub early_input: bytes::BytesMut,
+    /// WebSocket: permessage-deflate was agreed, so the client may send compressed messages.
+    pub inflate: bool,
 }
 
 /// All shards of a server.
@@ -214,6 +216,8 @@ struct Shard {
     by_channel: HashMap<u64, Vec<usize>>,
     /// Subscribers to catch up after the op being handled (a WebSocket subscribe).
     deliver_soon: Vec<usize>,
+    /// Compresses messages for permessage-deflate subscribers (each message once).
+    deflater: SharedDeflater,
 }
 
 /// Messages after a position, shared by the subscribers at that position during one round.
@@ -229,6 +233,7 @@ impl Shard {
             free: Vec::new(),
             by_channel: HashMap::new(),
             deliver_soon: Vec::new(),
+            deflater: SharedDeflater::default(),
         }
     }
 
@@ -341,7 +346,11 @@ impl Shard {
             last_write: clock_ms_at(Instant::now()),
             opened: (clock_ms_at(Instant::now()) / 1000) as u32,
             bytes_out: 0,
-            ws: setup.framing.format.is_websocket().then(|| websocket::peer_for(server, setup.early_input)),
+            ws: setup
+                .framing
+                .format
+                .is_websocket()
+                .then(|| websocket::peer_for(server, setup.early_input, setup.inflate)),
         }));
         Some(index)
     }
@@ -392,7 +401,7 @@ impl Shard {
         for (i, message) in &batch {
             sub.positions[*i].1 = message.position.seq;
             let id = if single { Id::Shared(&message.cursor) } else { Id::Own(cursor_for(&sub.positions)) };
-            gather.message(sub.framing, message, id, sub.callback.as_deref());
+            gather.message(sub.framing, message, id, sub.callback.as_deref(), &mut self.deflater);
         }
         // Counted as accepted for sending: what is pending goes out later or the subscriber is cut.
         sub.bytes_out += gather.len() as u64;

@@ -39,9 +39,11 @@ pub(super) struct WsPeer {
 }
 
 impl WsPeer {
-    pub fn new(max_message: usize, early_input: BytesMut) -> WsPeer {
+    /// `inflate`: permessage-deflate was agreed, so compressed messages are accepted.
+    pub fn new(max_message: usize, early_input: BytesMut, inflate: bool) -> WsPeer {
         let input = (!early_input.is_empty()).then(|| Box::new(early_input));
-        WsPeer { decoder: Decoder::new(max_message), input, last_heard: Instant::now() }
+        let decoder = if inflate { Decoder::with_deflate(max_message) } else { Decoder::new(max_message) };
+        WsPeer { decoder, input, last_heard: Instant::now() }
     }
 }
 
@@ -382,6 +384,6 @@ fn error(code: &str, reason: &str) -> Value {
 }
 
 /// For the shard: the decoder limit and the early bytes of a new WebSocket subscriber.
-pub(super) fn peer_for(server: &Server, early_input: BytesMut) -> Box<WsPeer> {
-    Box::new(WsPeer::new(server.config.ws_max_message_bytes, early_input))
+pub(super) fn peer_for(server: &Server, early_input: BytesMut, inflate: bool) -> Box<WsPeer> {
+    Box::new(WsPeer::new(server.config.ws_max_message_bytes, early_input, inflate))
 }

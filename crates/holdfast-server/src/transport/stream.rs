@@ -32,7 +32,7 @@ pub(crate) fn open(
     };
     // HTTP/1.0 has no chunked coding: the stream is delimited by the connection's close.
     let chunked = version == Version::Http11;
-    let framing = Framing { format, chunked };
+    let framing = Framing { format, chunked, deflate: false };
 
     let mut head = BytesMut::new();
     let mut writer = ResponseHead::new(&mut head, 200)
@@ -69,6 +69,7 @@ pub(crate) fn open(
         callback: callback.map(String::into_boxed_str),
         positions: sub.positions,
         early_input: Default::default(),
+        inflate: false,
     };
     (out, setup)
 }

@@ -4,6 +4,7 @@
 
 use bytes::BytesMut;
 use holdfast_proto::http1::RequestHead;
+use holdfast_proto::ws::deflate::{self, Agreement};
 use holdfast_proto::ws::handshake::{self, HandshakeError};
 
 use super::Subscription;
@@ -23,14 +24,35 @@ pub(crate) fn open(
 ) -> Result<(Vec<u8>, StreamSetup), Response> {
     let accept = handshake::validate(head).map_err(refusal)?;
     check_origin(head, server)?;
-    let framing = Framing { format: if raw { Format::WsRaw } else { Format::WsJson }, chunked: false };
-    let mut out = BytesMut::new();
-    handshake::put_switching_protocols(&mut out, &accept, &[("Server", "holdfast")]);
+    let agreement = negotiate_deflate(head, server);
+    let format = if raw { Format::WsRaw } else { Format::WsJson };
+    let deflate = agreement.is_some_and(|a| a.server_window_bits == deflate::MAX_WINDOW_BITS);
+    let framing = Framing { format, chunked: false, deflate };
+    let out = switching_protocols(&accept, agreement);
     let mut out = out.to_vec();
     for gap in &sub.gaps {
         framing.put_notice(&mut out, None, Some(&gap.channel), "holdfast.gap", &super::gap_json(gap));
     }
-    Ok((out, StreamSetup { framing, callback: None, positions: sub.positions, early_input }))
+    let inflate = agreement.is_some();
+    Ok((out, StreamSetup { framing, callback: None, positions: sub.positions, early_input, inflate }))
+}
+
+/// The permessage-deflate offer accepted, if `ws_deflate` is on and the client made one this
+/// server can take.
+pub(crate) fn negotiate_deflate(head: &RequestHead, server: &Server) -> Option<Agreement> {
+    server.config.ws_deflate.then(|| deflate::negotiate(head)).flatten()
+}
+
+/// The 101 answer, naming the extension when one was agreed.
+pub(crate) fn switching_protocols(accept: &str, agreement: Option<Agreement>) -> BytesMut {
+    let mut out = BytesMut::new();
+    let extension = agreement.map(|a| a.response());
+    let mut extra = vec![("Server", "holdfast")];
+    if let Some(extension) = &extension {
+        extra.push(("Sec-WebSocket-Extensions", extension));
+    }
+    handshake::put_switching_protocols(&mut out, accept, &extra);
+    out
 }
 
 /// A handshake error as an HTTP answer; 426 names the version we speak (RFC 6455 §4.4).

@@ -1,9 +1,14 @@
 //! `GET /_conformance/echo` with `Upgrade: websocket`: echoes every message, for the Autobahn
 //! suite to test the frame codec. Off unless `enable_conformance_echo`; it runs in the connection
 //! task (per-connection memory does not matter for a conformance endpoint).
+//!
+//! With permessage-deflate agreed, every echoed message that compresses goes compressed, each on
+//! its own (no context takeover) with the window the client allowed, so Autobahn's cases 12 and
+//! 13 test both directions.
 
 use bytes::BytesMut;
 use holdfast_proto::ws::codec::{Decoder, Event};
+use holdfast_proto::ws::deflate::{Agreement, MessageDeflater};
 use holdfast_proto::ws::{close, frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -16,14 +21,21 @@ use crate::{CloseReason, Server};
 const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Echoes until the close handshake, a protocol error or the peer leaving.
-pub(crate) async fn run(stream: &mut TcpStream, server: &Server, mut input: BytesMut) -> CloseReason {
-    let mut decoder = Decoder::new(server.config.ws_max_message_bytes);
+pub(crate) async fn run(
+    stream: &mut TcpStream,
+    server: &Server,
+    mut input: BytesMut,
+    agreement: Option<Agreement>,
+) -> CloseReason {
+    let max = server.config.ws_max_message_bytes;
+    let mut decoder = if agreement.is_some() { Decoder::with_deflate(max) } else { Decoder::new(max) };
+    let mut deflater = agreement.map(|a| MessageDeflater::new(a.server_window_bits));
     let mut out = BytesMut::new();
     loop {
         loop {
             match decoder.decode(&mut input) {
-                Ok(Some(Event::Text(text))) => frame::put_frame(&mut out, frame::OpCode::Text, &text),
-                Ok(Some(Event::Binary(data))) => frame::put_frame(&mut out, frame::OpCode::Binary, &data),
+                Ok(Some(Event::Text(text))) => put_message(&mut out, frame::OpCode::Text, &text, deflater.as_mut()),
+                Ok(Some(Event::Binary(data))) => put_message(&mut out, frame::OpCode::Binary, &data, deflater.as_mut()),
                 Ok(Some(Event::Ping(payload))) => frame::put_frame(&mut out, frame::OpCode::Pong, &payload),
                 Ok(Some(Event::Pong(_))) => {}
                 Ok(Some(Event::Close { code, .. })) => {
@@ -51,6 +63,18 @@ pub(crate) async fn run(stream: &mut TcpStream, server: &Server, mut input: Byte
             Read::Timeout => return CloseReason::IdleTimeout,
             Read::Failed(_) => return CloseReason::PeerAborted,
         }
+    }
+}
+
+/// One message as a frame, compressed when a deflater is given and the data compresses.
+fn put_message(out: &mut BytesMut, opcode: frame::OpCode, data: &[u8], deflater: Option<&mut MessageDeflater>) {
+    match deflater.and_then(|d| d.deflate(data, 0)) {
+        Some(compressed) => {
+            let (head, len) = frame::header_with(true, true, opcode, compressed.len() as u64);
+            out.extend_from_slice(&head[..len]);
+            out.extend_from_slice(&compressed);
+        }
+        None => frame::put_frame(out, opcode, data),
     }
 }
 
