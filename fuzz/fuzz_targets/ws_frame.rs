@@ -2,7 +2,8 @@
 //!
 //! Input: one byte `n`, then `n % 8` piece lengths (one byte each, 0 = an empty feed), then the
 //! bytes on the wire; what is left after the last length is the final piece. Checks, with
-//! `max_message` 64 KiB and 16 bytes: never a panic; a call never adds to the buffer; the events,
+//! `max_message` 64 KiB and 16 bytes, each without and with permessage-deflate (RSV1 messages
+//! inflated): never a panic; a call never adds to the buffer; the events,
 //! the error and (when input runs out) the bytes left and whether a message is in progress are
 //! the same fed whole, in the chosen pieces and one byte at a time; every `Text` is valid UTF-8;
 //! messages fit `max_message`, control payloads 125 bytes, close codes are valid; and errors carry
@@ -24,21 +25,22 @@ type Outcome = (Vec<Event>, Result<(Vec<u8>, bool), ProtocolError>);
 fuzz_target!(|data: &[u8]| {
     let Some((wire, pieces)) = pieces::split(data) else { return };
 
-    for max_message in [64 * 1024, 16] {
-        let whole = decode(&[wire], max_message);
+    for (max_message, deflate) in [(64 * 1024, false), (16, false), (64 * 1024, true), (16, true)] {
+        let decoder = if deflate { Decoder::with_deflate(max_message) } else { Decoder::new(max_message) };
+        let decode = |pieces: &[&[u8]]| decode(decoder.clone(), pieces, max_message);
+        let whole = decode(&[wire]);
         assert_eq!(
-            decode(&pieces, max_message),
+            decode(&pieces),
             whole,
             "pieces of {:?} bytes",
             pieces.iter().map(|p| p.len()).collect::<Vec<_>>()
         );
         let bytes: Vec<&[u8]> = wire.chunks(1).collect();
-        assert_eq!(decode(&bytes, max_message), whole, "one byte at a time");
+        assert_eq!(decode(&bytes), whole, "one byte at a time");
     }
 });
 
-fn decode(pieces: &[&[u8]], max_message: usize) -> Outcome {
-    let mut decoder = Decoder::new(max_message);
+fn decode(mut decoder: Decoder, pieces: &[&[u8]], max_message: usize) -> Outcome {
     let mut buf = BytesMut::new();
     let mut events = Vec::new();
     let mut pieces = pieces.iter();
