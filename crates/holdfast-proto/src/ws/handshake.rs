@@ -3,9 +3,10 @@
 //!
 //! What it does not own: parsing the request head (see [`crate::http1::request`]), routing, and
 //! writing the error response for a refused handshake (the server's, from
-//! [`HandshakeError::status`] and [`HandshakeError::reason`]). No extension or subprotocol is
-//! negotiated, so `Sec-WebSocket-Extensions` and `Sec-WebSocket-Protocol` are ignored and never
-//! answered (RFC 6455 §4.2.2 /4: the server then uses none).
+//! [`HandshakeError::status`] and [`HandshakeError::reason`]), and extensions (see
+//! [`super::deflate::negotiate`]; the answer goes in `extra`). No subprotocol is negotiated, so
+//! `Sec-WebSocket-Protocol` is ignored and never answered (RFC 6455 §4.2.2 /4: the server then
+//! uses none).
 
 use std::fmt;
 

@@ -5,10 +5,12 @@
 //! - [`codec`]: decoding client frames into messages and control events, with every check of
 //!   §5 and §8 that a receiver must make, and the close code each failure is answered with.
 //! - [`close`]: close codes (§7.4) and encoding close frames (§5.5.1).
+//! - [`deflate`]: permessage-deflate (RFC 7692): choosing an offer, compressing a message once for
+//!   every connection, inflating a client's message under a size cap.
 //!
 //! What it does not own: sockets, timers (pings, the close handshake's deadline), and what a
-//! message means. Those belong to `holdfast-server`. Extensions (permessage-deflate) and
-//! subprotocols are not negotiated: every RSV bit is a protocol error.
+//! message means. Those belong to `holdfast-server`. No subprotocol is negotiated; the only
+//! extension is permessage-deflate, and without it every RSV bit is a protocol error.
 //!
 //! Why this is written here rather than taken from `tungstenite`: memory per connection. The goal
 //! is at most 512 B of server RSS per idle WebSocket subscriber. `tokio-tungstenite` measured about
