@@ -17,6 +17,12 @@
 #   MAX_PER_CLIENT=19000    subscribers per client process (20,000 descriptors each at most)
 #   SETTLE=1                seconds between "all N counted" and the second RSS reading
 #   HOLDFAST_BIN=path       use this binary instead of building
+#   WARMUP=1                1 (default): before the "before" reading, open 1 subscriber of the same transport,
+#                           wait until the server counts it, close it, wait until the count is 0 and
+#                           settle SETTLE s, so one-time costs (code paging, first-use allocations)
+#                           are not charged to the N subscribers
+#   DUMP_DIR=dir            keep /proc/PID/smaps and /proc/PID/status of the server before and after
+#                           (and after the warm-up) there, one file per run
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/nchan.conf.sh"
@@ -28,6 +34,9 @@ TRANSPORTS=${TRANSPORTS:-"sse ws"}
 SERVERS=${SERVERS:-"holdfast nchan"}
 MAX_PER_CLIENT=${MAX_PER_CLIENT:-19000}
 SETTLE=${SETTLE:-1}
+WARMUP=${WARMUP:-1}
+DUMP_DIR=${DUMP_DIR:-}
+[ -z "$DUMP_DIR" ] || mkdir -p "$DUMP_DIR"
 
 need curl curl
 need jq jq
@@ -49,6 +58,53 @@ subscriber_count() {
     esac
 }
 
+# Sum of one /proc/PID/smaps_rollup field (KiB) over a process and its children: Anonymous, or
+# File (= Rss - Anonymous: page cache pages, i.e. the binary's and libraries' code and data;
+# there is no shared memory). Same exact page-table walk as Rss (/proc/PID/status RssAnon and
+# RssFile come from counters instead).
+tree_rollup_kb() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk -v k="$2" '$1 == "Rss:" { rss = $2 } $1 == "Anonymous:" { anon = $2 }
+            END { print (k == "File" ? rss - anon : anon) }' "/proc/$pid/smaps_rollup")))
+    done
+    printf '%s\n' "$total"
+}
+
+# Copies smaps and status of the server tree to $DUMP_DIR/$1.{smaps,status} (if DUMP_DIR is set).
+dump_proc() {
+    [ -n "$DUMP_DIR" ] || return 0
+    local pid
+    : >"$DUMP_DIR/$1.smaps"
+    : >"$DUMP_DIR/$1.status"
+    for pid in "$SERVER_PID" $(pgrep -P "$SERVER_PID" || true); do
+        cat "/proc/$pid/smaps" >>"$DUMP_DIR/$1.smaps"
+        cat "/proc/$pid/status" >>"$DUMP_DIR/$1.status"
+    done
+}
+
+# Opens one subscriber with client args $3..., waits until server $1 on port $2 counts it, closes
+# it, waits until the count is back to 0 and lets the server settle.
+warm_up() {
+    local server=$1 port=$2 transport=$3 out client deadline
+    shift 3
+    out="$WORK/warmup-$server-$transport-$RANDOM.out"
+    "$BIN" bench idle --server "127.0.0.1:$port" --connections 1 "$@" >"$out" 2>"$out.err" &
+    client=$!
+    STARTED_PIDS+=("$client")
+    deadline=$((SECONDS + 15))
+    until [ "$(subscriber_count "$server" "$port" "$transport")" = 1 ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "$server: warm-up subscriber not counted"
+        sleep 0.1
+    done
+    stop_pid "$client"
+    until [ "$(subscriber_count "$server" "$port" "$transport")" = 0 ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "$server: warm-up subscriber not closed"
+        sleep 0.1
+    done
+    sleep "$SETTLE"
+}
+
 # run_once SERVER TRANSPORT N: sets R_BEFORE, R_AFTER (RSS KiB) and R_PER (bytes per subscriber).
 # Runs in this shell (not a subshell) so the EXIT trap knows every process it starts. (PSS is no
 # use here: Holdfast's clients run the same binary, so its shared pages would count half.)
@@ -65,7 +121,16 @@ run_once() {
         ws) args=(--websocket --path /sub/bench) ;;
     esac
     sleep 0.5
+    local tag="$server-$transport-$n-w$WARMUP-$RANDOM"
+    if [ "$WARMUP" = 1 ]; then
+        dump_proc "$tag.0start"
+        warm_up "$server" "$port" "$transport" "${args[@]}"
+    fi
+    dump_proc "$tag.1before"
     before=$(tree_rss_kb "$SERVER_PID")
+    local anon_before file_before
+    anon_before=$(tree_rollup_kb "$SERVER_PID" Anonymous)
+    file_before=$(tree_rollup_kb "$SERVER_PID" File)
 
     # Split N over as few clients as the descriptor limit allows, in equal parts.
     local parts=$(((n + MAX_PER_CLIENT - 1) / MAX_PER_CLIENT)) i
@@ -99,6 +164,9 @@ run_once() {
     done
     sleep "$SETTLE" # let anything freed on the way settle
     after=$(tree_rss_kb "$SERVER_PID")
+    R_ANON=$(($(tree_rollup_kb "$SERVER_PID" Anonymous) - anon_before))
+    R_FILE=$(($(tree_rollup_kb "$SERVER_PID" File) - file_before))
+    dump_proc "$tag.2after"
 
     local held=0
     for i in "${!clients[@]}"; do
@@ -111,16 +179,21 @@ run_once() {
     R_PER=$(awk -v b="$before" -v a="$after" -v n="$n" 'BEGIN { printf "%.0f\n", (a - b) * 1024 / n }')
 }
 
-declare -A PER BEFORE AFTER
-printf '%-9s %-4s %6s %4s %10s %10s %8s\n' server tr N rep before_KiB after_KiB B/sub
+# min-max of the numbers given as arguments.
+range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'; }
+
+declare -A PER BEFORE AFTER ANON FILE
+printf '%-9s %-4s %6s %4s %10s %10s %9s %9s %8s\n' server tr N rep before_KiB after_KiB dAnon_KiB dFile_KiB B/sub
 for n in $NS; do
     for rep in $(seq "$REPS"); do
         for transport in $TRANSPORTS; do
             for server in $SERVERS; do
                 run_once "$server" "$transport" "$n"
-                printf '%-9s %-4s %6s %4s %10s %10s %8s\n' \
-                    "$server" "$transport" "$n" "$rep" "$R_BEFORE" "$R_AFTER" "$R_PER"
+                printf '%-9s %-4s %6s %4s %10s %10s %9s %9s %8s\n' \
+                    "$server" "$transport" "$n" "$rep" "$R_BEFORE" "$R_AFTER" "$R_ANON" "$R_FILE" "$R_PER"
                 key=$server.$transport.$n
+                ANON[$key]+="$R_ANON "
+                FILE[$key]+="$R_FILE "
                 PER[$key]+="$R_PER "
                 BEFORE[$key]+="$R_BEFORE "
                 AFTER[$key]+="$R_AFTER "
@@ -130,15 +203,16 @@ for n in $NS; do
 done
 
 echo
-echo "summary (medians of $REPS; bytes of server RSS per idle subscriber, one channel; settle ${SETTLE}s)"
-printf '%-9s %-4s %6s %12s %12s %8s\n' server tr N before_KiB after_KiB B/sub
+echo "summary (medians of $REPS; bytes of server RSS per idle subscriber, one channel; settle ${SETTLE}s; warm-up $WARMUP)"
+printf '%-9s %-4s %6s %12s %12s %9s %9s %8s %12s\n' server tr N before_KiB after_KiB dAnon_KiB dFile_KiB B/sub B/sub_range
 for n in $NS; do
     for transport in $TRANSPORTS; do
         for server in $SERVERS; do
             key=$server.$transport.$n
             # shellcheck disable=SC2086 # word lists
-            printf '%-9s %-4s %6s %12s %12s %8s\n' "$server" "$transport" "$n" \
-                "$(median ${BEFORE[$key]})" "$(median ${AFTER[$key]})" "$(median ${PER[$key]})"
+            printf '%-9s %-4s %6s %12s %12s %9s %9s %8s %12s\n' "$server" "$transport" "$n" \
+                "$(median ${BEFORE[$key]})" "$(median ${AFTER[$key]})" "$(median ${ANON[$key]})" \
+                "$(median ${FILE[$key]})" "$(median ${PER[$key]})" "$(range ${PER[$key]})"
         done
     done
 done

@@ -36,6 +36,11 @@ const WAKER_TOKEN: Token = Token(usize::MAX);
 const MESSAGES_PER_WRITE: usize = 64;
 /// Longest a shard sleeps between heartbeat scans.
 const MAX_TICK: Duration = Duration::from_secs(1);
+/// Hand-overs whose room the inbox keeps between rounds (136 B each).
+const ADDED_KEPT: usize = 64;
+
+/// A socket handed to a shard, with what the transport set up.
+type Added = (std::net::TcpStream, ConnState, StreamSetup);
 
 /// What a transport hands over with a socket.
 pub(crate) struct StreamSetup {
@@ -63,7 +68,7 @@ struct ShardShared {
 
 #[derive(Default)]
 struct Inbox {
-    added: Vec<(std::net::TcpStream, ConnState, StreamSetup)>,
+    added: Vec<Added>,
     dirty: Vec<Arc<Channel>>,
     dirty_ids: HashSet<u64>,
     deleted: Vec<Arc<Channel>>,
@@ -218,6 +223,11 @@ struct Shard {
     deliver_soon: Vec<usize>,
     /// Compresses messages for permessage-deflate subscribers (each message once).
     deflater: SharedDeflater,
+    /// The inbox's `added` of the previous round, emptied: given back to the inbox each round so
+    /// a burst of subscribers fills the same vector instead of growing a new one every round
+    /// (each growth leaves its smaller buffers in the allocator's thread caches, and the last
+    /// one is freed here, on a thread that seldom allocates and so never trims its cache).
+    spare_added: Vec<Added>,
 }
 
 /// Messages after a position, shared by the subscribers at that position during one round.
@@ -234,6 +244,7 @@ impl Shard {
             by_channel: HashMap::new(),
             deliver_soon: Vec::new(),
             deflater: SharedDeflater::default(),
+            spare_added: Vec::new(),
         }
     }
 
@@ -255,7 +266,12 @@ impl Shard {
                 }
             }
             let Some(server) = self.server.upgrade() else { return };
-            let inbox = std::mem::take(&mut *self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut inbox = {
+                let mut shared = self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
+                let inbox = std::mem::take(&mut *shared);
+                shared.added = std::mem::take(&mut self.spare_added);
+                inbox
+            };
             if inbox.draining {
                 self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner()).draining = true;
                 for index in 0..self.slots.len() {
@@ -271,7 +287,7 @@ impl Shard {
                 let _ = query.send(self.describe(Instant::now()));
             }
             let mut cache = ReadCache::new();
-            for (stream, conn, setup) in inbox.added {
+            for (stream, conn, setup) in inbox.added.drain(..) {
                 if let Some(index) = self.insert(&server, stream, conn, setup) {
                     // Frames sent right behind a WebSocket upgrade are handled first.
                     if self.slots[index].as_ref().is_some_and(|s| s.ws.as_ref().is_some_and(|w| w.input.is_some())) {
@@ -279,6 +295,9 @@ impl Shard {
                     }
                     self.deliver(&server, index, &mut cache);
                 }
+            }
+            if inbox.added.capacity() <= ADDED_KEPT {
+                self.spare_added = inbox.added;
             }
             for channel in inbox.deleted {
                 for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
