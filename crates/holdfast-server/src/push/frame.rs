@@ -192,10 +192,7 @@ impl<'a> Gather<'a> {
             Format::WsJson => return self.ws_envelope(message, id),
             _ => {}
         }
-        let id_len = match id {
-            Id::Shared(bytes) => bytes.len(),
-            Id::Own(ref text) => text.len(),
-        };
+        let id_len = id.len();
         let (prefix_len, suffix): (usize, &'static [u8]) = match framing.format {
             Format::Sse => (4, b""),
             Format::Iframe => (16 + callback.map_or(0, str::len) + ENVELOPE_HEAD.len(), b");</script>\n"),
@@ -220,10 +217,7 @@ impl<'a> Gather<'a> {
                 self.shared(ENVELOPE_HEAD);
             }
         }
-        match id {
-            Id::Shared(bytes) => self.shared(bytes),
-            Id::Own(text) => self.scratch(text.as_bytes()),
-        }
+        self.id(id);
         if sse_newline == 1 {
             self.shared(b"\n");
         }
@@ -231,6 +225,14 @@ impl<'a> Gather<'a> {
         self.shared(suffix);
         if framing.chunked {
             self.shared(CHUNK_END);
+        }
+    }
+
+    /// A message id: shared bytes, or this subscriber's own cursor copied into the scratch.
+    fn id(&mut self, id: Id<'a>) {
+        match id {
+            Id::Shared(bytes) => self.shared(bytes),
+            Id::Own(text) => self.scratch(text.as_bytes()),
         }
     }
 
@@ -254,18 +256,12 @@ impl<'a> Gather<'a> {
 
     /// A text frame holding the envelope.
     fn ws_envelope(&mut self, message: &'a Message, id: Id<'a>) {
-        let id_len = match id {
-            Id::Shared(bytes) => bytes.len(),
-            Id::Own(ref text) => text.len(),
-        };
+        let id_len = id.len();
         let len = ENVELOPE_HEAD.len() + id_len + message.envelope_tail.len();
         let (header, header_len) = ws::frame::header(true, ws::frame::OpCode::Text, len as u64);
         self.scratch(&header[..header_len]);
         self.shared(ENVELOPE_HEAD);
-        match id {
-            Id::Shared(bytes) => self.shared(bytes),
-            Id::Own(text) => self.scratch(text.as_bytes()),
-        }
+        self.id(id);
         self.shared(&message.envelope_tail);
     }
 
@@ -273,10 +269,7 @@ impl<'a> Gather<'a> {
     /// compressed tail. Uncompressed when the tail does not compress or the id is too long for
     /// one stored block.
     fn ws_envelope_deflated(&mut self, message: &'a Message, id: Id<'a>, deflater: &mut SharedDeflater) {
-        let id_len = match id {
-            Id::Shared(bytes) => bytes.len(),
-            Id::Own(ref text) => text.len(),
-        };
+        let id_len = id.len();
         let stored = ENVELOPE_HEAD.len() + id_len;
         // The shared copy is judged against a typical one-channel prefix, so it is the same for
         // every subscriber whoever asks first.
@@ -290,10 +283,7 @@ impl<'a> Gather<'a> {
         self.scratch(&header[..header_len]);
         self.scratch(&deflate::stored_block_header(stored as u16));
         self.shared(ENVELOPE_HEAD);
-        match id {
-            Id::Shared(bytes) => self.shared(bytes),
-            Id::Own(text) => self.scratch(text.as_bytes()),
-        }
+        self.id(id);
         self.shared(tail);
     }
 
@@ -354,6 +344,15 @@ fn raw_opcode(message: &Message) -> ws::frame::OpCode {
 pub(crate) enum Id<'a> {
     Shared(&'a [u8]),
     Own(String),
+}
+
+impl Id<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Id::Shared(bytes) => bytes.len(),
+            Id::Own(text) => text.len(),
+        }
+    }
 }
 
 #[cfg(test)]
