@@ -7,8 +7,8 @@
 # (binary image, HTML, literary text, a JSON-ish set) whole and in 4 KiB and 32 KiB fragments;
 # 13.* (every offer/answer variant: context takeover, window bits 9 and 15, several offers).
 # Not by default: 9 (performance) and 12.2–12.5's cases cut into 256 B and 1 KiB fragments
-# (x.11–x.16: hundreds of thousands of frames each, most of an hour in this suite's Python
-# client; 12.1 has the same cuts): AUTOBAHN_FULL=1 adds them.
+# (x.11–x.16: hundreds of thousands of frames each, about a minute apiece in this suite's
+# Python client, ~25 min together; 12.1 has the same cuts): AUTOBAHN_FULL=1 adds them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
