@@ -187,7 +187,12 @@ pub fn header_with(fin: bool, compressed: bool, opcode: OpCode, payload_len: u64
 
 /// Appends one complete, unfragmented server frame (header and payload) to `out`.
 pub fn put_frame(out: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
-    let (head, len) = header(true, opcode, payload.len() as u64);
+    put_frame_with(out, false, opcode, payload)
+}
+
+/// [`put_frame`] with RSV1 set when `compressed` (the payload is a permessage-deflate message).
+pub fn put_frame_with(out: &mut BytesMut, compressed: bool, opcode: OpCode, payload: &[u8]) {
+    let (head, len) = header_with(true, compressed, opcode, payload.len() as u64);
     out.reserve(len + payload.len());
     out.extend_from_slice(&head[..len]);
     out.extend_from_slice(payload);

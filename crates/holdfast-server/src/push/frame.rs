@@ -365,6 +365,18 @@ mod tests {
         gather.slices().iter().flat_map(|s| s.to_vec()).collect()
     }
 
+    /// A framing without compression.
+    fn plain(format: Format, chunked: bool) -> Framing {
+        Framing { format, chunked, deflate: false }
+    }
+
+    /// One message gathered with a fresh deflater.
+    fn gathered<'a>(framing: Framing, m: &'a Message, id: Id<'a>, callback: Option<&str>) -> Gather<'a> {
+        let mut gather = Gather::default();
+        gather.message(framing, m, id, callback, &mut SharedDeflater::default());
+        gather
+    }
+
     fn message() -> Message {
         Message::new("c".into(), Position { epoch: 1, seq: 1 }, Some("tick"), Bytes::from_static(b"a\nb"))
     }
@@ -372,23 +384,9 @@ mod tests {
     #[test]
     fn sse_frame_chunked_and_not() {
         let m = message();
-        let mut gather = Gather::default();
-        gather.message(
-            Framing { format: Format::Sse, chunked: false, deflate: false },
-            &m,
-            Id::Shared(b"CUR"),
-            None,
-            &mut SharedDeflater::default(),
-        );
+        let gather = gathered(plain(Format::Sse, false), &m, Id::Shared(b"CUR"), None);
         assert_eq!(joined(&gather), b"id: CUR\nevent: tick\ndata: a\ndata: b\n\n");
-        let mut gather = Gather::default();
-        gather.message(
-            Framing { format: Format::Sse, chunked: true, deflate: false },
-            &m,
-            Id::Own("CUR".into()),
-            None,
-            &mut SharedDeflater::default(),
-        );
+        let gather = gathered(plain(Format::Sse, true), &m, Id::Own("CUR".into()), None);
         let frame = b"id: CUR\nevent: tick\ndata: a\ndata: b\n\n";
         let mut want = format!("{:x}\r\n", frame.len()).into_bytes();
         want.extend_from_slice(frame);
@@ -401,19 +399,10 @@ mod tests {
     #[test]
     fn ndjson_and_iframe_frames_carry_the_envelope() {
         let m = message();
-        let mut gather = Gather::default();
-        gather.message(
-            Framing { format: Format::Ndjson, chunked: false, deflate: false },
-            &m,
-            Id::Shared(b"X"),
-            None,
-            &mut SharedDeflater::default(),
-        );
+        let gather = gathered(plain(Format::Ndjson, false), &m, Id::Shared(b"X"), None);
         let line = String::from_utf8(joined(&gather)).unwrap();
         assert_eq!(line, "{\"id\":\"X\",\"channel\":\"c\",\"event\":\"tick\",\"data\":\"a\\nb\"}\n");
-        let mut gather = Gather::default();
-        let framing = Framing { format: Format::Iframe, chunked: true, deflate: false };
-        gather.message(framing, &m, Id::Shared(b"X"), Some("cb.on"), &mut SharedDeflater::default());
+        let gather = gathered(plain(Format::Iframe, true), &m, Id::Shared(b"X"), Some("cb.on"));
         let text = String::from_utf8(joined(&gather)).unwrap();
         let body =
             "<script>parent.cb.on({\"id\":\"X\",\"channel\":\"c\",\"event\":\"tick\",\"data\":\"a\\nb\"});</script>\n";
@@ -479,9 +468,8 @@ mod tests {
     #[test]
     fn short_messages_go_uncompressed_even_with_deflate() {
         let m = message();
-        let mut gather = Gather::default();
         let framing = Framing { format: Format::WsJson, chunked: false, deflate: true };
-        gather.message(framing, &m, Id::Shared(b"X"), None, &mut SharedDeflater::default());
+        let gather = gathered(framing, &m, Id::Shared(b"X"), None);
         let frames = frames(&joined(&gather));
         assert_eq!(frames[0].0, 0x81);
         assert_eq!(frames[0].1, m.envelope(b"X"));

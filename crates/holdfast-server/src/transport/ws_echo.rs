@@ -69,11 +69,7 @@ pub(crate) async fn run(
 /// One message as a frame, compressed when a deflater is given and the data compresses.
 fn put_message(out: &mut BytesMut, opcode: frame::OpCode, data: &[u8], deflater: Option<&mut MessageDeflater>) {
     match deflater.and_then(|d| d.deflate(data, 0)) {
-        Some(compressed) => {
-            let (head, len) = frame::header_with(true, true, opcode, compressed.len() as u64);
-            out.extend_from_slice(&head[..len]);
-            out.extend_from_slice(&compressed);
-        }
+        Some(compressed) => frame::put_frame_with(out, true, opcode, &compressed),
         None => frame::put_frame(out, opcode, data),
     }
 }
