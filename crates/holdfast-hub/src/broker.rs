@@ -11,10 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-
 use crate::channel::{Channel, HistoryBounds};
-use crate::message::Message;
+use crate::message::{Message, Payload};
 use crate::name::{validate_channel_name, NameError};
 
 /// How long a channel nobody published to and nobody holds is kept.
@@ -40,7 +38,7 @@ pub trait PublishListener: Send + Sync {
 /// Where messages are ordered and kept.
 pub trait Broker: Send + Sync {
     /// Appends a message to a channel (creating it), returning its assigned position.
-    fn publish(&self, channel: &str, event: Option<&str>, payload: Bytes) -> Result<Published, NameError>;
+    fn publish(&self, channel: &str, event: Option<&str>, payload: Payload) -> Result<Published, NameError>;
     /// An existing channel.
     fn channel(&self, name: &str) -> Option<Arc<Channel>>;
     /// A channel, created if needed (a subscribe creates it).
@@ -124,7 +122,7 @@ fn new_epoch(id: u64) -> u32 {
 }
 
 impl Broker for MemoryBroker {
-    fn publish(&self, name: &str, event: Option<&str>, payload: Bytes) -> Result<Published, NameError> {
+    fn publish(&self, name: &str, event: Option<&str>, payload: Payload) -> Result<Published, NameError> {
         let channel = self.channel_or_create(name)?;
         let message = channel.append(event, payload);
         self.publish_order
@@ -195,6 +193,7 @@ impl Broker for MemoryBroker {
 mod tests {
     use super::*;
     use crate::channel::{Position, ReadFrom};
+    use bytes::Bytes;
 
     fn broker(max_bytes: u64) -> MemoryBroker {
         MemoryBroker::new(HistoryLimits { messages: 100, max_age: Duration::from_secs(60), max_bytes })
@@ -203,22 +202,22 @@ mod tests {
     #[test]
     fn publish_assigns_increasing_positions_per_channel() {
         let b = broker(u64::MAX);
-        let p1 = b.publish("a", None, Bytes::from_static(b"1")).unwrap();
-        let p2 = b.publish("a", Some("e"), Bytes::from_static(b"2")).unwrap();
-        let q1 = b.publish("b", None, Bytes::from_static(b"x")).unwrap();
+        let p1 = b.publish("a", None, Bytes::from_static(b"1").into()).unwrap();
+        let p2 = b.publish("a", Some("e"), Bytes::from_static(b"2").into()).unwrap();
+        let q1 = b.publish("b", None, Bytes::from_static(b"x").into()).unwrap();
         assert_eq!(p1.message.position.seq, 1);
         assert_eq!(p2.message.position, Position { epoch: p1.channel.epoch, seq: 2 });
         assert_eq!(q1.message.position.seq, 1);
         assert_ne!(p1.channel.epoch, q1.channel.epoch);
         assert_eq!(b.channel_count(), 2);
-        assert!(matches!(b.publish("bad name", None, Bytes::new()), Err(NameError::BadByte(b' '))));
+        assert!(matches!(b.publish("bad name", None, Bytes::new().into()), Err(NameError::BadByte(b' '))));
     }
 
     #[test]
     fn global_byte_bound_evicts_the_oldest_anywhere() {
         let b = broker(4000);
         for i in 0..30 {
-            b.publish(if i % 2 == 0 { "a" } else { "b" }, None, Bytes::from(vec![b'x'; 100])).unwrap();
+            b.publish(if i % 2 == 0 { "a" } else { "b" }, None, Bytes::from(vec![b'x'; 100]).into()).unwrap();
         }
         assert!(b.history_bytes() <= 4000, "{}", b.history_bytes());
         let (a_count, a_first, _) = b.channel("a").unwrap().info();
@@ -234,7 +233,7 @@ mod tests {
         let b = broker(u64::MAX);
         let held = b.channel_or_create("held").unwrap();
         b.channel_or_create("idle").unwrap();
-        b.publish("used", None, Bytes::new()).unwrap();
+        b.publish("used", None, Bytes::new().into()).unwrap();
         b.expire();
         assert_eq!(b.channel_count(), 3, "within the grace period everything stays");
         // Pretend the grace period passed by recreating the map's entries with an old creation time.
@@ -262,7 +261,7 @@ mod tests {
     #[test]
     fn delete_then_recreate_changes_the_epoch() {
         let b = broker(u64::MAX);
-        let first = b.publish("a", None, Bytes::from_static(b"1")).unwrap();
+        let first = b.publish("a", None, Bytes::from_static(b"1").into()).unwrap();
         let old = first.message.position;
         assert!(b.delete("a").unwrap().is_deleted());
         assert!(b.channel("a").is_none());
@@ -287,8 +286,8 @@ mod tests {
         let b = broker(u64::MAX);
         let counter = Arc::new(Counter(AtomicU64::new(0)));
         b.add_listener(counter.clone());
-        b.publish("a", None, Bytes::new()).unwrap();
-        b.publish("a", None, Bytes::new()).unwrap();
+        b.publish("a", None, Bytes::new().into()).unwrap();
+        b.publish("a", None, Bytes::new().into()).unwrap();
         b.delete("a");
         assert_eq!(counter.0.load(Ordering::Relaxed), 102);
     }

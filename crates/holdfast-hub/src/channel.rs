@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use crate::message::Message;
+use crate::message::{Message, Payload};
 
 /// A place in a channel: "everything up to and including `seq` of epoch `epoch` was seen".
 /// Sequence numbers start at 1; `seq == 0` is before the first message.
@@ -131,7 +129,7 @@ impl Channel {
     }
 
     /// Appends a message (under the lock, so sequence numbers follow publish order) and trims.
-    pub(crate) fn append(&self, event: Option<&str>, payload: Bytes) -> Arc<Message> {
+    pub(crate) fn append(&self, event: Option<&str>, payload: Payload) -> Arc<Message> {
         let mut history = self.lock();
         let position = Position { epoch: self.epoch, seq: history.last_seq + 1 };
         let message = Arc::new(Message::new(self.name.clone(), position, event, payload));
@@ -261,6 +259,7 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn channel(messages: usize) -> Channel {
         let bounds = HistoryBounds { messages, max_age: Duration::from_secs(3600) };
@@ -269,7 +268,7 @@ mod tests {
 
     fn publish(channel: &Channel, n: usize) {
         for i in 0..n {
-            channel.append(None, Bytes::from(format!("m{i}")));
+            channel.append(None, Bytes::from(format!("m{i}")).into());
         }
     }
 

@@ -20,5 +20,5 @@ pub mod name;
 pub use broker::{Broker, HistoryLimits, MemoryBroker, PublishListener, Published};
 pub use channel::{Channel, Gap, Position, ReadFrom};
 pub use cursor::{Cursor, CursorError};
-pub use message::Message;
+pub use message::{Message, Payload};
 pub use name::{validate_channel_name, NameError};

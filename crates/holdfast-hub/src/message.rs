@@ -5,7 +5,8 @@
 //! - SSE: `id: <cursor>\n` then [`Message::sse_body`] (`event:`/`data:` lines and the blank line);
 //! - JSON envelope: `{"id":"<cursor>` then [`Message::envelope_tail`]
 //!   (`","channel":"…","event":"…","data":"…"}`), used by streaming, iframe, long-poll and
-//!   WebSocket alike.
+//!   WebSocket alike. A payload published as JSON ([`Payload::json`]) is carried as a value,
+//!   `"json":…`, instead of the string `"data":"…"`; one that is not UTF-8 as `"data_b64":"…"`.
 //!
 //! For WebSocket connections with permessage-deflate, the envelope tail and the raw payload are
 //! also kept compressed, each computed the first time a subscriber needs it
@@ -22,6 +23,34 @@ use holdfast_proto::{json, sse};
 use crate::channel::Position;
 use crate::cursor::Cursor;
 
+/// A payload as published: its bytes, and whether they are a JSON text (checked by the
+/// publisher) that envelopes carry as a value rather than as a string.
+#[derive(Debug, Clone, Default)]
+pub struct Payload {
+    /// The bytes, as published.
+    pub bytes: Bytes,
+    /// The bytes are a valid JSON text (`Content-Type: application/json`).
+    pub is_json: bool,
+}
+
+impl Payload {
+    /// Opaque bytes: a string in envelopes when UTF-8, else base64.
+    pub fn text(bytes: Bytes) -> Payload {
+        Payload { bytes, is_json: false }
+    }
+
+    /// A JSON text the caller has checked to be valid.
+    pub fn json(bytes: Bytes) -> Payload {
+        Payload { bytes, is_json: true }
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(bytes: Bytes) -> Payload {
+        Payload::text(bytes)
+    }
+}
+
 /// A message in a channel's history.
 #[derive(Debug)]
 pub struct Message {
@@ -33,6 +62,8 @@ pub struct Message {
     pub event: Option<Box<str>>,
     /// The payload as published.
     pub payload: Bytes,
+    /// The payload is JSON, carried in envelopes as the value `"json":…`.
+    pub is_json: bool,
     /// When it was published (for `history_seconds`).
     pub published_at: Instant,
     /// The single-channel cursor after this message (its id for one-channel subscriptions).
@@ -52,9 +83,12 @@ pub const ENVELOPE_HEAD: &[u8] = b"{\"id\":\"";
 
 impl Message {
     /// Encodes a message for every format.
-    pub fn new(channel: Arc<str>, position: Position, event: Option<&str>, payload: Bytes) -> Message {
+    pub fn new(channel: Arc<str>, position: Position, event: Option<&str>, payload: Payload) -> Message {
+        let Payload { bytes: payload, is_json } = payload;
         let cursor = Bytes::from(Cursor::new([(&*channel, position)]).encode());
         let text = std::str::from_utf8(&payload).ok();
+        // A JSON text is UTF-8 (RFC 8259 §8.1); anything else is carried as bytes.
+        let is_json = is_json && text.is_some();
 
         let mut sse_body = BytesMut::with_capacity(payload.len() + 32);
         match text {
@@ -72,6 +106,10 @@ impl Message {
         tail.extend_from_slice(b",\"event\":");
         json::put_string(&mut tail, event.unwrap_or("message"));
         match text {
+            Some(text) if is_json => {
+                tail.extend_from_slice(b",\"json\":");
+                json::put_json(&mut tail, text);
+            }
             Some(text) => {
                 tail.extend_from_slice(b",\"data\":");
                 json::put_string(&mut tail, text);
@@ -89,6 +127,7 @@ impl Message {
             position,
             event: event.map(Into::into),
             payload,
+            is_json,
             published_at: Instant::now(),
             cursor,
             sse_body: sse_body.freeze(),
@@ -131,7 +170,7 @@ mod tests {
     use super::*;
 
     fn message(payload: &[u8], event: Option<&str>) -> Message {
-        Message::new("room:1".into(), Position { epoch: 9, seq: 3 }, event, Bytes::copy_from_slice(payload))
+        Message::new("room:1".into(), Position { epoch: 9, seq: 3 }, event, Bytes::copy_from_slice(payload).into())
     }
 
     #[test]
@@ -154,5 +193,16 @@ mod tests {
     #[test]
     fn sse_body_splits_lines() {
         assert_eq!(&message(b"a\nb", Some("x")).sse_body[..], b"event: x\ndata: a\ndata: b\n\n");
+    }
+
+    #[test]
+    fn json_payloads_are_values_in_envelopes_and_text_in_sse() {
+        let payload = Payload::json(Bytes::from_static(b"{\"a\": [1, \"<b>\"]}"));
+        let m = Message::new("c".into(), Position { epoch: 1, seq: 1 }, None, payload);
+        let envelope: serde_json::Value = serde_json::from_slice(&m.envelope(b"X")).unwrap();
+        assert_eq!(envelope["json"], serde_json::json!({"a": [1, "<b>"]}));
+        assert!(envelope.get("data").is_none());
+        assert!(!m.envelope_tail.contains(&b'<'));
+        assert_eq!(&m.sse_body[..], b"data: {\"a\": [1, \"<b>\"]}\n\n");
     }
 }

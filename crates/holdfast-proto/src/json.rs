@@ -33,6 +33,30 @@ pub fn put_string(out: &mut BytesMut, value: &str) {
     out.put_u8(b'"');
 }
 
+/// Writes `value`, a JSON text already checked to be valid, so it can sit inside an envelope on
+/// every transport: `<`, `>`, `&`, U+2028 and U+2029 (which valid JSON holds only inside
+/// strings) become `\uXXXX` as in [`put_string`], and CR/LF (only ever whitespace between tokens)
+/// become spaces, so an NDJSON envelope stays on one line. The value it denotes is unchanged.
+pub fn put_json(out: &mut BytesMut, value: &str) {
+    out.reserve(value.len());
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        let replacement: &[u8] = match c {
+            '\n' | '\r' => b" ",
+            '<' => b"\\u003c",
+            '>' => b"\\u003e",
+            '&' => b"\\u0026",
+            '\u{2028}' => b"\\u2028",
+            '\u{2029}' => b"\\u2029",
+            _ => continue,
+        };
+        out.put_slice(&value.as_bytes()[start..i]);
+        out.put_slice(replacement);
+        start = i + c.len_utf8();
+    }
+    out.put_slice(&value.as_bytes()[start..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +101,15 @@ mod tests {
         let tricky = "a\u{2028}<b>\"\\\u{7}é\u{1F600}";
         let parsed: String = serde_json_free_parse(&escaped(tricky));
         assert_eq!(parsed, tricky);
+    }
+
+    #[test]
+    fn json_values_are_made_safe_for_script_and_one_line() {
+        let mut out = BytesMut::new();
+        put_json(&mut out, "{\n  \"html\": \"</script>&\u{2028}\",\r\n  \"n\": [1, 2]\n}");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "{   \"html\": \"\\u003c/script\\u003e\\u0026\\u2028\",    \"n\": [1, 2] }"
+        );
     }
 }

@@ -20,6 +20,7 @@ mod query;
 mod response;
 mod router;
 pub mod stats;
+mod subscription;
 mod transport;
 
 use std::future::Future;

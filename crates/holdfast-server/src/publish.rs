@@ -1,10 +1,13 @@
-//! `/pub/{channel}`: publish (POST), channel info (GET), delete (DELETE).
+//! `/pub/{channel}`: publish (POST), channel info (GET), delete (DELETE); and the one publish
+//! path that the WebSocket `publish` op shares ([`publish_message`]).
 
 use bytes::Bytes;
+use holdfast_hub::{Payload, Published};
 use holdfast_proto::http1::RequestHead;
 
 use crate::query::{self, percent_decode};
 use crate::response::Response;
+use crate::subscription::Refusal;
 use crate::Server;
 
 /// Longest event type a publisher may set.
@@ -19,7 +22,7 @@ fn channel_name(head: &RequestHead) -> Result<String, Response> {
     Ok(name.into_owned())
 }
 
-/// The event type from `?event=` or the `Holdfast-Event` header: `[A-Za-z0-9_.:-]{1,64}`.
+/// The event type from `?event=` or the `Holdfast-Event` header.
 fn event_type(head: &RequestHead) -> Result<Option<String>, Response> {
     let from_query = match query::param(head.query(), "event") {
         Some(Ok(event)) => Some(event.into_owned()),
@@ -27,14 +30,44 @@ fn event_type(head: &RequestHead) -> Result<Option<String>, Response> {
         None => None,
     };
     let from_header = head.header("holdfast-event").map(|v| String::from_utf8_lossy(v).trim().to_string());
-    let Some(event) = from_query.or(from_header) else { return Ok(None) };
-    let valid = !event.is_empty()
-        && event.len() <= MAX_EVENT_LEN
-        && event.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-    if !valid {
-        return Err(Response::error(400, "bad_event", "event must be 1-64 of A-Z a-z 0-9 _ . : -"));
+    Ok(from_query.or(from_header))
+}
+
+/// Whether the body is declared JSON: `Content-Type: application/json`, parameters allowed.
+fn is_json(head: &RequestHead) -> bool {
+    head.header("content-type").is_some_and(|value| {
+        let media_type = value.split(|&b| b == b';').next().unwrap_or(b"");
+        media_type.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    })
+}
+
+/// Publishes one message: the one path for `POST /pub/{channel}` and the WebSocket `publish` op.
+/// Checks the channel name, the event type (`[A-Za-z0-9_.:-]{1,64}`) and, for a JSON payload,
+/// that it is valid JSON.
+pub(crate) fn publish_message(
+    server: &Server,
+    channel: &str,
+    event: Option<&str>,
+    payload: Payload,
+) -> Result<Published, Refusal> {
+    holdfast_hub::validate_channel_name(channel)
+        .map_err(|e| Refusal::bad("bad_channel", format!("{e}: {channel:?}")))?;
+    if let Some(event) = event {
+        let valid = !event.is_empty()
+            && event.len() <= MAX_EVENT_LEN
+            && event.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+        if !valid {
+            return Err(Refusal::bad("bad_event", "event must be 1-64 of A-Z a-z 0-9 _ . : -"));
+        }
     }
-    Ok(Some(event))
+    if payload.is_json {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&payload.bytes)
+            .map_err(|e| Refusal::bad("bad_json", format!("the body is declared JSON but is not: {e}")))?;
+    }
+    let published =
+        server.broker.publish(channel, event, payload).map_err(|e| Refusal::bad("bad_channel", e.to_string()))?;
+    server.stats.published();
+    Ok(published)
 }
 
 pub(crate) fn publish(head: &RequestHead, body: Bytes, server: &Server) -> Response {
@@ -43,9 +76,9 @@ pub(crate) fn publish(head: &RequestHead, body: Bytes, server: &Server) -> Respo
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    match server.broker.publish(&name, event.as_deref(), body) {
+    let payload = if is_json(head) { Payload::json(body) } else { Payload::text(body) };
+    match publish_message(server, &name, event.as_deref(), payload) {
         Ok(published) => {
-            server.stats.published();
             let subscribers = published.channel.subscribers.load(std::sync::atomic::Ordering::Relaxed);
             Response::json(
                 200,
@@ -56,7 +89,7 @@ pub(crate) fn publish(head: &RequestHead, body: Bytes, server: &Server) -> Respo
                 }),
             )
         }
-        Err(e) => Response::error(400, "bad_channel", &e.to_string()),
+        Err(refusal) => refusal.response(),
     }
 }
 

@@ -50,7 +50,7 @@ impl Route {
 pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
     let method = head.method();
     let get_or_head = matches!(method, Method::Get | Method::Head);
-    let path = origin_path(head.path());
+    let path = head.path();
     if let Some(rest) = path.strip_prefix("/pub/") {
         return match method {
             _ if rest.is_empty() => Route::NotFound,
@@ -60,6 +60,11 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
             Method::Options => Route::Preflight,
             _ => Route::MethodNotAllowed("GET, HEAD, POST, DELETE, OPTIONS"),
         };
+    }
+    let is_upgrade = holdfast_proto::ws::handshake::is_upgrade_request(head);
+    if (path == "/sub" || path == "/sub/") && method == Method::Get && is_upgrade {
+        // A WebSocket that subscribes later by op.
+        return Route::Subscribe;
     }
     if let Some(rest) = path.strip_prefix("/sub/") {
         return match method {
@@ -85,17 +90,6 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
         },
         _ => Route::NotFound,
     }
-}
-
-/// The path of an origin-form target, or of an absolute-form one (RFC 9112 §3.2.2: servers
-/// must accept `http://host/path` targets too).
-fn origin_path(path: &str) -> &str {
-    for scheme in ["http://", "https://"] {
-        if let Some(rest) = path.strip_prefix(scheme) {
-            return rest.find('/').map_or("/", |i| &rest[i..]);
-        }
-    }
-    path
 }
 
 pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Server) -> Response {
@@ -147,6 +141,7 @@ pub(crate) async fn admin_connections(server: &Server) -> Response {
                 "idle_seconds": s.idle.as_secs_f64(),
                 "requests": s.requests,
                 "bytes_out": s.bytes_out,
+                "pending_bytes": s.pending_bytes,
             })
         })
         .collect();
@@ -216,16 +211,4 @@ fn admin_stats(server: &Server) -> Response {
         }),
     )
     .with_header("Cache-Control", "no-store")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn absolute_form_targets_route_by_path() {
-        assert_eq!(origin_path("http://example.com/healthz"), "/healthz");
-        assert_eq!(origin_path("https://example.com"), "/");
-        assert_eq!(origin_path("/admin/stats"), "/admin/stats");
-    }
 }

@@ -46,11 +46,14 @@ pub enum CloseReason {
     WsClosed,
     /// Closed by `POST /admin/disconnect`.
     AdminDisconnect,
+    /// WebSocket: the peer sent frames (pings, ops) faster than it read their answers, until
+    /// those answers passed `max_pending_bytes` (close 1008).
+    Flooding,
 }
 
 impl CloseReason {
     /// Every reason, in the order `/admin/stats` lists them.
-    pub const ALL: [CloseReason; 19] = [
+    pub const ALL: [CloseReason; 20] = [
         CloseReason::PeerClosed,
         CloseReason::PeerAborted,
         CloseReason::IdleTimeout,
@@ -70,6 +73,7 @@ impl CloseReason {
         CloseReason::ProtocolError,
         CloseReason::WsClosed,
         CloseReason::AdminDisconnect,
+        CloseReason::Flooding,
     ];
 
     /// The label used in logs and `/admin/stats`.
@@ -94,6 +98,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::WsClosed => "ws_closed",
+            CloseReason::Flooding => "flooding",
         }
     }
 }

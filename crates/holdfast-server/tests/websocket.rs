@@ -112,7 +112,7 @@ async fn resume_by_cursor_and_gap_notice() {
     let gap = text_json(&mut conn).await;
     assert_eq!(gap["event"], "holdfast.gap");
     // Ten messages (seq 1–10) with four kept: 7–10, whose payloads are "6" to "9".
-    assert_eq!(gap["data"]["first_available"], 7);
+    assert_eq!(gap["json"]["first_available"], 7);
     for want in 6..=9 {
         assert_eq!(text_json(&mut conn).await["data"], want.to_string());
     }

@@ -185,7 +185,7 @@ async fn raw_python_peer_that_never_answers_pings_is_cut_after_heartbeat_timeout
         .map(|t| serde_json::from_str(t.as_str().unwrap()).unwrap_or_else(|e| panic!("not JSON ({e}): {report}")))
         .collect();
     assert!(
-        notices.iter().any(|n| n["event"] == "holdfast.closed" && n["data"]["reason"] == "heartbeat_timeout"),
+        notices.iter().any(|n| n["event"] == "holdfast.closed" && n["json"]["reason"] == "heartbeat_timeout"),
         "a holdfast.closed notice before the close frame: {report}"
     );
     assert_eq!(report["eof_after_close"], true, "TCP closed after the close frame: {report}");

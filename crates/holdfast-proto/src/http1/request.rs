@@ -98,10 +98,19 @@ impl RequestHead {
         std::str::from_utf8(self.slice(&self.target)).unwrap_or("")
     }
 
-    /// The path part of the target (before `?`).
+    /// The path part of the target (before `?`). For an absolute-form target
+    /// (`http://host/path`, RFC 9112 §3.2.2, which servers must accept) it is the path after the
+    /// authority (`/` when there is none), so every handler sees the same path either way.
     pub fn path(&self) -> &str {
         let target = self.target();
-        target.split_once('?').map_or(target, |(path, _)| path)
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        for scheme in ["http://", "https://"] {
+            if path.len() >= scheme.len() && path[..scheme.len()].eq_ignore_ascii_case(scheme) {
+                let rest = &path[scheme.len()..];
+                return rest.find('/').map_or("/", |i| &rest[i..]);
+            }
+        }
+        path
     }
 
     /// The query part of the target (after `?`), if any.
@@ -359,6 +368,21 @@ mod tests {
             Err(e) => e.status(),
             Ok(Some(_)) => 0,
             Ok(None) => 1,
+        }
+    }
+
+    #[test]
+    fn absolute_form_targets_have_the_origin_path() {
+        for (target, path, query) in [
+            ("http://example.com/pub/room?event=x", "/pub/room", Some("event=x")),
+            ("HTTPS://example.com:8443/sub/a,b", "/sub/a,b", None),
+            ("http://example.com", "/", None),
+            ("http://example.com?x=1", "/", Some("x=1")),
+            ("/healthz", "/healthz", None),
+        ] {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: example.com\r\n\r\n");
+            let head = assert_split_consistent(request.as_bytes(), &Limits::default()).unwrap().unwrap();
+            assert_eq!((head.path(), head.query()), (path, query), "{target}");
         }
     }
 

@@ -21,10 +21,13 @@
 use std::io::IoSlice;
 use std::ops::Range;
 
+use bytes::Bytes;
 use holdfast_hub::message::ENVELOPE_HEAD;
 use holdfast_hub::Message;
 use holdfast_proto::ws::deflate::{self, MessageDeflater};
 use holdfast_proto::{sse, ws};
+
+use super::pending::Pending;
 
 /// A streaming wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,14 +125,33 @@ impl Framing {
         }
     }
 
-    /// A notice (gap, closed) in this format: an SSE event of type `event` whose data is the JSON
-    /// object `data`, or an envelope `{"channel":…,"event":…,"data":<object>}`.
-    pub fn put_notice(self, out: &mut Vec<u8>, callback: Option<&str>, channel: Option<&str>, event: &str, data: &str) {
+    /// A notice (`holdfast.gap`, `holdfast.closed`) in this format, with the same fields as a
+    /// message: an SSE event `id: <id>` / `event:` / `data: <json>`, or an envelope
+    /// `{"id":…,"channel":…,"event":…,"json":<json>}`. `id` is the cursor to resume from and
+    /// `json` a JSON object.
+    pub fn put_notice(
+        self,
+        out: &mut Vec<u8>,
+        callback: Option<&str>,
+        channel: &str,
+        id: &str,
+        event: &str,
+        json: &str,
+    ) {
         let piece = match self.format {
-            Format::Sse => format!("event: {event}\ndata: {data}\n\n"),
+            Format::Sse => format!("id: {id}\nevent: {event}\ndata: {json}\n\n"),
             Format::Ndjson | Format::Iframe | Format::WsJson | Format::WsRaw => {
-                let channel = channel.map_or("null".to_string(), |c| format!("\"{c}\""));
-                let envelope = format!("{{\"channel\":{channel},\"event\":\"{event}\",\"data\":{data}}}");
+                let mut envelope = bytes::BytesMut::with_capacity(64 + id.len() + channel.len() + json.len());
+                envelope.extend_from_slice(ENVELOPE_HEAD);
+                envelope.extend_from_slice(id.as_bytes());
+                envelope.extend_from_slice(b"\",\"channel\":");
+                holdfast_proto::json::put_string(&mut envelope, channel);
+                envelope.extend_from_slice(b",\"event\":");
+                holdfast_proto::json::put_string(&mut envelope, event);
+                envelope.extend_from_slice(b",\"json\":");
+                envelope.extend_from_slice(json.as_bytes());
+                envelope.extend_from_slice(b"}");
+                let envelope = String::from_utf8_lossy(&envelope).into_owned();
                 match self.format {
                     Format::Iframe => format!("<script>parent.{}({envelope});</script>\n", callback.unwrap_or("")),
                     Format::Ndjson => format!("{envelope}\n"),
@@ -151,7 +173,11 @@ pub(crate) struct Gather<'a> {
 }
 
 enum Part<'a> {
-    Shared(&'a [u8]),
+    /// Bytes that are part of the format (`id: `, chunk ends).
+    Fixed(&'static [u8]),
+    /// A message's shared bytes.
+    Shared(&'a Bytes),
+    /// This subscriber's own bytes, in the scratch buffer.
     Scratch(Range<usize>),
 }
 
@@ -160,7 +186,14 @@ impl<'a> Gather<'a> {
         self.len
     }
 
-    fn shared(&mut self, bytes: &'a [u8]) {
+    fn fixed(&mut self, bytes: &'static [u8]) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.parts.push(Part::Fixed(bytes));
+        }
+    }
+
+    fn shared(&mut self, bytes: &'a Bytes) {
         if !bytes.is_empty() {
             self.len += bytes.len();
             self.parts.push(Part::Shared(bytes));
@@ -198,7 +231,7 @@ impl<'a> Gather<'a> {
             Format::Iframe => (16 + callback.map_or(0, str::len) + ENVELOPE_HEAD.len(), b");</script>\n"),
             _ => (ENVELOPE_HEAD.len(), b"\n"),
         };
-        let body: &'a [u8] = match framing.format {
+        let body: &'a Bytes = match framing.format {
             Format::Sse => &message.sse_body,
             _ => &message.envelope_tail,
         };
@@ -208,23 +241,23 @@ impl<'a> Gather<'a> {
             self.chunk_size_line(frame_len);
         }
         match framing.format {
-            Format::Sse => self.shared(b"id: "),
-            Format::Ndjson | Format::WsJson | Format::WsRaw => self.shared(ENVELOPE_HEAD),
+            Format::Sse => self.fixed(b"id: "),
+            Format::Ndjson | Format::WsJson | Format::WsRaw => self.fixed(ENVELOPE_HEAD),
             Format::Iframe => {
-                self.shared(b"<script>parent.");
+                self.fixed(b"<script>parent.");
                 self.scratch(callback.unwrap_or("").as_bytes());
-                self.shared(b"(");
-                self.shared(ENVELOPE_HEAD);
+                self.fixed(b"(");
+                self.fixed(ENVELOPE_HEAD);
             }
         }
         self.id(id);
         if sse_newline == 1 {
-            self.shared(b"\n");
+            self.fixed(b"\n");
         }
         self.shared(body);
-        self.shared(suffix);
+        self.fixed(suffix);
         if framing.chunked {
-            self.shared(CHUNK_END);
+            self.fixed(CHUNK_END);
         }
     }
 
@@ -260,7 +293,7 @@ impl<'a> Gather<'a> {
         let len = ENVELOPE_HEAD.len() + id_len + message.envelope_tail.len();
         let (header, header_len) = ws::frame::header(true, ws::frame::OpCode::Text, len as u64);
         self.scratch(&header[..header_len]);
-        self.shared(ENVELOPE_HEAD);
+        self.fixed(ENVELOPE_HEAD);
         self.id(id);
         self.shared(&message.envelope_tail);
     }
@@ -282,7 +315,7 @@ impl<'a> Gather<'a> {
         let (header, header_len) = ws::frame::header_with(true, true, ws::frame::OpCode::Text, len as u64);
         self.scratch(&header[..header_len]);
         self.scratch(&deflate::stored_block_header(stored as u16));
-        self.shared(ENVELOPE_HEAD);
+        self.fixed(ENVELOPE_HEAD);
         self.id(id);
         self.shared(tail);
     }
@@ -310,24 +343,36 @@ impl<'a> Gather<'a> {
         self.parts
             .iter()
             .map(|part| match part {
+                Part::Fixed(bytes) => IoSlice::new(bytes),
                 Part::Shared(bytes) => IoSlice::new(bytes),
                 Part::Scratch(range) => IoSlice::new(&self.scratch[range.clone()]),
             })
             .collect()
     }
 
-    /// The bytes from offset `from` on, copied (kept by a subscriber whose socket is full).
-    pub fn tail_from(&self, from: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len.saturating_sub(from));
+    /// The bytes from offset `from` on, for a subscriber whose socket is full: message bytes
+    /// stay shared (a reference, not a copy); only this subscriber's own small pieces are copied.
+    pub fn tail_from(&self, from: usize) -> Pending {
+        let mut tail = Pending::default();
         let mut offset = 0;
-        for slice in self.slices() {
-            let end = offset + slice.len();
+        for part in &self.parts {
+            let len = match part {
+                Part::Fixed(bytes) => bytes.len(),
+                Part::Shared(bytes) => bytes.len(),
+                Part::Scratch(range) => range.len(),
+            };
+            let end = offset + len;
             if end > from {
-                out.extend_from_slice(&slice[from.saturating_sub(offset)..]);
+                let skip = from.saturating_sub(offset);
+                tail.push(match part {
+                    Part::Fixed(bytes) => Bytes::from_static(&bytes[skip..]),
+                    Part::Shared(bytes) => bytes.slice(skip..),
+                    Part::Scratch(range) => Bytes::copy_from_slice(&self.scratch[range.start + skip..range.end]),
+                });
             }
             offset = end;
         }
-        out
+        tail
     }
 }
 
@@ -342,7 +387,7 @@ fn raw_opcode(message: &Message) -> ws::frame::OpCode {
 
 /// A message id: shared by all subscribers of one channel, or this subscriber's own cursor.
 pub(crate) enum Id<'a> {
-    Shared(&'a [u8]),
+    Shared(&'a Bytes),
     Own(String),
 }
 
@@ -358,8 +403,10 @@ impl Id<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use holdfast_hub::Position;
+
+    static CUR: Bytes = Bytes::from_static(b"CUR");
+    static X: Bytes = Bytes::from_static(b"X");
 
     fn joined(gather: &Gather) -> Vec<u8> {
         gather.slices().iter().flat_map(|s| s.to_vec()).collect()
@@ -378,13 +425,13 @@ mod tests {
     }
 
     fn message() -> Message {
-        Message::new("c".into(), Position { epoch: 1, seq: 1 }, Some("tick"), Bytes::from_static(b"a\nb"))
+        Message::new("c".into(), Position { epoch: 1, seq: 1 }, Some("tick"), Bytes::from_static(b"a\nb").into())
     }
 
     #[test]
     fn sse_frame_chunked_and_not() {
         let m = message();
-        let gather = gathered(plain(Format::Sse, false), &m, Id::Shared(b"CUR"), None);
+        let gather = gathered(plain(Format::Sse, false), &m, Id::Shared(&CUR), None);
         assert_eq!(joined(&gather), b"id: CUR\nevent: tick\ndata: a\ndata: b\n\n");
         let gather = gathered(plain(Format::Sse, true), &m, Id::Own("CUR".into()), None);
         let frame = b"id: CUR\nevent: tick\ndata: a\ndata: b\n\n";
@@ -393,16 +440,17 @@ mod tests {
         want.extend_from_slice(b"\r\n");
         assert_eq!(joined(&gather), want);
         assert_eq!(gather.len(), want.len());
-        assert_eq!(gather.tail_from(5), want[5..].to_vec());
+        assert_eq!(gather.tail_from(5).to_vec(), want[5..].to_vec());
+        assert_eq!(gather.tail_from(5).len(), want.len() - 5);
     }
 
     #[test]
     fn ndjson_and_iframe_frames_carry_the_envelope() {
         let m = message();
-        let gather = gathered(plain(Format::Ndjson, false), &m, Id::Shared(b"X"), None);
+        let gather = gathered(plain(Format::Ndjson, false), &m, Id::Shared(&X), None);
         let line = String::from_utf8(joined(&gather)).unwrap();
         assert_eq!(line, "{\"id\":\"X\",\"channel\":\"c\",\"event\":\"tick\",\"data\":\"a\\nb\"}\n");
-        let gather = gathered(plain(Format::Iframe, true), &m, Id::Shared(b"X"), Some("cb.on"));
+        let gather = gathered(plain(Format::Iframe, true), &m, Id::Shared(&X), Some("cb.on"));
         let text = String::from_utf8(joined(&gather)).unwrap();
         let body =
             "<script>parent.cb.on({\"id\":\"X\",\"channel\":\"c\",\"event\":\"tick\",\"data\":\"a\\nb\"});</script>\n";
@@ -435,10 +483,10 @@ mod tests {
     #[test]
     fn deflate_subscribers_get_one_compressed_frame_from_the_shared_copy() {
         let payload = "{\"price\":101.25,\"symbol\":\"ABC\",\"venue\":\"X\"}".repeat(6);
-        let m = Message::new("prices".into(), Position { epoch: 1, seq: 7 }, None, Bytes::from(payload.clone()));
+        let m = Message::new("prices".into(), Position { epoch: 1, seq: 7 }, None, Bytes::from(payload.clone()).into());
         let mut deflater = SharedDeflater::default();
         let deflate = Framing { format: Format::WsJson, chunked: false, deflate: true };
-        for id in [Id::Shared(&m.cursor[..]), Id::Own("MULTI-CHANNEL-CURSOR".into())] {
+        for id in [Id::Shared(&m.cursor), Id::Own("MULTI-CHANNEL-CURSOR".into())] {
             let id_text = match &id {
                 Id::Shared(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
                 Id::Own(text) => text.clone(),
@@ -469,7 +517,7 @@ mod tests {
     fn short_messages_go_uncompressed_even_with_deflate() {
         let m = message();
         let framing = Framing { format: Format::WsJson, chunked: false, deflate: true };
-        let gather = gathered(framing, &m, Id::Shared(b"X"), None);
+        let gather = gathered(framing, &m, Id::Shared(&X), None);
         let frames = frames(&joined(&gather));
         assert_eq!(frames[0].0, 0x81);
         assert_eq!(frames[0].1, m.envelope(b"X"));

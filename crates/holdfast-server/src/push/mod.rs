@@ -4,15 +4,27 @@
 //! `mio::Poll` that owns the sockets of many subscribers. A subscriber is a slot (socket,
 //! positions, framing: about 150 B) and not a task. When a channel gets a message the shard
 //! writes, for each subscriber of that channel, everything after its position in one `writev`
-//! whose pieces are the message's shared encodings (`Gather`). A subscriber whose socket is full
-//! keeps the unsent tail and waits for writability; one that falls more than
-//! `max_pending_bytes` behind, or out of the history, is cut with `slow_consumer` and resumes from
-//! its cursor on reconnect. Heartbeats go to every subscriber quiet for `heartbeat_interval`.
+//! whose pieces are the message's shared encodings (`Gather`), at most [`BATCH_BYTES`] at a time.
+//! A subscriber whose socket is full keeps the unsent tail (`Pending`: references to the shared
+//! bytes, not a copy) and waits for writability. What a subscriber may hold is bounded by
+//! configuration whatever its peer does:
+//! - one that falls more than `max_pending_bytes` behind, or out of the history, is cut with
+//!   `slow_consumer`; one whose socket takes nothing for `send_timeout` with `send_timeout`;
+//! - everything else queued for it (pongs, op answers) counts against `max_pending_bytes` too,
+//!   and a peer that floods them without reading is cut with `flooding`;
+//! - input is read at most [`READ_BUDGET`] bytes per connection per wake-up, and WebSocket
+//!   messages are decoded (inflated) at most [`MESSAGE_BUDGET`] bytes per wake-up and
+//!   [`MESSAGE_BYTES_PER_SECOND`] on average, so one flooding peer cannot starve the others.
+//!
+//! Every close the server initiates sends the transport's `holdfast.closed` notice with the
+//! reason and the cursor first (best effort when the socket is full), then ends the response
+//! cleanly. Heartbeats go to every subscriber quiet for `heartbeat_interval`.
 //!
 //! What it does not own: response heads, gap notices and the choice of start positions (the
 //! transport does those in the connection task before handing the socket over).
 
 pub(crate) mod frame;
+mod pending;
 mod websocket;
 
 use std::collections::{HashMap, HashSet};
@@ -27,13 +39,27 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use self::frame::{Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
+use self::pending::Pending;
 use crate::conn::ConnState;
-use crate::transport::cursor_for;
+use crate::subscription::{channel_list, closed_json, cursor_for};
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Messages per `writev` (each is up to 9 I/O vectors; the kernel takes 1,024).
 const MESSAGES_PER_WRITE: usize = 64;
+/// Bytes of messages gathered for one `writev` (at least one message): enough to fill a socket
+/// buffer in one system call, small enough that the unsent tail a blocked subscriber keeps stays
+/// well under `max_pending_bytes`.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Input read from one connection per wake-up before the shard moves on to the others.
+pub(crate) const READ_BUDGET: usize = 64 * 1024;
+/// WebSocket message bytes (after inflating) handled for one connection per wake-up (at least one
+/// message).
+const MESSAGE_BUDGET: usize = 256 * 1024;
+/// WebSocket message bytes (after inflating) one connection may have handled per second on
+/// average: permessage-deflate turns 1 KB into 1 MB, so without this bound a small stream of
+/// compressed frames could keep the shard busy inflating.
+const MESSAGE_BYTES_PER_SECOND: u64 = 16 << 20;
 /// Longest a shard sleeps between heartbeat scans.
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// Hand-overs whose room the inbox keeps between rounds (136 B each).
@@ -184,10 +210,10 @@ struct Subscriber {
     callback: Option<Box<str>>,
     positions: Box<[(Arc<Channel>, u64)]>,
     /// Bytes accepted for this subscriber but not yet taken by its socket. Boxed so the rare
-    /// case costs every subscriber slot 8 bytes, not the 24 of a bare `Vec`.
-    #[allow(clippy::box_collection)]
-    pending: Option<Box<Vec<u8>>>,
-    /// Milliseconds on [`clock_ms_at`]'s clock of the last write (heartbeats go to the quiet ones).
+    /// case costs every subscriber slot 8 bytes.
+    pending: Option<Box<Pending>>,
+    /// Milliseconds on [`clock_ms_at`]'s clock of the last write that made progress (heartbeats
+    /// go to the quiet ones; a blocked one is cut after `send_timeout`).
     last_write: u64,
     /// Seconds on [`clock_ms_at`]'s clock when the subscription began (for `/admin/connections`).
     /// Both are plain numbers rather than `Instant`s (16 B each): the slot fits 128 B.
@@ -208,6 +234,8 @@ pub(crate) struct SubscriberInfo {
     pub requests: u32,
     pub bytes_out: u64,
     pub blocked: bool,
+    /// Bytes queued, not yet taken by the socket.
+    pub pending_bytes: u64,
 }
 
 struct Shard {
@@ -221,6 +249,9 @@ struct Shard {
     by_channel: HashMap<u64, Vec<usize>>,
     /// Subscribers to catch up after the op being handled (a WebSocket subscribe).
     deliver_soon: Vec<usize>,
+    /// Connections with input left unread after their budget ran out, each with the time (on
+    /// [`clock_ms_at`]'s clock) before which it is not read again (throttled WebSockets).
+    more_input: Vec<(usize, u64)>,
     /// Compresses messages for permessage-deflate subscribers (each message once).
     deflater: SharedDeflater,
     /// The inbox's `added` of the previous round, emptied: given back to the inbox each round so
@@ -243,6 +274,7 @@ impl Shard {
             free: Vec::new(),
             by_channel: HashMap::new(),
             deliver_soon: Vec::new(),
+            more_input: Vec::new(),
             deflater: SharedDeflater::default(),
             spare_added: Vec::new(),
         }
@@ -259,7 +291,11 @@ impl Shard {
             let Some(server) = self.server.upgrade() else { return };
             let tick = (server.config.heartbeat_interval / 2).min(MAX_TICK);
             drop(server);
-            let timeout = next_heartbeat_scan.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let mut timeout = next_heartbeat_scan.saturating_duration_since(now);
+            if let Some(&(_, at)) = self.more_input.iter().min_by_key(|(_, at)| *at) {
+                timeout = timeout.min(Duration::from_millis(at.saturating_sub(clock_ms_at(now))));
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "push shard poll failed");
@@ -275,7 +311,7 @@ impl Shard {
             if inbox.draining {
                 self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner()).draining = true;
                 for index in 0..self.slots.len() {
-                    self.close(&server, index, CloseReason::Shutdown, Some("shutdown"));
+                    self.close(&server, index, CloseReason::Shutdown);
                 }
                 for (stream, conn, _) in inbox.added {
                     drop(stream);
@@ -301,13 +337,12 @@ impl Shard {
             }
             for channel in inbox.deleted {
                 for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
-                    self.close(&server, index, CloseReason::ChannelDeleted, Some("channel_deleted"));
+                    self.end(&server, index, CloseReason::ChannelDeleted, Some(&channel.name));
                 }
             }
             for channel in inbox.disconnect {
                 for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
-                    let is_ws = self.slots[index].as_ref().is_some_and(|s| s.ws.is_some());
-                    self.close(&server, index, CloseReason::AdminDisconnect, is_ws.then_some("admin_disconnect"));
+                    self.close(&server, index, CloseReason::AdminDisconnect);
                 }
             }
             for channel in inbox.dirty {
@@ -324,11 +359,27 @@ impl Shard {
                     self.flush(&server, index, &mut cache);
                 }
             }
+            self.read_deferred_input(&server);
             let now = Instant::now();
             if now >= next_heartbeat_scan {
                 self.heartbeats(&server, now);
                 next_heartbeat_scan = now + tick;
             }
+        }
+    }
+
+    /// Reads again the connections whose input budget ran out in an earlier round (their socket
+    /// reports nothing new: readiness is edge-triggered) once their throttle time has come.
+    fn read_deferred_input(&mut self, server: &Server) {
+        if self.more_input.is_empty() {
+            return;
+        }
+        let now = clock_ms_at(Instant::now());
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.more_input).into_iter().partition(|(_, at)| *at <= now);
+        self.more_input = later;
+        for (index, _) in due {
+            self.read_input(server, index);
         }
     }
 
@@ -375,22 +426,24 @@ impl Shard {
     }
 
     /// Writes everything after the subscriber's positions, in `writev`s of up to
-    /// [`MESSAGES_PER_WRITE`] messages, until it is caught up or its socket is full.
+    /// [`MESSAGES_PER_WRITE`] messages and about [`BATCH_BYTES`], until it is caught up or its
+    /// socket is full.
     fn deliver(&mut self, server: &Server, index: usize, cache: &mut ReadCache) {
         loop {
             match self.deliver_batch(server, index, cache) {
                 Step::More => continue,
                 Step::Done => return,
                 Step::Blocked => return self.want_writable(index, true),
-                Step::Close(reason) => return self.close(server, index, reason, Some(reason.label())),
+                Step::Close(reason) => return self.close(server, index, reason),
             }
         }
     }
 
     fn deliver_batch(&mut self, server: &Server, index: usize, cache: &mut ReadCache) -> Step {
+        let max_pending = server.config.max_pending_bytes;
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Step::Done };
         if sub.pending.is_some() {
-            if behind_bytes(sub, cache) > server.config.max_pending_bytes {
+            if behind_bytes(sub, cache) > max_pending {
                 return Step::Close(CloseReason::SlowConsumer);
             }
             return Step::Done;
@@ -416,11 +469,17 @@ impl Shard {
             batch.sort_by_key(|(_, m)| m.published_at);
         }
         let single = sub.positions.len() == 1;
+        let byte_budget = BATCH_BYTES.min(usize::try_from(max_pending).unwrap_or(usize::MAX));
         let mut gather = Gather::default();
+        let mut taken = 0;
         for (i, message) in &batch {
+            if taken > 0 && gather.len() >= byte_budget {
+                break;
+            }
             sub.positions[*i].1 = message.position.seq;
             let id = if single { Id::Shared(&message.cursor) } else { Id::Own(cursor_for(&sub.positions)) };
             gather.message(sub.framing, message, id, sub.callback.as_deref(), &mut self.deflater);
+            taken += 1;
         }
         // Counted as accepted for sending: what is pending goes out later or the subscriber is cut.
         sub.bytes_out += gather.len() as u64;
@@ -430,10 +489,10 @@ impl Shard {
             Err(e) => return Step::Close(crate::conn::io_close_reason(&e)),
         }
         sub.last_write = clock_ms_at(Instant::now());
-        server.stats.delivered(batch.len() as u64);
+        server.stats.delivered(taken as u64);
         if sub.pending.is_some() {
             Step::Blocked
-        } else if batch.len() == MESSAGES_PER_WRITE {
+        } else if taken < batch.len() || taken == MESSAGES_PER_WRITE {
             Step::More
         } else {
             Step::Done
@@ -444,15 +503,12 @@ impl Shard {
     fn flush(&mut self, server: &Server, index: usize, cache: &mut ReadCache) {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         let Some(pending) = sub.pending.as_mut() else { return };
-        match (&sub.stream).write(pending) {
-            Ok(n) => {
-                pending.drain(..n);
-                sub.last_write = clock_ms_at(Instant::now());
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+        match pending.write_to(&sub.stream) {
+            Ok(0) => return,
+            Ok(_) => sub.last_write = clock_ms_at(Instant::now()),
             Err(e) => {
                 let reason = crate::conn::io_close_reason(&e);
-                return self.close(server, index, reason, None);
+                return self.close(server, index, reason);
             }
         }
         if pending.is_empty() {
@@ -477,6 +533,7 @@ impl Shard {
                 requests: sub.conn.served,
                 bytes_out: sub.bytes_out,
                 blocked: sub.pending.is_some(),
+                pending_bytes: sub.pending.as_ref().map_or(0, |p| p.len() as u64),
             })
             .collect()
     }
@@ -487,51 +544,66 @@ impl Shard {
         let _ = self.registry().reregister(&mut SourceFd(&sub.stream.as_raw_fd()), Token(index), interest);
     }
 
-    /// HTTP streaming subscribers send nothing: input is read and dropped, and EOF ends the
-    /// subscription. WebSocket subscribers send frames.
+    /// HTTP streaming subscribers send nothing: input is read and dropped (at most
+    /// [`READ_BUDGET`] per wake-up), and EOF ends the subscription. WebSocket subscribers send
+    /// frames.
     fn read_input(&mut self, server: &Server, index: usize) {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         if sub.ws.is_some() {
             return self.read_websocket(server, index);
         }
         let mut scratch = [0u8; 512];
+        let mut budget = READ_BUDGET;
         loop {
+            if budget == 0 {
+                return self.more_input.push((index, 0));
+            }
             match (&sub.stream).read(&mut scratch) {
-                Ok(0) => return self.close(server, index, CloseReason::PeerClosed, None),
-                Ok(_) => continue,
+                Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
+                Ok(n) => budget = budget.saturating_sub(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let reason = crate::conn::io_close_reason(&e);
-                    return self.close(server, index, reason, None);
+                    return self.close(server, index, reason);
                 }
             }
         }
     }
 
     fn heartbeats(&mut self, server: &Server, now: Instant) {
-        let interval = server.config.heartbeat_interval;
+        let interval = server.config.heartbeat_interval.as_millis() as u64;
+        let send_timeout = server.config.send_timeout.as_millis() as u64;
+        let now_ms = clock_ms_at(now);
         let mut failed = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let Some(sub) = slot else { continue };
-            if sub.pending.is_some() || clock_ms_at(now).saturating_sub(sub.last_write) < interval.as_millis() as u64 {
+            let quiet = now_ms.saturating_sub(sub.last_write);
+            if sub.pending.is_some() {
+                // Blocked: its socket has taken nothing for `send_timeout`.
+                if quiet >= send_timeout {
+                    failed.push((index, CloseReason::SendTimeout));
+                }
+                continue;
+            }
+            if quiet < interval {
                 continue;
             }
             let beat = sub.framing.heartbeat();
             sub.bytes_out += beat.len() as u64;
             match (&sub.stream).write(beat) {
                 Ok(n) if n == beat.len() => {}
-                Ok(n) => sub.pending = Some(Box::new(beat[n..].to_vec())),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sub.pending = Some(Box::new(beat.to_vec())),
+                Ok(n) => sub.pending = Some(pending_of(&beat[n..])),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sub.pending = Some(pending_of(beat)),
                 Err(e) => failed.push((index, crate::conn::io_close_reason(&e))),
             }
-            sub.last_write = clock_ms_at(now);
+            sub.last_write = now_ms;
         }
         for (index, reason) in failed {
-            self.close(server, index, reason, None);
+            self.close(server, index, reason);
         }
         for index in self.silent_websockets(server, now) {
-            self.close(server, index, CloseReason::HeartbeatTimeout, Some("heartbeat_timeout"));
+            self.close(server, index, CloseReason::HeartbeatTimeout);
         }
         for index in 0..self.slots.len() {
             if self.slots[index].as_ref().is_some_and(|s| s.pending.is_some()) {
@@ -540,10 +612,17 @@ impl Shard {
         }
     }
 
-    /// Ends a subscription: a final notice when the server ends it (best effort), the last
-    /// chunk, then close.
-    fn close(&mut self, server: &Server, index: usize, reason: CloseReason, notice: Option<&str>) {
-        let Some(sub) = self.slots.get_mut(index).and_then(Option::take) else { return };
+    /// Ends a subscription; see [`Shard::end`].
+    fn close(&mut self, server: &Server, index: usize, reason: CloseReason) {
+        self.end(server, index, reason, None);
+    }
+
+    /// Ends a subscription. When the server ends it (rather than the peer), the peer first gets
+    /// the `holdfast.closed` notice with the reason and its cursor (`channel`: the channel it is
+    /// about, else the subscription's list), the WebSocket close frame or the last chunk, and
+    /// a FIN; behind a full socket this is best effort. Then the connection is counted closed.
+    fn end(&mut self, server: &Server, index: usize, reason: CloseReason, channel: Option<&str>) {
+        let Some(mut sub) = self.slots.get_mut(index).and_then(Option::take) else { return };
         let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
         self.free.push(index);
         for (channel, _) in sub.positions.iter() {
@@ -555,10 +634,12 @@ impl Shard {
                 }
             }
         }
-        if let (Some(notice), None) = (notice, &sub.pending) {
+        if is_server_initiated(reason) {
             let mut out = Vec::new();
-            let data = format!("{{\"reason\":\"{notice}\",\"cursor\":\"{}\"}}", cursor_for(&sub.positions));
-            sub.framing.put_notice(&mut out, sub.callback.as_deref(), None, "holdfast.closed", &data);
+            let cursor = cursor_for(&sub.positions);
+            let channel = channel.map_or_else(|| channel_list(&sub.positions), str::to_string);
+            let data = closed_json(reason.label(), &cursor);
+            sub.framing.put_notice(&mut out, sub.callback.as_deref(), &channel, &cursor, "holdfast.closed", &data);
             if sub.ws.is_some() {
                 let (code, text) = websocket::close_code(reason);
                 let mut frame = bytes::BytesMut::new();
@@ -567,16 +648,40 @@ impl Shard {
             } else if sub.framing.chunked {
                 out.extend_from_slice(LAST_CHUNK);
             }
-            let _ = (&sub.stream).write(&out);
+            let pending = sub.pending.get_or_insert_with(Default::default);
+            pending.push(out.into());
+            let _ = pending.write_to(&sub.stream);
             let _ = sub.stream.shutdown(std::net::Shutdown::Write);
         }
         server.stats.subscriber_closed(sub.framing.format);
-        if reason == CloseReason::SlowConsumer {
-            tracing::info!(conn = sub.conn.id, peer = %sub.conn.peer, "slow consumer cut");
+        if matches!(reason, CloseReason::SlowConsumer | CloseReason::SendTimeout | CloseReason::Flooding) {
+            tracing::info!(conn = sub.conn.id, peer = %sub.conn.peer, reason = reason.label(), "subscriber cut");
         }
         drop(sub.stream);
         server.connection_closed(sub.conn.id, sub.conn.peer, sub.conn.served, reason);
     }
+}
+
+/// Whether the server ends the subscription for this reason (then the peer gets a notice); the
+/// others are the peer's doing (it closed, reset, or broke the protocol).
+fn is_server_initiated(reason: CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::Shutdown
+            | CloseReason::SlowConsumer
+            | CloseReason::SendTimeout
+            | CloseReason::ChannelDeleted
+            | CloseReason::AdminDisconnect
+            | CloseReason::HeartbeatTimeout
+            | CloseReason::Flooding
+    )
+}
+
+/// A copy of a few bytes of our own as a pending tail.
+fn pending_of(bytes: &[u8]) -> Box<Pending> {
+    let mut pending = Box::<Pending>::default();
+    pending.push(bytes::Bytes::copy_from_slice(bytes));
+    pending
 }
 
 /// Milliseconds since the first call in this process (a monotonic clock in 8 bytes).

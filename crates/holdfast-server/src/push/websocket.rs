@@ -2,7 +2,12 @@
 //! the JSON client ops, pings, the heartbeat timeout and close codes.
 //!
 //! A WebSocket subscriber is a shard slot like any streaming subscriber, plus a decoder and an
-//! input buffer that is empty (unallocated) between frames.
+//! input buffer that is empty (unallocated) between frames. Input is decoded and handled one
+//! message at a time, within the shard's read and message budgets (`super::READ_BUDGET`,
+//! `super::MESSAGE_BUDGET`, `super::MESSAGE_BYTES_PER_SECOND`): a connection over budget is read
+//! again in a later round, so its peer is slowed down by TCP rather than served at the others'
+//! expense. Subscribe and publish ops go through the same code as HTTP (`crate::subscription`,
+//! `crate::publish`).
 //!
 //! Close codes Holdfast sends, and what a client should do:
 //!
@@ -11,21 +16,23 @@
 //! | 1000 | answer to the client's close | no |
 //! | 1001 | `heartbeat_timeout`: nothing heard for `heartbeat_timeout` | yes, with the last cursor |
 //! | 1002 / 1007 / 1009 | protocol error / invalid UTF-8 / message too big | no: fix the client |
+//! | 1008 | `flooding`: sent pings or ops faster than it read the answers | no: fix the client |
 //! | 1012 | `shutdown`: the server is restarting | yes, with the last cursor (maybe elsewhere) |
-//! | 4000 | `slow_consumer`: fell more than `max_pending_bytes` behind | yes, with the last cursor |
+//! | 4000 | `slow_consumer` (fell more than `max_pending_bytes` behind) or `send_timeout` | yes, with the last cursor |
 //! | 4001 | `channel_deleted` | not to that channel |
 //! | 4002 | `admin_disconnect` | yes, with the last cursor |
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use bytes::BytesMut;
-use holdfast_hub::{Cursor, ReadFrom};
+use bytes::{Bytes, BytesMut};
+use holdfast_hub::Payload;
 use holdfast_proto::ws::codec::{Decoder, Event, ProtocolError};
 use holdfast_proto::ws::{close, frame};
 use serde_json::{json, Value};
 
-use super::{cursor_for, ReadCache, Shard};
+use super::{clock_ms_at, ReadCache, Shard, MESSAGE_BUDGET, MESSAGE_BYTES_PER_SECOND, READ_BUDGET};
+use crate::subscription::{self, cursor_for, Refusal};
 use crate::{CloseReason, Server};
 
 /// WebSocket state of a subscriber.
@@ -36,6 +43,12 @@ pub(super) struct WsPeer {
     pub input: Option<Box<BytesMut>>,
     /// When the peer last sent anything (a pong counts).
     pub last_heard: Instant,
+    /// Message bytes this connection may still have handled now (a token bucket refilled at
+    /// `MESSAGE_BYTES_PER_SECOND`, up to one second's worth); below zero it is not read until
+    /// the bucket refills.
+    credit: i32,
+    /// When `credit` was last refilled, in milliseconds on `clock_ms_at`'s clock (wrapping).
+    credit_at: u32,
 }
 
 impl WsPeer {
@@ -43,7 +56,27 @@ impl WsPeer {
     pub fn new(max_message: usize, early_input: BytesMut, inflate: bool) -> WsPeer {
         let input = (!early_input.is_empty()).then(|| Box::new(early_input));
         let decoder = if inflate { Decoder::with_deflate(max_message) } else { Decoder::new(max_message) };
-        WsPeer { decoder, input, last_heard: Instant::now() }
+        WsPeer {
+            decoder,
+            input,
+            last_heard: Instant::now(),
+            credit: MESSAGE_BYTES_PER_SECOND as i32,
+            credit_at: clock_ms_at(Instant::now()) as u32,
+        }
+    }
+
+    /// Refills the message credit for the time passed; returns it.
+    fn refill(&mut self, now_ms: u64) -> i32 {
+        let elapsed = (now_ms as u32).wrapping_sub(self.credit_at);
+        let refill = u64::from(elapsed) * MESSAGE_BYTES_PER_SECOND / 1000;
+        self.credit = (i64::from(self.credit) + refill as i64).min(MESSAGE_BYTES_PER_SECOND as i64) as i32;
+        self.credit_at = now_ms as u32;
+        self.credit
+    }
+
+    /// Milliseconds until the credit is back above zero.
+    fn wait_for_credit(&self) -> u64 {
+        (u64::from(self.credit.unsigned_abs()) * 1000).div_ceil(MESSAGE_BYTES_PER_SECOND)
     }
 }
 
@@ -53,46 +86,78 @@ pub(super) fn close_code(reason: CloseReason) -> (u16, &'static str) {
         CloseReason::HeartbeatTimeout => (close::GOING_AWAY, "heartbeat_timeout"),
         CloseReason::Shutdown => (close::SERVICE_RESTART, "shutdown"),
         CloseReason::SlowConsumer => (4000, "slow_consumer"),
+        CloseReason::SendTimeout => (4000, "send_timeout"),
+        CloseReason::Flooding => (close::POLICY_VIOLATION, "flooding"),
         CloseReason::ChannelDeleted => (4001, "channel_deleted"),
         CloseReason::AdminDisconnect => (4002, "admin_disconnect"),
         _ => (close::NORMAL, ""),
     }
 }
 
-/// What reading from a WebSocket subscriber produced.
-enum Input {
-    /// Events, and whether the peer's side ended after them.
-    Events(Vec<Event>, Option<CloseReason>),
-    Broken(ProtocolError, Vec<Event>),
-    Gone(CloseReason),
+/// One step of reading a WebSocket subscriber's input.
+enum Step {
+    /// A complete message or control frame, and its size after inflating.
+    Event(Event, usize),
+    /// No complete frame is buffered: read more.
+    NeedInput,
+    /// The peer broke the protocol: close with this code.
+    Broken(ProtocolError),
 }
 
 impl Shard {
-    /// Reads and handles everything the client sent.
+    /// Reads and handles what the client sent, one message at a time, until its socket is empty
+    /// or a budget runs out (then it is read again in a later round).
     pub(super) fn read_websocket(&mut self, server: &Server, index: usize) {
-        let input = {
-            let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
-            let Some(peer) = sub.ws.as_mut() else { return };
-            read_frames(&sub.stream, peer)
-        };
-        let (events, broken, gone) = match input {
-            Input::Events(events, gone) => (events, None, gone),
-            Input::Broken(error, events) => (events, Some(error), None),
-            Input::Gone(reason) => return self.close(server, index, reason, None),
-        };
-        for event in events {
-            if !self.on_event(server, index, event) {
-                return;
+        let now_ms = clock_ms_at(Instant::now());
+        let mut read_budget = READ_BUDGET;
+        let mut message_budget = MESSAGE_BUDGET;
+        loop {
+            let step = {
+                let Some(peer) = self.slots.get_mut(index).and_then(Option::as_mut).and_then(|s| s.ws.as_mut()) else {
+                    return;
+                };
+                if peer.refill(now_ms) < 0 {
+                    let at = now_ms + peer.wait_for_credit();
+                    return self.more_input.push((index, at));
+                }
+                decode_one(peer)
+            };
+            match step {
+                Step::Event(event, size) => {
+                    if let Some(peer) = self.slots.get_mut(index).and_then(Option::as_mut).and_then(|s| s.ws.as_mut()) {
+                        peer.credit = peer.credit.saturating_sub(i32::try_from(size).unwrap_or(i32::MAX));
+                    }
+                    if !self.on_event(server, index, event) {
+                        return;
+                    }
+                    message_budget = message_budget.saturating_sub(size.max(1));
+                    if message_budget == 0 {
+                        return self.more_input.push((index, 0));
+                    }
+                }
+                Step::NeedInput => {
+                    if read_budget == 0 {
+                        return self.more_input.push((index, 0));
+                    }
+                    let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+                    let Some(peer) = sub.ws.as_mut() else { return };
+                    match read_some(&sub.stream, peer, read_budget) {
+                        Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
+                        Ok(n) => read_budget -= n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) => {
+                            let reason = crate::conn::io_close_reason(&e);
+                            return self.close(server, index, reason);
+                        }
+                    }
+                }
+                Step::Broken(error) => {
+                    let mut out = BytesMut::new();
+                    close::put_close(&mut out, error.code, error.reason);
+                    self.send(server, index, &out);
+                    return self.close(server, index, CloseReason::ProtocolError);
+                }
             }
-        }
-        if let Some(reason) = gone {
-            return self.close(server, index, reason, None);
-        }
-        if let Some(error) = broken {
-            let mut out = BytesMut::new();
-            close::put_close(&mut out, error.code, error.reason);
-            self.send(server, index, &out);
-            self.close(server, index, CloseReason::ProtocolError, None);
         }
     }
 
@@ -110,7 +175,7 @@ impl Shard {
                 let mut out = BytesMut::new();
                 close::put_close(&mut out, code.unwrap_or(close::NORMAL), "");
                 self.send(server, index, &out);
-                self.close(server, index, CloseReason::WsClosed, None);
+                self.close(server, index, CloseReason::WsClosed);
                 false
             }
             Event::Binary(_) => {
@@ -128,126 +193,59 @@ impl Shard {
 
     /// One client op: subscribe, unsubscribe, publish, ping.
     fn op(&mut self, server: &Server, index: usize, op: &Value) -> Value {
-        let channels = || -> Result<Vec<String>, Value> {
-            let list = op
-                .get("channels")
-                .and_then(Value::as_array)
-                .ok_or_else(|| error("bad_op", "channels must be a list of names"))?;
-            list.iter()
-                .map(|c| {
-                    let name = c.as_str().ok_or_else(|| error("bad_channel", "channel names are strings"))?;
-                    holdfast_hub::validate_channel_name(name).map_err(|e| error("bad_channel", &e.to_string()))?;
-                    Ok(name.to_string())
-                })
-                .collect()
+        let result = match op.get("op").and_then(Value::as_str) {
+            Some("ping") => Ok(json!({"op": "pong"})),
+            Some("subscribe") => self.subscribe(server, index, op),
+            Some("unsubscribe") => channel_names(op).map(|names: Vec<String>| self.unsubscribe(index, &names)),
+            Some("publish") => publish(server, op),
+            Some(other) => Err(Refusal::bad(
+                "bad_op",
+                format!("unknown op {other:?}; use subscribe, unsubscribe, publish or ping"),
+            )),
+            None => Err(Refusal::bad("bad_op", "a message needs an \"op\"")),
         };
-        match op.get("op").and_then(Value::as_str) {
-            Some("ping") => json!({"op": "pong"}),
-            Some("subscribe") => {
-                let names = match channels() {
-                    Ok(names) => names,
-                    Err(e) => return e,
-                };
-                let cursor = match op.get("cursor").and_then(Value::as_str) {
-                    Some(text) => match Cursor::decode(text) {
-                        Ok(cursor) => Some(cursor),
-                        Err(e) => return error("bad_cursor", &e.to_string()),
-                    },
-                    None => None,
-                };
-                let history = op.get("history").and_then(Value::as_u64);
-                self.subscribe(server, index, &names, cursor.as_ref(), history)
-            }
-            Some("unsubscribe") => match channels() {
-                Ok(names) => self.unsubscribe(index, &names),
-                Err(e) => e,
-            },
-            Some("publish") => {
-                if !server.config.ws_client_publish {
-                    return error("forbidden", "publishing over WebSocket is disabled (ws_client_publish)");
-                }
-                let Some(channel) = op.get("channel").and_then(Value::as_str) else {
-                    return error("bad_op", "publish needs a channel");
-                };
-                let data = match op.get("data") {
-                    Some(Value::String(text)) => text.clone(),
-                    Some(other) => other.to_string(),
-                    None => return error("bad_op", "publish needs data"),
-                };
-                let event = op.get("event").and_then(Value::as_str);
-                match server.broker.publish(channel, event, data.into()) {
-                    Ok(published) => {
-                        server.stats.published();
-                        json!({"op": "published", "channel": channel, "id": String::from_utf8_lossy(&published.message.cursor)})
-                    }
-                    Err(e) => error("bad_channel", &e.to_string()),
-                }
-            }
-            Some(other) => {
-                error("bad_op", &format!("unknown op {other:?}; use subscribe, unsubscribe, publish or ping"))
-            }
-            None => error("bad_op", "a message needs an \"op\""),
-        }
+        result.unwrap_or_else(|refusal| refusal.op())
     }
 
-    fn subscribe(
-        &mut self,
-        server: &Server,
-        index: usize,
-        names: &[String],
-        cursor: Option<&Cursor>,
-        history: Option<u64>,
-    ) -> Value {
+    /// `{"op":"subscribe","channels":[…],"cursor":…,"history":N}`: adds channels, within the
+    /// per-connection cap, starting where `/sub` would; gap notices go out before the answer,
+    /// messages after it.
+    fn subscribe(&mut self, server: &Server, index: usize, op: &Value) -> Result<Value, Refusal> {
+        let names = channel_names(op)?;
+        let cursor = match op.get("cursor") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) if text.is_empty() => None,
+            Some(Value::String(text)) => Some(subscription::parse_cursor(text)?),
+            Some(_) => return Err(Refusal::bad("bad_cursor", "cursor must be a string")),
+        };
+        let history = match op.get("history") {
+            None | Some(Value::Null) => None,
+            Some(n) => Some(n.as_u64().ok_or_else(|| Refusal::bad("bad_history", "history must be a whole number"))?),
+        };
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Ok(Value::Null) };
+        let new = subscription::new_channel_names(names.iter().map(String::as_str), &sub.positions)?;
+        let (added, gaps) = subscription::start(&*server.broker, &new, cursor.as_ref(), history)?;
+        let mut positions = std::mem::take(&mut sub.positions).into_vec();
+        for (channel, _) in &added {
+            channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.by_channel.entry(channel.id).or_default().push(index);
+        }
+        positions.extend(added);
+        sub.positions = positions.into_boxed_slice();
+        let cursor = cursor_for(&sub.positions);
         let mut notices = Vec::new();
-        let mut added = Vec::new();
-        {
-            let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Value::Null };
-            let mut positions = std::mem::take(&mut sub.positions).into_vec();
-            for name in names {
-                if positions.iter().any(|(c, _)| &*c.name == name) {
-                    continue;
-                }
-                let channel = match server.broker.channel_or_create(name) {
-                    Ok(channel) => channel,
-                    Err(e) => return error("bad_channel", &e.to_string()),
-                };
-                let from = match (cursor.and_then(|c| c.position(name)), history) {
-                    (Some(position), _) => ReadFrom::After(position),
-                    (None, Some(n)) => ReadFrom::Last(n),
-                    (None, None) => ReadFrom::Now,
-                };
-                let (start, gap) = channel.start(from);
-                if let Some(gap) = gap {
-                    let mut out = Vec::new();
-                    sub.framing.put_notice(
-                        &mut out,
-                        None,
-                        Some(&gap.channel),
-                        "holdfast.gap",
-                        &crate::transport::gap_json(&gap),
-                    );
-                    notices.push(out);
-                }
-                channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                added.push(channel.id);
-                positions.push((channel, start));
-            }
-            sub.positions = positions.into_boxed_slice();
+        for gap in &gaps {
+            let data = subscription::gap_json(gap);
+            sub.framing.put_notice(&mut notices, None, &gap.channel, &cursor, "holdfast.gap", &data);
         }
-        for id in added {
-            self.by_channel.entry(id).or_default().push(index);
-        }
-        for notice in notices {
-            if !self.send(server, index, &notice) {
-                return Value::Null;
-            }
-        }
-        let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return Value::Null };
         let channels: Vec<&str> = sub.positions.iter().map(|(c, _)| &*c.name).collect();
-        let answer = json!({"op": "subscribed", "channels": channels, "cursor": cursor_for(&sub.positions)});
+        let answer = json!({"op": "subscribed", "channels": channels, "cursor": cursor});
+        if !notices.is_empty() && !self.send(server, index, &notices) {
+            return Ok(Value::Null);
+        }
         // What the new channels already have (history, cursor) goes out after the answer.
         self.deliver_soon.push(index);
-        answer
+        Ok(answer)
     }
 
     fn unsubscribe(&mut self, index: usize, names: &[String]) -> Value {
@@ -294,13 +292,20 @@ impl Shard {
         sent
     }
 
-    /// Writes bytes of our own (pong, close, answers) in order with whatever is pending;
-    /// false when the subscriber is gone.
+    /// Writes what answers the client's own frames (pongs, close frames, op answers, gap
+    /// notices) in order behind whatever is pending; false when the subscriber is gone. It
+    /// counts against `max_pending_bytes` like messages: a client that sends frames faster than
+    /// it reads their answers is cut with `flooding` past it.
     pub(super) fn send(&mut self, server: &Server, index: usize, bytes: &[u8]) -> bool {
+        let max_pending = server.config.max_pending_bytes;
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return false };
         sub.bytes_out += bytes.len() as u64;
         if let Some(pending) = sub.pending.as_mut() {
-            pending.extend_from_slice(bytes);
+            if (pending.len() + bytes.len()) as u64 > max_pending {
+                self.close(server, index, CloseReason::Flooding);
+                return false;
+            }
+            pending.push(Bytes::copy_from_slice(bytes));
             return true;
         }
         let written = match (&sub.stream).write(bytes) {
@@ -308,13 +313,13 @@ impl Shard {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => {
                 let reason = crate::conn::io_close_reason(&e);
-                self.close(server, index, reason, None);
+                self.close(server, index, reason);
                 return false;
             }
         };
-        sub.last_write = super::clock_ms_at(Instant::now());
+        sub.last_write = clock_ms_at(Instant::now());
         if written < bytes.len() {
-            sub.pending = Some(Box::new(bytes[written..].to_vec()));
+            sub.pending = Some(super::pending_of(&bytes[written..]));
             self.want_writable(index, true);
         }
         true
@@ -330,53 +335,88 @@ impl Shard {
     }
 }
 
-/// Reads what is available and decodes every complete frame (including bytes that arrived with
-/// the upgrade request).
-fn read_frames(stream: &std::net::TcpStream, peer: &mut WsPeer) -> Input {
+/// Decodes the next complete frame from the buffered input, if there is one.
+fn decode_one(peer: &mut WsPeer) -> Step {
+    let Some(input) = peer.input.as_mut() else { return Step::NeedInput };
+    let step = match peer.decoder.decode(input) {
+        Ok(Some(event)) => {
+            let size = match &event {
+                Event::Text(data) | Event::Binary(data) | Event::Ping(data) | Event::Pong(data) => data.len(),
+                Event::Close { reason, .. } => reason.len(),
+            };
+            Step::Event(event, size)
+        }
+        Ok(None) => Step::NeedInput,
+        Err(error) => Step::Broken(error),
+    };
+    // Keep only an unfinished frame; between frames the subscriber holds no buffer.
+    if input.is_empty() {
+        peer.input = None;
+    }
+    step
+}
+
+/// Reads up to `budget` bytes (at most 8 KiB) into the peer's input. `Ok(0)` at EOF.
+fn read_some(stream: &std::net::TcpStream, peer: &mut WsPeer, budget: usize) -> io::Result<usize> {
     let mut scratch = [0u8; 8192];
-    let mut events = Vec::new();
-    let mut gone = None;
-    let mut input = peer.input.take().map(|boxed| *boxed).unwrap_or_default();
+    let want = budget.min(scratch.len());
     loop {
-        match (&*stream).read(&mut scratch) {
-            Ok(0) => {
-                gone = Some(CloseReason::PeerClosed);
-                break;
-            }
+        match (&*stream).read(&mut scratch[..want]) {
+            Ok(0) => return Ok(0),
             Ok(n) => {
                 peer.last_heard = Instant::now();
-                input.extend_from_slice(&scratch[..n]);
-                if let Err(error) = decode_all(&mut peer.decoder, &mut input, &mut events) {
-                    return Input::Broken(error, events);
-                }
+                peer.input.get_or_insert_with(Default::default).extend_from_slice(&scratch[..n]);
+                return Ok(n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                gone = Some(crate::conn::io_close_reason(&e));
-                break;
-            }
+            Err(e) => return Err(e),
         }
-    }
-    if let Err(error) = decode_all(&mut peer.decoder, &mut input, &mut events) {
-        return Input::Broken(error, events);
-    }
-    // Keep only an unfinished frame; between frames the subscriber holds no buffer.
-    if !input.is_empty() {
-        peer.input = Some(Box::new(input));
-    }
-    match gone {
-        Some(reason) if events.is_empty() => Input::Gone(reason),
-        // Frames that came before the EOF (a close frame, say) are handled first.
-        _ => Input::Events(events, gone),
     }
 }
 
-fn decode_all(decoder: &mut Decoder, input: &mut BytesMut, events: &mut Vec<Event>) -> Result<(), ProtocolError> {
-    while let Some(event) = decoder.decode(input)? {
-        events.push(event);
+/// The `channels` of an op: a list of strings (validated by the subscription rules).
+fn channel_names(op: &Value) -> Result<Vec<String>, Refusal> {
+    let list = op
+        .get("channels")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Refusal::bad("bad_op", "channels must be a list of names"))?;
+    // Nothing past the cap is looked at: a list of 60,000 names costs no more than 65.
+    if list.len() > subscription::MAX_CHANNELS {
+        return Err(Refusal::bad(
+            "too_many_channels",
+            format!("at most {} channels per connection", subscription::MAX_CHANNELS),
+        ));
     }
-    Ok(())
+    list.iter()
+        .map(|c| c.as_str().map(str::to_string).ok_or_else(|| Refusal::bad("bad_channel", "channel names are strings")))
+        .collect()
+}
+
+/// `{"op":"publish","channel":…,"data":"text"}`, or `"json":<value>` (or `"data"` that is not a
+/// string) for a JSON message; `"event"` as `?event=`. Only with `ws_client_publish`.
+fn publish(server: &Server, op: &Value) -> Result<Value, Refusal> {
+    if !server.config.ws_client_publish {
+        return Err(Refusal {
+            status: 403,
+            code: "forbidden",
+            reason: "publishing over WebSocket is disabled (ws_client_publish)".into(),
+        });
+    }
+    let channel =
+        op.get("channel").and_then(Value::as_str).ok_or_else(|| Refusal::bad("bad_op", "publish needs a channel"))?;
+    let payload = match (op.get("data"), op.get("json")) {
+        (Some(Value::String(text)), None) => Payload::text(Bytes::from(text.clone())),
+        (Some(value), None) | (None, Some(value)) => Payload::json(Bytes::from(value.to_string())),
+        (Some(_), Some(_)) => return Err(Refusal::bad("bad_op", "publish takes data or json, not both")),
+        (None, None) => return Err(Refusal::bad("bad_op", "publish needs data (a string) or json (any value)")),
+    };
+    let event = match op.get("event") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(event)) => Some(event.as_str()),
+        Some(_) => return Err(Refusal::bad("bad_event", "event must be a string")),
+    };
+    let published = crate::publish::publish_message(server, channel, event, payload)?;
+    Ok(json!({"op": "published", "channel": channel, "id": String::from_utf8_lossy(&published.message.cursor)}))
 }
 
 fn error(code: &str, reason: &str) -> Value {

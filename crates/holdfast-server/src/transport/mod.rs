@@ -11,15 +11,13 @@ pub(crate) mod stream;
 pub(crate) mod websocket;
 pub(crate) mod ws_echo;
 
-use std::sync::Arc;
-
-use holdfast_hub::cursor::MAX_CURSOR_CHANNELS;
-use holdfast_hub::{Channel, Cursor, Gap, Position, ReadFrom};
 use holdfast_proto::http1::RequestHead;
 
 use crate::query::{self, percent_decode};
 use crate::response::Response;
+use crate::subscription::{self, Positions, Refusal};
 use crate::Server;
+use holdfast_hub::Gap;
 
 /// How a subscriber wants messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,28 +39,22 @@ pub(crate) enum Transport {
 pub(crate) struct Subscription {
     pub transport: Transport,
     /// Each channel with the last sequence number the subscriber has (it gets what follows).
-    pub positions: Vec<(Arc<Channel>, u64)>,
+    pub positions: Positions,
     pub gaps: Vec<Gap>,
     /// The CORS origin to allow in the answer, if any.
     pub origin: Option<String>,
 }
 
-/// Parses `GET /sub/…`; a refusal is a ready 400 (or 501) response.
+/// Parses `GET /sub/…`; a refusal is a ready 400 (or 501, 503) response.
+///
+/// A WebSocket may name no channel (`GET /sub` with `Upgrade: websocket`) and subscribe later
+/// with ops; every other transport needs at least one.
 pub(crate) fn parse(head: &RequestHead, server: &Server) -> Result<Subscription, Response> {
-    let bad = |label: &str, reason: String| Response::error(400, label, &reason);
-    let list = head.path().strip_prefix("/sub/").unwrap_or("");
+    let bad = |code: &'static str, reason: String| Refusal::bad(code, reason).response();
+    let list = head.path().strip_prefix("/sub").unwrap_or("");
+    let list = list.strip_prefix('/').unwrap_or(list);
     let list = percent_decode(list, false)
         .ok_or_else(|| bad("bad_channel", "channel list is not valid percent-encoded UTF-8".into()))?;
-    let mut names: Vec<&str> = Vec::new();
-    for name in list.split(',') {
-        holdfast_hub::validate_channel_name(name).map_err(|e| bad("bad_channel", format!("{e}: {name:?}")))?;
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    if names.len() > MAX_CURSOR_CHANNELS {
-        return Err(bad("too_many_channels", format!("at most {MAX_CURSOR_CHANNELS} channels per subscription")));
-    }
 
     let query = head.query();
     let param = |name: &str| -> Result<Option<String>, Response> {
@@ -75,38 +67,27 @@ pub(crate) fn parse(head: &RequestHead, server: &Server) -> Result<Subscription,
         }
     };
     let transport = choose_transport(head, param("transport")?, param("callback")?, param("format")?)?;
+    let names = if list.is_empty() && matches!(transport, Transport::WebSocket { .. }) {
+        Vec::new()
+    } else {
+        subscription::new_channel_names(list.split(','), &[]).map_err(|r| r.response())?
+    };
 
-    // RFC-free but DESIGN §1: the Last-Event-ID header (sent by browsers on reconnect) wins over
-    // ?cursor=.
+    // DESIGN: the Last-Event-ID header (sent by browsers on reconnect) wins over ?cursor=.
     let header_cursor = head.header("last-event-id").and_then(|v| std::str::from_utf8(v).ok()).map(str::trim);
     let cursor_text = match header_cursor.filter(|c| !c.is_empty()) {
         Some(text) => Some(text.to_string()),
         None => param("cursor")?.filter(|c| !c.is_empty()),
     };
-    let cursor = match cursor_text {
-        Some(text) => Some(Cursor::decode(&text).map_err(|e| bad("bad_cursor", format!("{e}")))?),
-        None => None,
-    };
+    let cursor = cursor_text.map(|text| subscription::parse_cursor(&text)).transpose().map_err(|r| r.response())?;
     let history = match param("history")? {
         Some(n) => Some(
             n.parse::<u64>().map_err(|_| bad("bad_history", format!("history must be a whole number, got {n:?}")))?,
         ),
         None => None,
     };
-
-    let mut positions = Vec::with_capacity(names.len());
-    let mut gaps = Vec::new();
-    for name in names {
-        let channel = server.broker.channel_or_create(name).map_err(|e| bad("bad_channel", e.to_string()))?;
-        let from = match (cursor.as_ref().and_then(|c| c.position(name)), history) {
-            (Some(position), _) => ReadFrom::After(position),
-            (None, Some(n)) => ReadFrom::Last(n),
-            (None, None) => ReadFrom::Now,
-        };
-        let (start, gap) = channel.start(from);
-        gaps.extend(gap);
-        positions.push((channel, start));
-    }
+    let (positions, gaps) =
+        subscription::start(&*server.broker, &names, cursor.as_ref(), history).map_err(|r| r.response())?;
     Ok(Subscription { transport, positions, gaps, origin: crate::cors::allowed_origin(head, server) })
 }
 
@@ -163,24 +144,6 @@ fn is_valid_callback(name: &str) -> bool {
     (first.is_ascii_alphabetic() || first == b'_' || first == b'$')
         && rest.len() <= 63
         && rest.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.'))
-}
-
-/// A multi-channel cursor for these positions.
-pub(crate) fn cursor_for(positions: &[(Arc<Channel>, u64)]) -> String {
-    Cursor::new(positions.iter().map(|(c, seq)| (&*c.name, Position { epoch: c.epoch, seq: *seq }))).encode()
-}
-
-/// A gap as the JSON object every transport uses.
-pub(crate) fn gap_json(gap: &Gap) -> String {
-    let lost = if gap.asked.epoch == gap.epoch {
-        (gap.first_available.saturating_sub(1).saturating_sub(gap.asked.seq)).to_string()
-    } else {
-        "null".to_string()
-    };
-    format!(
-        "{{\"channel\":\"{}\",\"asked\":{{\"epoch\":{},\"seq\":{}}},\"epoch\":{},\"first_available\":{},\"lost\":{lost}}}",
-        gap.channel, gap.asked.epoch, gap.asked.seq, gap.epoch, gap.first_available
-    )
 }
 
 #[cfg(test)]

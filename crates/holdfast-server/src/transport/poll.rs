@@ -13,8 +13,9 @@ use std::task::{Context, Poll};
 use holdfast_hub::{Channel, Message};
 use tokio::net::TcpStream;
 
-use super::{cursor_for, gap_json, Subscription};
+use super::Subscription;
 use crate::response::Response;
+use crate::subscription::{cursor_for, gap_json};
 use crate::Server;
 
 /// How a poll ended.
@@ -28,9 +29,9 @@ pub(crate) enum Answer {
 pub(crate) async fn answer(stream: &TcpStream, server: &Server, mut sub: Subscription, hold: bool) -> Answer {
     let mut messages = collect(&mut sub);
     if messages.is_empty() && hold {
-        server.stats.longpoll_waiting(1);
+        let held = Held::new(server, &sub);
         let waited = wait(stream, server, &mut sub).await;
-        server.stats.longpoll_waiting(-1);
+        drop(held);
         match waited {
             Some(found) => messages = found,
             None => return Answer::ClientGone,
@@ -60,10 +61,41 @@ fn collect(sub: &mut Subscription) -> Vec<(usize, Arc<Message>)> {
     messages
 }
 
-/// Waits for messages; `None` if the client disconnected first.
+/// A long poll being held: counted as a subscriber of its channels (`GET /pub/{channel}`) and
+/// in `/admin/stats` for as long as it waits, however the wait ends.
+struct Held<'a> {
+    server: &'a Server,
+    channels: Vec<Arc<Channel>>,
+}
+
+impl<'a> Held<'a> {
+    fn new(server: &'a Server, sub: &Subscription) -> Held<'a> {
+        let channels: Vec<Arc<Channel>> = sub.positions.iter().map(|(c, _)| c.clone()).collect();
+        for channel in &channels {
+            channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        server.stats.longpoll_waiting(1);
+        Held { server, channels }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        for channel in &self.channels {
+            channel.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.server.stats.longpoll_waiting(-1);
+    }
+}
+
+/// Waits for messages; `None` if the client disconnected first. A graceful shutdown answers at
+/// once with what there is (nothing), so the client gets its cursor rather than a cut.
 async fn wait(stream: &TcpStream, server: &Server, sub: &mut Subscription) -> Option<Vec<(usize, Arc<Message>)>> {
     let deadline = tokio::time::Instant::now() + server.config.longpoll_timeout;
     let mut watch_client = true;
+    let draining = server.drain_started.notified();
+    tokio::pin!(draining);
+    draining.as_mut().enable();
     loop {
         let channels: Vec<Arc<Channel>> = sub.positions.iter().map(|(c, _)| c.clone()).collect();
         let mut waiters: Vec<_> = channels.iter().map(|c| Box::pin(c.notified())).collect();
@@ -77,6 +109,7 @@ async fn wait(stream: &TcpStream, server: &Server, sub: &mut Subscription) -> Op
         }
         tokio::select! {
             _ = AnyOf(&mut waiters) => {}
+            _ = &mut draining => return Some(Vec::new()),
             _ = tokio::time::sleep_until(deadline) => return Some(Vec::new()),
             gone = client_gone(stream), if watch_client => {
                 if gone {

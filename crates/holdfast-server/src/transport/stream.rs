@@ -6,9 +6,10 @@ use bytes::BytesMut;
 use holdfast_proto::http1::{ResponseHead, Version};
 use holdfast_proto::sse;
 
-use super::{gap_json, Subscription};
+use super::Subscription;
 use crate::push::frame::{Format, Framing};
 use crate::push::StreamSetup;
+use crate::subscription::{cursor_for, gap_json};
 use crate::Server;
 
 /// Padding that makes old browsers start rendering (and running) a streamed HTML document.
@@ -61,8 +62,9 @@ pub(crate) fn open(
         _ => prelude.extend_from_slice(b"\n"),
     }
     framing.put_piece(&mut out, &prelude);
+    let cursor = cursor_for(&sub.positions);
     for gap in &sub.gaps {
-        framing.put_notice(&mut out, callback.as_deref(), Some(&gap.channel), "holdfast.gap", &gap_json(gap));
+        framing.put_notice(&mut out, callback.as_deref(), &gap.channel, &cursor, "holdfast.gap", &gap_json(gap));
     }
     let setup = StreamSetup {
         framing,

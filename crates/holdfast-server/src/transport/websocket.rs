@@ -30,8 +30,10 @@ pub(crate) fn open(
     let framing = Framing { format, chunked: false, deflate };
     let out = switching_protocols(&accept, agreement);
     let mut out = out.to_vec();
+    let cursor = crate::subscription::cursor_for(&sub.positions);
     for gap in &sub.gaps {
-        framing.put_notice(&mut out, None, Some(&gap.channel), "holdfast.gap", &super::gap_json(gap));
+        let data = crate::subscription::gap_json(gap);
+        framing.put_notice(&mut out, None, &gap.channel, &cursor, "holdfast.gap", &data);
     }
     let inflate = agreement.is_some();
     Ok((out, StreamSetup { framing, callback: None, positions: sub.positions, early_input, inflate }))
