@@ -273,6 +273,30 @@ fn readme_config_table_matches_the_keys() {
     }
 }
 
+/// A clone is complete: the README and docs/ point only at files in the repository.
+#[test]
+fn readme_and_docs_link_only_to_files_in_the_repository() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    for doc in ["README.md", "docs/protocol.md", "docs/architecture.md"] {
+        let path = root.join(doc);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{doc}: {e}"));
+        assert!(!text.contains("../shared") && !text.contains("see `issues`"), "{doc} points outside the repository");
+        // Markdown links `](target)`: each relative target must exist beside the document.
+        for target in text.split("](").skip(1).filter_map(|rest| rest.split_once(')').map(|(t, _)| t)) {
+            if target.starts_with("http://") || target.starts_with("https://") || target.starts_with('#') {
+                continue;
+            }
+            let file = target.split('#').next().unwrap();
+            assert!(
+                path.parent().unwrap().join(file).exists(),
+                "{doc} links to {target}, which is not in the repository"
+            );
+        }
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("(docs/protocol.md)") && readme.contains("(docs/architecture.md)"));
+}
+
 /// CPU time (user + system) of a process so far, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
