@@ -3,7 +3,9 @@
 //! Sources are applied in order, later ones winning: the defaults in [`KEYS`], a TOML file
 //! (`--config`), then `HOLDFAST_<KEY>` environment variables, then command-line flags. The binary
 //! turns the table into flags; this module only knows keys and string values, so every source is
-//! parsed by the same function and every bad value gets the same one-line message.
+//! parsed by the same function and every bad value gets the same one-line message. A key's
+//! [`ValueKind`] is the one thing the sources need beyond strings: a boolean is also a bare flag,
+//! and a list may be a TOML array in the file (a comma-separated string everywhere).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -63,7 +65,7 @@ pub struct Config {
     pub history_max_bytes: u64,
     /// How far (in bytes) a streaming subscriber may fall behind before it is cut (`slow_consumer`).
     pub max_pending_bytes: u64,
-    /// Origins allowed by CORS: empty = none, `*` = any, else a comma-separated list.
+    /// Origins allowed by CORS: empty = none, `*` = any, else the listed origins.
     pub cors_origins: Vec<String>,
     /// WebSocket: a peer that sends nothing (not even a pong) for this long is closed.
     pub heartbeat_timeout: Duration,
@@ -75,6 +77,17 @@ pub struct Config {
     pub ws_deflate: bool,
     /// Runtime worker threads; 0 = one per core less one (at least one).
     pub worker_threads: usize,
+    /// How log lines are written to stderr.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 impl Config {
@@ -107,11 +120,7 @@ impl Config {
 
     /// Sets one key from its string form, as any source gives it.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let entry = KEYS.iter().find(|k| k.name == key).ok_or_else(|| ConfigError {
-            key: key.to_string(),
-            source: String::new(),
-            problem: "unknown configuration key".to_string(),
-        })?;
+        let entry = KEYS.iter().find(|k| k.name == key).ok_or_else(|| ConfigError::unknown_key(key))?;
         (entry.set)(self, value.trim()).map_err(|problem| ConfigError {
             key: key.to_string(),
             source: String::new(),
@@ -120,29 +129,55 @@ impl Config {
     }
 
     /// Applies a TOML file whose top-level keys are configuration keys. Numbers, strings and
-    /// booleans are accepted; numbers mean seconds for durations and bytes for sizes.
+    /// booleans are accepted (numbers mean seconds for durations and bytes for sizes), and list
+    /// keys also take an array of strings.
     pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let file_error =
-            |problem: String| ConfigError { key: "config".to_string(), source: path.display().to_string(), problem };
+        let source = path.display().to_string();
+        let file_error = |problem: String| ConfigError { key: "config".to_string(), source: source.clone(), problem };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.message().to_string()))?;
         for (key, value) in table {
-            let value = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => {
-                    return Err(ConfigError {
-                        key,
-                        source: path.display().to_string(),
-                        problem: format!("expected a string, number or boolean, got {}", other.type_str()),
-                    })
-                }
+            // An unknown key is reported as such, before whatever its value's type would say.
+            let Some(entry) = KEYS.iter().find(|k| k.name == key) else {
+                return Err(ConfigError::unknown_key(&key).from_source(&source));
             };
-            self.set(&key, &value).map_err(|e| e.from_source(&path.display().to_string()))?;
+            let text = match file_value_text(value, entry.kind) {
+                Ok(text) => text,
+                Err(problem) => return Err(ConfigError { key, source: source.clone(), problem }),
+            };
+            self.set(&key, &text).map_err(|e| e.from_source(&source))?;
         }
         Ok(())
+    }
+}
+
+/// A TOML value in the string form every source shares: a list becomes a comma-separated string.
+fn file_value_text(value: toml::Value, kind: ValueKind) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Array(items) if kind == ValueKind::List => {
+            let mut texts = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    // A comma inside one element would silently become two elements once joined.
+                    toml::Value::String(s) if s.contains(',') => {
+                        return Err(format!("has the element {s:?}, which contains a comma (one entry per element)"))
+                    }
+                    toml::Value::String(s) => texts.push(s),
+                    other => {
+                        return Err(format!("expected a list of strings, got an element that is {}", other.type_str()))
+                    }
+                }
+            }
+            Ok(texts.join(","))
+        }
+        other if kind == ValueKind::List => {
+            Err(format!("expected a list of strings or a comma-separated string, got {}", other.type_str()))
+        }
+        other => Err(format!("expected a string, number or boolean, got {}", other.type_str())),
     }
 }
 
@@ -179,6 +214,7 @@ impl Default for Config {
             ws_client_publish: false,
             ws_deflate: false,
             worker_threads: 0,
+            log_format: LogFormat::Text,
         };
         // The table is the one place defaults are written; a bad default is a bug caught by tests.
         for key in KEYS {
@@ -199,6 +235,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    fn unknown_key(key: &str) -> ConfigError {
+        ConfigError { key: key.to_string(), source: String::new(), problem: "unknown configuration key".to_string() }
+    }
+
     /// Records where the value came from (`--keepalive-timeout`, `HOLDFAST_…`, a file).
     pub fn from_source(mut self, source: &str) -> ConfigError {
         self.source = source.to_string();
@@ -231,7 +271,33 @@ pub struct Key {
     pub default: &'static str,
     /// One line for `--help`.
     pub help: &'static str,
+    /// What sort of value it takes: decides the flag's shape and which TOML types a file may use.
+    pub kind: ValueKind,
     set: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+/// What sort of value a key takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); a bare `--flag` means `true`.
+    Bool,
+    /// Several strings: a TOML array, or one comma-separated string (the only form env and flags have).
+    List,
+    /// One value: a string, a number, a duration or a size.
+    Single,
+}
+
+/// The kind follows from the parser, so the table cannot declare one kind and parse another.
+macro_rules! value_kind {
+    (parse_bool) => {
+        ValueKind::Bool
+    };
+    (parse_origins) => {
+        ValueKind::List
+    };
+    ($other:ident) => {
+        ValueKind::Single
+    };
 }
 
 macro_rules! key {
@@ -240,6 +306,7 @@ macro_rules! key {
             name: stringify!($name),
             default: $default,
             help: $help,
+            kind: value_kind!($parse),
             set: |config, value| {
                 config.$name = $parse(value)?;
                 Ok(())
@@ -279,7 +346,7 @@ pub const KEYS: &[Key] = &[
     key!(history_seconds, "3600", parse_duration, "age after which a message leaves the history"),
     key!(history_max_bytes, "256MiB", parse_size_u64, "bytes of history kept over all channels"),
     key!(max_pending_bytes, "1MiB", parse_size_u64, "how far a streaming subscriber may fall behind before it is cut"),
-    key!(cors_origins, "", parse_origins, "CORS origins allowed: empty = none, * = any, or a comma-separated list"),
+    key!(cors_origins, "", parse_origins, "CORS origins allowed: empty = none, * = any, or a list of origins"),
     key!(heartbeat_timeout, "60s", parse_duration, "WebSocket: close a peer silent (no pong, no frame) for this long"),
     key!(ws_max_message_bytes, "1MiB", parse_size_usize, "WebSocket: largest message a client may send (1009 above)"),
     key!(ws_client_publish, "false", parse_bool, "WebSocket: allow clients to publish with {\"op\":\"publish\"}"),
@@ -290,6 +357,12 @@ pub const KEYS: &[Key] = &[
         "WebSocket: compress messages with permessage-deflate for clients that offer it"
     ),
     key!(worker_threads, "0", parse_count_usize, "runtime threads for connections; 0 = cores - 1 (at least 1)"),
+    key!(
+        log_format,
+        "text",
+        parse_log_format,
+        "log lines on stderr: text (coloured on a terminal) or json (one object a line)"
+    ),
 ];
 
 /// A duration: plain seconds (`75`, `0.5`) or a number with a unit (`500ms`, `75s`, `2m`, `1h`).
@@ -353,6 +426,14 @@ fn parse_origins(value: &str) -> Result<Vec<String>, String> {
     match origins.iter().find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))) {
         Some(bad) => Err(format!("has {bad:?}, which is not * or an origin like https://example.com")),
         None => Ok(origins),
+    }
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("is not a log format (text or json)".to_string()),
     }
 }
 
@@ -457,5 +538,97 @@ mod tests {
         let err = Config::default().apply_file(&bad).unwrap_err();
         assert_eq!(err.key(), "header_timeout");
         assert!(err.to_string().contains("bad.toml"));
+    }
+
+    /// A file in a fresh temporary directory, holding `text`.
+    fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("holdfast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn list_keys_take_a_toml_array_or_a_comma_separated_string() {
+        let array = temp_file("array.toml", "cors_origins = [\"https://a.example\", \"https://b.example\"]\n");
+        let mut config = Config::default();
+        config.apply_file(&array).unwrap();
+        assert_eq!(config.cors_origins, ["https://a.example", "https://b.example"]);
+        assert!(config.allows_origin("https://b.example") && !config.allows_origin("https://c.example"));
+
+        let string = temp_file("string.toml", "cors_origins = \"https://a.example, https://b.example\"\n");
+        let mut config = Config::default();
+        config.apply_file(&string).unwrap();
+        assert_eq!(config.cors_origins, ["https://a.example", "https://b.example"]);
+
+        let empty = temp_file("empty.toml", "cors_origins = []\n");
+        let mut config = Config { cors_origins: vec!["*".into()], ..Config::default() };
+        config.apply_file(&empty).unwrap();
+        assert!(config.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn wrong_toml_types_get_one_line_naming_the_key() {
+        let cases = [
+            ("cors_origins = [\"https://a.example\", 3]\n", "cors_origins", "expected a list of strings"),
+            ("cors_origins = [\"https://a.example,https://b.example\"]\n", "cors_origins", "contains a comma"),
+            ("cors_origins = { a = 1 }\n", "cors_origins", "got table"),
+            ("listen = [\"127.0.0.1:1\"]\n", "listen", "got array"),
+            ("[ws_deflate]\nvalue = true\n", "ws_deflate", "got table"),
+            ("cors_origins = [\"ftp://a.example\"]\n", "cors_origins", "not * or an origin"),
+            ("no_such_key = [1]\n", "no_such_key", "unknown configuration key"),
+        ];
+        for (text, key, problem) in cases {
+            let path = temp_file("wrong.toml", text);
+            let err = Config::default().apply_file(&path).unwrap_err();
+            let line = err.to_string();
+            assert_eq!(err.key(), key, "{text}: {line}");
+            assert!(line.contains(problem) && line.contains("wrong.toml") && !line.contains('\n'), "{text}: {line}");
+        }
+    }
+
+    #[test]
+    fn booleans_take_the_usual_spellings() {
+        let mut config = Config::default();
+        for (text, want) in [("true", true), ("0", false), ("1", true), ("FALSE", false), ("on", true), ("no", false)] {
+            config.set("ws_deflate", text).unwrap();
+            assert_eq!(config.ws_deflate, want, "{text}");
+        }
+        assert!(config.set("ws_deflate", "maybe").is_err());
+        assert_eq!(KEYS.iter().filter(|k| k.kind == ValueKind::Bool).count(), 3);
+        assert!(KEYS.iter().filter(|k| k.kind == ValueKind::List).all(|k| k.name == "cors_origins"));
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let mut config = Config::default();
+        assert_eq!(config.log_format, LogFormat::Text);
+        config.set("log_format", "json").unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        let line = config.set("log_format", "xml").unwrap_err().to_string();
+        assert!(line.contains("log_format") && line.contains("text or json"), "{line}");
+    }
+
+    /// The annotated example at the repository root parses, sets every key in `KEYS` to its
+    /// default, and has a comment above each, so it cannot fall behind the table.
+    #[test]
+    fn example_file_lists_every_key_with_its_default() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../holdfast.example.toml"));
+        let mut config = Config::default();
+        config.apply_file(path).unwrap();
+        assert_eq!(
+            format!("{config:?}"),
+            format!("{:?}", Config::default()),
+            "a value in the example is not the default"
+        );
+
+        let text = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for key in KEYS {
+            let at = lines.iter().position(|l| l.starts_with(&format!("{} = ", key.name)));
+            let at = at.unwrap_or_else(|| panic!("holdfast.example.toml lacks {}", key.name));
+            assert!(at > 0 && lines[at - 1].starts_with("# "), "{} has no comment above it", key.name);
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! The `holdfast serve` command as a user runs it: help, config sources and their precedence,
-//! readable errors with exit code 2, and a graceful exit on SIGTERM.
+//! boolean switches and lists, readable errors with exit code 2, log formats, and a graceful exit
+//! on SIGTERM.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 fn holdfast() -> Command {
@@ -37,12 +38,35 @@ impl Served {
 
     /// The head of the response to `GET /healthz`.
     fn healthz_head(&self) -> String {
+        self.first_read(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    }
+
+    /// Sends one raw request on a new connection; what the first read returns (a whole head for
+    /// the small answers asked for here).
+    fn first_read(&self, request: &[u8]) -> String {
         let mut stream = TcpStream::connect(self.addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        let mut buf = [0u8; 1024];
+        stream.write_all(request).unwrap();
+        let mut buf = [0u8; 4096];
         let n = stream.read(&mut buf).unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Sends SIGTERM and waits (at most 5 s) for the exit; its status and everything on stderr.
+    fn terminate(mut self) -> (ExitStatus, String) {
+        let started = Instant::now();
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "no exit within 5 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (exit, stderr)
     }
 }
 
@@ -79,6 +103,9 @@ fn invalid_values_exit_2_with_one_line_naming_the_key() {
         (vec![], vec![("HOLDFAST_MAX_BODY_BYTES", "lots")], "max_body_bytes (from HOLDFAST_MAX_BODY_BYTES)"),
         (vec!["--listen", "nowhere"], vec![], "listen (from --listen)"),
         (vec!["--keepalive-requests", "0"], vec![], "keepalive_requests"),
+        (vec!["--log-format", "xml"], vec![], "log_format (from --log-format)"),
+        (vec![], vec![("HOLDFAST_LOG_FORMAT", "yaml")], "log_format (from HOLDFAST_LOG_FORMAT)"),
+        (vec!["--ws-deflate=maybe"], vec![], "ws_deflate (from --ws-deflate)"),
     ];
     for (args, envs, want) in cases {
         let output = holdfast().arg("serve").args(&args).envs(envs).output().unwrap();
@@ -146,6 +173,97 @@ fn sigterm_drains_and_exits_zero() {
     assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
 }
 
+/// Whether a WebSocket handshake offering permessage-deflate is answered with it.
+fn negotiates_deflate(served: &Served) -> bool {
+    let head = served.first_read(
+        b"GET /sub/room HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    head.to_ascii_lowercase().contains("sec-websocket-extensions: permessage-deflate")
+}
+
+#[test]
+fn boolean_flags_work_bare_or_with_a_value_and_from_env() {
+    /// (flags, environment, whether deflate is on)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, bool);
+    let cases: Vec<Case> = vec![
+        (vec![], vec![], false),
+        (vec!["--ws-deflate"], vec![], true),
+        // Bare, then another flag: the next flag is not taken as the value.
+        (vec!["--ws-deflate", "--keepalive-requests", "10"], vec![], true),
+        (vec!["--ws-deflate=true"], vec![], true),
+        (vec!["--ws-deflate", "false"], vec![], false),
+        (vec!["--ws-deflate=false"], vec![("HOLDFAST_WS_DEFLATE", "true")], false),
+        (vec![], vec![("HOLDFAST_WS_DEFLATE", "1")], true),
+        (vec![], vec![("HOLDFAST_WS_DEFLATE", "0")], false),
+    ];
+    for (args, envs, want) in cases {
+        let mut command = holdfast();
+        command.envs(envs.clone());
+        let served = Served::start(command, &args);
+        assert_eq!(negotiates_deflate(&served), want, "{args:?} {envs:?}");
+    }
+}
+
+#[test]
+fn cors_origins_from_a_toml_list_allow_each_listed_origin() {
+    let dir = std::env::temp_dir().join(format!("holdfast-cli-list-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("holdfast.toml");
+    std::fs::write(&file, "cors_origins = [\"https://a.example\", \"https://b.example\"]\n").unwrap();
+    let preflight = |served: &Served, origin: &str| {
+        let request = format!(
+            "OPTIONS /pub/room HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\r\n"
+        );
+        served.first_read(request.as_bytes())
+    };
+    let served = Served::start(holdfast(), &["--config", file.to_str().unwrap()]);
+    for origin in ["https://a.example", "https://b.example"] {
+        let head = preflight(&served, origin);
+        assert!(head.starts_with("HTTP/1.1 204"), "{origin}: {head}");
+        assert!(head.contains(&format!("Access-Control-Allow-Origin: {origin}")), "{head}");
+    }
+    assert!(preflight(&served, "https://c.example").starts_with("HTTP/1.1 403"));
+    drop(served);
+
+    // The same list as a comma-separated string in the environment.
+    let mut command = holdfast();
+    command.env("HOLDFAST_CORS_ORIGINS", "https://a.example, https://b.example");
+    let served = Served::start(command, &[]);
+    assert!(preflight(&served, "https://b.example").starts_with("HTTP/1.1 204"));
+    assert!(preflight(&served, "https://c.example").starts_with("HTTP/1.1 403"));
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let mut command = holdfast();
+    command.env("RUST_LOG", "info");
+    let served = Served::start(command, &["--log-format", "json"]);
+    let (exit, stderr) = served.terminate();
+    assert!(exit.success(), "{exit:?}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for line in &lines {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(object["level"].is_string() && object["message"].is_string(), "{line}");
+    }
+    assert!(lines.iter().any(|l| l.contains("\"message\":\"SIGTERM: shutting down\"")), "{stderr}");
+}
+
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let mut command = holdfast();
+    // Set whatever the surrounding shell has: colour must follow the terminal test alone.
+    command.env("RUST_LOG", "info").env_remove("NO_COLOR");
+    let served = Served::start(command, &[]);
+    let (exit, stderr) = served.terminate();
+    assert!(exit.success(), "{exit:?}");
+    assert!(stderr.contains("INFO") && stderr.contains("SIGTERM"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "ANSI escape in piped logs: {stderr:?}");
+}
+
 #[test]
 fn readme_config_table_matches_the_keys() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
@@ -153,6 +271,30 @@ fn readme_config_table_matches_the_keys() {
         let row = format!("| `{}` | `{}` | {} |", key.name, key.default, key.help);
         assert!(readme.contains(&row), "README lacks the row: {row}");
     }
+}
+
+/// A clone is complete: the README and docs/ point only at files in the repository.
+#[test]
+fn readme_and_docs_link_only_to_files_in_the_repository() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    for doc in ["README.md", "docs/protocol.md", "docs/architecture.md"] {
+        let path = root.join(doc);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{doc}: {e}"));
+        assert!(!text.contains("../shared") && !text.contains("see `issues`"), "{doc} points outside the repository");
+        // Markdown links `](target)`: each relative target must exist beside the document.
+        for target in text.split("](").skip(1).filter_map(|rest| rest.split_once(')').map(|(t, _)| t)) {
+            if target.starts_with("http://") || target.starts_with("https://") || target.starts_with('#') {
+                continue;
+            }
+            let file = target.split('#').next().unwrap();
+            assert!(
+                path.parent().unwrap().join(file).exists(),
+                "{doc} links to {target}, which is not in the repository"
+            );
+        }
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("(docs/protocol.md)") && readme.contains("(docs/architecture.md)"));
 }
 
 /// CPU time (user + system) of a process so far, in clock ticks.

@@ -1,5 +1,7 @@
 //! Command-line parsing. Every configuration key of `holdfast_server::config::KEYS` becomes a
 //! `serve` flag (`--keepalive-timeout`) that may also come from `HOLDFAST_KEEPALIVE_TIMEOUT`.
+//! Boolean keys are switches as well: `--ws-deflate` alone means `--ws-deflate=true`. Values stay
+//! strings here; the configuration parses them, so every source gets the same messages.
 
 mod bench;
 mod serve;
@@ -7,7 +9,7 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, Command};
-use holdfast_server::config::KEYS;
+use holdfast_server::config::{Key, ValueKind, KEYS};
 
 /// Exit code for a usage or configuration error (as clap uses).
 pub const EXIT_USAGE: u8 = 2;
@@ -21,16 +23,7 @@ fn command() -> Command {
             .help("TOML file of configuration keys (applied before env and flags)"),
     );
     for key in KEYS {
-        let flag = key.name.replace('_', "-");
-        let env = format!("HOLDFAST_{}", key.name.to_ascii_uppercase());
-        serve = serve.arg(
-            Arg::new(key.name)
-                .long(flag)
-                .value_name("VALUE")
-                .env(env)
-                .action(ArgAction::Set)
-                .help(format!("{} [default: {}]", key.help, key.default)),
-        );
+        serve = serve.arg(key_arg(key));
     }
     Command::new("holdfast")
         .about("Holdfast: a long-connection push server")
@@ -39,6 +32,22 @@ fn command() -> Command {
         .arg_required_else_help(true)
         .subcommand(serve)
         .subcommand(bench::command())
+}
+
+/// The flag of one configuration key, also read from `HOLDFAST_<KEY>`.
+fn key_arg(key: &Key) -> Arg {
+    let arg = Arg::new(key.name)
+        .long(key.name.replace('_', "-"))
+        .env(format!("HOLDFAST_{}", key.name.to_ascii_uppercase()))
+        .action(ArgAction::Set)
+        .help(format!("{} [default: {}]", key.help, key.default));
+    match key.kind {
+        // An optional value: `--ws-deflate`, `--ws-deflate=false` and `--ws-deflate false` all work
+        // (serve takes no positional arguments, so a following word can only be this value).
+        ValueKind::Bool => arg.value_name("BOOL").num_args(0..=1).default_missing_value("true"),
+        ValueKind::List => arg.value_name("LIST"),
+        ValueKind::Single => arg.value_name("VALUE"),
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -57,5 +66,26 @@ mod tests {
     #[test]
     fn command_is_well_formed() {
         command().debug_assert();
+    }
+
+    /// The value clap hands `serve` for `ws_deflate`, given these arguments after `serve`.
+    fn ws_deflate_value(args: &[&str]) -> Option<String> {
+        let matches = command().try_get_matches_from(["holdfast", "serve"].iter().chain(args)).unwrap();
+        matches.subcommand_matches("serve").unwrap().get_one::<String>("ws_deflate").cloned()
+    }
+
+    #[test]
+    fn boolean_flags_take_no_value_or_an_explicit_one() {
+        assert_eq!(ws_deflate_value(&["--ws-deflate"]).as_deref(), Some("true"));
+        assert_eq!(ws_deflate_value(&["--ws-deflate", "--listen", "127.0.0.1:1"]).as_deref(), Some("true"));
+        assert_eq!(ws_deflate_value(&["--ws-deflate=false"]).as_deref(), Some("false"));
+        assert_eq!(ws_deflate_value(&["--ws-deflate", "false"]).as_deref(), Some("false"));
+        assert_eq!(ws_deflate_value(&["--ws-deflate=true"]).as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn other_flags_still_require_a_value() {
+        let args = ["holdfast", "serve", "--keepalive-timeout"];
+        assert!(command().try_get_matches_from(args).is_err());
     }
 }

@@ -1,12 +1,13 @@
 //! `holdfast serve`: builds the configuration from defaults ← file ← env ← flags, then runs the
 //! server until SIGTERM or SIGINT, and drains.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::ArgMatches;
-use holdfast_server::config::{self, Config, KEYS};
+use holdfast_server::config::{self, Config, LogFormat, KEYS};
 
 use super::EXIT_USAGE;
 
@@ -18,7 +19,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging();
+    init_logging(config.log_format);
     let fd_limit = holdfast_server::raise_fd_limit();
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(config.runtime_threads()).enable_all().build()
@@ -68,11 +69,19 @@ fn build_config(args: &ArgMatches) -> Result<Config, String> {
 }
 
 /// `RUST_LOG` picks what is logged (default `info`; `holdfast_server=debug` adds one line per
-/// connection close with its reason).
-fn init_logging() {
+/// connection close with its reason); `log_format` how. Colour codes only go to a terminal: in a
+/// file or a pipe they are noise that log tools show as `^[[32m`.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let colour = format == LogFormat::Text && std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
+    match format {
+        LogFormat::Text => builder.init(),
+        // Event fields (`message`, `reason`, …) at the top level of each object, beside
+        // `timestamp`, `level` and `target`, where log collectors look for them.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT.
