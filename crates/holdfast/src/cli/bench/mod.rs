@@ -5,8 +5,11 @@
 //!   (server memory per idle connection).
 //! - `bench fanout`: N subscribers on one channel, messages at a rate or in a burst: deliveries/s,
 //!   latency percentiles, loss.
+//! - `bench hostile`: N WebSocket peers that never read and flood pings or deflate bombs, while
+//!   probes measure an SSE subscriber's delivery delay, `/healthz` latency and the server's RSS.
 
 mod fanout;
+mod hostile;
 mod idle;
 
 use std::process::ExitCode;
@@ -22,12 +25,14 @@ pub fn command() -> Command {
         .arg_required_else_help(true)
         .subcommand(idle::command())
         .subcommand(fanout::command())
+        .subcommand(hostile::command())
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
     match args.subcommand() {
         Some(("idle", args)) => idle::run(args),
         Some(("fanout", args)) => fanout::run(args),
+        Some(("hostile", args)) => hostile::run(args),
         _ => ExitCode::from(EXIT_USAGE),
     }
 }
