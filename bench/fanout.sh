@@ -23,10 +23,12 @@
 #
 # Environment (all optional):
 #   WORKLOADS="sse-paced sse-burst sse-1k sse-1k-burst ws-paced ws-burst lp"
-#   SERVERS="holdfast nchan1 nchan2"   (nchanW = nginx+Nchan with W worker processes)
+#   SERVERS="holdfast nchan1 nchan2"   (nchanW = nginx+Nchan with W worker processes; `baseline`
+#                        = another Holdfast binary, see baseline_bin in lib.sh, for regression checks)
 #   REPS=3
 #   THREAD_LOG=file      append Holdfast's CPU seconds per thread for each run
 #   HOLDFAST_BIN=path    use this binary instead of building
+#   BASELINE_BIN=path    the `baseline` server's binary (default: BASELINE_COMMIT built, see lib.sh)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/nchan.conf.sh"
@@ -55,6 +57,7 @@ need jq jq
 need ss iproute2
 case " $SERVERS " in *" nchan"*) need_nchan ;; esac
 BIN=$(holdfast_bin)
+case " $SERVERS " in *" baseline "*) BASE_BIN=$(baseline_bin) ;; esac
 TICK=$(getconf CLK_TCK)
 log "load average: $(cut -d" " -f1-3 /proc/loadavg)"
 
@@ -87,7 +90,7 @@ children_cpu() {
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 
 # "*" if another benchmark is running now (its load would skew this one).
-foreign() { pgrep -f 'bench/(keepalive|idle|allocators)\.sh|^wrk ' >/dev/null && echo '*' || true; }
+foreign() { pgrep -f 'bench/(keepalive|idle|allocators|hostile)\.sh|^wrk ' >/dev/null && echo '*' || true; }
 
 # run_once SERVER WORKLOAD: sets R_DPS R_P50 R_P99 R_MAX R_LOST R_SRV R_CLI R_OTHER R_SUBS R_FOREIGN.
 run_once() {
@@ -96,17 +99,20 @@ run_once() {
     port=$(free_port)
     case $server in
         holdfast) start_holdfast "$BIN" "$port" ;;
+        baseline) start_holdfast "$BASE_BIN" "$port" ;;
         nchan*) start_nchan "$port" "${server#nchan}" ;;
     esac
     case $transport.$server in
-        sse.holdfast) path="/sub/bench?transport=sse" ;;
+        sse.holdfast | sse.baseline) path="/sub/bench?transport=sse" ;;
         sse.*) path=/sub/bench ;; # Nchan: SSE by the client's Accept: text/event-stream
         ws.*) path=/sub/bench args=(--websocket) ;;
-        longpoll.holdfast) path=/sub/bench args=(--longpoll) ;;
+        longpoll.holdfast | longpoll.baseline) path=/sub/bench args=(--longpoll) ;;
         *) die "$server does not run $workload" ;;
     esac
     threads0=""
-    [ "$server" = holdfast ] && [ -n "$THREAD_LOG" ] && threads0=$(thread_ticks "$SERVER_PID")
+    if [ -n "$THREAD_LOG" ] && { [ "$server" = holdfast ] || [ "$server" = baseline ]; }; then
+        threads0=$(thread_ticks "$SERVER_PID")
+    fi
     R_FOREIGN=$(foreign)
     m0=$(machine_ticks)
     t0=$(cpu_ticks "$SERVER_PID")
@@ -148,7 +154,7 @@ FOREIGN_RUNS=0
 for rep in $(seq "$REPS"); do
     for workload in $WORKLOADS; do
         for server in $SERVERS; do
-            [ "$workload" = lp ] && [ "$server" != holdfast ] && continue
+            [ "$workload" = lp ] && [ "$server" != holdfast ] && [ "$server" != baseline ] && continue
             run_once "$server" "$workload"
             # shellcheck disable=SC2059
             printf "$FMT" "$workload" "$server" "$rep${R_FOREIGN:0:1}" "$R_SUBS" "$R_DPS" "$R_P50" "$R_P99" "$R_MAX" \
@@ -191,6 +197,10 @@ for workload in $WORKLOADS; do
         [ -n "${MDPS[$n]:-}" ] || continue
         r=$(ratio "${MDPS[$h]}" "${MDPS[$n]}")
         line="$workload holdfast/$server: deliveries/s ${r}x, p99 ${M99[$h]} vs ${M99[$n]} ms"
+        if [ "$server" = baseline ]; then
+            echo "$line (regression check: this tree vs the baseline binary)"
+            continue
+        fi
         case $workload in
             sse-burst | sse-1k | sse-1k-burst) line+="; goal >= 4x: $(verdict "$(awk -v r="$r" 'BEGIN { print (r >= 4) }')")" ;;
         esac
@@ -203,7 +213,14 @@ done
 if [ -n "${M99[sse-1k.holdfast]:-}" ]; then
     echo "sse-1k holdfast p99 ${M99[sse-1k.holdfast]} ms, goal <= 20 ms: $(verdict "$(awk -v a="${M99[sse-1k.holdfast]}" 'BEGIN { print (a <= 20) }')")"
 fi
+if [ -n "${M99[sse-1k.baseline]:-}" ]; then
+    echo "sse-1k baseline p99 ${M99[sse-1k.baseline]} ms"
+fi
 for workload in ws-paced ws-burst lp; do
+    if [ -n "${LOST[$workload.baseline]:-}" ]; then
+        # shellcheck disable=SC2086
+        echo "$workload baseline lost (worst run) $(printf '%s\n' ${LOST[$workload.baseline]} | sort -g | tail -1)"
+    fi
     [ -n "${LOST[$workload.holdfast]:-}" ] || continue
     # shellcheck disable=SC2086
     worst=$(printf '%s\n' ${LOST[$workload.holdfast]} | sort -g | tail -1)

@@ -11,8 +11,10 @@
 #
 # Environment (all optional):
 #   REPS=3  DURATION=10s  CONNS=50  THREADS=1  KEEPALIVE_REQUESTS=1000000
-#   MODES="keepalive close"  SERVERS="holdfast nginx" (also: holdfast-1w, one tokio worker)
+#   MODES="keepalive close"  SERVERS="holdfast nginx" (also: holdfast-1w, one tokio worker; baseline,
+#                         another Holdfast binary, see baseline_bin in lib.sh, for regression checks)
 #   HOLDFAST_BIN=path     use this binary instead of building (allocators.sh)
+#   BASELINE_BIN=path     the `baseline` server's binary (default: BASELINE_COMMIT built, see lib.sh)
 #   HOLDFAST_ENV="K=V"    extra environment for the Holdfast server only
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -31,6 +33,7 @@ need ss iproute2
 need wrk wrk
 case " $SERVERS " in *" nginx "*) need nginx nginx-light ;; esac
 BIN=$(holdfast_bin)
+case " $SERVERS " in *" baseline "*) BASE_BIN=$(baseline_bin) ;; esac
 log "load average: $(cut -d" " -f1-3 /proc/loadavg)"
 TICK=$(getconf CLK_TCK)
 
@@ -39,6 +42,7 @@ for server in $SERVERS; do
     PORT[$server]=$(free_port)
     case $server in
         holdfast) start_holdfast "$BIN" "${PORT[$server]}" --keepalive-requests "$KEEPALIVE_REQUESTS" ;;
+        baseline) start_holdfast "$BASE_BIN" "${PORT[$server]}" --keepalive-requests "$KEEPALIVE_REQUESTS" ;;
         # Diagnostic, not in the default set: the same binary on a one-thread tokio runtime
         # (tokio reads TOKIO_WORKER_THREADS), to see what two workers cost on two shared cores.
         holdfast-1w)
@@ -116,6 +120,11 @@ if [ -n "${MED[holdfast.keepalive]:-}" ] && [ -n "${MED[nginx.keepalive]:-}" ]; 
     done
     r=$(ratio "${MED[holdfast.keepalive]}" "${MED[nginx.keepalive]}")
     echo "goal keep-alive >= 1.0x nginx: $(awk -v r="$r" 'BEGIN { print (r >= 1.0 ? "met" : "MISSED") }') (${r}x)"
+fi
+if [ -n "${MED[holdfast.keepalive]:-}" ] && [ -n "${MED[baseline.keepalive]:-}" ]; then
+    for mode in $MODES; do
+        echo "holdfast/baseline $mode: $(ratio "${MED[holdfast.$mode]}" "${MED[baseline.$mode]}") (regression check)"
+    done
 fi
 if [[ " $MODES " == *" keepalive "* && " $MODES " == *" close "* ]]; then
     for server in $SERVERS; do

@@ -46,6 +46,29 @@ holdfast_bin() {
     printf '%s\n' "$ROOT/target/release/holdfast"
 }
 
+# The Holdfast binary to compare against (server `baseline` in fanout.sh, subscribers.sh,
+# keepalive.sh; "old" in hostile.sh): $BASELINE_BIN if given, else a release build of
+# $BASELINE_COMMIT (default a8894f4, main before the per-connection bounds of issue 9) in the
+# git worktree $BASELINE_DIR (default /tmp/hf-base), created on first use; cargo rebuilds nothing
+# when it is up to date.
+baseline_bin() {
+    if [ -n "${BASELINE_BIN:-}" ]; then
+        [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN=$BASELINE_BIN is not executable"
+        printf '%s\n' "$BASELINE_BIN"
+        return
+    fi
+    local commit=${BASELINE_COMMIT:-a8894f4} dir=${BASELINE_DIR:-/tmp/hf-base} want
+    want=$(git -C "$ROOT" rev-parse --verify "$commit^{commit}") || die "no commit $commit"
+    if [ ! -e "$dir/.git" ]; then
+        log "creating the worktree $dir at $commit"
+        git -C "$ROOT" worktree add --detach "$dir" "$want" >&2 || die "git worktree add $dir failed"
+    fi
+    [ "$(git -C "$dir" rev-parse HEAD)" = "$want" ] ||
+        die "$dir is not at $commit; remove it (git worktree remove) or set BASELINE_DIR"
+    (cd "$dir" && cargo build --release -q -p holdfast) >&2 || die "building the baseline ($commit) failed"
+    printf '%s\n' "$dir/target/release/holdfast"
+}
+
 # A free TCP port on 127.0.0.1, below the ephemeral range so no client socket can take it.
 free_port() {
     local port

@@ -13,10 +13,12 @@
 # Environment (all optional):
 #   NS="1000 10000 18000"   subscriber counts
 #   REPS=3                  repetitions of each (server, transport, N); the summary gives medians
-#   TRANSPORTS="sse ws"     SERVERS="holdfast nchan"
+#   TRANSPORTS="sse ws"     SERVERS="holdfast nchan" (also `baseline`: another Holdfast binary, see
+#                           baseline_bin in lib.sh, for regression checks)
 #   MAX_PER_CLIENT=19000    subscribers per client process (20,000 descriptors each at most)
 #   SETTLE=1                seconds between "all N counted" and the second RSS reading
 #   HOLDFAST_BIN=path       use this binary instead of building
+#   BASELINE_BIN=path       the `baseline` server's binary (default: BASELINE_COMMIT built, see lib.sh)
 #   WARMUP=1                1 (default): before the "before" reading, open 1 subscriber of the same transport,
 #                           wait until the server counts it, close it, wait until the count is 0 and
 #                           settle SETTLE s, so one-time costs (code paging, first-use allocations)
@@ -43,13 +45,14 @@ need jq jq
 need ss iproute2
 case " $SERVERS " in *" nchan "*) need_nchan ;; esac
 BIN=$(holdfast_bin)
+case " $SERVERS " in *" baseline "*) BASE_BIN=$(baseline_bin) ;; esac
 log "load average: $(cut -d" " -f1-3 /proc/loadavg)"
 
 
 # Subscribers of transport $3 the server on port $2 holds now.
 subscriber_count() {
     case $1 in
-        holdfast)
+        holdfast | baseline)
             local key=$3
             [ "$key" = ws ] && key=websocket
             curl -fs "http://127.0.0.1:$2/admin/stats" | jq -r ".subscribers.$key"
@@ -114,6 +117,7 @@ run_once() {
     port=$(free_port)
     case $server in
         holdfast) start_holdfast "$BIN" "$port" ;;
+        baseline) start_holdfast "$BASE_BIN" "$port" ;;
         nchan) start_nchan "$port" 1 ;;
     esac
     case $transport in
@@ -227,6 +231,11 @@ if [[ " $SERVERS " == *" holdfast "* ]]; then
                 # shellcheck disable=SC2086
                 c=$(median ${PER[nchan.$transport.$n]})
                 line+="; nchan $c B ($(ratio "$c" "$h")x holdfast)"
+            fi
+            if [[ " $SERVERS " == *" baseline "* ]]; then
+                # shellcheck disable=SC2086
+                c=$(median ${PER[baseline.$transport.$n]})
+                line+="; baseline $c B (holdfast/baseline $(ratio "$h" "$c")x)"
             fi
             echo "$line"
         done
