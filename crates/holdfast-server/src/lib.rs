@@ -14,6 +14,7 @@ mod cors;
 mod listener;
 mod metrics;
 mod park;
+mod poll_answer;
 mod publish;
 mod push;
 mod query;

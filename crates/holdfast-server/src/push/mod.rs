@@ -24,6 +24,7 @@
 //! transport does those in the connection task before handing the socket over).
 
 pub(crate) mod frame;
+mod longpoll;
 mod pending;
 mod websocket;
 
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use holdfast_hub::{Channel, Message, PublishListener};
+use holdfast_proto::http1::Persistence;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
@@ -71,8 +73,8 @@ type Added = (std::net::TcpStream, ConnState, StreamSetup);
 /// What a transport hands over with a socket.
 pub(crate) struct StreamSetup {
     pub framing: Framing,
-    /// The iframe callback (`parent.<callback>(…)`).
-    pub callback: Option<Box<str>>,
+    /// The iframe callback (`parent.<callback>(…)`), or how to answer a held long poll.
+    pub extra: Option<Extra>,
     /// Each channel with the last sequence number already sent.
     pub positions: Vec<(Arc<Channel>, u64)>,
     /// WebSocket: frames the client sent right behind its upgrade request.
@@ -202,12 +204,35 @@ impl PublishListener for PushHub {
     }
 }
 
+/// What a few subscribers need beyond what every slot has.
+pub(crate) enum Extra {
+    /// The iframe callback (`parent.<callback>(…)`).
+    Callback(Box<str>),
+    /// A held long poll.
+    LongPoll(LongPollReply),
+}
+
+/// How to answer a held long poll, decided when its request was read.
+pub(crate) struct LongPollReply {
+    pub version: holdfast_proto::http1::Version,
+    /// What the request allows (its version and `Connection` field, the request cap); draining
+    /// can still close the connection.
+    pub persistence: Persistence,
+    /// How the close is counted when `persistence` closes.
+    pub close_reason: CloseReason,
+    /// The CORS origin to allow in the answer.
+    pub origin: Option<Box<str>>,
+    /// Set once the answer is written (maybe partly: the rest is pending), with what follows it.
+    pub answered: Option<(Persistence, CloseReason)>,
+}
+
 /// One streaming subscriber.
 struct Subscriber {
     stream: std::net::TcpStream,
     conn: ConnState,
     framing: Framing,
-    callback: Option<Box<str>>,
+    /// Boxed: 8 bytes in every slot for what few need.
+    extra: Option<Box<Extra>>,
     positions: Box<[(Arc<Channel>, u64)]>,
     /// Bytes accepted for this subscriber but not yet taken by its socket. Boxed so the rare
     /// case costs every subscriber slot 8 bytes.
@@ -221,6 +246,20 @@ struct Subscriber {
     bytes_out: u64,
     /// WebSocket subscribers only.
     ws: Option<Box<websocket::WsPeer>>,
+}
+
+impl Subscriber {
+    /// The iframe callback, if any.
+    fn callback(&self) -> Option<&str> {
+        match self.extra.as_deref() {
+            Some(Extra::Callback(callback)) => Some(callback),
+            _ => None,
+        }
+    }
+
+    fn is_longpoll(&self) -> bool {
+        self.framing.format == frame::Format::LongPoll
+    }
 }
 
 /// One subscriber as `/admin/connections` shows it.
@@ -252,6 +291,10 @@ struct Shard {
     /// Connections with input left unread after their budget ran out, each with the time (on
     /// [`clock_ms_at`]'s clock) before which it is not read again (throttled WebSockets).
     more_input: Vec<(usize, u64)>,
+    /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and connection
+    /// id (a slot answered early may hold another connection by then). First in, first due: all
+    /// wait the same `longpoll_timeout`.
+    longpoll_deadlines: std::collections::VecDeque<(u64, usize, u64)>,
     /// Compresses messages for permessage-deflate subscribers (each message once).
     deflater: SharedDeflater,
     /// The inbox's `added` of the previous round, emptied: given back to the inbox each round so
@@ -275,6 +318,7 @@ impl Shard {
             by_channel: HashMap::new(),
             deliver_soon: Vec::new(),
             more_input: Vec::new(),
+            longpoll_deadlines: Default::default(),
             deflater: SharedDeflater::default(),
             spare_added: Vec::new(),
         }
@@ -293,7 +337,9 @@ impl Shard {
             drop(server);
             let now = Instant::now();
             let mut timeout = next_heartbeat_scan.saturating_duration_since(now);
-            if let Some(&(_, at)) = self.more_input.iter().min_by_key(|(_, at)| *at) {
+            let next_input = self.more_input.iter().map(|(_, at)| *at).min();
+            let next_longpoll = self.longpoll_deadlines.front().map(|(at, _, _)| *at);
+            if let Some(at) = next_input.into_iter().chain(next_longpoll).min() {
                 timeout = timeout.min(Duration::from_millis(at.saturating_sub(clock_ms_at(now))));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -360,6 +406,7 @@ impl Shard {
                 }
             }
             self.read_deferred_input(&server);
+            self.expire_longpolls(&server, clock_ms_at(Instant::now()));
             let now = Instant::now();
             if now >= next_heartbeat_scan {
                 self.heartbeats(&server, now);
@@ -406,11 +453,15 @@ impl Shard {
             channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         server.stats.subscriber_opened(setup.framing.format);
+        if setup.framing.format == frame::Format::LongPoll {
+            let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
+            self.longpoll_deadlines.push_back((due, index, conn.id));
+        }
         self.slots[index] = Some(Box::new(Subscriber {
             stream,
             conn,
             framing: setup.framing,
-            callback: setup.callback,
+            extra: setup.extra.map(Box::new),
             positions: setup.positions.into_boxed_slice(),
             pending: None,
             last_write: clock_ms_at(Instant::now()),
@@ -429,6 +480,9 @@ impl Shard {
     /// [`MESSAGES_PER_WRITE`] messages and about [`BATCH_BYTES`], until it is caught up or its
     /// socket is full.
     fn deliver(&mut self, server: &Server, index: usize, cache: &mut ReadCache) {
+        if self.slots.get(index).and_then(Option::as_ref).is_some_and(|s| s.is_longpoll()) {
+            return self.answer_longpoll(server, index, longpoll::Answer::IfDue);
+        }
         loop {
             match self.deliver_batch(server, index, cache) {
                 Step::More => continue,
@@ -478,7 +532,7 @@ impl Shard {
             }
             sub.positions[*i].1 = message.position.seq;
             let id = if single { Id::Shared(&message.cursor) } else { Id::Own(cursor_for(&sub.positions)) };
-            gather.message(sub.framing, message, id, sub.callback.as_deref(), &mut self.deflater);
+            gather.message(sub.framing, message, id, sub.callback(), &mut self.deflater);
             taken += 1;
         }
         // Counted as accepted for sending: what is pending goes out later or the subscriber is cut.
@@ -552,6 +606,9 @@ impl Shard {
         if sub.ws.is_some() {
             return self.read_websocket(server, index);
         }
+        if sub.is_longpoll() {
+            return self.read_longpoll(server, index);
+        }
         let mut scratch = [0u8; 512];
         let mut budget = READ_BUDGET;
         loop {
@@ -586,7 +643,7 @@ impl Shard {
                 }
                 continue;
             }
-            if quiet < interval {
+            if quiet < interval || sub.is_longpoll() {
                 continue;
             }
             let beat = sub.framing.heartbeat();
@@ -622,24 +679,16 @@ impl Shard {
     /// about, else the subscription's list), the WebSocket close frame or the last chunk, and
     /// a FIN; behind a full socket this is best effort. Then the connection is counted closed.
     fn end(&mut self, server: &Server, index: usize, reason: CloseReason, channel: Option<&str>) {
-        let Some(mut sub) = self.slots.get_mut(index).and_then(Option::take) else { return };
-        let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
-        self.free.push(index);
-        for (channel, _) in sub.positions.iter() {
-            channel.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(members) = self.by_channel.get_mut(&channel.id) {
-                members.retain(|&m| m != index);
-                if members.is_empty() {
-                    self.by_channel.remove(&channel.id);
-                }
-            }
+        if self.ends_by_answering(server, index, reason) {
+            return;
         }
-        if is_server_initiated(reason) {
+        let Some(mut sub) = self.detach(server, index) else { return };
+        if is_server_initiated(reason) && !sub.is_longpoll() {
             let mut out = Vec::new();
             let cursor = cursor_for(&sub.positions);
             let channel = channel.map_or_else(|| channel_list(&sub.positions), str::to_string);
             let data = closed_json(reason.label(), &cursor);
-            sub.framing.put_notice(&mut out, sub.callback.as_deref(), &channel, &cursor, "holdfast.closed", &data);
+            sub.framing.put_notice(&mut out, sub.callback(), &channel, &cursor, "holdfast.closed", &data);
             if sub.ws.is_some() {
                 let (code, text) = websocket::close_code(reason);
                 let mut frame = bytes::BytesMut::new();
@@ -653,12 +702,30 @@ impl Shard {
             let _ = pending.write_to(&sub.stream);
             let _ = sub.stream.shutdown(std::net::Shutdown::Write);
         }
-        server.stats.subscriber_closed(sub.framing.format);
         if matches!(reason, CloseReason::SlowConsumer | CloseReason::SendTimeout | CloseReason::Flooding) {
             tracing::info!(conn = sub.conn.id, peer = %sub.conn.peer, reason = reason.label(), "subscriber cut");
         }
         drop(sub.stream);
         server.connection_closed(sub.conn.id, sub.conn.peer, sub.conn.served, reason);
+    }
+
+    /// Takes a subscriber out of the shard (its poller, its channels, the counts) and gives it
+    /// to the caller, who closes or hands over its connection.
+    fn detach(&mut self, server: &Server, index: usize) -> Option<Box<Subscriber>> {
+        let sub = self.slots.get_mut(index).and_then(Option::take)?;
+        let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
+        self.free.push(index);
+        for (channel, _) in sub.positions.iter() {
+            channel.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(members) = self.by_channel.get_mut(&channel.id) {
+                members.retain(|&m| m != index);
+                if members.is_empty() {
+                    self.by_channel.remove(&channel.id);
+                }
+            }
+        }
+        server.stats.subscriber_closed(sub.framing.format);
+        Some(sub)
     }
 }
 
