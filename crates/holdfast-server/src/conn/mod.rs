@@ -300,7 +300,12 @@ async fn subscribe(
         if poll_answer::is_due(&subscription.positions, &subscription.gaps, &messages) {
             server.stats.delivered(messages.len() as u64);
             let origin = subscription.origin.as_deref();
-            return Subscribed::Answer(poll_answer::render(&mut subscription.positions, &subscription.gaps, &messages, origin));
+            return Subscribed::Answer(poll_answer::render(
+                &mut subscription.positions,
+                &subscription.gaps,
+                &messages,
+                origin,
+            ));
         }
         return Subscribed::Streaming(held_longpoll(server, head, subscription, served));
     }
@@ -334,7 +339,12 @@ async fn subscribe(
 }
 
 /// The hand-over of a long poll to a push shard, with how to answer it when the time comes.
-fn held_longpoll(server: &Server, head: &RequestHead, subscription: transport::Subscription, served: u32) -> StreamSetup {
+fn held_longpoll(
+    server: &Server,
+    head: &RequestHead,
+    subscription: transport::Subscription,
+    served: u32,
+) -> StreamSetup {
     let persistence =
         Persistence::decide(head.version(), &head.connection, served, server.config.keepalive_requests, true);
     let close_reason = if head.connection.wants_keep_alive(head.version()) {
@@ -351,7 +361,7 @@ fn held_longpoll(server: &Server, head: &RequestHead, subscription: transport::S
     };
     StreamSetup {
         framing: Framing { format: Format::LongPoll, chunked: false, deflate: false },
-        extra: Some(Extra::LongPoll(reply)),
+        extra: Some(Box::new(Extra::LongPoll(reply))),
         positions: subscription.positions,
         early_input: BytesMut::new(),
         inflate: false,

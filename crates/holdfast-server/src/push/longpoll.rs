@@ -83,9 +83,9 @@ impl Shard {
     /// Whether the long poll at `index` ends by being answered (it is one, and `reason` is one
     /// the server initiates); if so, it is answered now.
     pub(super) fn ends_by_answering(&mut self, server: &Server, index: usize, reason: CloseReason) -> bool {
-        let unanswered = self.slots.get(index).and_then(Option::as_ref).is_some_and(|sub| {
-            matches!(sub.extra.as_deref(), Some(Extra::LongPoll(reply)) if reply.answered.is_none())
-        });
+        let unanswered = self.slots.get(index).and_then(Option::as_ref).is_some_and(
+            |sub| matches!(sub.extra.as_deref(), Some(Extra::LongPoll(reply)) if reply.answered.is_none()),
+        );
         let answer = match reason {
             CloseReason::Shutdown | CloseReason::ChannelDeleted => Answer::Now,
             CloseReason::AdminDisconnect => Answer::NowAndClose,
@@ -107,13 +107,15 @@ impl Shard {
         };
         let super::Subscriber { stream, conn, .. } = *sub;
         match persistence {
-            Persistence::KeepAlive { .. } => match server.parking.park(stream, conn, IdleDeadline::between_requests(server)) {
-                Ok(()) => server.stats.parked(),
-                Err((stream, conn, reason)) => {
-                    drop(stream);
-                    server.connection_closed(conn.id, conn.peer, conn.served, reason);
+            Persistence::KeepAlive { .. } => {
+                match server.parking.park(stream, conn, IdleDeadline::between_requests(server)) {
+                    Ok(()) => server.stats.parked(),
+                    Err((stream, conn, reason)) => {
+                        drop(stream);
+                        server.connection_closed(conn.id, conn.peer, conn.served, reason);
+                    }
                 }
-            },
+            }
             Persistence::Close => {
                 let _ = stream.shutdown(std::net::Shutdown::Write);
                 drop(stream);

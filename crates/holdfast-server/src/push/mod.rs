@@ -73,8 +73,9 @@ type Added = (std::net::TcpStream, ConnState, StreamSetup);
 /// What a transport hands over with a socket.
 pub(crate) struct StreamSetup {
     pub framing: Framing,
-    /// The iframe callback (`parent.<callback>(…)`), or how to answer a held long poll.
-    pub extra: Option<Extra>,
+    /// The iframe callback (`parent.<callback>(…)`), or how to answer a held long poll. Boxed,
+    /// so carrying a setup does not grow the connection's future.
+    pub extra: Option<Box<Extra>>,
     /// Each channel with the last sequence number already sent.
     pub positions: Vec<(Arc<Channel>, u64)>,
     /// WebSocket: frames the client sent right behind its upgrade request.
@@ -461,7 +462,7 @@ impl Shard {
             stream,
             conn,
             framing: setup.framing,
-            extra: setup.extra.map(Box::new),
+            extra: setup.extra,
             positions: setup.positions.into_boxed_slice(),
             pending: None,
             last_write: clock_ms_at(Instant::now()),
