@@ -68,6 +68,11 @@ pub struct Channel {
     waiters: tokio::sync::Notify,
     /// Live subscribers (maintained by the server, for info and stats).
     pub subscribers: AtomicU64,
+    /// Which of the server's push shards hold subscribers of this channel (bit `i`: shard `i`),
+    /// kept by the shards, so a publish wakes only those. A shard sets its bit before it reads
+    /// the history for a new subscriber, and a publish appends before it reads the bits: either
+    /// the publish sees the bit or the shard's read sees the message.
+    pub subscriber_shards: AtomicU64,
     deleted: AtomicBool,
     /// When the channel was created (a never-published channel is dropped after a while).
     pub created: Instant,
@@ -114,6 +119,7 @@ impl Channel {
             total_bytes,
             waiters: tokio::sync::Notify::new(),
             subscribers: AtomicU64::new(0),
+            subscriber_shards: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             created: Instant::now(),
         }

@@ -77,6 +77,8 @@ pub struct Config {
     pub ws_deflate: bool,
     /// Runtime worker threads; 0 = one per core less one (at least one).
     pub worker_threads: usize,
+    /// Push shard threads (streaming subscribers and held long polls); 0 = one per core.
+    pub push_threads: usize,
     /// How log lines are written to stderr.
     pub log_format: LogFormat,
 }
@@ -111,6 +113,16 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1),
             n => n,
         }
+    }
+
+    /// The push shards to start: `push_threads`, or one per core. Subscribers are spread over
+    /// them; a publish wakes only the shards with subscribers of its channel.
+    pub fn push_shards(&self) -> usize {
+        match self.push_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(64)
     }
 
     /// Whether CORS allows this origin.
@@ -214,6 +226,7 @@ impl Default for Config {
             ws_client_publish: false,
             ws_deflate: false,
             worker_threads: 0,
+            push_threads: 0,
             log_format: LogFormat::Text,
         };
         // The table is the one place defaults are written; a bad default is a bug caught by tests.
@@ -357,6 +370,7 @@ pub const KEYS: &[Key] = &[
         "WebSocket: compress messages with permessage-deflate for clients that offer it"
     ),
     key!(worker_threads, "0", parse_count_usize, "runtime threads for connections; 0 = cores - 1 (at least 1)"),
+    key!(push_threads, "0", parse_count_usize, "push shard threads for subscribers; 0 = one per core (at most 64)"),
     key!(
         log_format,
         "text",
@@ -452,6 +466,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     };
     if config.keepalive_requests == 0 {
         return bad("keepalive_requests", "must be at least 1");
+    }
+    if config.push_threads > crate::push::MAX_SHARDS {
+        return bad("push_threads", "must be at most 64");
     }
     if config.max_headers == 0 || config.max_headers > holdfast_proto::http1::request::MAX_HEADERS_CAP {
         return bad("max_headers", "must be between 1 and 128");

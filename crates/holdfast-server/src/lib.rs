@@ -42,10 +42,6 @@ pub use stats::{CloseReason, Stats, StatsSnapshot};
 /// the listener, the pollers, logs, and room to accept and refuse (503) the connections beyond.
 const FD_RESERVE: usize = 64;
 
-/// Push shard threads. One thread writes to every streaming subscriber; on this 2-core target the
-/// other core runs the runtime (requests, publishes). More shards only pay off with more cores.
-const PUSH_SHARDS: usize = 1;
-
 /// How often expired history is dropped from quiet channels.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
@@ -87,7 +83,7 @@ impl Server {
             max_age: config.history_seconds,
             max_bytes: config.history_max_bytes,
         }));
-        let (push, push_polls) = push::PushHub::new(PUSH_SHARDS)?;
+        let (push, push_polls) = push::PushHub::new(config.push_shards())?;
         let server = Arc::new(Server {
             push: Arc::new(push),
             broker,

@@ -56,13 +56,13 @@ impl Refusal {
 /// Stops at the first name over the cap, so a list of any length costs at most that much work.
 pub(crate) fn new_channel_names<'a>(
     names: impl IntoIterator<Item = &'a str>,
-    held: &[(Arc<Channel>, u64)],
+    held: &[&str],
 ) -> Result<Vec<&'a str>, Refusal> {
     let room = MAX_CHANNELS.saturating_sub(held.len());
     let mut new: Vec<&str> = Vec::new();
     for name in names {
         holdfast_hub::validate_channel_name(name).map_err(|e| Refusal::bad("bad_channel", format!("{e}: {name:?}")))?;
-        if new.contains(&name) || held.iter().any(|(c, _)| &*c.name == name) {
+        if new.contains(&name) || held.contains(&name) {
             continue;
         }
         if new.len() == room {
@@ -108,13 +108,18 @@ pub(crate) fn start(
 
 /// The cursor for these positions: what a subscriber hands back to resume exactly here.
 pub(crate) fn cursor_for(positions: &[(Arc<Channel>, u64)]) -> String {
-    Cursor::new(positions.iter().map(|(c, seq)| (&*c.name, Position { epoch: c.epoch, seq: *seq }))).encode()
+    cursor_of(positions.iter().map(|(c, seq)| (&**c, *seq)))
+}
+
+/// [`cursor_for`] from (channel, last sequence number) pairs.
+pub(crate) fn cursor_of<'a>(positions: impl IntoIterator<Item = (&'a Channel, u64)>) -> String {
+    Cursor::new(positions.into_iter().map(|(c, seq)| (&*c.name, Position { epoch: c.epoch, seq }))).encode()
 }
 
 /// The channels of a subscription as one name for connection-wide notices: the list as
 /// `/sub/{a,b}` writes it.
-pub(crate) fn channel_list(positions: &[(Arc<Channel>, u64)]) -> String {
-    let names: Vec<&str> = positions.iter().map(|(c, _)| &*c.name).collect();
+pub(crate) fn channel_list<'a>(channels: impl IntoIterator<Item = &'a Channel>) -> String {
+    let names: Vec<&str> = channels.into_iter().map(|c| &*c.name).collect();
     names.join(",")
 }
 
@@ -157,6 +162,7 @@ mod tests {
         let names: Vec<String> = (0..MAX_CHANNELS).map(|i| format!("c{i}")).collect();
         let (held, _) = start(&b, &names.iter().map(String::as_str).collect::<Vec<_>>(), None, None).unwrap();
         // Names already held cost nothing; one more is refused.
+        let held: Vec<&str> = held.iter().map(|(c, _)| &*c.name).collect();
         assert!(new_channel_names(["c0", "c1"], &held).unwrap().is_empty());
         assert_eq!(new_channel_names(["c0", "extra"], &held).unwrap_err().code, "too_many_channels");
         // A huge list stops at the cap.
@@ -181,7 +187,7 @@ mod tests {
             resumed.iter().map(|(c, s)| (c.name.to_string(), *s)).collect::<Vec<_>>(),
             [("a".into(), 4), ("b".into(), 0)]
         );
-        assert_eq!(channel_list(&resumed), "a,b");
+        assert_eq!(channel_list(resumed.iter().map(|(c, _)| &**c)), "a,b");
         assert_eq!(parse_cursor("!!").unwrap_err().code, "bad_cursor");
     }
 }

@@ -40,6 +40,7 @@ impl Shard {
     pub(super) fn answer_longpoll(&mut self, server: &Server, index: usize, answer: Answer) {
         let keepalive_secs = server.config.keepalive_timeout.as_secs();
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        let mut positions = sub.positions();
         let Some(Extra::LongPoll(reply)) = sub.extra.as_deref_mut() else { return };
         if reply.answered.is_some() {
             if sub.pending.is_none() {
@@ -47,7 +48,6 @@ impl Shard {
             }
             return;
         }
-        let mut positions = sub.positions.to_vec();
         let mut gaps = Vec::new();
         let messages = poll_answer::collect(&mut positions, &mut gaps);
         if answer == Answer::IfDue && !poll_answer::is_due(&positions, &gaps, &messages) {

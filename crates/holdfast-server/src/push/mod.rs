@@ -25,6 +25,7 @@
 
 pub(crate) mod frame;
 mod longpoll;
+mod members;
 mod pending;
 mod websocket;
 
@@ -43,7 +44,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use self::frame::{Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
 use self::pending::Pending;
 use crate::conn::ConnState;
-use crate::subscription::{channel_list, closed_json, cursor_for};
+use crate::subscription::{channel_list, closed_json, cursor_of};
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -62,6 +63,8 @@ const MESSAGE_BUDGET: usize = 256 * 1024;
 /// average: permessage-deflate turns 1 KB into 1 MB, so without this bound a small stream of
 /// compressed frames could keep the shard busy inflating.
 const MESSAGE_BYTES_PER_SECOND: u64 = 16 << 20;
+/// Push shards at most: one bit each in a channel's `subscriber_shards`.
+pub(crate) const MAX_SHARDS: usize = 64;
 /// Longest a shard sleeps between heartbeat scans.
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// Hand-overs whose room the inbox keeps between rounds (136 B each).
@@ -111,7 +114,7 @@ impl PushHub {
     pub fn new(count: usize) -> io::Result<(PushHub, Vec<Poll>)> {
         let mut shards = Vec::new();
         let mut polls = Vec::new();
-        for _ in 0..count.max(1) {
+        for _ in 0..count.clamp(1, MAX_SHARDS) {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
             shards.push(Arc::new(ShardShared { inbox: Mutex::default(), waker }));
@@ -128,7 +131,7 @@ impl PushHub {
             let server = server.clone();
             std::thread::Builder::new()
                 .name(format!("holdfast-push-{index}"))
-                .spawn(move || Shard::new(poll, shared, server).run())?;
+                .spawn(move || Shard::new(index, poll, shared, server).run())?;
         }
         Ok(())
     }
@@ -144,10 +147,16 @@ impl PushHub {
     /// Closes the streaming subscribers of a channel (they reconnect and resume from their
     /// cursors): for moving load off a node, and for testing clients' resume.
     pub fn disconnect(&self, channel: &Arc<Channel>) {
-        for shard in &self.shards {
+        for shard in self.shards_of(channel) {
             shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).disconnect.push(channel.clone());
             let _ = shard.waker.wake();
         }
+    }
+
+    /// The shards that hold subscribers of `channel`.
+    fn shards_of<'a>(&'a self, channel: &Channel) -> impl Iterator<Item = &'a Arc<ShardShared>> + 'a {
+        let mask = channel.subscriber_shards.load(std::sync::atomic::Ordering::SeqCst);
+        self.shards.iter().enumerate().filter(move |(i, _)| mask & (1 << i) != 0).map(|(_, shard)| shard)
     }
 
     /// Lists every streaming subscriber (each shard answers between two rounds).
@@ -186,7 +195,7 @@ impl Drop for PushHub {
 
 impl PublishListener for PushHub {
     fn published(&self, channel: &Arc<Channel>) {
-        for shard in &self.shards {
+        for shard in self.shards_of(channel) {
             let mut inbox = shard.inbox.lock().unwrap_or_else(|e| e.into_inner());
             // A channel already marked dirty will be read to its end anyway.
             if inbox.dirty_ids.insert(channel.id) {
@@ -198,11 +207,20 @@ impl PublishListener for PushHub {
     }
 
     fn deleted(&self, channel: &Arc<Channel>) {
-        for shard in &self.shards {
+        for shard in self.shards_of(channel) {
             shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).deleted.push(channel.clone());
             let _ = shard.waker.wake();
         }
     }
+}
+
+/// A subscriber's place in one of its channels.
+struct Place {
+    channel: Arc<Channel>,
+    /// The last sequence number it has.
+    seq: u64,
+    /// Where it is in the shard's member list of the channel (for O(1) removal).
+    member: u32,
 }
 
 /// What a few subscribers need beyond what every slot has.
@@ -234,7 +252,8 @@ struct Subscriber {
     framing: Framing,
     /// Boxed: 8 bytes in every slot for what few need.
     extra: Option<Box<Extra>>,
-    positions: Box<[(Arc<Channel>, u64)]>,
+    /// Its channels, with where it is in each.
+    places: Box<[Place]>,
     /// Bytes accepted for this subscriber but not yet taken by its socket. Boxed so the rare
     /// case costs every subscriber slot 8 bytes.
     pending: Option<Box<Pending>>,
@@ -256,6 +275,16 @@ impl Subscriber {
             Some(Extra::Callback(callback)) => Some(callback),
             _ => None,
         }
+    }
+
+    /// The cursor of its places now.
+    fn cursor(&self) -> String {
+        cursor_of(self.places.iter().map(|p| (&*p.channel, p.seq)))
+    }
+
+    /// Its places as the transports' positions (channel, last sequence number).
+    fn positions(&self) -> crate::subscription::Positions {
+        self.places.iter().map(|p| (p.channel.clone(), p.seq)).collect()
     }
 
     fn is_longpoll(&self) -> bool {
@@ -286,7 +315,10 @@ struct Shard {
     /// when the vector's capacity doubles past 16k subscribers.
     slots: Vec<Option<Box<Subscriber>>>,
     free: Vec<usize>,
-    by_channel: HashMap<u64, Vec<usize>>,
+    /// This shard's number: its bit in channels' `subscriber_shards`.
+    id: usize,
+    /// The subscribers of each channel that has some here (see `members`).
+    by_channel: HashMap<u64, Vec<u32>>,
     /// Subscribers to catch up after the op being handled (a WebSocket subscribe).
     deliver_soon: Vec<usize>,
     /// Connections with input left unread after their budget ran out, each with the time (on
@@ -309,7 +341,7 @@ struct Shard {
 type ReadCache = HashMap<(u64, u64), Rc<holdfast_hub::channel::Read>>;
 
 impl Shard {
-    fn new(poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>) -> Shard {
+    fn new(id: usize, poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>) -> Shard {
         Shard {
             poll,
             shared,
@@ -317,6 +349,7 @@ impl Shard {
             slots: Vec::new(),
             free: Vec::new(),
             by_channel: HashMap::new(),
+            id,
             deliver_soon: Vec::new(),
             more_input: Vec::new(),
             longpoll_deadlines: Default::default(),
@@ -383,19 +416,17 @@ impl Shard {
                 self.spare_added = inbox.added;
             }
             for channel in inbox.deleted {
-                for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
-                    self.end(&server, index, CloseReason::ChannelDeleted, Some(&channel.name));
-                }
+                self.for_each_member(channel.id, |shard, index| {
+                    shard.end(&server, index, CloseReason::ChannelDeleted, Some(&channel.name));
+                });
             }
             for channel in inbox.disconnect {
-                for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
-                    self.close(&server, index, CloseReason::AdminDisconnect);
-                }
+                self.for_each_member(channel.id, |shard, index| {
+                    shard.close(&server, index, CloseReason::AdminDisconnect)
+                });
             }
             for channel in inbox.dirty {
-                for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
-                    self.deliver(&server, index, &mut cache);
-                }
+                self.for_each_member(channel.id, |shard, index| shard.deliver(&server, index, &mut cache));
             }
             for event in events.iter().filter(|e| e.token() != WAKER_TOKEN) {
                 let index = event.token().0;
@@ -449,10 +480,6 @@ impl Shard {
             server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError);
             return None;
         }
-        for (channel, _) in &setup.positions {
-            self.by_channel.entry(channel.id).or_default().push(index);
-            channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         server.stats.subscriber_opened(setup.framing.format);
         if setup.framing.format == frame::Format::LongPoll {
             let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
@@ -463,7 +490,7 @@ impl Shard {
             conn,
             framing: setup.framing,
             extra: setup.extra,
-            positions: setup.positions.into_boxed_slice(),
+            places: Box::default(),
             pending: None,
             last_write: clock_ms_at(Instant::now()),
             opened: (clock_ms_at(Instant::now()) / 1000) as u32,
@@ -474,6 +501,17 @@ impl Shard {
                 .is_websocket()
                 .then(|| websocket::peer_for(server, setup.early_input, setup.inflate)),
         }));
+        let places: Box<[Place]> =
+            setup.positions.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
+        let deleted = places.iter().find(|p| p.channel.is_deleted()).map(|p| p.channel.name.clone());
+        if let Some(sub) = self.slots[index].as_mut() {
+            sub.places = places;
+        }
+        // Deleted between its request and now: it missed the shard's notice.
+        if let Some(name) = deleted {
+            self.end(server, index, CloseReason::ChannelDeleted, Some(&name));
+            return None;
+        }
         Some(index)
     }
 
@@ -505,8 +543,8 @@ impl Shard {
         }
         // What is due, oldest first per channel.
         let mut batch: Vec<(usize, Arc<Message>)> = Vec::new();
-        for (i, (channel, seq)) in sub.positions.iter().enumerate() {
-            let read = cached_read(cache, channel, *seq);
+        for (i, place) in sub.places.iter().enumerate() {
+            let read = cached_read(cache, &place.channel, place.seq);
             if read.lost {
                 // Fell out of the history while blocked or before its first write.
                 return Step::Close(CloseReason::SlowConsumer);
@@ -520,10 +558,10 @@ impl Shard {
         if batch.is_empty() {
             return Step::Done;
         }
-        if sub.positions.len() > 1 {
+        if sub.places.len() > 1 {
             batch.sort_by_key(|(_, m)| m.published_at);
         }
-        let single = sub.positions.len() == 1;
+        let single = sub.places.len() == 1;
         let byte_budget = BATCH_BYTES.min(usize::try_from(max_pending).unwrap_or(usize::MAX));
         let mut gather = Gather::default();
         let mut taken = 0;
@@ -531,8 +569,8 @@ impl Shard {
             if taken > 0 && gather.len() >= byte_budget {
                 break;
             }
-            sub.positions[*i].1 = message.position.seq;
-            let id = if single { Id::Shared(&message.cursor) } else { Id::Own(cursor_for(&sub.positions)) };
+            sub.places[*i].seq = message.position.seq;
+            let id = if single { Id::Shared(&message.cursor) } else { Id::Own(sub.cursor()) };
             gather.message(sub.framing, message, id, sub.callback(), &mut self.deflater);
             taken += 1;
         }
@@ -582,7 +620,7 @@ impl Shard {
                 id: sub.conn.id,
                 peer: sub.conn.peer,
                 transport: transport(sub.framing),
-                channels: sub.positions.iter().map(|(c, _)| c.name.to_string()).collect(),
+                channels: sub.places.iter().map(|p| p.channel.name.to_string()).collect(),
                 age: Duration::from_secs((clock_ms_at(now) / 1000).saturating_sub(u64::from(sub.opened))),
                 idle: Duration::from_millis(clock_ms_at(now).saturating_sub(sub.last_write)),
                 requests: sub.conn.served,
@@ -686,8 +724,8 @@ impl Shard {
         let Some(mut sub) = self.detach(server, index) else { return };
         if is_server_initiated(reason) && !sub.is_longpoll() {
             let mut out = Vec::new();
-            let cursor = cursor_for(&sub.positions);
-            let channel = channel.map_or_else(|| channel_list(&sub.positions), str::to_string);
+            let cursor = sub.cursor();
+            let channel = channel.map_or_else(|| channel_list(sub.places.iter().map(|p| &*p.channel)), str::to_string);
             let data = closed_json(reason.label(), &cursor);
             sub.framing.put_notice(&mut out, sub.callback(), &channel, &cursor, "holdfast.closed", &data);
             if sub.ws.is_some() {
@@ -716,14 +754,8 @@ impl Shard {
         let sub = self.slots.get_mut(index).and_then(Option::take)?;
         let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
         self.free.push(index);
-        for (channel, _) in sub.positions.iter() {
-            channel.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(members) = self.by_channel.get_mut(&channel.id) {
-                members.retain(|&m| m != index);
-                if members.is_empty() {
-                    self.by_channel.remove(&channel.id);
-                }
-            }
+        for place in sub.places.iter() {
+            self.leave(index, place);
         }
         server.stats.subscriber_closed(sub.framing.format);
         Some(sub)
@@ -778,10 +810,10 @@ fn cached_read(cache: &mut ReadCache, channel: &Arc<Channel>, seq: u64) -> Rc<ho
 fn behind_bytes(sub: &Subscriber, cache: &mut ReadCache) -> u64 {
     let pending = sub.pending.as_ref().map_or(0, |p| p.len()) as u64;
     let queued: u64 = sub
-        .positions
+        .places
         .iter()
-        .map(|(channel, seq)| {
-            let read = cached_read(cache, channel, *seq);
+        .map(|place| {
+            let read = cached_read(cache, &place.channel, place.seq);
             if read.lost {
                 return u64::MAX / 4;
             }
