@@ -56,7 +56,7 @@ pub(crate) fn publish(head: &RequestHead, body: Bytes, server: &Server) -> Respo
                 }),
             )
         }
-        Err(e) => Response::error(400, "bad_channel", &e.to_string()),
+        Err(e) => Response::channel_error(&e),
     }
 }
 

@@ -30,6 +30,18 @@ impl Response {
         Response::json(status, &serde_json::json!({ "error": label, "reason": reason }))
     }
 
+    /// A channel that could not be found or created: a bad name is the client's fault (400);
+    /// `max_channels` reached is temporary (503, retry in a second: channels that hold nothing
+    /// are dropped every second).
+    pub fn channel_error(error: &holdfast_hub::ChannelError) -> Response {
+        match error {
+            holdfast_hub::ChannelError::Name(_) => Response::error(400, error.label(), &error.to_string()),
+            holdfast_hub::ChannelError::TooManyChannels(_) => {
+                Response::error(503, error.label(), &error.to_string()).with_header("Retry-After", "1")
+            }
+        }
+    }
+
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self

@@ -180,7 +180,7 @@ impl Shard {
                         server.stats.published();
                         json!({"op": "published", "channel": channel, "id": String::from_utf8_lossy(&published.message.cursor)})
                     }
-                    Err(e) => error("bad_channel", &e.to_string()),
+                    Err(e) => error(e.label(), &e.to_string()),
                 }
             }
             Some(other) => {
@@ -198,19 +198,23 @@ impl Shard {
         cursor: Option<&Cursor>,
         history: Option<u64>,
     ) -> Value {
+        // Every channel first, so a refusal (max_channels) leaves the subscription as it was.
+        let mut channels = Vec::with_capacity(names.len());
+        for name in names {
+            match server.broker.channel_or_create(name) {
+                Ok(channel) => channels.push(channel),
+                Err(e) => return error(e.label(), &e.to_string()),
+            }
+        }
         let mut notices = Vec::new();
         let mut added = Vec::new();
         {
             let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Value::Null };
             let mut positions = std::mem::take(&mut sub.positions).into_vec();
-            for name in names {
+            for (name, channel) in names.iter().zip(channels) {
                 if positions.iter().any(|(c, _)| &*c.name == name) {
                     continue;
                 }
-                let channel = match server.broker.channel_or_create(name) {
-                    Ok(channel) => channel,
-                    Err(e) => return error("bad_channel", &e.to_string()),
-                };
                 let from = match (cursor.and_then(|c| c.position(name)), history) {
                     (Some(position), _) => ReadFrom::After(position),
                     (None, Some(n)) => ReadFrom::Last(n),

@@ -97,7 +97,7 @@ pub(crate) fn parse(head: &RequestHead, server: &Server) -> Result<Subscription,
     let mut positions = Vec::with_capacity(names.len());
     let mut gaps = Vec::new();
     for name in names {
-        let channel = server.broker.channel_or_create(name).map_err(|e| bad("bad_channel", e.to_string()))?;
+        let channel = server.broker.channel_or_create(name).map_err(|e| Response::channel_error(&e))?;
         let from = match (cursor.as_ref().and_then(|c| c.position(name)), history) {
             (Some(position), _) => ReadFrom::After(position),
             (None, Some(n)) => ReadFrom::Last(n),
