@@ -63,6 +63,8 @@ pub struct Config {
     pub history_seconds: Duration,
     /// Bytes of history kept over all channels.
     pub history_max_bytes: u64,
+    /// Channels held at once; creating one more is refused (503).
+    pub max_channels: usize,
     /// How far (in bytes) a streaming subscriber may fall behind before it is cut (`slow_consumer`).
     pub max_pending_bytes: u64,
     /// Origins allowed by CORS: empty = none, `*` = any, else the listed origins.
@@ -219,6 +221,7 @@ impl Default for Config {
             history_messages: 0,
             history_seconds: Duration::ZERO,
             history_max_bytes: 0,
+            max_channels: 0,
             max_pending_bytes: 0,
             cors_origins: Vec::new(),
             heartbeat_timeout: Duration::ZERO,
@@ -358,6 +361,7 @@ pub const KEYS: &[Key] = &[
     key!(history_messages, "1000", parse_count_usize, "messages kept per channel"),
     key!(history_seconds, "3600", parse_duration, "age after which a message leaves the history"),
     key!(history_max_bytes, "256MiB", parse_size_u64, "bytes of history kept over all channels"),
+    key!(max_channels, "1000000", parse_count_usize, "channels held at once (503 for a new one above)"),
     key!(max_pending_bytes, "1MiB", parse_size_u64, "how far a streaming subscriber may fall behind before it is cut"),
     key!(cors_origins, "", parse_origins, "CORS origins allowed: empty = none, * = any, or a list of origins"),
     key!(heartbeat_timeout, "60s", parse_duration, "WebSocket: close a peer silent (no pong, no frame) for this long"),
@@ -472,6 +476,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.max_headers == 0 || config.max_headers > holdfast_proto::http1::request::MAX_HEADERS_CAP {
         return bad("max_headers", "must be between 1 and 128");
+    }
+    if config.max_channels == 0 {
+        return bad("max_channels", "must be at least 1 (no channel could be created)");
     }
     if config.max_header_bytes < 256 {
         return bad("max_header_bytes", "must be at least 256 bytes");

@@ -78,11 +78,14 @@ impl Server {
             }
         };
         let (parking, poll) = park::ParkingLot::new()?;
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HistoryLimits {
-            messages: config.history_messages,
-            max_age: config.history_seconds,
-            max_bytes: config.history_max_bytes,
-        }));
+        let broker: Arc<dyn Broker> = Arc::new(
+            MemoryBroker::new(HistoryLimits {
+                messages: config.history_messages,
+                max_age: config.history_seconds,
+                max_bytes: config.history_max_bytes,
+            })
+            .with_max_channels(config.max_channels),
+        );
         let (push, push_polls) = push::PushHub::new(config.push_shards())?;
         let server = Arc::new(Server {
             push: Arc::new(push),

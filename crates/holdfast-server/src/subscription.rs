@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use holdfast_hub::cursor::MAX_CURSOR_CHANNELS;
-use holdfast_hub::{Broker, Channel, Cursor, Gap, Position, ReadFrom};
+use holdfast_hub::{Broker, Channel, ChannelError, Cursor, Gap, Position, ReadFrom};
 use serde_json::{json, Value};
 
 use crate::response::Response;
@@ -48,6 +48,19 @@ impl Refusal {
     /// As a WebSocket error op: `{"op":"error","code":…,"reason":…}`.
     pub fn op(&self) -> Value {
         json!({"op": "error", "code": self.code, "reason": self.reason})
+    }
+}
+
+impl From<ChannelError> for Refusal {
+    /// A channel that could not be found or created: a bad name is the client's fault (400);
+    /// `max_channels` reached is temporary (503, retry in a second: channels that hold nothing
+    /// are dropped every second).
+    fn from(error: ChannelError) -> Refusal {
+        let status = match error {
+            ChannelError::Name(_) => 400,
+            ChannelError::TooManyChannels(_) => 503,
+        };
+        Refusal { status, code: error.label(), reason: error.to_string() }
     }
 }
 
@@ -93,7 +106,7 @@ pub(crate) fn start(
     let mut positions = Vec::with_capacity(names.len());
     let mut gaps = Vec::new();
     for name in names {
-        let channel = broker.channel_or_create(name).map_err(|e| Refusal::bad("bad_channel", e.to_string()))?;
+        let channel = broker.channel_or_create(name)?;
         let from = match (cursor.and_then(|c| c.position(name)), history) {
             (Some(position), _) => ReadFrom::After(position),
             (None, Some(n)) => ReadFrom::Last(n),

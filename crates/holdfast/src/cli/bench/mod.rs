@@ -5,9 +5,12 @@
 //!   (server memory per idle connection).
 //! - `bench fanout`: N subscribers on one channel, messages at a rate or in a burst: deliveries/s,
 //!   latency percentiles, loss.
+//! - `bench publish`: M messages over N channels on C pipelined keep-alive connections (server
+//!   memory per channel and per publish).
 
 mod fanout;
 mod idle;
+mod publish;
 
 use std::process::ExitCode;
 
@@ -22,12 +25,14 @@ pub fn command() -> Command {
         .arg_required_else_help(true)
         .subcommand(idle::command())
         .subcommand(fanout::command())
+        .subcommand(publish::command())
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
     match args.subcommand() {
         Some(("idle", args)) => idle::run(args),
         Some(("fanout", args)) => fanout::run(args),
+        Some(("publish", args)) => publish::run(args),
         _ => ExitCode::from(EXIT_USAGE),
     }
 }
