@@ -5,18 +5,46 @@
 //! is read by range from a [`Channel`], and listeners hear about every publish per channel. A
 //! Redis broker would assign positions in Redis (INCR + XADD in one script) and feed the same
 //! local channel rings from its subscription, so transports read locally either way.
+//!
+//! Memory on the publish side is bounded by configuration, whatever publishers do:
+//! - histories by `history_messages`, `history_seconds` and `history_max_bytes`;
+//! - channels by [`MemoryBroker::expire`], which drops every channel that keeps no history and
+//!   that nobody holds (no subscriber, no waiting long poll), whatever it held before; one that
+//!   was never published to is kept for [`UNUSED_CHANNEL_GRACE`] first, so a subscribe that is
+//!   about to be followed by a publish (or a long poll between two requests) finds it. The
+//!   channel map gives its room back when it empties. A cursor into a dropped channel resumes in
+//!   a new epoch, with a gap notice whose loss is unknown: its messages had expired anyway, but
+//!   the channel no longer knows how many there were;
+//! - the number of channels by `max_channels` ([`ChannelError::TooManyChannels`] beyond it);
+//! - the publish-order index (which message is the oldest anywhere, for `history_max_bytes`) by
+//!   twice the messages held: it is compacted when it outgrows that, so one old message held
+//!   while millions of newer ones come and go costs one entry, not millions.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::channel::{Channel, HistoryBounds};
+use crate::channel::{Channel, HistoryBounds, Totals};
 use crate::message::{Message, Payload};
 use crate::name::{validate_channel_name, NameError};
 
 /// How long a channel nobody published to and nobody holds is kept.
 pub const UNUSED_CHANNEL_GRACE: Duration = Duration::from_secs(60);
+
+/// Channels a [`MemoryBroker`] holds at most unless told otherwise (`max_channels`).
+pub const DEFAULT_MAX_CHANNELS: usize = 1_000_000;
+
+/// The channel map and the publish-order index keep at least this much room when they shrink
+/// (reallocating is not worth it for less).
+const MIN_KEPT_ROOM: usize = 64;
+
+/// Bytes of one slot of the channel map: the key, the value and hashbrown's control byte.
+const MAP_SLOT_BYTES: u64 = (std::mem::size_of::<(Arc<str>, Arc<Channel>)>() + 1) as u64;
+
+/// Bytes of one publish-order entry.
+const ORDER_ENTRY_BYTES: u64 = std::mem::size_of::<(Weak<Channel>, u64)>() as u64;
 
 /// What a publish produced.
 #[derive(Debug, Clone)]
@@ -25,6 +53,47 @@ pub struct Published {
     pub channel: Arc<Channel>,
     /// The message, with its position and encodings.
     pub message: Arc<Message>,
+}
+
+/// Why a channel could not be found or created (for a publish or a subscribe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelError {
+    /// The name was refused.
+    Name(NameError),
+    /// The channel does not exist and creating it would exceed `max_channels` (this many).
+    /// Temporary: channels that hold nothing are dropped every second.
+    TooManyChannels(usize),
+}
+
+impl ChannelError {
+    /// A short label for the error, as the server's JSON answers carry it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ChannelError::Name(_) => "bad_channel",
+            ChannelError::TooManyChannels(_) => "too_many_channels",
+        }
+    }
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelError::Name(e) => e.fmt(f),
+            ChannelError::TooManyChannels(max) => write!(
+                f,
+                "the server holds its maximum of {max} channels (max_channels); channels that keep no \
+                 history and have no subscriber are dropped, retry later"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+impl From<NameError> for ChannelError {
+    fn from(e: NameError) -> ChannelError {
+        ChannelError::Name(e)
+    }
 }
 
 /// Hears about every publish and delete, per channel (the server's push shards and metrics).
@@ -38,19 +107,23 @@ pub trait PublishListener: Send + Sync {
 /// Where messages are ordered and kept.
 pub trait Broker: Send + Sync {
     /// Appends a message to a channel (creating it), returning its assigned position.
-    fn publish(&self, channel: &str, event: Option<&str>, payload: Payload) -> Result<Published, NameError>;
+    fn publish(&self, channel: &str, event: Option<&str>, payload: Payload) -> Result<Published, ChannelError>;
     /// An existing channel.
     fn channel(&self, name: &str) -> Option<Arc<Channel>>;
     /// A channel, created if needed (a subscribe creates it).
-    fn channel_or_create(&self, name: &str) -> Result<Arc<Channel>, NameError>;
+    fn channel_or_create(&self, name: &str) -> Result<Arc<Channel>, ChannelError>;
     /// Drops a channel and its history; `None` if it did not exist.
     fn delete(&self, name: &str) -> Option<Arc<Channel>>;
     /// Registers a listener for every publish and delete.
     fn add_listener(&self, listener: Arc<dyn PublishListener>);
-    /// Drops expired history everywhere (called periodically).
+    /// Drops expired history everywhere, and the channels left holding nothing (called every
+    /// second).
     fn expire(&self);
     /// Channels that exist now.
     fn channel_count(&self) -> usize;
+    /// Estimated bytes of the channels themselves and of the structures that find them (not
+    /// their histories: see [`Broker::history_bytes`]).
+    fn channel_bytes(&self) -> u64;
     /// Bytes held by all histories.
     fn history_bytes(&self) -> u64;
 }
@@ -70,39 +143,48 @@ pub struct HistoryLimits {
 pub struct MemoryBroker {
     channels: RwLock<HashMap<Arc<str>, Arc<Channel>>>,
     limits: HistoryLimits,
-    total_bytes: Arc<AtomicU64>,
-    /// Every held message in publish order, to evict the oldest anywhere when over `max_bytes`.
+    max_channels: usize,
+    totals: Arc<Totals>,
+    /// Held messages in publish order, to evict the oldest anywhere when over `max_bytes`. Also
+    /// holds entries of messages already gone (trimmed, expired), at most as many as are held:
+    /// see [`MemoryBroker::compact_publish_order`].
     publish_order: Mutex<VecDeque<(Weak<Channel>, u64)>>,
     listeners: RwLock<Vec<Arc<dyn PublishListener>>>,
     next_channel_id: AtomicU64,
 }
 
 impl MemoryBroker {
-    /// An empty broker.
+    /// An empty broker holding at most [`DEFAULT_MAX_CHANNELS`] channels.
     pub fn new(limits: HistoryLimits) -> MemoryBroker {
         MemoryBroker {
             channels: RwLock::default(),
             limits,
-            total_bytes: Arc::default(),
+            max_channels: DEFAULT_MAX_CHANNELS,
+            totals: Arc::default(),
             publish_order: Mutex::default(),
             listeners: RwLock::default(),
             next_channel_id: AtomicU64::new(1),
         }
     }
 
-    fn create(&self, name: &str) -> Arc<Channel> {
-        let id = self.next_channel_id.fetch_add(1, Ordering::Relaxed);
-        let bounds = HistoryBounds { messages: self.limits.messages, max_age: self.limits.max_age };
-        Arc::new(Channel::new(name.into(), id, new_epoch(id), bounds, self.total_bytes.clone()))
+    /// The same broker holding at most `max_channels` channels: creating one more fails with
+    /// [`ChannelError::TooManyChannels`].
+    pub fn with_max_channels(self, max_channels: usize) -> MemoryBroker {
+        MemoryBroker { max_channels, ..self }
     }
 
-    /// Keeps the global byte bound, and drops bookkeeping for messages already gone.
-    fn enforce_byte_bound(&self) {
-        let mut order = self.publish_order.lock().unwrap_or_else(|e| e.into_inner());
+    fn create(&self, name: Arc<str>) -> Arc<Channel> {
+        let id = self.next_channel_id.fetch_add(1, Ordering::Relaxed);
+        let bounds = HistoryBounds { messages: self.limits.messages, max_age: self.limits.max_age };
+        Arc::new(Channel::new(name, id, new_epoch(id), bounds, self.totals.clone()))
+    }
+
+    /// Keeps the global byte bound, and drops bookkeeping for messages already gone at the front.
+    fn enforce_byte_bound(&self, order: &mut VecDeque<(Weak<Channel>, u64)>) {
         while let Some((channel, seq)) = order.front() {
             let channel = channel.upgrade();
             let held = channel.as_ref().is_some_and(|c| c.holds(*seq));
-            if held && self.total_bytes.load(Ordering::Relaxed) <= self.limits.max_bytes {
+            if held && self.totals.history_bytes.load(Ordering::Relaxed) <= self.limits.max_bytes {
                 break;
             }
             if let (true, Some(channel)) = (held, channel) {
@@ -110,6 +192,28 @@ impl MemoryBroker {
             }
             order.pop_front();
         }
+    }
+
+    /// Drops the entries of messages no longer held once they outnumber the held ones, and gives
+    /// back the room of a mostly empty index. Entries
+    /// leave from the front only while the oldest message is gone; behind one old message that
+    /// is still held, entries of trimmed and expired messages would pile up, one per publish.
+    /// Each compaction visits `len` entries of which more than half go, so its cost is at most
+    /// twice the entries it removes: constant per publish, amortised.
+    fn compact_publish_order(&self, order: &mut VecDeque<(Weak<Channel>, u64)>) {
+        let held = self.totals.messages.load(Ordering::Relaxed) as usize;
+        if order.len() > 2 * held {
+            order.retain(|(channel, seq)| channel.upgrade().is_some_and(|c| c.holds(*seq)));
+        }
+        // Whether emptied here or from the front, the room goes back once mostly unused.
+        let keep = (2 * order.len()).max(MIN_KEPT_ROOM);
+        if order.capacity() > 2 * keep {
+            order.shrink_to(keep);
+        }
+    }
+
+    fn lock_publish_order(&self) -> std::sync::MutexGuard<'_, VecDeque<(Weak<Channel>, u64)>> {
+        self.publish_order.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -122,14 +226,15 @@ fn new_epoch(id: u64) -> u32 {
 }
 
 impl Broker for MemoryBroker {
-    fn publish(&self, name: &str, event: Option<&str>, payload: Payload) -> Result<Published, NameError> {
+    fn publish(&self, name: &str, event: Option<&str>, payload: Payload) -> Result<Published, ChannelError> {
         let channel = self.channel_or_create(name)?;
         let message = channel.append(event, payload);
-        self.publish_order
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((Arc::downgrade(&channel), message.position.seq));
-        self.enforce_byte_bound();
+        {
+            let mut order = self.lock_publish_order();
+            order.push_back((Arc::downgrade(&channel), message.position.seq));
+            self.enforce_byte_bound(&mut order);
+            self.compact_publish_order(&mut order);
+        }
         for listener in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
             listener.published(&channel);
         }
@@ -140,14 +245,23 @@ impl Broker for MemoryBroker {
         self.channels.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
-    fn channel_or_create(&self, name: &str) -> Result<Arc<Channel>, NameError> {
+    fn channel_or_create(&self, name: &str) -> Result<Arc<Channel>, ChannelError> {
         if let Some(channel) = self.channel(name) {
             return Ok(channel);
         }
         validate_channel_name(name)?;
         let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
-        let channel = channels.entry(name.into()).or_insert_with(|| self.create(name));
-        Ok(channel.clone())
+        if let Some(channel) = channels.get(name) {
+            return Ok(channel.clone());
+        }
+        if channels.len() >= self.max_channels {
+            return Err(ChannelError::TooManyChannels(self.max_channels));
+        }
+        // One allocation of the name, shared by the map's key and the channel.
+        let name: Arc<str> = name.into();
+        let channel = self.create(name.clone());
+        channels.insert(name, channel.clone());
+        Ok(channel)
     }
 
     fn delete(&self, name: &str) -> Option<Arc<Channel>> {
@@ -170,22 +284,43 @@ impl Broker for MemoryBroker {
             channel.expire();
         }
         drop(channels);
-        self.enforce_byte_bound();
-        // Subscribing creates channels; one nobody ever published to and nobody holds (no
-        // subscriber, no long poll: the map's is the only reference) goes after a grace period,
-        // so clients cannot grow the channel table without bound.
+        {
+            let mut order = self.lock_publish_order();
+            self.enforce_byte_bound(&mut order);
+            self.compact_publish_order(&mut order);
+        }
+        // A channel that keeps no history and that nobody holds (no subscriber, no waiting long
+        // poll: the map's is the only reference, and no new one can be taken from the map while
+        // it is locked for writing) has nothing to give anyone: it goes, so channels cost memory
+        // only while they hold messages or listeners. One that was never published to is kept
+        // for a grace period, for a subscriber about to publish or a long poll between requests.
         let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
         channels.retain(|_, channel| {
-            Arc::strong_count(channel) > 1 || !channel.is_unused() || channel.created.elapsed() < UNUSED_CHANNEL_GRACE
+            Arc::strong_count(channel) > 1
+                || !channel.holds_no_history()
+                || (channel.is_unused() && channel.created.elapsed() < UNUSED_CHANNEL_GRACE)
         });
+        // Give the table's room back once it is mostly empty (after a burst of channels expired),
+        // keeping twice what is left so the next creations do not rehash at once. `shrink_to(k)`
+        // leaves at most 2k, so a table that was shrunk is not shrunk again every second.
+        let keep = (2 * channels.len()).max(MIN_KEPT_ROOM);
+        if channels.capacity() > 2 * keep {
+            channels.shrink_to(keep);
+        }
     }
 
     fn channel_count(&self) -> usize {
         self.channels.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    fn channel_bytes(&self) -> u64 {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner()).capacity() as u64 * MAP_SLOT_BYTES;
+        let order = self.lock_publish_order().capacity() as u64 * ORDER_ENTRY_BYTES;
+        self.totals.channel_bytes.load(Ordering::Relaxed) + map + order
+    }
+
     fn history_bytes(&self) -> u64 {
-        self.total_bytes.load(Ordering::Relaxed)
+        self.totals.history_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -196,7 +331,141 @@ mod tests {
     use bytes::Bytes;
 
     fn broker(max_bytes: u64) -> MemoryBroker {
-        MemoryBroker::new(HistoryLimits { messages: 100, max_age: Duration::from_secs(60), max_bytes })
+        broker_with(100, Duration::from_secs(60), max_bytes)
+    }
+
+    fn broker_with(messages: usize, max_age: Duration, max_bytes: u64) -> MemoryBroker {
+        MemoryBroker::new(HistoryLimits { messages, max_age, max_bytes })
+    }
+
+    /// A history age short enough for tests to wait out.
+    const SHORT_AGE: Duration = Duration::from_millis(20);
+
+    fn wait_out(age: Duration) {
+        std::thread::sleep(age + Duration::from_millis(10));
+    }
+
+    #[test]
+    fn channels_whose_history_expired_are_dropped_unless_held() {
+        let b = broker_with(100, SHORT_AGE, u64::MAX);
+        let empty_bytes = b.channel_bytes();
+        b.publish("expired", None, Bytes::from_static(b"x").into()).unwrap();
+        let subscribed = b.publish("subscribed", None, Bytes::from_static(b"x").into()).unwrap().channel;
+        b.channel_or_create("never-published").unwrap();
+        wait_out(SHORT_AGE);
+        b.publish("fresh", None, Bytes::from_static(b"x").into()).unwrap();
+        assert!(b.channel_bytes() > empty_bytes);
+        b.expire();
+        assert!(b.channel("expired").is_none(), "no history and no holder: dropped at once");
+        assert!(b.channel("subscribed").is_some(), "held (a subscriber or a waiting long poll)");
+        assert!(b.channel("never-published").is_some(), "never published: within its grace period");
+        assert!(b.channel("fresh").is_some(), "still has history");
+        assert_eq!(b.channel_count(), 3);
+
+        // Once let go, the held channel goes too; the fresh one once its history expires.
+        drop(subscribed);
+        wait_out(SHORT_AGE);
+        b.expire();
+        assert!(b.channel("subscribed").is_none());
+        assert!(b.channel("fresh").is_none());
+        assert_eq!(b.channel_count(), 1);
+        assert_eq!(b.history_bytes(), 0);
+        // What is left is the never-published channel and the map's minimum room.
+        let one_channel = b.channel_bytes() - empty_bytes;
+        assert!(one_channel < 4096, "{one_channel} B for one channel and the map");
+    }
+
+    #[test]
+    fn a_recreated_channel_gets_a_new_epoch_and_old_cursors_a_gap() {
+        let b = broker_with(100, SHORT_AGE, u64::MAX);
+        let old = b.publish("c", None, Bytes::from_static(b"x").into()).unwrap().message.position;
+        wait_out(SHORT_AGE);
+        b.expire();
+        assert!(b.channel("c").is_none());
+        let again = b.channel_or_create("c").unwrap();
+        assert_ne!(again.epoch, old.epoch);
+        let (_, gap) = again.start(ReadFrom::After(old));
+        assert_eq!(gap.map(|g| g.asked), Some(old));
+    }
+
+    #[test]
+    fn the_channel_map_gives_its_room_back_when_channels_go() {
+        let b = broker_with(100, SHORT_AGE, u64::MAX);
+        for i in 0..20_000 {
+            b.publish(&format!("c{i}"), None, Bytes::from_static(b"x").into()).unwrap();
+        }
+        let full_capacity = b.channels.read().unwrap().capacity();
+        let full_bytes = b.channel_bytes();
+        assert!(full_capacity >= 20_000);
+        wait_out(SHORT_AGE);
+        b.expire();
+        assert_eq!(b.channel_count(), 0);
+        let capacity = b.channels.read().unwrap().capacity();
+        assert!(capacity <= 2 * MIN_KEPT_ROOM, "capacity {capacity} after emptying from {full_capacity}");
+        assert!(b.publish_order.lock().unwrap().capacity() <= 2 * MIN_KEPT_ROOM);
+        let bytes = b.channel_bytes();
+        assert!(bytes < 8192, "{bytes} B left of {full_bytes}");
+        // Shrunk once, it stays put while nothing changes.
+        b.expire();
+        assert_eq!(b.channels.read().unwrap().capacity(), capacity);
+    }
+
+    #[test]
+    fn publish_order_stays_within_twice_the_messages_held_behind_an_old_message() {
+        let b = broker_with(100, Duration::from_secs(60), u64::MAX);
+        b.publish("old", None, Bytes::from_static(b"held all along").into()).unwrap();
+        for i in 0..200_000u32 {
+            b.publish("hot", None, Bytes::from(i.to_string()).into()).unwrap();
+            if i % 10_000 == 0 {
+                b.expire();
+            }
+        }
+        let held = 1 + 100;
+        let order = b.publish_order.lock().unwrap();
+        assert!(order.len() <= 2 * held, "{} entries for {held} messages held", order.len());
+        assert!(order.capacity() <= 4 * held.max(MIN_KEPT_ROOM), "capacity {}", order.capacity());
+        assert_eq!(b.channel("old").unwrap().info().0, 1);
+    }
+
+    #[test]
+    fn byte_bound_still_evicts_the_oldest_anywhere_after_compactions() {
+        // "old" and "new" have names of the same length and both get seq 1: equal sizes.
+        let b = broker_with(10, Duration::from_secs(60), u64::MAX);
+        b.publish("old", None, Bytes::from_static(b"payload").into()).unwrap();
+        for _ in 0..1_000 {
+            b.publish("hot", None, Bytes::from_static(b"payload").into()).unwrap();
+        }
+        assert!(b.publish_order.lock().unwrap().len() <= 2 * 11, "compacted on the way");
+        // Exactly what is held now fits; one more message must push the oldest anywhere out.
+        let b = MemoryBroker { limits: HistoryLimits { max_bytes: b.history_bytes(), ..b.limits }, ..b };
+        b.publish("new", None, Bytes::from_static(b"payload").into()).unwrap();
+        assert_eq!(b.channel("old").unwrap().info().0, 0, "the oldest message anywhere went");
+        assert_eq!(b.channel("hot").unwrap().info().0, 10);
+        assert_eq!(b.channel("new").unwrap().info().0, 1);
+    }
+
+    #[test]
+    fn max_channels_refuses_new_channels_but_serves_existing_ones() {
+        let b = broker_with(100, SHORT_AGE, u64::MAX).with_max_channels(2);
+        b.publish("a", None, Bytes::from_static(b"x").into()).unwrap();
+        b.channel_or_create("b").unwrap();
+        let refused = b.publish("c", None, Bytes::from_static(b"x").into()).unwrap_err();
+        assert_eq!(refused, ChannelError::TooManyChannels(2));
+        assert_eq!(refused.label(), "too_many_channels");
+        assert!(refused.to_string().contains("max_channels"), "{refused}");
+        assert!(matches!(b.channel_or_create("c"), Err(ChannelError::TooManyChannels(2))));
+        assert!(matches!(
+            b.publish("bad name", None, Bytes::new().into()),
+            Err(ChannelError::Name(NameError::BadByte(b' ')))
+        ));
+        // Existing channels are still served.
+        b.publish("a", None, Bytes::from_static(b"y").into()).unwrap();
+        b.channel_or_create("b").unwrap();
+        assert_eq!(b.channel_count(), 2);
+        // Once "a" has expired and gone, there is room again.
+        wait_out(SHORT_AGE);
+        b.expire();
+        b.publish("c", None, Bytes::from_static(b"x").into()).unwrap();
     }
 
     #[test]
@@ -210,7 +479,10 @@ mod tests {
         assert_eq!(q1.message.position.seq, 1);
         assert_ne!(p1.channel.epoch, q1.channel.epoch);
         assert_eq!(b.channel_count(), 2);
-        assert!(matches!(b.publish("bad name", None, Bytes::new().into()), Err(NameError::BadByte(b' '))));
+        assert!(matches!(
+            b.publish("bad name", None, Bytes::new().into()),
+            Err(ChannelError::Name(NameError::BadByte(b' ')))
+        ));
     }
 
     #[test]

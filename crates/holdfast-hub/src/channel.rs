@@ -1,5 +1,9 @@
 //! A channel: its history ring (which is also the fan-out ring: subscribers read it at their own
 //! positions), its epoch, and the waiters of long polls.
+//!
+//! Every channel of a broker adds to shared [`Totals`]: the bytes and count of the messages it
+//! holds (the global history bounds and `history_bytes`) and the bytes of its own structure
+//! (`channel_bytes`), so the broker can report and bound both without visiting every channel.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +55,24 @@ pub struct HistoryBounds {
     pub max_age: Duration,
 }
 
+/// What all channels of one broker hold, kept up to date by each channel as it changes.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    /// Bytes of the messages held (counted against `history_max_bytes`).
+    pub history_bytes: AtomicU64,
+    /// Messages held.
+    pub messages: AtomicU64,
+    /// Bytes of the channels' own structures: the `Channel` allocation, its name and its ring's
+    /// buffer of message pointers (not the messages).
+    pub channel_bytes: AtomicU64,
+}
+
+/// Bytes of one channel's allocation (the `Arc`'s two counters and the `Channel`), without its
+/// name and ring buffer.
+const CHANNEL_ALLOCATION_BYTES: u64 = (std::mem::size_of::<Channel>() + 2 * std::mem::size_of::<usize>()) as u64;
+/// Bytes of an `Arc<str>` allocation beyond the string's own bytes (its two counters).
+const ARC_STR_OVERHEAD: u64 = 2 * std::mem::size_of::<usize>() as u64;
+
 /// One channel.
 #[derive(Debug)]
 pub struct Channel {
@@ -62,12 +84,17 @@ pub struct Channel {
     pub epoch: u32,
     history: Mutex<History>,
     bounds: HistoryBounds,
-    /// Bytes held by all histories of the broker (shared counter).
-    total_bytes: Arc<AtomicU64>,
+    /// What all channels of the broker hold (shared).
+    totals: Arc<Totals>,
     /// Wakes long polls waiting on this channel.
     waiters: tokio::sync::Notify,
     /// Live subscribers (maintained by the server, for info and stats).
     pub subscribers: AtomicU64,
+    /// Which of the server's push shards hold subscribers of this channel (bit `i`: shard `i`),
+    /// kept by the shards, so a publish wakes only those. A shard sets its bit before it reads
+    /// the history for a new subscriber, and a publish appends before it reads the bits: either
+    /// the publish sees the bit or the shard's read sees the message.
+    pub subscriber_shards: AtomicU64,
     deleted: AtomicBool,
     /// When the channel was created (a never-published channel is dropped after a while).
     pub created: Instant,
@@ -86,6 +113,11 @@ impl History {
     fn first_seq(&self) -> u64 {
         self.last_seq + 1 - self.messages.len() as u64
     }
+
+    /// Bytes of the ring's buffer of message pointers.
+    fn ring_bytes(&self) -> u64 {
+        (self.messages.capacity() * std::mem::size_of::<Arc<Message>>()) as u64
+    }
 }
 
 /// What a read found.
@@ -98,22 +130,20 @@ pub struct Read {
 }
 
 impl Channel {
-    pub(crate) fn new(
-        name: Arc<str>,
-        id: u64,
-        epoch: u32,
-        bounds: HistoryBounds,
-        total_bytes: Arc<AtomicU64>,
-    ) -> Channel {
+    pub(crate) fn new(name: Arc<str>, id: u64, epoch: u32, bounds: HistoryBounds, totals: Arc<Totals>) -> Channel {
+        totals
+            .channel_bytes
+            .fetch_add(CHANNEL_ALLOCATION_BYTES + ARC_STR_OVERHEAD + name.len() as u64, Ordering::Relaxed);
         Channel {
             name,
             id,
             epoch,
             history: Mutex::new(History::default()),
             bounds,
-            total_bytes,
+            totals,
             waiters: tokio::sync::Notify::new(),
             subscribers: AtomicU64::new(0),
+            subscriber_shards: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             created: Instant::now(),
         }
@@ -136,8 +166,12 @@ impl Channel {
         history.last_seq = position.seq;
         let size = message.size() as u64;
         history.bytes += size;
-        self.total_bytes.fetch_add(size, Ordering::Relaxed);
+        self.totals.history_bytes.fetch_add(size, Ordering::Relaxed);
+        self.totals.messages.fetch_add(1, Ordering::Relaxed);
+        let ring_before = history.ring_bytes();
         history.messages.push_back(message.clone());
+        // The ring's buffer only grows here (and is released in `expire`): count what it took.
+        self.totals.channel_bytes.fetch_add(history.ring_bytes() - ring_before, Ordering::Relaxed);
         self.trim(&mut history, Instant::now());
         drop(history);
         self.waiters.notify_waiters();
@@ -160,14 +194,25 @@ impl Channel {
         if let Some(message) = history.messages.pop_front() {
             let size = message.size() as u64;
             history.bytes -= size;
-            self.total_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.totals.history_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.totals.messages.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    /// Drops expired messages (called periodically so quiet channels age too).
+    /// Drops expired messages (called periodically so quiet channels age too). A ring left empty
+    /// gives its buffer back: a quiet channel that is held (subscribed) keeps only its structure.
     pub fn expire(&self) {
         let mut history = self.lock();
         self.trim(&mut history, Instant::now());
+        if history.messages.is_empty() && history.messages.capacity() > 0 {
+            self.totals.channel_bytes.fetch_sub(history.ring_bytes(), Ordering::Relaxed);
+            history.messages = VecDeque::new();
+        }
+    }
+
+    /// Whether no message is kept (none published, or all expired, evicted or trimmed).
+    pub fn holds_no_history(&self) -> bool {
+        self.lock().messages.is_empty()
     }
 
     /// Drops messages up to and including `seq` (the broker's global byte bound).
@@ -256,6 +301,20 @@ impl Channel {
     }
 }
 
+impl Drop for Channel {
+    fn drop(&mut self) {
+        let history = self.history.get_mut().unwrap_or_else(|e| e.into_inner());
+        // A channel dropped with messages (deleted channels are emptied; others are dropped only
+        // when empty, but a test or a future broker may do otherwise) gives their bytes back too.
+        for message in history.messages.drain(..) {
+            self.totals.history_bytes.fetch_sub(message.size() as u64, Ordering::Relaxed);
+            self.totals.messages.fetch_sub(1, Ordering::Relaxed);
+        }
+        let own = CHANNEL_ALLOCATION_BYTES + ARC_STR_OVERHEAD + self.name.len() as u64 + history.ring_bytes();
+        self.totals.channel_bytes.fetch_sub(own, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +375,29 @@ mod tests {
         c.expire();
         assert_eq!(c.info(), (0, 4, 3));
         assert!(c.read_after(0, 10).lost);
+    }
+
+    #[test]
+    fn totals_follow_the_channel_and_its_ring() {
+        let totals = Arc::new(Totals::default());
+        let bounds = HistoryBounds { messages: 100, max_age: Duration::from_millis(1) };
+        let c = Channel::new("room".into(), 1, 1, bounds, totals.clone());
+        let bare = totals.channel_bytes.load(Ordering::Relaxed);
+        assert_eq!(bare, CHANNEL_ALLOCATION_BYTES + ARC_STR_OVERHEAD + 4);
+        publish(&c, 50);
+        assert_eq!(totals.messages.load(Ordering::Relaxed), 50);
+        assert!(totals.history_bytes.load(Ordering::Relaxed) > 0);
+        assert!(totals.channel_bytes.load(Ordering::Relaxed) >= bare + 50 * 8, "the ring's buffer counts");
+        std::thread::sleep(Duration::from_millis(5));
+        c.expire();
+        assert!(c.holds_no_history());
+        assert_eq!(totals.messages.load(Ordering::Relaxed), 0);
+        assert_eq!(totals.history_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(totals.channel_bytes.load(Ordering::Relaxed), bare, "an emptied ring gives its buffer back");
+        publish(&c, 3);
+        drop(c);
+        assert_eq!(totals.channel_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(totals.history_bytes.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ pub mod cursor;
 pub mod message;
 pub mod name;
 
-pub use broker::{Broker, HistoryLimits, MemoryBroker, PublishListener, Published};
+pub use broker::{Broker, ChannelError, HistoryLimits, MemoryBroker, PublishListener, Published};
 pub use channel::{Channel, Gap, Position, ReadFrom};
 pub use cursor::{Cursor, CursorError};
 pub use message::{Message, Payload};

@@ -63,6 +63,8 @@ pub struct Config {
     pub history_seconds: Duration,
     /// Bytes of history kept over all channels.
     pub history_max_bytes: u64,
+    /// Channels held at once; creating one more is refused (503).
+    pub max_channels: usize,
     /// How far (in bytes) a streaming subscriber may fall behind before it is cut (`slow_consumer`).
     pub max_pending_bytes: u64,
     /// Origins allowed by CORS: empty = none, `*` = any, else the listed origins.
@@ -77,6 +79,8 @@ pub struct Config {
     pub ws_deflate: bool,
     /// Runtime worker threads; 0 = one per core less one (at least one).
     pub worker_threads: usize,
+    /// Push shard threads (streaming subscribers and held long polls); 0 = one per core.
+    pub push_threads: usize,
     /// How log lines are written to stderr.
     pub log_format: LogFormat,
 }
@@ -111,6 +115,16 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1),
             n => n,
         }
+    }
+
+    /// The push shards to start: `push_threads`, or one per core. Subscribers are spread over
+    /// them; a publish wakes only the shards with subscribers of its channel.
+    pub fn push_shards(&self) -> usize {
+        match self.push_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(64)
     }
 
     /// Whether CORS allows this origin.
@@ -207,6 +221,7 @@ impl Default for Config {
             history_messages: 0,
             history_seconds: Duration::ZERO,
             history_max_bytes: 0,
+            max_channels: 0,
             max_pending_bytes: 0,
             cors_origins: Vec::new(),
             heartbeat_timeout: Duration::ZERO,
@@ -214,6 +229,7 @@ impl Default for Config {
             ws_client_publish: false,
             ws_deflate: false,
             worker_threads: 0,
+            push_threads: 0,
             log_format: LogFormat::Text,
         };
         // The table is the one place defaults are written; a bad default is a bug caught by tests.
@@ -345,6 +361,7 @@ pub const KEYS: &[Key] = &[
     key!(history_messages, "1000", parse_count_usize, "messages kept per channel"),
     key!(history_seconds, "3600", parse_duration, "age after which a message leaves the history"),
     key!(history_max_bytes, "256MiB", parse_size_u64, "bytes of history kept over all channels"),
+    key!(max_channels, "1000000", parse_count_usize, "channels held at once (503 for a new one above)"),
     key!(max_pending_bytes, "1MiB", parse_size_u64, "how far a streaming subscriber may fall behind before it is cut"),
     key!(cors_origins, "", parse_origins, "CORS origins allowed: empty = none, * = any, or a list of origins"),
     key!(heartbeat_timeout, "60s", parse_duration, "WebSocket: close a peer silent (no pong, no frame) for this long"),
@@ -357,6 +374,7 @@ pub const KEYS: &[Key] = &[
         "WebSocket: compress messages with permessage-deflate for clients that offer it"
     ),
     key!(worker_threads, "0", parse_count_usize, "runtime threads for connections; 0 = cores - 1 (at least 1)"),
+    key!(push_threads, "0", parse_count_usize, "push shard threads for subscribers; 0 = one per core (at most 64)"),
     key!(
         log_format,
         "text",
@@ -453,8 +471,14 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if config.keepalive_requests == 0 {
         return bad("keepalive_requests", "must be at least 1");
     }
+    if config.push_threads > crate::push::MAX_SHARDS {
+        return bad("push_threads", "must be at most 64");
+    }
     if config.max_headers == 0 || config.max_headers > holdfast_proto::http1::request::MAX_HEADERS_CAP {
         return bad("max_headers", "must be between 1 and 128");
+    }
+    if config.max_channels == 0 {
+        return bad("max_channels", "must be at least 1 (no channel could be created)");
     }
     if config.max_header_bytes < 256 {
         return bad("max_header_bytes", "must be at least 256 bytes");

@@ -14,6 +14,7 @@ mod cors;
 mod listener;
 mod metrics;
 mod park;
+mod poll_answer;
 mod publish;
 mod push;
 mod query;
@@ -40,10 +41,6 @@ pub use stats::{CloseReason, Stats, StatsSnapshot};
 /// File descriptors kept free below the process limit when `max_connections` is derived from it:
 /// the listener, the pollers, logs, and room to accept and refuse (503) the connections beyond.
 const FD_RESERVE: usize = 64;
-
-/// Push shard threads. One thread writes to every streaming subscriber; on this 2-core target the
-/// other core runs the runtime (requests, publishes). More shards only pay off with more cores.
-const PUSH_SHARDS: usize = 1;
 
 /// How often expired history is dropped from quiet channels.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -81,12 +78,15 @@ impl Server {
             }
         };
         let (parking, poll) = park::ParkingLot::new()?;
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HistoryLimits {
-            messages: config.history_messages,
-            max_age: config.history_seconds,
-            max_bytes: config.history_max_bytes,
-        }));
-        let (push, push_polls) = push::PushHub::new(PUSH_SHARDS)?;
+        let broker: Arc<dyn Broker> = Arc::new(
+            MemoryBroker::new(HistoryLimits {
+                messages: config.history_messages,
+                max_age: config.history_seconds,
+                max_bytes: config.history_max_bytes,
+            })
+            .with_max_channels(config.max_channels),
+        );
+        let (push, push_polls) = push::PushHub::new(config.push_shards())?;
         let server = Arc::new(Server {
             push: Arc::new(push),
             broker,

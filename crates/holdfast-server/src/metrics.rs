@@ -41,6 +41,12 @@ pub(crate) fn render(server: &Server) -> Response {
     let subscribers: Vec<(&str, u64)> = subscribers.iter().map(|(l, n)| (l.as_str(), *n)).collect();
     metric("subscribers", "gauge", "Subscribers by transport (long polls: those being held).", &subscribers);
     metric("channels", "gauge", "Channels.", &[("", server.broker.channel_count() as u64)]);
+    metric(
+        "channel_bytes",
+        "gauge",
+        "Estimated bytes of channel structures, the channel map and the publish-order index (not histories).",
+        &[("", server.broker.channel_bytes())],
+    );
     metric("history_bytes", "gauge", "Bytes held by channel histories.", &[("", server.broker.history_bytes())]);
     metric("messages_published_total", "counter", "Messages published.", &[("", snap.messages_published)]);
     metric(

@@ -64,8 +64,7 @@ pub(crate) fn publish_message(
         serde_json::from_slice::<serde::de::IgnoredAny>(&payload.bytes)
             .map_err(|e| Refusal::bad("bad_json", format!("the body is declared JSON but is not: {e}")))?;
     }
-    let published =
-        server.broker.publish(channel, event, payload).map_err(|e| Refusal::bad("bad_channel", e.to_string()))?;
+    let published = server.broker.publish(channel, event, payload)?;
     server.stats.published();
     Ok(published)
 }

@@ -202,6 +202,7 @@ fn admin_stats(server: &Server) -> Response {
             "closed": closed,
             "subscribers": subscribers,
             "channels": server.broker.channel_count(),
+            "channel_bytes": server.broker.channel_bytes(),
             "history_bytes": server.broker.history_bytes(),
             "messages_published": snap.messages_published,
             "messages_delivered": snap.messages_delivered,

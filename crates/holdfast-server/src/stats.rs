@@ -112,9 +112,8 @@ pub struct Stats {
     requests: AtomicU64,
     requests_reused: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
-    /// Open streaming subscribers by format (sse, stream, iframe, websocket).
-    streaming: [AtomicU64; 4],
-    longpolls_waiting: AtomicU64,
+    /// Open subscribers by format (sse, stream, iframe, websocket, held long polls).
+    streaming: [AtomicU64; 5],
     messages_published: AtomicU64,
     messages_delivered: AtomicU64,
 }
@@ -169,14 +168,6 @@ impl Stats {
         self.streaming[format.stats_index()].fetch_sub(1, Relaxed);
     }
 
-    pub(crate) fn longpoll_waiting(&self, delta: i64) {
-        if delta >= 0 {
-            self.longpolls_waiting.fetch_add(delta as u64, Relaxed);
-        } else {
-            self.longpolls_waiting.fetch_sub(delta.unsigned_abs(), Relaxed);
-        }
-    }
-
     pub(crate) fn published(&self) {
         self.messages_published.fetch_add(1, Relaxed);
     }
@@ -212,7 +203,7 @@ impl Stats {
                 ("stream", self.streaming[1].load(Relaxed)),
                 ("iframe", self.streaming[2].load(Relaxed)),
                 ("websocket", self.streaming[3].load(Relaxed)),
-                ("longpoll", self.longpolls_waiting.load(Relaxed)),
+                ("longpoll", self.streaming[4].load(Relaxed)),
             ],
             messages_published: self.messages_published.load(Relaxed),
             messages_delivered: self.messages_delivered.load(Relaxed),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use holdfast_hub::cursor::MAX_CURSOR_CHANNELS;
-use holdfast_hub::{Broker, Channel, Cursor, Gap, Position, ReadFrom};
+use holdfast_hub::{Broker, Channel, ChannelError, Cursor, Gap, Position, ReadFrom};
 use serde_json::{json, Value};
 
 use crate::response::Response;
@@ -51,18 +51,31 @@ impl Refusal {
     }
 }
 
+impl From<ChannelError> for Refusal {
+    /// A channel that could not be found or created: a bad name is the client's fault (400);
+    /// `max_channels` reached is temporary (503, retry in a second: channels that hold nothing
+    /// are dropped every second).
+    fn from(error: ChannelError) -> Refusal {
+        let status = match error {
+            ChannelError::Name(_) => 400,
+            ChannelError::TooManyChannels(_) => 503,
+        };
+        Refusal { status, code: error.label(), reason: error.to_string() }
+    }
+}
+
 /// The names in `names` that are not in `held` yet, validated and without repeats, refused as a
 /// whole when a name is invalid or the connection would hold more than [`MAX_CHANNELS`].
 /// Stops at the first name over the cap, so a list of any length costs at most that much work.
 pub(crate) fn new_channel_names<'a>(
     names: impl IntoIterator<Item = &'a str>,
-    held: &[(Arc<Channel>, u64)],
+    held: &[&str],
 ) -> Result<Vec<&'a str>, Refusal> {
     let room = MAX_CHANNELS.saturating_sub(held.len());
     let mut new: Vec<&str> = Vec::new();
     for name in names {
         holdfast_hub::validate_channel_name(name).map_err(|e| Refusal::bad("bad_channel", format!("{e}: {name:?}")))?;
-        if new.contains(&name) || held.iter().any(|(c, _)| &*c.name == name) {
+        if new.contains(&name) || held.contains(&name) {
             continue;
         }
         if new.len() == room {
@@ -93,7 +106,7 @@ pub(crate) fn start(
     let mut positions = Vec::with_capacity(names.len());
     let mut gaps = Vec::new();
     for name in names {
-        let channel = broker.channel_or_create(name).map_err(|e| Refusal::bad("bad_channel", e.to_string()))?;
+        let channel = broker.channel_or_create(name)?;
         let from = match (cursor.and_then(|c| c.position(name)), history) {
             (Some(position), _) => ReadFrom::After(position),
             (None, Some(n)) => ReadFrom::Last(n),
@@ -108,13 +121,18 @@ pub(crate) fn start(
 
 /// The cursor for these positions: what a subscriber hands back to resume exactly here.
 pub(crate) fn cursor_for(positions: &[(Arc<Channel>, u64)]) -> String {
-    Cursor::new(positions.iter().map(|(c, seq)| (&*c.name, Position { epoch: c.epoch, seq: *seq }))).encode()
+    cursor_of(positions.iter().map(|(c, seq)| (&**c, *seq)))
+}
+
+/// [`cursor_for`] from (channel, last sequence number) pairs.
+pub(crate) fn cursor_of<'a>(positions: impl IntoIterator<Item = (&'a Channel, u64)>) -> String {
+    Cursor::new(positions.into_iter().map(|(c, seq)| (&*c.name, Position { epoch: c.epoch, seq }))).encode()
 }
 
 /// The channels of a subscription as one name for connection-wide notices: the list as
 /// `/sub/{a,b}` writes it.
-pub(crate) fn channel_list(positions: &[(Arc<Channel>, u64)]) -> String {
-    let names: Vec<&str> = positions.iter().map(|(c, _)| &*c.name).collect();
+pub(crate) fn channel_list<'a>(channels: impl IntoIterator<Item = &'a Channel>) -> String {
+    let names: Vec<&str> = channels.into_iter().map(|c| &*c.name).collect();
     names.join(",")
 }
 
@@ -157,6 +175,7 @@ mod tests {
         let names: Vec<String> = (0..MAX_CHANNELS).map(|i| format!("c{i}")).collect();
         let (held, _) = start(&b, &names.iter().map(String::as_str).collect::<Vec<_>>(), None, None).unwrap();
         // Names already held cost nothing; one more is refused.
+        let held: Vec<&str> = held.iter().map(|(c, _)| &*c.name).collect();
         assert!(new_channel_names(["c0", "c1"], &held).unwrap().is_empty());
         assert_eq!(new_channel_names(["c0", "extra"], &held).unwrap_err().code, "too_many_channels");
         // A huge list stops at the cap.
@@ -181,7 +200,7 @@ mod tests {
             resumed.iter().map(|(c, s)| (c.name.to_string(), *s)).collect::<Vec<_>>(),
             [("a".into(), 4), ("b".into(), 0)]
         );
-        assert_eq!(channel_list(&resumed), "a,b");
+        assert_eq!(channel_list(resumed.iter().map(|(c, _)| &**c)), "a,b");
         assert_eq!(parse_cursor("!!").unwrap_err().code, "bad_cursor");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Every wait is bounded ([`IO_TIMEOUT`]) so a broken server fails a test instead of hanging it.
 //!
-//! [`interop`] runs third-party clients (Python libraries, headless Chromium) against it.
+//! [`interop`] runs third-party clients (Python libraries, headless Chromium) against it;
+//! [`hostile`] has floods, peers that never read, RSS sampling and a delivery-delay probe.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod hostile;
 pub mod interop;
 
 /// Longest wait for any single expected event in a test.

@@ -30,8 +30,9 @@ use tokio::time::Instant;
 
 use self::body::{Body, BodyError};
 use self::io::{write_all, Write};
-use crate::push::frame::Format;
-use crate::push::StreamSetup;
+use crate::poll_answer;
+use crate::push::frame::{Format, Framing};
+use crate::push::{Extra, LongPollReply, StreamSetup};
 use crate::response::Response;
 use crate::router::Route;
 use crate::transport::{self, Transport};
@@ -62,7 +63,7 @@ impl IdleDeadline {
         }
     }
 
-    fn between_requests(server: &Server) -> IdleDeadline {
+    pub fn between_requests(server: &Server) -> IdleDeadline {
         IdleDeadline {
             at: std::time::Instant::now() + server.config.keepalive_timeout,
             expiry: CloseReason::IdleTimeout,
@@ -233,7 +234,7 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
     server.stats.request_served(conn.served > 1);
     let response = match route {
         Route::EchoWebSocket => return echo_websocket(stream, server, &head, buf).await,
-        Route::Subscribe => match subscribe(stream, server, &head, buf).await {
+        Route::Subscribe => match subscribe(stream, server, &head, buf, conn.served).await {
             Subscribed::Answer(response) => response,
             Subscribed::Streaming(setup) => return Next::Stream(setup),
             Subscribed::Ended(next) => return next,
@@ -281,11 +282,33 @@ enum Subscribed {
     Ended(Next),
 }
 
-async fn subscribe(stream: &mut TcpStream, server: &Server, head: &RequestHead, buf: &mut BytesMut) -> Subscribed {
-    let subscription = match transport::parse(head, server) {
+async fn subscribe(
+    stream: &mut TcpStream,
+    server: &Server,
+    head: &RequestHead,
+    buf: &mut BytesMut,
+    served: u32,
+) -> Subscribed {
+    let mut subscription = match transport::parse(head, server) {
         Ok(subscription) => subscription,
         Err(refusal) => return Subscribed::Answer(refusal),
     };
+    // A long poll with nothing to answer yet waits in a push shard, unless a pipelined request
+    // is already buffered behind it (that rare case waits here, in this task).
+    if subscription.transport == Transport::LongPoll && buf.is_empty() && !server.is_draining() {
+        let messages = poll_answer::collect(&mut subscription.positions, &mut subscription.gaps);
+        if poll_answer::is_due(&subscription.positions, &subscription.gaps, &messages) {
+            server.stats.delivered(messages.len() as u64);
+            let origin = subscription.origin.as_deref();
+            return Subscribed::Answer(poll_answer::render(
+                &mut subscription.positions,
+                &subscription.gaps,
+                &messages,
+                origin,
+            ));
+        }
+        return Subscribed::Streaming(held_longpoll(server, head, subscription, served));
+    }
     let opened = match subscription.transport.clone() {
         Transport::Poll | Transport::LongPoll => {
             let hold = subscription.transport == Transport::LongPoll;
@@ -312,6 +335,36 @@ async fn subscribe(stream: &mut TcpStream, server: &Server, head: &RequestHead, 
         Write::Done => Subscribed::Streaming(setup),
         Write::Timeout => Subscribed::Ended(Next::close(CloseReason::SendTimeout)),
         Write::Failed(e) => Subscribed::Ended(Next::close(io_close_reason(&e))),
+    }
+}
+
+/// The hand-over of a long poll to a push shard, with how to answer it when the time comes.
+fn held_longpoll(
+    server: &Server,
+    head: &RequestHead,
+    subscription: transport::Subscription,
+    served: u32,
+) -> StreamSetup {
+    let persistence =
+        Persistence::decide(head.version(), &head.connection, served, server.config.keepalive_requests, true);
+    let close_reason = if head.connection.wants_keep_alive(head.version()) {
+        CloseReason::RequestCap
+    } else {
+        CloseReason::NotPersistent
+    };
+    let reply = LongPollReply {
+        version: head.version(),
+        persistence,
+        close_reason,
+        origin: subscription.origin.map(String::into_boxed_str),
+        answered: None,
+    };
+    StreamSetup {
+        framing: Framing { format: Format::LongPoll, chunked: false, deflate: false },
+        extra: Some(Box::new(Extra::LongPoll(reply))),
+        positions: subscription.positions,
+        early_input: BytesMut::new(),
+        inflate: false,
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) enum Format {
     WsJson,
     /// WebSocket with raw payloads (`?format=raw`).
     WsRaw,
+    /// A held long poll: answered once with a whole HTTP response, then back to keep-alive.
+    LongPoll,
 }
 
 impl Format {
@@ -53,11 +55,12 @@ impl Format {
             Format::Ndjson => 1,
             Format::Iframe => 2,
             Format::WsJson | Format::WsRaw => 3,
+            Format::LongPoll => 4,
         }
     }
 
     pub fn label(self) -> &'static str {
-        ["sse", "stream", "iframe", "websocket"][self.stats_index()]
+        ["sse", "stream", "iframe", "websocket", "longpoll"][self.stats_index()]
     }
 }
 
@@ -102,6 +105,8 @@ impl Framing {
             (Format::Iframe, false) => b"<!-- -->\n",
             (Format::Iframe, true) => b"9\r\n<!-- -->\n\r\n",
             (Format::WsJson | Format::WsRaw, _) => WS_PING,
+            // The answer is its own heartbeat (at `longpoll_timeout` at the latest).
+            (Format::LongPoll, _) => b"",
         }
     }
 
@@ -139,6 +144,8 @@ impl Framing {
         json: &str,
     ) {
         let piece = match self.format {
+            // A long poll tells its news in its answer.
+            Format::LongPoll => return,
             Format::Sse => format!("id: {id}\nevent: {event}\ndata: {json}\n\n"),
             Format::Ndjson | Format::Iframe | Format::WsJson | Format::WsRaw => {
                 let mut envelope = bytes::BytesMut::with_capacity(64 + id.len() + channel.len() + json.len());
@@ -221,6 +228,8 @@ impl<'a> Gather<'a> {
         match framing.format {
             Format::WsRaw if framing.deflate => return self.ws_raw_deflated(message, deflater),
             Format::WsJson if framing.deflate => return self.ws_envelope_deflated(message, id, deflater),
+            // Answered whole by `poll_answer`, never gathered.
+            Format::LongPoll => return,
             Format::WsRaw => return self.ws_raw(message),
             Format::WsJson => return self.ws_envelope(message, id),
             _ => {}
@@ -242,7 +251,7 @@ impl<'a> Gather<'a> {
         }
         match framing.format {
             Format::Sse => self.fixed(b"id: "),
-            Format::Ndjson | Format::WsJson | Format::WsRaw => self.fixed(ENVELOPE_HEAD),
+            Format::Ndjson | Format::WsJson | Format::WsRaw | Format::LongPoll => self.fixed(ENVELOPE_HEAD),
             Format::Iframe => {
                 self.fixed(b"<script>parent.");
                 self.scratch(callback.unwrap_or("").as_bytes());

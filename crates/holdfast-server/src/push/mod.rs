@@ -24,6 +24,8 @@
 //! transport does those in the connection task before handing the socket over).
 
 pub(crate) mod frame;
+mod longpoll;
+mod members;
 mod pending;
 mod websocket;
 
@@ -35,13 +37,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use holdfast_hub::{Channel, Message, PublishListener};
+use holdfast_proto::http1::Persistence;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use self::frame::{Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
 use self::pending::Pending;
 use crate::conn::ConnState;
-use crate::subscription::{channel_list, closed_json, cursor_for};
+use crate::subscription::{channel_list, closed_json, cursor_of};
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -60,6 +63,8 @@ const MESSAGE_BUDGET: usize = 256 * 1024;
 /// average: permessage-deflate turns 1 KB into 1 MB, so without this bound a small stream of
 /// compressed frames could keep the shard busy inflating.
 const MESSAGE_BYTES_PER_SECOND: u64 = 16 << 20;
+/// Push shards at most: one bit each in a channel's `subscriber_shards`.
+pub(crate) const MAX_SHARDS: usize = 64;
 /// Longest a shard sleeps between heartbeat scans.
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// Hand-overs whose room the inbox keeps between rounds (136 B each).
@@ -71,8 +76,9 @@ type Added = (std::net::TcpStream, ConnState, StreamSetup);
 /// What a transport hands over with a socket.
 pub(crate) struct StreamSetup {
     pub framing: Framing,
-    /// The iframe callback (`parent.<callback>(…)`).
-    pub callback: Option<Box<str>>,
+    /// The iframe callback (`parent.<callback>(…)`), or how to answer a held long poll. Boxed,
+    /// so carrying a setup does not grow the connection's future.
+    pub extra: Option<Box<Extra>>,
     /// Each channel with the last sequence number already sent.
     pub positions: Vec<(Arc<Channel>, u64)>,
     /// WebSocket: frames the client sent right behind its upgrade request.
@@ -108,7 +114,7 @@ impl PushHub {
     pub fn new(count: usize) -> io::Result<(PushHub, Vec<Poll>)> {
         let mut shards = Vec::new();
         let mut polls = Vec::new();
-        for _ in 0..count.max(1) {
+        for _ in 0..count.clamp(1, MAX_SHARDS) {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
             shards.push(Arc::new(ShardShared { inbox: Mutex::default(), waker }));
@@ -125,7 +131,7 @@ impl PushHub {
             let server = server.clone();
             std::thread::Builder::new()
                 .name(format!("holdfast-push-{index}"))
-                .spawn(move || Shard::new(poll, shared, server).run())?;
+                .spawn(move || Shard::new(index, poll, shared, server).run())?;
         }
         Ok(())
     }
@@ -141,10 +147,16 @@ impl PushHub {
     /// Closes the streaming subscribers of a channel (they reconnect and resume from their
     /// cursors): for moving load off a node, and for testing clients' resume.
     pub fn disconnect(&self, channel: &Arc<Channel>) {
-        for shard in &self.shards {
+        for shard in self.shards_of(channel) {
             shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).disconnect.push(channel.clone());
             let _ = shard.waker.wake();
         }
+    }
+
+    /// The shards that hold subscribers of `channel`.
+    fn shards_of<'a>(&'a self, channel: &Channel) -> impl Iterator<Item = &'a Arc<ShardShared>> + 'a {
+        let mask = channel.subscriber_shards.load(std::sync::atomic::Ordering::SeqCst);
+        self.shards.iter().enumerate().filter(move |(i, _)| mask & (1 << i) != 0).map(|(_, shard)| shard)
     }
 
     /// Lists every streaming subscriber (each shard answers between two rounds).
@@ -183,7 +195,7 @@ impl Drop for PushHub {
 
 impl PublishListener for PushHub {
     fn published(&self, channel: &Arc<Channel>) {
-        for shard in &self.shards {
+        for shard in self.shards_of(channel) {
             let mut inbox = shard.inbox.lock().unwrap_or_else(|e| e.into_inner());
             // A channel already marked dirty will be read to its end anyway.
             if inbox.dirty_ids.insert(channel.id) {
@@ -195,11 +207,42 @@ impl PublishListener for PushHub {
     }
 
     fn deleted(&self, channel: &Arc<Channel>) {
-        for shard in &self.shards {
+        for shard in self.shards_of(channel) {
             shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).deleted.push(channel.clone());
             let _ = shard.waker.wake();
         }
     }
+}
+
+/// A subscriber's place in one of its channels.
+struct Place {
+    channel: Arc<Channel>,
+    /// The last sequence number it has.
+    seq: u64,
+    /// Where it is in the shard's member list of the channel (for O(1) removal).
+    member: u32,
+}
+
+/// What a few subscribers need beyond what every slot has.
+pub(crate) enum Extra {
+    /// The iframe callback (`parent.<callback>(…)`).
+    Callback(Box<str>),
+    /// A held long poll.
+    LongPoll(LongPollReply),
+}
+
+/// How to answer a held long poll, decided when its request was read.
+pub(crate) struct LongPollReply {
+    pub version: holdfast_proto::http1::Version,
+    /// What the request allows (its version and `Connection` field, the request cap); draining
+    /// can still close the connection.
+    pub persistence: Persistence,
+    /// How the close is counted when `persistence` closes.
+    pub close_reason: CloseReason,
+    /// The CORS origin to allow in the answer.
+    pub origin: Option<Box<str>>,
+    /// Set once the answer is written (maybe partly: the rest is pending), with what follows it.
+    pub answered: Option<(Persistence, CloseReason)>,
 }
 
 /// One streaming subscriber.
@@ -207,8 +250,10 @@ struct Subscriber {
     stream: std::net::TcpStream,
     conn: ConnState,
     framing: Framing,
-    callback: Option<Box<str>>,
-    positions: Box<[(Arc<Channel>, u64)]>,
+    /// Boxed: 8 bytes in every slot for what few need.
+    extra: Option<Box<Extra>>,
+    /// Its channels, with where it is in each.
+    places: Box<[Place]>,
     /// Bytes accepted for this subscriber but not yet taken by its socket. Boxed so the rare
     /// case costs every subscriber slot 8 bytes.
     pending: Option<Box<Pending>>,
@@ -221,6 +266,30 @@ struct Subscriber {
     bytes_out: u64,
     /// WebSocket subscribers only.
     ws: Option<Box<websocket::WsPeer>>,
+}
+
+impl Subscriber {
+    /// The iframe callback, if any.
+    fn callback(&self) -> Option<&str> {
+        match self.extra.as_deref() {
+            Some(Extra::Callback(callback)) => Some(callback),
+            _ => None,
+        }
+    }
+
+    /// The cursor of its places now.
+    fn cursor(&self) -> String {
+        cursor_of(self.places.iter().map(|p| (&*p.channel, p.seq)))
+    }
+
+    /// Its places as the transports' positions (channel, last sequence number).
+    fn positions(&self) -> crate::subscription::Positions {
+        self.places.iter().map(|p| (p.channel.clone(), p.seq)).collect()
+    }
+
+    fn is_longpoll(&self) -> bool {
+        self.framing.format == frame::Format::LongPoll
+    }
 }
 
 /// One subscriber as `/admin/connections` shows it.
@@ -246,12 +315,19 @@ struct Shard {
     /// when the vector's capacity doubles past 16k subscribers.
     slots: Vec<Option<Box<Subscriber>>>,
     free: Vec<usize>,
-    by_channel: HashMap<u64, Vec<usize>>,
+    /// This shard's number: its bit in channels' `subscriber_shards`.
+    id: usize,
+    /// The subscribers of each channel that has some here (see `members`).
+    by_channel: HashMap<u64, Vec<u32>>,
     /// Subscribers to catch up after the op being handled (a WebSocket subscribe).
     deliver_soon: Vec<usize>,
     /// Connections with input left unread after their budget ran out, each with the time (on
     /// [`clock_ms_at`]'s clock) before which it is not read again (throttled WebSockets).
     more_input: Vec<(usize, u64)>,
+    /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and connection
+    /// id (a slot answered early may hold another connection by then). First in, first due: all
+    /// wait the same `longpoll_timeout`.
+    longpoll_deadlines: std::collections::VecDeque<(u64, usize, u64)>,
     /// Compresses messages for permessage-deflate subscribers (each message once).
     deflater: SharedDeflater,
     /// The inbox's `added` of the previous round, emptied: given back to the inbox each round so
@@ -265,7 +341,7 @@ struct Shard {
 type ReadCache = HashMap<(u64, u64), Rc<holdfast_hub::channel::Read>>;
 
 impl Shard {
-    fn new(poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>) -> Shard {
+    fn new(id: usize, poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>) -> Shard {
         Shard {
             poll,
             shared,
@@ -273,8 +349,10 @@ impl Shard {
             slots: Vec::new(),
             free: Vec::new(),
             by_channel: HashMap::new(),
+            id,
             deliver_soon: Vec::new(),
             more_input: Vec::new(),
+            longpoll_deadlines: Default::default(),
             deflater: SharedDeflater::default(),
             spare_added: Vec::new(),
         }
@@ -293,7 +371,9 @@ impl Shard {
             drop(server);
             let now = Instant::now();
             let mut timeout = next_heartbeat_scan.saturating_duration_since(now);
-            if let Some(&(_, at)) = self.more_input.iter().min_by_key(|(_, at)| *at) {
+            let next_input = self.more_input.iter().map(|(_, at)| *at).min();
+            let next_longpoll = self.longpoll_deadlines.front().map(|(at, _, _)| *at);
+            if let Some(at) = next_input.into_iter().chain(next_longpoll).min() {
                 timeout = timeout.min(Duration::from_millis(at.saturating_sub(clock_ms_at(now))));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -336,19 +416,17 @@ impl Shard {
                 self.spare_added = inbox.added;
             }
             for channel in inbox.deleted {
-                for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
-                    self.end(&server, index, CloseReason::ChannelDeleted, Some(&channel.name));
-                }
+                self.for_each_member(channel.id, |shard, index| {
+                    shard.end(&server, index, CloseReason::ChannelDeleted, Some(&channel.name));
+                });
             }
             for channel in inbox.disconnect {
-                for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
-                    self.close(&server, index, CloseReason::AdminDisconnect);
-                }
+                self.for_each_member(channel.id, |shard, index| {
+                    shard.close(&server, index, CloseReason::AdminDisconnect)
+                });
             }
             for channel in inbox.dirty {
-                for index in self.by_channel.get(&channel.id).cloned().unwrap_or_default() {
-                    self.deliver(&server, index, &mut cache);
-                }
+                self.for_each_member(channel.id, |shard, index| shard.deliver(&server, index, &mut cache));
             }
             for event in events.iter().filter(|e| e.token() != WAKER_TOKEN) {
                 let index = event.token().0;
@@ -360,6 +438,7 @@ impl Shard {
                 }
             }
             self.read_deferred_input(&server);
+            self.expire_longpolls(&server, clock_ms_at(Instant::now()));
             let now = Instant::now();
             if now >= next_heartbeat_scan {
                 self.heartbeats(&server, now);
@@ -401,17 +480,17 @@ impl Shard {
             server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError);
             return None;
         }
-        for (channel, _) in &setup.positions {
-            self.by_channel.entry(channel.id).or_default().push(index);
-            channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         server.stats.subscriber_opened(setup.framing.format);
+        if setup.framing.format == frame::Format::LongPoll {
+            let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
+            self.longpoll_deadlines.push_back((due, index, conn.id));
+        }
         self.slots[index] = Some(Box::new(Subscriber {
             stream,
             conn,
             framing: setup.framing,
-            callback: setup.callback,
-            positions: setup.positions.into_boxed_slice(),
+            extra: setup.extra,
+            places: Box::default(),
             pending: None,
             last_write: clock_ms_at(Instant::now()),
             opened: (clock_ms_at(Instant::now()) / 1000) as u32,
@@ -422,6 +501,17 @@ impl Shard {
                 .is_websocket()
                 .then(|| websocket::peer_for(server, setup.early_input, setup.inflate)),
         }));
+        let places: Box<[Place]> =
+            setup.positions.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
+        let deleted = places.iter().find(|p| p.channel.is_deleted()).map(|p| p.channel.name.clone());
+        if let Some(sub) = self.slots[index].as_mut() {
+            sub.places = places;
+        }
+        // Deleted between its request and now: it missed the shard's notice.
+        if let Some(name) = deleted {
+            self.end(server, index, CloseReason::ChannelDeleted, Some(&name));
+            return None;
+        }
         Some(index)
     }
 
@@ -429,6 +519,9 @@ impl Shard {
     /// [`MESSAGES_PER_WRITE`] messages and about [`BATCH_BYTES`], until it is caught up or its
     /// socket is full.
     fn deliver(&mut self, server: &Server, index: usize, cache: &mut ReadCache) {
+        if self.slots.get(index).and_then(Option::as_ref).is_some_and(|s| s.is_longpoll()) {
+            return self.answer_longpoll(server, index, longpoll::Answer::IfDue);
+        }
         loop {
             match self.deliver_batch(server, index, cache) {
                 Step::More => continue,
@@ -450,8 +543,8 @@ impl Shard {
         }
         // What is due, oldest first per channel.
         let mut batch: Vec<(usize, Arc<Message>)> = Vec::new();
-        for (i, (channel, seq)) in sub.positions.iter().enumerate() {
-            let read = cached_read(cache, channel, *seq);
+        for (i, place) in sub.places.iter().enumerate() {
+            let read = cached_read(cache, &place.channel, place.seq);
             if read.lost {
                 // Fell out of the history while blocked or before its first write.
                 return Step::Close(CloseReason::SlowConsumer);
@@ -465,10 +558,10 @@ impl Shard {
         if batch.is_empty() {
             return Step::Done;
         }
-        if sub.positions.len() > 1 {
+        if sub.places.len() > 1 {
             batch.sort_by_key(|(_, m)| m.published_at);
         }
-        let single = sub.positions.len() == 1;
+        let single = sub.places.len() == 1;
         let byte_budget = BATCH_BYTES.min(usize::try_from(max_pending).unwrap_or(usize::MAX));
         let mut gather = Gather::default();
         let mut taken = 0;
@@ -476,9 +569,9 @@ impl Shard {
             if taken > 0 && gather.len() >= byte_budget {
                 break;
             }
-            sub.positions[*i].1 = message.position.seq;
-            let id = if single { Id::Shared(&message.cursor) } else { Id::Own(cursor_for(&sub.positions)) };
-            gather.message(sub.framing, message, id, sub.callback.as_deref(), &mut self.deflater);
+            sub.places[*i].seq = message.position.seq;
+            let id = if single { Id::Shared(&message.cursor) } else { Id::Own(sub.cursor()) };
+            gather.message(sub.framing, message, id, sub.callback(), &mut self.deflater);
             taken += 1;
         }
         // Counted as accepted for sending: what is pending goes out later or the subscriber is cut.
@@ -527,7 +620,7 @@ impl Shard {
                 id: sub.conn.id,
                 peer: sub.conn.peer,
                 transport: transport(sub.framing),
-                channels: sub.positions.iter().map(|(c, _)| c.name.to_string()).collect(),
+                channels: sub.places.iter().map(|p| p.channel.name.to_string()).collect(),
                 age: Duration::from_secs((clock_ms_at(now) / 1000).saturating_sub(u64::from(sub.opened))),
                 idle: Duration::from_millis(clock_ms_at(now).saturating_sub(sub.last_write)),
                 requests: sub.conn.served,
@@ -551,6 +644,9 @@ impl Shard {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         if sub.ws.is_some() {
             return self.read_websocket(server, index);
+        }
+        if sub.is_longpoll() {
+            return self.read_longpoll(server, index);
         }
         let mut scratch = [0u8; 512];
         let mut budget = READ_BUDGET;
@@ -586,7 +682,7 @@ impl Shard {
                 }
                 continue;
             }
-            if quiet < interval {
+            if quiet < interval || sub.is_longpoll() {
                 continue;
             }
             let beat = sub.framing.heartbeat();
@@ -622,24 +718,16 @@ impl Shard {
     /// about, else the subscription's list), the WebSocket close frame or the last chunk, and
     /// a FIN; behind a full socket this is best effort. Then the connection is counted closed.
     fn end(&mut self, server: &Server, index: usize, reason: CloseReason, channel: Option<&str>) {
-        let Some(mut sub) = self.slots.get_mut(index).and_then(Option::take) else { return };
-        let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
-        self.free.push(index);
-        for (channel, _) in sub.positions.iter() {
-            channel.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(members) = self.by_channel.get_mut(&channel.id) {
-                members.retain(|&m| m != index);
-                if members.is_empty() {
-                    self.by_channel.remove(&channel.id);
-                }
-            }
+        if self.ends_by_answering(server, index, reason) {
+            return;
         }
-        if is_server_initiated(reason) {
+        let Some(mut sub) = self.detach(server, index) else { return };
+        if is_server_initiated(reason) && !sub.is_longpoll() {
             let mut out = Vec::new();
-            let cursor = cursor_for(&sub.positions);
-            let channel = channel.map_or_else(|| channel_list(&sub.positions), str::to_string);
+            let cursor = sub.cursor();
+            let channel = channel.map_or_else(|| channel_list(sub.places.iter().map(|p| &*p.channel)), str::to_string);
             let data = closed_json(reason.label(), &cursor);
-            sub.framing.put_notice(&mut out, sub.callback.as_deref(), &channel, &cursor, "holdfast.closed", &data);
+            sub.framing.put_notice(&mut out, sub.callback(), &channel, &cursor, "holdfast.closed", &data);
             if sub.ws.is_some() {
                 let (code, text) = websocket::close_code(reason);
                 let mut frame = bytes::BytesMut::new();
@@ -653,12 +741,24 @@ impl Shard {
             let _ = pending.write_to(&sub.stream);
             let _ = sub.stream.shutdown(std::net::Shutdown::Write);
         }
-        server.stats.subscriber_closed(sub.framing.format);
         if matches!(reason, CloseReason::SlowConsumer | CloseReason::SendTimeout | CloseReason::Flooding) {
             tracing::info!(conn = sub.conn.id, peer = %sub.conn.peer, reason = reason.label(), "subscriber cut");
         }
         drop(sub.stream);
         server.connection_closed(sub.conn.id, sub.conn.peer, sub.conn.served, reason);
+    }
+
+    /// Takes a subscriber out of the shard (its poller, its channels, the counts) and gives it
+    /// to the caller, who closes or hands over its connection.
+    fn detach(&mut self, server: &Server, index: usize) -> Option<Box<Subscriber>> {
+        let sub = self.slots.get_mut(index).and_then(Option::take)?;
+        let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
+        self.free.push(index);
+        for place in sub.places.iter() {
+            self.leave(index, place);
+        }
+        server.stats.subscriber_closed(sub.framing.format);
+        Some(sub)
     }
 }
 
@@ -710,10 +810,10 @@ fn cached_read(cache: &mut ReadCache, channel: &Arc<Channel>, seq: u64) -> Rc<ho
 fn behind_bytes(sub: &Subscriber, cache: &mut ReadCache) -> u64 {
     let pending = sub.pending.as_ref().map_or(0, |p| p.len()) as u64;
     let queued: u64 = sub
-        .positions
+        .places
         .iter()
-        .map(|(channel, seq)| {
-            let read = cached_read(cache, channel, *seq);
+        .map(|place| {
+            let read = cached_read(cache, &place.channel, place.seq);
             if read.lost {
                 return u64::MAX / 4;
             }

@@ -32,7 +32,7 @@ use holdfast_proto::ws::{close, frame};
 use serde_json::{json, Value};
 
 use super::{clock_ms_at, ReadCache, Shard, MESSAGE_BUDGET, MESSAGE_BYTES_PER_SECOND, READ_BUDGET};
-use crate::subscription::{self, cursor_for, Refusal};
+use crate::subscription::{self, Refusal};
 use crate::{CloseReason, Server};
 
 /// WebSocket state of a subscriber.
@@ -222,23 +222,22 @@ impl Shard {
             None | Some(Value::Null) => None,
             Some(n) => Some(n.as_u64().ok_or_else(|| Refusal::bad("bad_history", "history must be a whole number"))?),
         };
-        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Ok(Value::Null) };
-        let new = subscription::new_channel_names(names.iter().map(String::as_str), &sub.positions)?;
+        let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return Ok(Value::Null) };
+        let held: Vec<&str> = sub.places.iter().map(|p| &*p.channel.name).collect();
+        let new = subscription::new_channel_names(names.iter().map(String::as_str), &held)?;
         let (added, gaps) = subscription::start(&*server.broker, &new, cursor.as_ref(), history)?;
-        let mut positions = std::mem::take(&mut sub.positions).into_vec();
-        for (channel, _) in &added {
-            channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.by_channel.entry(channel.id).or_default().push(index);
-        }
-        positions.extend(added);
-        sub.positions = positions.into_boxed_slice();
-        let cursor = cursor_for(&sub.positions);
+        let added: Vec<_> = added.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Ok(Value::Null) };
+        let mut places = std::mem::take(&mut sub.places).into_vec();
+        places.extend(added);
+        sub.places = places.into_boxed_slice();
+        let cursor = sub.cursor();
         let mut notices = Vec::new();
         for gap in &gaps {
             let data = subscription::gap_json(gap);
             sub.framing.put_notice(&mut notices, None, &gap.channel, &cursor, "holdfast.gap", &data);
         }
-        let channels: Vec<&str> = sub.positions.iter().map(|(c, _)| &*c.name).collect();
+        let channels: Vec<&str> = sub.places.iter().map(|p| &*p.channel.name).collect();
         let answer = json!({"op": "subscribed", "channels": channels, "cursor": cursor});
         if !notices.is_empty() && !self.send(server, index, &notices) {
             return Ok(Value::Null);
@@ -250,29 +249,15 @@ impl Shard {
 
     fn unsubscribe(&mut self, index: usize, names: &[String]) -> Value {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Value::Null };
-        let mut removed = Vec::new();
-        let positions: Vec<_> = std::mem::take(&mut sub.positions)
+        let (leaving, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut sub.places)
             .into_vec()
             .into_iter()
-            .filter(|(channel, _)| {
-                let leave = names.iter().any(|n| **n == *channel.name);
-                if leave {
-                    channel.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                    removed.push(channel.id);
-                }
-                !leave
-            })
-            .collect();
-        sub.positions = positions.into_boxed_slice();
-        let channels: Vec<String> = sub.positions.iter().map(|(c, _)| c.name.to_string()).collect();
-        let cursor = cursor_for(&sub.positions);
-        for id in removed {
-            if let Some(members) = self.by_channel.get_mut(&id) {
-                members.retain(|&m| m != index);
-                if members.is_empty() {
-                    self.by_channel.remove(&id);
-                }
-            }
+            .partition(|p| names.iter().any(|n| **n == *p.channel.name));
+        sub.places = staying.into_boxed_slice();
+        let channels: Vec<String> = sub.places.iter().map(|p| p.channel.name.to_string()).collect();
+        let cursor = sub.cursor();
+        for place in &leaving {
+            self.leave(index, place);
         }
         json!({"op": "unsubscribed", "channels": channels, "cursor": cursor})
     }

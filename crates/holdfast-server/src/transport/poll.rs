@@ -14,8 +14,8 @@ use holdfast_hub::{Channel, Message};
 use tokio::net::TcpStream;
 
 use super::Subscription;
+use crate::poll_answer::{collect, render};
 use crate::response::Response;
-use crate::subscription::{cursor_for, gap_json};
 use crate::Server;
 
 /// How a poll ended.
@@ -27,7 +27,7 @@ pub(crate) enum Answer {
 
 /// Answers a poll; holds it first when `hold` (long poll) and nothing is pending.
 pub(crate) async fn answer(stream: &TcpStream, server: &Server, mut sub: Subscription, hold: bool) -> Answer {
-    let mut messages = collect(&mut sub);
+    let mut messages = collect(&mut sub.positions, &mut sub.gaps);
     if messages.is_empty() && hold {
         let held = Held::new(server, &sub);
         let waited = wait(stream, server, &mut sub).await;
@@ -37,28 +37,8 @@ pub(crate) async fn answer(stream: &TcpStream, server: &Server, mut sub: Subscri
             None => return Answer::ClientGone,
         }
     }
-    Answer::Respond(render(server, &sub, &messages))
-}
-
-/// Everything after each position (the whole kept history at most), oldest first across
-/// channels; a read that finds its position evicted since `start` becomes a gap.
-fn collect(sub: &mut Subscription) -> Vec<(usize, Arc<Message>)> {
-    let mut messages = Vec::new();
-    for (i, (channel, seq)) in sub.positions.iter_mut().enumerate() {
-        let mut read = channel.read_after(*seq, usize::MAX);
-        if read.lost {
-            let (start, gap) = channel
-                .start(holdfast_hub::ReadFrom::After(holdfast_hub::Position { epoch: channel.epoch, seq: *seq }));
-            sub.gaps.extend(gap);
-            *seq = start;
-            read = channel.read_after(start, usize::MAX);
-        }
-        messages.extend(read.messages.into_iter().map(|m| (i, m)));
-    }
-    if sub.positions.len() > 1 {
-        messages.sort_by_key(|(_, m)| m.published_at);
-    }
-    messages
+    server.stats.delivered(messages.len() as u64);
+    Answer::Respond(render(&mut sub.positions, &sub.gaps, &messages, sub.origin.as_deref()))
 }
 
 /// A long poll being held: counted as a subscriber of its channels (`GET /pub/{channel}`) and
@@ -74,7 +54,7 @@ impl<'a> Held<'a> {
         for channel in &channels {
             channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        server.stats.longpoll_waiting(1);
+        server.stats.subscriber_opened(crate::push::frame::Format::LongPoll);
         Held { server, channels }
     }
 }
@@ -84,7 +64,7 @@ impl Drop for Held<'_> {
         for channel in &self.channels {
             channel.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
-        self.server.stats.longpoll_waiting(-1);
+        self.server.stats.subscriber_closed(crate::push::frame::Format::LongPoll);
     }
 }
 
@@ -103,7 +83,7 @@ async fn wait(stream: &TcpStream, server: &Server, sub: &mut Subscription) -> Op
             waiter.as_mut().enable();
         }
         // Checked after enabling the waiters, so a publish in between is not missed.
-        let messages = collect(sub);
+        let messages = collect(&mut sub.positions, &mut sub.gaps);
         if !messages.is_empty() || channels.iter().any(|c| c.is_deleted()) || server.is_draining() {
             return Some(messages);
         }
@@ -150,38 +130,4 @@ impl<F: Future> Future for AnyOf<'_, F> {
         }
         Poll::Pending
     }
-}
-
-/// The answer body, built from the messages' shared envelope bytes.
-fn render(server: &Server, sub: &Subscription, messages: &[(usize, Arc<Message>)]) -> Response {
-    let mut positions: Vec<(Arc<Channel>, u64)> = sub.positions.clone();
-    let single = positions.len() == 1;
-    let mut body = Vec::with_capacity(64 + messages.iter().map(|(_, m)| m.envelope_tail.len() + 40).sum::<usize>());
-    body.extend_from_slice(b"{\"messages\":[");
-    for (n, (i, message)) in messages.iter().enumerate() {
-        if n > 0 {
-            body.push(b',');
-        }
-        positions[*i].1 = message.position.seq;
-        let id = if single { message.cursor.to_vec() } else { cursor_for(&positions).into_bytes() };
-        body.extend_from_slice(&message.envelope(&id));
-    }
-    body.extend_from_slice(b"],\"cursor\":\"");
-    body.extend_from_slice(cursor_for(&positions).as_bytes());
-    body.push(b'"');
-    if !sub.gaps.is_empty() {
-        body.extend_from_slice(b",\"gap\":[");
-        let gaps: Vec<String> = sub.gaps.iter().map(gap_json).collect();
-        body.extend_from_slice(gaps.join(",").as_bytes());
-        body.push(b']');
-    }
-    let deleted: Vec<String> =
-        positions.iter().filter(|(c, _)| c.is_deleted()).map(|(c, _)| format!("\"{}\"", c.name)).collect();
-    if !deleted.is_empty() {
-        body.extend_from_slice(format!(",\"deleted\":[{}]", deleted.join(",")).as_bytes());
-    }
-    body.extend_from_slice(b"}\n");
-    server.stats.delivered(messages.len() as u64);
-    let response = Response::new(200, "application/json", body).with_header("Cache-Control", "no-store");
-    crate::cors::decorate(response, sub.origin.as_deref())
 }

@@ -68,7 +68,7 @@ pub(crate) fn open(
     }
     let setup = StreamSetup {
         framing,
-        callback: callback.map(String::into_boxed_str),
+        extra: callback.map(|c| Box::new(crate::push::Extra::Callback(c.into_boxed_str()))),
         positions: sub.positions,
         early_input: Default::default(),
         inflate: false,

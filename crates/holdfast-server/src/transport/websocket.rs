@@ -36,7 +36,7 @@ pub(crate) fn open(
         framing.put_notice(&mut out, None, &gap.channel, &cursor, "holdfast.gap", &data);
     }
     let inflate = agreement.is_some();
-    Ok((out, StreamSetup { framing, callback: None, positions: sub.positions, early_input, inflate }))
+    Ok((out, StreamSetup { framing, extra: None, positions: sub.positions, early_input, inflate }))
 }
 
 /// The permessage-deflate offer accepted, if `ws_deflate` is on and the client made one this

@@ -7,10 +7,13 @@
 //!   latency percentiles, loss.
 //! - `bench hostile`: N WebSocket peers that never read and flood pings or deflate bombs, while
 //!   probes measure an SSE subscriber's delivery delay, `/healthz` latency and the server's RSS.
+//! - `bench publish`: M messages over N channels on C pipelined keep-alive connections (server
+//!   memory per channel and per publish).
 
 mod fanout;
 mod hostile;
 mod idle;
+mod publish;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,7 @@ pub fn command() -> Command {
         .subcommand(idle::command())
         .subcommand(fanout::command())
         .subcommand(hostile::command())
+        .subcommand(publish::command())
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -33,6 +37,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         Some(("idle", args)) => idle::run(args),
         Some(("fanout", args)) => fanout::run(args),
         Some(("hostile", args)) => hostile::run(args),
+        Some(("publish", args)) => publish::run(args),
         _ => ExitCode::from(EXIT_USAGE),
     }
 }

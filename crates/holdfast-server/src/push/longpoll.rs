@@ -1,0 +1,155 @@
+//! Held long polls inside a push shard.
+//!
+//! A long poll with nothing to answer yet costs what a streaming subscriber costs: a shard slot,
+//! no task, no buffer, no timer of its own (its deadline is one entry in the shard's FIFO: every
+//! long poll waits the same `longpoll_timeout`, so deadlines come in the order polls arrive). It
+//! is answered from here, with one whole HTTP response, when one of its channels gets a message,
+//! at `longpoll_timeout`, when a channel is deleted, on `POST /admin/disconnect` and on shutdown.
+//! Once the answer is out the connection goes back to keep-alive: to the parking lot, which hands
+//! it to a new task when the client's next request arrives (or closes it, when the answer said
+//! `Connection: close`).
+//!
+//! While it waits, the client may close (then the slot goes at once) or send its next request
+//! early (pipelining): those bytes are left in the socket for the task that reads it next.
+
+use std::io;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use holdfast_proto::http1::Persistence;
+
+use super::pending::Pending;
+use super::{clock_ms_at, Extra, Shard};
+use crate::conn::IdleDeadline;
+use crate::{poll_answer, CloseReason, Server};
+
+/// When a held long poll is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// Only if it has news (messages, a gap, a deleted channel).
+    IfDue,
+    /// Now, with whatever there is (timeout, shutdown, a deleted channel).
+    Now,
+    /// Now, then close the connection (`POST /admin/disconnect`: move the client elsewhere).
+    NowAndClose,
+}
+
+impl Shard {
+    /// Answers a held long poll as `answer` says, and hands its connection back once the answer
+    /// has gone out (now, or when its socket has taken the rest).
+    pub(super) fn answer_longpoll(&mut self, server: &Server, index: usize, answer: Answer) {
+        let keepalive_secs = server.config.keepalive_timeout.as_secs();
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        let mut positions = sub.positions();
+        let Some(Extra::LongPoll(reply)) = sub.extra.as_deref_mut() else { return };
+        if reply.answered.is_some() {
+            if sub.pending.is_none() {
+                self.hand_back(server, index);
+            }
+            return;
+        }
+        let mut gaps = Vec::new();
+        let messages = poll_answer::collect(&mut positions, &mut gaps);
+        if answer == Answer::IfDue && !poll_answer::is_due(&positions, &gaps, &messages) {
+            return;
+        }
+        let response = poll_answer::render(&mut positions, &gaps, &messages, reply.origin.as_deref());
+        let (persistence, reason) = if server.is_draining() {
+            (Persistence::Close, CloseReason::Shutdown)
+        } else if answer == Answer::NowAndClose {
+            (Persistence::Close, CloseReason::AdminDisconnect)
+        } else {
+            (reply.persistence, reply.close_reason)
+        };
+        reply.answered = Some((persistence, reason));
+        let mut head = BytesMut::new();
+        response.encode_head(&mut head, persistence, reply.version, keepalive_secs);
+        server.stats.delivered(messages.len() as u64);
+        let mut out = Pending::default();
+        sub.bytes_out += (head.len() + response.body.len()) as u64;
+        out.push(head.freeze());
+        out.push(response.body);
+        if let Err(e) = out.write_to(&sub.stream) {
+            return self.close(server, index, crate::conn::io_close_reason(&e));
+        }
+        if out.is_empty() {
+            return self.hand_back(server, index);
+        }
+        sub.pending = Some(Box::new(out));
+        sub.last_write = clock_ms_at(Instant::now());
+        self.want_writable(index, true);
+    }
+
+    /// Whether the long poll at `index` ends by being answered (it is one, and `reason` is one
+    /// the server initiates); if so, it is answered now.
+    pub(super) fn ends_by_answering(&mut self, server: &Server, index: usize, reason: CloseReason) -> bool {
+        let unanswered = self.slots.get(index).and_then(Option::as_ref).is_some_and(
+            |sub| matches!(sub.extra.as_deref(), Some(Extra::LongPoll(reply)) if reply.answered.is_none()),
+        );
+        let answer = match reason {
+            CloseReason::Shutdown | CloseReason::ChannelDeleted => Answer::Now,
+            CloseReason::AdminDisconnect => Answer::NowAndClose,
+            _ => return false,
+        };
+        if unanswered {
+            self.answer_longpoll(server, index, answer);
+        }
+        unanswered
+    }
+
+    /// The answer is out: the connection leaves the shard for the parking lot (keep-alive) or
+    /// is closed.
+    fn hand_back(&mut self, server: &Server, index: usize) {
+        let Some(sub) = self.detach(server, index) else { return };
+        let (persistence, reason) = match sub.extra.as_deref() {
+            Some(Extra::LongPoll(reply)) => reply.answered.unwrap_or((Persistence::Close, CloseReason::Shutdown)),
+            _ => (Persistence::Close, CloseReason::Shutdown),
+        };
+        let super::Subscriber { stream, conn, .. } = *sub;
+        match persistence {
+            Persistence::KeepAlive { .. } => {
+                match server.parking.park(stream, conn, IdleDeadline::between_requests(server)) {
+                    Ok(()) => server.stats.parked(),
+                    Err((stream, conn, reason)) => {
+                        drop(stream);
+                        server.connection_closed(conn.id, conn.peer, conn.served, reason);
+                    }
+                }
+            }
+            Persistence::Close => {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                drop(stream);
+                server.connection_closed(conn.id, conn.peer, conn.served, reason);
+            }
+        }
+    }
+
+    /// Answers the long polls whose `longpoll_timeout` has passed; returns when the next one is
+    /// due (on [`clock_ms_at`]'s clock), if any.
+    pub(super) fn expire_longpolls(&mut self, server: &Server, now_ms: u64) -> Option<u64> {
+        while let Some(&(due, index, id)) = self.longpoll_deadlines.front() {
+            if due > now_ms {
+                return Some(due);
+            }
+            self.longpoll_deadlines.pop_front();
+            let current = self.slots.get(index).and_then(Option::as_ref).is_some_and(|s| s.conn.id == id);
+            if current {
+                self.answer_longpoll(server, index, Answer::Now);
+            }
+        }
+        None
+    }
+
+    /// A held long poll's client sent something: EOF (it left: the slot goes) or the start of
+    /// its next request (left unread for the task that serves it).
+    pub(super) fn read_longpoll(&mut self, server: &Server, index: usize) {
+        let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return };
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        match socket2::SockRef::from(&sub.stream).peek(&mut byte) {
+            Ok(0) => self.close(server, index, CloseReason::PeerClosed),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => self.close(server, index, crate::conn::io_close_reason(&e)),
+        }
+    }
+}
