@@ -160,9 +160,12 @@ impl Channel {
 
     /// Appends a message (under the lock, so sequence numbers follow publish order) and trims.
     pub(crate) fn append(&self, event: Option<&str>, payload: Payload) -> Arc<Message> {
+        // Encoded before the lock: only the position and the cursor after it are made under it.
+        let mut message = Message::encode(self.name.clone(), event, payload);
         let mut history = self.lock();
         let position = Position { epoch: self.epoch, seq: history.last_seq + 1 };
-        let message = Arc::new(Message::new(self.name.clone(), position, event, payload));
+        message.place(position, Instant::now());
+        let message = Arc::new(message);
         history.last_seq = position.seq;
         let size = message.size() as u64;
         history.bytes += size;

@@ -416,14 +416,20 @@ impl Shard {
                 self.spare_added = inbox.added;
             }
             for channel in inbox.deleted {
+                let started = Instant::now();
+                let before = self.members_of(channel.id);
                 self.for_each_member(channel.id, |shard, index| {
                     shard.end(&server, index, CloseReason::ChannelDeleted, Some(&channel.name));
                 });
+                log_mass_close("channel deleted", &channel, self.id, before, started);
             }
             for channel in inbox.disconnect {
+                let started = Instant::now();
+                let before = self.members_of(channel.id);
                 self.for_each_member(channel.id, |shard, index| {
                     shard.close(&server, index, CloseReason::AdminDisconnect)
                 });
+                log_mass_close("admin disconnect", &channel, self.id, before, started);
             }
             for channel in inbox.dirty {
                 self.for_each_member(channel.id, |shard, index| shard.deliver(&server, index, &mut cache));
@@ -759,6 +765,15 @@ impl Shard {
         }
         server.stats.subscriber_closed(sub.framing.format);
         Some(sub)
+    }
+}
+
+/// One line per shard for a delete or an admin disconnect: how many subscribers it closed and
+/// how long that took on the shard's thread (what the other subscribers of the shard waited).
+fn log_mass_close(what: &str, channel: &Channel, shard: usize, closed: usize, started: Instant) {
+    if closed > 0 {
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(channel = %channel.name, shard, closed, took_ms, "{what}: subscribers closed");
     }
 }
 
