@@ -23,10 +23,8 @@
 //! What it does not own: response heads, gap notices and the choice of start positions (the
 //! transport does those in the connection task before handing the socket over).
 
-pub(crate) mod frame;
 mod longpoll;
 mod members;
-mod pending;
 mod websocket;
 
 use std::collections::{HashMap, HashSet};
@@ -37,14 +35,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use holdfast_hub::{Channel, Message, PublishListener};
-use holdfast_proto::http1::Persistence;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use self::frame::{Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
-use self::pending::Pending;
-use crate::conn::ConnState;
+use crate::handover::{Extra, StreamSetup};
+use crate::socket::ConnState;
 use crate::subscription::{channel_list, closed_json, cursor_of};
+use crate::wire::frame::{self, Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
+use crate::wire::pending::Pending;
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -63,8 +61,6 @@ const MESSAGE_BUDGET: usize = 256 * 1024;
 /// average: permessage-deflate turns 1 KB into 1 MB, so without this bound a small stream of
 /// compressed frames could keep the shard busy inflating.
 const MESSAGE_BYTES_PER_SECOND: u64 = 16 << 20;
-/// Push shards at most: one bit each in a channel's `subscriber_shards`.
-pub(crate) const MAX_SHARDS: usize = 64;
 /// Longest a shard sleeps between heartbeat scans.
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// Hand-overs whose room the inbox keeps between rounds (136 B each).
@@ -72,20 +68,6 @@ const ADDED_KEPT: usize = 64;
 
 /// A socket handed to a shard, with what the transport set up.
 type Added = (std::net::TcpStream, ConnState, StreamSetup);
-
-/// What a transport hands over with a socket.
-pub(crate) struct StreamSetup {
-    pub framing: Framing,
-    /// The iframe callback (`parent.<callback>(…)`), or how to answer a held long poll. Boxed,
-    /// so carrying a setup does not grow the connection's future.
-    pub extra: Option<Box<Extra>>,
-    /// Each channel with the last sequence number already sent.
-    pub positions: Vec<(Arc<Channel>, u64)>,
-    /// WebSocket: frames the client sent right behind its upgrade request.
-    pub early_input: bytes::BytesMut,
-    /// WebSocket: permessage-deflate was agreed, so the client may send compressed messages.
-    pub inflate: bool,
-}
 
 /// All shards of a server.
 pub(crate) struct PushHub {
@@ -114,7 +96,7 @@ impl PushHub {
     pub fn new(count: usize) -> io::Result<(PushHub, Vec<Poll>)> {
         let mut shards = Vec::new();
         let mut polls = Vec::new();
-        for _ in 0..count.clamp(1, MAX_SHARDS) {
+        for _ in 0..count.clamp(1, crate::config::MAX_PUSH_THREADS) {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
             shards.push(Arc::new(ShardShared { inbox: Mutex::default(), waker }));
@@ -221,28 +203,6 @@ struct Place {
     seq: u64,
     /// Where it is in the shard's member list of the channel (for O(1) removal).
     member: u32,
-}
-
-/// What a few subscribers need beyond what every slot has.
-pub(crate) enum Extra {
-    /// The iframe callback (`parent.<callback>(…)`).
-    Callback(Box<str>),
-    /// A held long poll.
-    LongPoll(LongPollReply),
-}
-
-/// How to answer a held long poll, decided when its request was read.
-pub(crate) struct LongPollReply {
-    pub version: holdfast_proto::http1::Version,
-    /// What the request allows (its version and `Connection` field, the request cap); draining
-    /// can still close the connection.
-    pub persistence: Persistence,
-    /// How the close is counted when `persistence` closes.
-    pub close_reason: CloseReason,
-    /// The CORS origin to allow in the answer.
-    pub origin: Option<Box<str>>,
-    /// Set once the answer is written (maybe partly: the rest is pending), with what follows it.
-    pub answered: Option<(Persistence, CloseReason)>,
 }
 
 /// One streaming subscriber.
@@ -585,7 +545,7 @@ impl Shard {
         match write_gather(&sub.stream, &gather) {
             Ok(written) if written == gather.len() => {}
             Ok(written) => sub.pending = Some(Box::new(gather.tail_from(written))),
-            Err(e) => return Step::Close(crate::conn::io_close_reason(&e)),
+            Err(e) => return Step::Close(crate::socket::io_close_reason(&e)),
         }
         sub.last_write = clock_ms_at(Instant::now());
         server.stats.delivered(taken as u64);
@@ -606,7 +566,7 @@ impl Shard {
             Ok(0) => return,
             Ok(_) => sub.last_write = clock_ms_at(Instant::now()),
             Err(e) => {
-                let reason = crate::conn::io_close_reason(&e);
+                let reason = crate::socket::io_close_reason(&e);
                 return self.close(server, index, reason);
             }
         }
@@ -666,7 +626,7 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let reason = crate::conn::io_close_reason(&e);
+                    let reason = crate::socket::io_close_reason(&e);
                     return self.close(server, index, reason);
                 }
             }
@@ -697,7 +657,7 @@ impl Shard {
                 Ok(n) if n == beat.len() => {}
                 Ok(n) => sub.pending = Some(pending_of(&beat[n..])),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => sub.pending = Some(pending_of(beat)),
-                Err(e) => failed.push((index, crate::conn::io_close_reason(&e))),
+                Err(e) => failed.push((index, crate::socket::io_close_reason(&e))),
             }
             sub.last_write = now_ms;
         }

@@ -146,7 +146,7 @@ impl Shard {
                         Ok(n) => read_budget -= n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) => {
-                            let reason = crate::conn::io_close_reason(&e);
+                            let reason = crate::socket::io_close_reason(&e);
                             return self.close(server, index, reason);
                         }
                     }
@@ -297,7 +297,7 @@ impl Shard {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => {
-                let reason = crate::conn::io_close_reason(&e);
+                let reason = crate::socket::io_close_reason(&e);
                 self.close(server, index, reason);
                 return false;
             }
@@ -400,7 +400,7 @@ fn publish(server: &Server, op: &Value) -> Result<Value, Refusal> {
         Some(Value::String(event)) => Some(event.as_str()),
         Some(_) => return Err(Refusal::bad("bad_event", "event must be a string")),
     };
-    let published = crate::publish::publish_message(server, channel, event, payload)?;
+    let published = crate::publish::publish_message(&*server.broker, &server.stats, channel, event, payload)?;
     Ok(json!({"op": "published", "channel": channel, "id": String::from_utf8_lossy(&published.message.cursor)}))
 }
 
