@@ -237,7 +237,7 @@ for workload in $WORKLOADS; do
             "$(median ${SRV[$key]})" "$(median ${CLI[$key]})" "$(median ${OTHER[$key]})"
     done
 done
-if [ "${#CHECKS[@]}" -gt 0 ]; then
+if [ -n "${CHECKS[*]:-}" ]; then
     echo
     for key in "${!CHECKS[@]}"; do echo "independent check $key: ${CHECKS[$key]}"; done
 fi
@@ -248,8 +248,10 @@ echo
 verdict() { awk -v c="$1" 'BEGIN { print (c ? "met" : "MISSED") }'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) }'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { print (a <= b) }'; }
-HOLDFASTS=$(for s in $SERVERS; do [[ $s == holdfast* ]] && echo "$s"; done)
-NCHANS=$(for s in $SERVERS; do [[ $s == nchan* ]] && echo "$s"; done)
+HOLDFASTS="" NCHANS=""
+for s in $SERVERS; do
+    case $s in holdfast*) HOLDFASTS+="$s " ;; nchan*) NCHANS+="$s " ;; esac
+done
 for workload in $WORKLOADS; do
     read -r subs msgs rate _ <<<"${PLAN[$workload]}"
     for hf in $HOLDFASTS; do
