@@ -13,7 +13,12 @@ Every wait is bounded (60 s in all).
 
 import asyncio
 import json
+import resource
 import sys
+
+# Up to the hard limit: COUNT sockets need COUNT descriptors.
+_, HARD = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (HARD, HARD))
 
 HOST, PORT, CHANNEL, COUNT = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 REQUEST = (f"GET /sub/{CHANNEL} HTTP/1.1\r\nHost: {HOST}\r\nAccept: text/event-stream\r\n\r\n").encode()

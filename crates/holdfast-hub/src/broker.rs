@@ -19,6 +19,11 @@
 //! - the publish-order index (which message is the oldest anywhere, for `history_max_bytes`) by
 //!   twice the messages held: it is compacted when it outgrows that, so one old message held
 //!   while millions of newer ones come and go costs one entry, not millions.
+//!
+//! No lock is taken by every publish: the channel map is read-locked (shared), a channel's own
+//! lock orders its messages (the payload is encoded before it), and the publish-order index is
+//! in `ORDER_STRIPES` (16) stripes by channel, each with the ticket of its oldest entry in an atomic
+//! so the oldest message anywhere is found without locking the others.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -26,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::channel::{Channel, HistoryBounds, Totals};
+use crate::channel::{Channel, HistoryBounds, Totals, ORDER_STRIPES};
 use crate::message::{Message, Payload};
 use crate::name::{validate_channel_name, NameError};
 
@@ -44,7 +49,7 @@ const MIN_KEPT_ROOM: usize = 64;
 const MAP_SLOT_BYTES: u64 = (std::mem::size_of::<(Arc<str>, Arc<Channel>)>() + 1) as u64;
 
 /// Bytes of one publish-order entry.
-const ORDER_ENTRY_BYTES: u64 = std::mem::size_of::<(Weak<Channel>, u64)>() as u64;
+const ORDER_ENTRY_BYTES: u64 = std::mem::size_of::<OrderEntry>() as u64;
 
 /// What a publish produced.
 #[derive(Debug, Clone)]
@@ -145,10 +150,13 @@ pub struct MemoryBroker {
     limits: HistoryLimits,
     max_channels: usize,
     totals: Arc<Totals>,
-    /// Held messages in publish order, to evict the oldest anywhere when over `max_bytes`. Also
-    /// holds entries of messages already gone (trimmed, expired), at most as many as are held:
-    /// see [`MemoryBroker::compact_publish_order`].
-    publish_order: Mutex<VecDeque<(Weak<Channel>, u64)>>,
+    /// Held messages in publish order, to evict the oldest anywhere when over `max_bytes`, in
+    /// stripes by channel so that publishes to different channels do not wait on one lock.
+    /// Each stripe also holds entries of messages already gone (trimmed, expired), at most as
+    /// many as it has held: see [`MemoryBroker::compact_stripe`].
+    publish_order: Box<[OrderStripe]>,
+    /// The publish-order tickets: global order across stripes, from one atomic counter.
+    next_ticket: AtomicU64,
     listeners: RwLock<Vec<Arc<dyn PublishListener>>>,
     next_channel_id: AtomicU64,
 }
@@ -161,7 +169,8 @@ impl MemoryBroker {
             limits,
             max_channels: DEFAULT_MAX_CHANNELS,
             totals: Arc::default(),
-            publish_order: Mutex::default(),
+            publish_order: (0..ORDER_STRIPES).map(|_| OrderStripe::default()).collect(),
+            next_ticket: AtomicU64::new(0),
             listeners: RwLock::default(),
             next_channel_id: AtomicU64::new(1),
         }
@@ -179,41 +188,104 @@ impl MemoryBroker {
         Arc::new(Channel::new(name, id, new_epoch(id), bounds, self.totals.clone()))
     }
 
-    /// Keeps the global byte bound, and drops bookkeeping for messages already gone at the front.
-    fn enforce_byte_bound(&self, order: &mut VecDeque<(Weak<Channel>, u64)>) {
-        while let Some((channel, seq)) = order.front() {
-            let channel = channel.upgrade();
-            let held = channel.as_ref().is_some_and(|c| c.holds(*seq));
-            if held && self.totals.history_bytes.load(Ordering::Relaxed) <= self.limits.max_bytes {
-                break;
+    /// Records a message in its channel's stripe of the publish order, and drops the entries of
+    /// messages already gone at that stripe's front.
+    fn record(&self, channel: &Arc<Channel>, seq: u64) {
+        let stripe = &self.publish_order[channel.stripe()];
+        let mut entries = stripe.lock();
+        // Taken under the stripe's lock, so tickets grow along each stripe.
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        entries.push_back((Arc::downgrade(channel), seq, ticket));
+        while entries.front().is_some_and(|(c, seq, _)| !c.upgrade().is_some_and(|c| c.holds(*seq))) {
+            entries.pop_front();
+        }
+        self.compact_stripe(channel.stripe(), &mut entries);
+        stripe.publish_front(&entries);
+    }
+
+    /// Keeps the global byte bound: while over it, evicts the oldest message anywhere, found as
+    /// the oldest front over the stripes (read without their locks; one stripe is locked at a
+    /// time).
+    fn enforce_byte_bound(&self) {
+        while self.totals.history_bytes.load(Ordering::Relaxed) > self.limits.max_bytes {
+            let oldest = self
+                .publish_order
+                .iter()
+                .map(|stripe| stripe.front.load(Ordering::Acquire))
+                .enumerate()
+                .filter(|(_, ticket)| *ticket != EMPTY_STRIPE)
+                .min_by_key(|(_, ticket)| *ticket);
+            let Some((index, _)) = oldest else { return };
+            let stripe = &self.publish_order[index];
+            let mut entries = stripe.lock();
+            if let Some((channel, seq, _)) = entries.pop_front() {
+                if let Some(channel) = channel.upgrade().filter(|c| c.holds(seq)) {
+                    channel.evict_through(seq);
+                }
             }
-            if let (true, Some(channel)) = (held, channel) {
-                channel.evict_through(*seq);
-            }
-            order.pop_front();
+            stripe.publish_front(&entries);
         }
     }
 
-    /// Drops the entries of messages no longer held once they outnumber the held ones, and gives
-    /// back the room of a mostly empty index. Entries
-    /// leave from the front only while the oldest message is gone; behind one old message that
-    /// is still held, entries of trimmed and expired messages would pile up, one per publish.
-    /// Each compaction visits `len` entries of which more than half go, so its cost is at most
-    /// twice the entries it removes: constant per publish, amortised.
-    fn compact_publish_order(&self, order: &mut VecDeque<(Weak<Channel>, u64)>) {
-        let held = self.totals.messages.load(Ordering::Relaxed) as usize;
-        if order.len() > 2 * held {
-            order.retain(|(channel, seq)| channel.upgrade().is_some_and(|c| c.holds(*seq)));
+    /// Drops a stripe's entries of messages no longer held once they outnumber the held ones,
+    /// and gives back the room of a mostly empty stripe. Entries leave from the front only while
+    /// the oldest message is gone; behind one old message that is still held, entries of trimmed
+    /// and expired messages would pile up, one per publish. Each compaction visits `len` entries
+    /// of which more than half go, so its cost is at most twice the entries it removes: constant
+    /// per publish, amortised.
+    fn compact_stripe(&self, index: usize, entries: &mut VecDeque<OrderEntry>) {
+        let held = self.totals.stripe_messages[index].load(Ordering::Relaxed) as usize;
+        if entries.len() > 2 * held {
+            entries.retain(|(channel, seq, _)| channel.upgrade().is_some_and(|c| c.holds(*seq)));
         }
         // Whether emptied here or from the front, the room goes back once mostly unused.
-        let keep = (2 * order.len()).max(MIN_KEPT_ROOM);
-        if order.capacity() > 2 * keep {
-            order.shrink_to(keep);
+        let keep = (2 * entries.len()).max(MIN_KEPT_ROOM / ORDER_STRIPES);
+        if entries.capacity() > 2 * keep {
+            entries.shrink_to(keep);
         }
     }
 
-    fn lock_publish_order(&self) -> std::sync::MutexGuard<'_, VecDeque<(Weak<Channel>, u64)>> {
-        self.publish_order.lock().unwrap_or_else(|e| e.into_inner())
+    /// Entries in the publish-order index, over all stripes.
+    #[cfg(test)]
+    fn order_len(&self) -> usize {
+        self.publish_order.iter().map(|stripe| stripe.lock().len()).sum()
+    }
+
+    /// Room of the publish-order index, over all stripes.
+    fn order_capacity(&self) -> usize {
+        self.publish_order.iter().map(|stripe| stripe.lock().capacity()).sum()
+    }
+}
+
+/// One entry of the publish-order index: a message (its channel and sequence number) and its
+/// ticket.
+type OrderEntry = (Weak<Channel>, u64, u64);
+
+/// The `front` of an empty stripe.
+const EMPTY_STRIPE: u64 = u64::MAX;
+
+/// One stripe of the publish-order index.
+struct OrderStripe {
+    entries: Mutex<VecDeque<OrderEntry>>,
+    /// The ticket of the front entry ([`EMPTY_STRIPE`] when empty), so the oldest message
+    /// anywhere is found without locking every stripe.
+    front: AtomicU64,
+}
+
+impl Default for OrderStripe {
+    fn default() -> OrderStripe {
+        OrderStripe { entries: Mutex::default(), front: AtomicU64::new(EMPTY_STRIPE) }
+    }
+}
+
+impl OrderStripe {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<OrderEntry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the front's ticket (called with the lock held, after any change at the front).
+    fn publish_front(&self, entries: &VecDeque<OrderEntry>) {
+        self.front.store(entries.front().map_or(EMPTY_STRIPE, |(_, _, ticket)| *ticket), Ordering::Release);
     }
 }
 
@@ -229,12 +301,8 @@ impl Broker for MemoryBroker {
     fn publish(&self, name: &str, event: Option<&str>, payload: Payload) -> Result<Published, ChannelError> {
         let channel = self.channel_or_create(name)?;
         let message = channel.append(event, payload);
-        {
-            let mut order = self.lock_publish_order();
-            order.push_back((Arc::downgrade(&channel), message.position.seq));
-            self.enforce_byte_bound(&mut order);
-            self.compact_publish_order(&mut order);
-        }
+        self.record(&channel, message.position.seq);
+        self.enforce_byte_bound();
         for listener in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
             listener.published(&channel);
         }
@@ -284,10 +352,14 @@ impl Broker for MemoryBroker {
             channel.expire();
         }
         drop(channels);
-        {
-            let mut order = self.lock_publish_order();
-            self.enforce_byte_bound(&mut order);
-            self.compact_publish_order(&mut order);
+        self.enforce_byte_bound();
+        for (index, stripe) in self.publish_order.iter().enumerate() {
+            let mut entries = stripe.lock();
+            while entries.front().is_some_and(|(c, seq, _)| !c.upgrade().is_some_and(|c| c.holds(*seq))) {
+                entries.pop_front();
+            }
+            self.compact_stripe(index, &mut entries);
+            stripe.publish_front(&entries);
         }
         // A channel that keeps no history and that nobody holds (no subscriber, no waiting long
         // poll: the map's is the only reference, and no new one can be taken from the map while
@@ -315,7 +387,7 @@ impl Broker for MemoryBroker {
 
     fn channel_bytes(&self) -> u64 {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner()).capacity() as u64 * MAP_SLOT_BYTES;
-        let order = self.lock_publish_order().capacity() as u64 * ORDER_ENTRY_BYTES;
+        let order = self.order_capacity() as u64 * ORDER_ENTRY_BYTES;
         self.totals.channel_bytes.load(Ordering::Relaxed) + map + order
     }
 
@@ -402,7 +474,7 @@ mod tests {
         assert_eq!(b.channel_count(), 0);
         let capacity = b.channels.read().unwrap().capacity();
         assert!(capacity <= 2 * MIN_KEPT_ROOM, "capacity {capacity} after emptying from {full_capacity}");
-        assert!(b.publish_order.lock().unwrap().capacity() <= 2 * MIN_KEPT_ROOM);
+        assert!(b.order_capacity() <= 2 * MIN_KEPT_ROOM);
         let bytes = b.channel_bytes();
         assert!(bytes < 8192, "{bytes} B left of {full_bytes}");
         // Shrunk once, it stays put while nothing changes.
@@ -421,9 +493,9 @@ mod tests {
             }
         }
         let held = 1 + 100;
-        let order = b.publish_order.lock().unwrap();
-        assert!(order.len() <= 2 * held, "{} entries for {held} messages held", order.len());
-        assert!(order.capacity() <= 4 * held.max(MIN_KEPT_ROOM), "capacity {}", order.capacity());
+        let (len, capacity) = (b.order_len(), b.order_capacity());
+        assert!(len <= 2 * held, "{len} entries for {held} messages held");
+        assert!(capacity <= ORDER_STRIPES * 4 * held.max(MIN_KEPT_ROOM), "capacity {capacity}");
         assert_eq!(b.channel("old").unwrap().info().0, 1);
     }
 
@@ -435,7 +507,7 @@ mod tests {
         for _ in 0..1_000 {
             b.publish("hot", None, Bytes::from_static(b"payload").into()).unwrap();
         }
-        assert!(b.publish_order.lock().unwrap().len() <= 2 * 11, "compacted on the way");
+        assert!(b.order_len() <= 2 * 11, "compacted on the way");
         // Exactly what is held now fits; one more message must push the oldest anywhere out.
         let b = MemoryBroker { limits: HistoryLimits { max_bytes: b.history_bytes(), ..b.limits }, ..b };
         b.publish("new", None, Bytes::from_static(b"payload").into()).unwrap();
@@ -497,7 +569,7 @@ mod tests {
         assert!(a_count > 0 && b_count > 0);
         assert!(a_first > 1, "the oldest messages were evicted");
         // Bookkeeping does not grow past what is held.
-        assert!(b.publish_order.lock().unwrap().len() <= a_count + b_count);
+        assert!(b.order_len() <= a_count + b_count);
     }
 
     #[test]
@@ -562,5 +634,31 @@ mod tests {
         b.publish("a", None, Bytes::new().into()).unwrap();
         b.delete("a");
         assert_eq!(counter.0.load(Ordering::Relaxed), 102);
+    }
+
+    #[test]
+    fn concurrent_publishes_keep_the_byte_bound_and_the_index_bounded() {
+        let b = Arc::new(broker_with(1000, Duration::from_secs(60), 200_000));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let channel = format!("t{t}c{}", i % 50);
+                        b.publish(&channel, None, Bytes::from(vec![b'x'; 100]).into()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let held: usize = (0..4)
+            .flat_map(|t| (0..50).map(move |c| format!("t{t}c{c}")))
+            .map(|name| b.channel(&name).map_or(0, |c| c.info().0))
+            .sum();
+        assert!(b.history_bytes() <= 200_000, "{} bytes held", b.history_bytes());
+        assert!(held > 100, "the bound keeps the newest messages: {held}");
+        assert!(b.order_len() <= 2 * held + ORDER_STRIPES, "{} entries for {held} held", b.order_len());
     }
 }

@@ -55,6 +55,9 @@ pub struct HistoryBounds {
     pub max_age: Duration,
 }
 
+/// Stripes of the broker's publish-order index: a publish locks only its channel's stripe.
+pub(crate) const ORDER_STRIPES: usize = 16;
+
 /// What all channels of one broker hold, kept up to date by each channel as it changes.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
@@ -62,6 +65,9 @@ pub(crate) struct Totals {
     pub history_bytes: AtomicU64,
     /// Messages held.
     pub messages: AtomicU64,
+    /// Messages held, by publish-order stripe (a channel's stripe is its id modulo
+    /// [`ORDER_STRIPES`]): what each stripe of the broker's index may keep entries for.
+    pub stripe_messages: [AtomicU64; ORDER_STRIPES],
     /// Bytes of the channels' own structures: the `Channel` allocation, its name and its ring's
     /// buffer of message pointers (not the messages).
     pub channel_bytes: AtomicU64,
@@ -160,14 +166,18 @@ impl Channel {
 
     /// Appends a message (under the lock, so sequence numbers follow publish order) and trims.
     pub(crate) fn append(&self, event: Option<&str>, payload: Payload) -> Arc<Message> {
+        // Encoded before the lock: only the position and the cursor after it are made under it.
+        let mut message = Message::encode(self.name.clone(), event, payload);
         let mut history = self.lock();
         let position = Position { epoch: self.epoch, seq: history.last_seq + 1 };
-        let message = Arc::new(Message::new(self.name.clone(), position, event, payload));
+        message.place(position, Instant::now());
+        let message = Arc::new(message);
         history.last_seq = position.seq;
         let size = message.size() as u64;
         history.bytes += size;
         self.totals.history_bytes.fetch_add(size, Ordering::Relaxed);
         self.totals.messages.fetch_add(1, Ordering::Relaxed);
+        self.stripe_messages().fetch_add(1, Ordering::Relaxed);
         let ring_before = history.ring_bytes();
         history.messages.push_back(message.clone());
         // The ring's buffer only grows here (and is released in `expire`): count what it took.
@@ -196,6 +206,7 @@ impl Channel {
             history.bytes -= size;
             self.totals.history_bytes.fetch_sub(size, Ordering::Relaxed);
             self.totals.messages.fetch_sub(1, Ordering::Relaxed);
+            self.stripe_messages().fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -301,6 +312,17 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// This channel's stripe of the publish-order index.
+    pub(crate) fn stripe(&self) -> usize {
+        (self.id % ORDER_STRIPES as u64) as usize
+    }
+
+    fn stripe_messages(&self) -> &AtomicU64 {
+        &self.totals.stripe_messages[self.stripe()]
+    }
+}
+
 impl Drop for Channel {
     fn drop(&mut self) {
         let history = self.history.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -309,6 +331,7 @@ impl Drop for Channel {
         for message in history.messages.drain(..) {
             self.totals.history_bytes.fetch_sub(message.size() as u64, Ordering::Relaxed);
             self.totals.messages.fetch_sub(1, Ordering::Relaxed);
+            self.totals.stripe_messages[(self.id % ORDER_STRIPES as u64) as usize].fetch_sub(1, Ordering::Relaxed);
         }
         let own = CHANNEL_ALLOCATION_BYTES + ARC_STR_OVERHEAD + self.name.len() as u64 + history.ring_bytes();
         self.totals.channel_bytes.fetch_sub(own, Ordering::Relaxed);

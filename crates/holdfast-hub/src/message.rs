@@ -84,8 +84,26 @@ pub const ENVELOPE_HEAD: &[u8] = b"{\"id\":\"";
 impl Message {
     /// Encodes a message for every format.
     pub fn new(channel: Arc<str>, position: Position, event: Option<&str>, payload: Payload) -> Message {
+        let mut message = Message::encode(channel, event, payload);
+        message.place(position, Instant::now());
+        message
+    }
+
+    /// Gives an encoded message its place in the channel: its position, the cursor after it, and
+    /// its publish time. Done under the channel's lock; everything that grows with the payload
+    /// was encoded before ([`Message::encode`]).
+    pub(crate) fn place(&mut self, position: Position, now: Instant) {
+        self.position = position;
+        self.cursor = Bytes::from(Cursor::new([(&*self.channel, position)]).encode());
+        self.published_at = now;
+    }
+
+    /// Encodes a message for every format, before it has a position (see [`Message::place`]),
+    /// so the work that grows with the payload is done outside the channel's lock.
+    pub(crate) fn encode(channel: Arc<str>, event: Option<&str>, payload: Payload) -> Message {
         let Payload { bytes: payload, is_json } = payload;
-        let cursor = Bytes::from(Cursor::new([(&*channel, position)]).encode());
+        let position = Position { epoch: 0, seq: 0 };
+        let cursor = Bytes::new();
         let text = std::str::from_utf8(&payload).ok();
         // A JSON text is UTF-8 (RFC 8259 §8.1); anything else is carried as bytes.
         let is_json = is_json && text.is_some();

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use holdfast_proto::Limits;
 
+/// Push shards at most: one bit each in a channel's `subscriber_shards` (a `u64`).
+pub const MAX_PUSH_THREADS: usize = 64;
+
 /// The validated configuration of one server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -124,7 +127,7 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
-        .min(64)
+        .min(MAX_PUSH_THREADS)
     }
 
     /// Whether CORS allows this origin.
@@ -471,7 +474,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if config.keepalive_requests == 0 {
         return bad("keepalive_requests", "must be at least 1");
     }
-    if config.push_threads > crate::push::MAX_SHARDS {
+    if config.push_threads > MAX_PUSH_THREADS {
         return bad("push_threads", "must be at most 64");
     }
     if config.max_headers == 0 || config.max_headers > holdfast_proto::http1::request::MAX_HEADERS_CAP {

@@ -3,8 +3,8 @@
 
 use holdfast_proto::http1::RequestHead;
 
+use crate::config::Config;
 use crate::response::Response;
-use crate::Server;
 
 /// Methods a cross-origin page may use.
 const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
@@ -14,9 +14,9 @@ const ALLOW_HEADERS: &str = "Content-Type, Last-Event-ID, Holdfast-Event, Cache-
 const PREFLIGHT_MAX_AGE: &str = "600";
 
 /// The request's `Origin`, when CORS allows it.
-pub(crate) fn allowed_origin(head: &RequestHead, server: &Server) -> Option<String> {
+pub(crate) fn allowed_origin(head: &RequestHead, config: &Config) -> Option<String> {
     let origin = std::str::from_utf8(head.header("origin")?).ok()?;
-    server.config.allows_origin(origin).then(|| origin.to_string())
+    config.allows_origin(origin).then(|| origin.to_string())
 }
 
 /// Adds the CORS fields to a response for an allowed origin.
@@ -31,8 +31,8 @@ pub(crate) fn decorate(response: Response, origin: Option<&str>) -> Response {
 }
 
 /// Answers `OPTIONS` preflights: 204 with the allowances for an allowed origin, 403 otherwise.
-pub(crate) fn preflight(head: &RequestHead, server: &Server) -> Response {
-    match allowed_origin(head, server) {
+pub(crate) fn preflight(head: &RequestHead, config: &Config) -> Response {
+    match allowed_origin(head, config) {
         Some(origin) => Response::new(204, "text/plain", &b""[..])
             .with_header("Access-Control-Allow-Origin", origin)
             .with_header("Vary", "Origin")

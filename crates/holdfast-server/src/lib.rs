@@ -4,13 +4,39 @@
 //! Entry point: [`run`], which takes a bound listener (so tests own their port), a [`Config`] and a
 //! shutdown future, and returns once a graceful drain has finished or hit `shutdown_timeout`.
 //!
-//! Layout: [`config`] (keys and sources), `listener` (accept loop, connection cap, socket options),
-//! `conn` (the per-connection loop), `park` (idle connections outside the runtime), `router` and
-//! `response` (what to answer), [`stats`] (counters).
+//! # Layout
+//!
+//! Dependencies point one way, down this picture; nothing below imports anything above it.
+//!
+//! ```text
+//! listener ──> conn ──> router ─────────────> publish, metrics, cors
+//!               │  └──> transport (poll, stream, websocket, ws_echo)
+//!               └─────> push (shards: streaming subscribers, WebSocket ops, held long polls)
+//!                        park (idle keep-alive connections)
+//! ─────────────────────────── leaves ────────────────────────────────────────────
+//! subscription  names, the channel cap, start positions, gaps, cursors, refusals
+//! poll_answer   what a poll answers, for the task and the shards alike
+//! handover      what travels with a socket from the runtime to a shard
+//! wire          each streaming format's framing and notices; a socket's pending bytes
+//! socket        ConnState, idle deadlines, close reasons, socket I/O with deadlines
+//! stats, config, response, query
+//! ```
+//!
+//! - `listener`: the accept loop, the connection cap, socket options.
+//! - `conn`: the per-connection keep-alive loop; hands a connection to `park` when idle, to
+//!   `push` when its response becomes a stream (or a long poll must wait).
+//! - `park`: idle connections outside the runtime; hands one back through the function `run`
+//!   gives it (a new `conn` task), so it does not depend on `conn`.
+//! - `push`: the shards that own streaming sockets; a held long poll goes back to `park` once
+//!   answered.
+//! - `router`, `publish`, `transport`: what to answer. Handlers take what they use (the broker,
+//!   the configuration, the counters), not the whole server; only the orchestrators (`listener`,
+//!   `conn`, `park`, `push`, `router` for the admin endpoints) see the `Server` state.
 
 pub mod config;
 mod conn;
 mod cors;
+mod handover;
 mod listener;
 mod metrics;
 mod park;
@@ -20,9 +46,11 @@ mod push;
 mod query;
 mod response;
 mod router;
+mod socket;
 pub mod stats;
 mod subscription;
 mod transport;
+mod wire;
 
 use std::future::Future;
 use std::io;
@@ -36,7 +64,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use config::{Config, ConfigError};
-pub use stats::{CloseReason, Stats, StatsSnapshot};
+pub use socket::CloseReason;
+pub use stats::{Stats, StatsSnapshot};
 
 /// File descriptors kept free below the process limit when `max_connections` is derived from it:
 /// the listener, the pollers, logs, and room to accept and refuse (503) the connections beyond.
@@ -101,7 +130,7 @@ impl Server {
             next_connection_id: AtomicU64::new(1),
             started: Instant::now(),
         });
-        server.parking.start(poll, Arc::downgrade(&server), tokio::runtime::Handle::current())?;
+        server.parking.start(poll, Arc::downgrade(&server), resume_in(tokio::runtime::Handle::current(), &server))?;
         server.push.start(push_polls, Arc::downgrade(&server))?;
         server.broker.add_listener(server.push.clone());
         Ok(server)
@@ -123,6 +152,21 @@ impl Server {
             self.all_closed.notify_waiters();
         }
     }
+}
+
+/// How the parking lot hands back a connection whose next request arrived: a new runtime task
+/// running the connection loop. (Given to the lot, so the lot does not depend on the loop.)
+fn resume_in(runtime: tokio::runtime::Handle, server: &Arc<Server>) -> park::Resume {
+    let server = Arc::downgrade(server);
+    Box::new(move |stream, conn, idle| {
+        let Some(server) = server.upgrade() else { return };
+        runtime.spawn(async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => conn::serve(stream, server, conn, idle).await,
+                Err(_) => server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
+            }
+        });
+    })
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then drains: stops accepting, closes idle
@@ -203,8 +247,8 @@ pub async fn connection_future_size() -> usize {
     let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
     let (stream, peer) = listener.accept().await.expect("accept");
     let server = Server::new(Config::default()).expect("server");
-    let state = conn::ConnState { id: 0, peer, served: 0 };
-    let idle = conn::IdleDeadline::first_request(&server);
+    let state = socket::ConnState { id: 0, peer, served: 0 };
+    let idle = socket::IdleDeadline::first_request(&server.config);
     let future = conn::serve(stream, server, state, idle);
     let size = std::mem::size_of_val(&future);
     drop((future, client));

@@ -12,8 +12,9 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::conn::{self, ConnState, IdleDeadline};
+use crate::conn;
 use crate::response::Response;
+use crate::socket::{ConnState, IdleDeadline};
 use crate::{CloseReason, Server};
 
 /// Pause after EMFILE/ENFILE/ENOMEM before accepting again: the pending connection stays in the
@@ -67,7 +68,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
         tokio::spawn(refuse_over_capacity(stream, server.clone(), conn));
         return;
     }
-    let idle = IdleDeadline::first_request(server);
+    let idle = IdleDeadline::first_request(&server.config);
     tokio::spawn(conn::serve(stream, server.clone(), conn, idle));
 }
 
@@ -97,7 +98,7 @@ async fn refuse_over_capacity(mut stream: TcpStream, server: Arc<Server>, conn: 
     out.extend_from_slice(&response.body);
     let written = tokio::time::timeout(REFUSE_LINGER, stream.write_all(&out)).await;
     if matches!(written, Ok(Ok(()))) {
-        conn::lingering_close(&mut stream, REFUSE_LINGER).await;
+        crate::socket::io::lingering_close(&mut stream, REFUSE_LINGER).await;
     }
     drop(stream);
     server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::OverCapacity);

@@ -22,12 +22,15 @@ use std::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::conn::{ConnState, IdleDeadline};
+use crate::socket::{ConnState, IdleDeadline};
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Readiness events taken per poll; more simply wait for the next round.
 const EVENTS_PER_POLL: usize = 1024;
+
+/// Serves a connection whose next request has arrived (in a new runtime task).
+pub(crate) type Resume = Box<dyn Fn(std::net::TcpStream, ConnState, IdleDeadline) + Send>;
 
 /// Handle to a server's parking lot. Dropping it stops the lot's thread.
 pub(crate) struct ParkingLot {
@@ -73,11 +76,12 @@ impl ParkingLot {
         Ok((ParkingLot { shared }, poll))
     }
 
-    /// Starts the lot's thread. Unparked connections are spawned on `runtime`; the thread ends
-    /// when the lot drains or the server is gone.
-    pub fn start(&self, poll: Poll, server: Weak<Server>, runtime: tokio::runtime::Handle) -> io::Result<()> {
+    /// Starts the lot's thread. A connection whose next request arrives goes to `resume` (which
+    /// serves it in a new runtime task: the lot does not know how connections are served); the
+    /// thread ends when the lot drains or the server is gone.
+    pub fn start(&self, poll: Poll, server: Weak<Server>, resume: Resume) -> io::Result<()> {
         let shared = self.shared.clone();
-        std::thread::Builder::new().name("holdfast-park".into()).spawn(move || run(poll, shared, server, runtime))?;
+        std::thread::Builder::new().name("holdfast-park".into()).spawn(move || run(poll, shared, server, resume))?;
         Ok(())
     }
 
@@ -154,7 +158,7 @@ impl Lot {
     }
 }
 
-fn run(mut poll: Poll, shared: Arc<Shared>, server: Weak<Server>, runtime: tokio::runtime::Handle) {
+fn run(mut poll: Poll, shared: Arc<Shared>, server: Weak<Server>, resume: Resume) {
     let mut events = Events::with_capacity(EVENTS_PER_POLL);
     let mut ready = Vec::new();
     let mut expired = Vec::new();
@@ -191,16 +195,9 @@ fn run(mut poll: Poll, shared: Arc<Shared>, server: Weak<Server>, runtime: tokio
         let Some(server) = server.upgrade() else {
             return;
         };
-        for parked in ready.drain(..) {
+        for Parked { stream, conn, idle } in ready.drain(..) {
             server.stats.unparked();
-            let server = server.clone();
-            runtime.spawn(async move {
-                let Parked { stream, conn, idle } = parked;
-                match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => crate::conn::serve(stream, server, conn, idle).await,
-                    Err(_) => server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
-                }
-            });
+            resume(stream, conn, idle);
         }
         for parked in expired.drain(..) {
             server.stats.unparked();

@@ -2,13 +2,13 @@
 //! path that the WebSocket `publish` op shares ([`publish_message`]).
 
 use bytes::Bytes;
-use holdfast_hub::{Payload, Published};
+use holdfast_hub::{Broker, Payload, Published};
 use holdfast_proto::http1::RequestHead;
 
 use crate::query::{self, percent_decode};
 use crate::response::Response;
+use crate::stats::Stats;
 use crate::subscription::Refusal;
-use crate::Server;
 
 /// Longest event type a publisher may set.
 const MAX_EVENT_LEN: usize = 64;
@@ -45,7 +45,8 @@ fn is_json(head: &RequestHead) -> bool {
 /// Checks the channel name, the event type (`[A-Za-z0-9_.:-]{1,64}`) and, for a JSON payload,
 /// that it is valid JSON.
 pub(crate) fn publish_message(
-    server: &Server,
+    broker: &dyn Broker,
+    stats: &Stats,
     channel: &str,
     event: Option<&str>,
     payload: Payload,
@@ -64,19 +65,19 @@ pub(crate) fn publish_message(
         serde_json::from_slice::<serde::de::IgnoredAny>(&payload.bytes)
             .map_err(|e| Refusal::bad("bad_json", format!("the body is declared JSON but is not: {e}")))?;
     }
-    let published = server.broker.publish(channel, event, payload)?;
-    server.stats.published();
+    let published = broker.publish(channel, event, payload)?;
+    stats.published();
     Ok(published)
 }
 
-pub(crate) fn publish(head: &RequestHead, body: Bytes, server: &Server) -> Response {
+pub(crate) fn publish(head: &RequestHead, body: Bytes, broker: &dyn Broker, stats: &Stats) -> Response {
     let result = channel_name(head).and_then(|name| Ok((name, event_type(head)?)));
     let (name, event) = match result {
         Ok(parts) => parts,
         Err(response) => return response,
     };
     let payload = if is_json(head) { Payload::json(body) } else { Payload::text(body) };
-    match publish_message(server, &name, event.as_deref(), payload) {
+    match publish_message(broker, stats, &name, event.as_deref(), payload) {
         Ok(published) => {
             let subscribers = published.channel.subscribers.load(std::sync::atomic::Ordering::Relaxed);
             Response::json(
@@ -92,12 +93,12 @@ pub(crate) fn publish(head: &RequestHead, body: Bytes, server: &Server) -> Respo
     }
 }
 
-pub(crate) fn info(head: &RequestHead, server: &Server) -> Response {
+pub(crate) fn info(head: &RequestHead, broker: &dyn Broker) -> Response {
     let name = match channel_name(head) {
         Ok(name) => name,
         Err(response) => return response,
     };
-    let Some(channel) = server.broker.channel(&name) else {
+    let Some(channel) = broker.channel(&name) else {
         return Response::error(404, "no_channel", &format!("channel {name:?} does not exist"));
     };
     let (messages, first_seq, last_seq) = channel.info();
@@ -119,14 +120,14 @@ pub(crate) fn info(head: &RequestHead, server: &Server) -> Response {
     .with_header("Cache-Control", "no-store")
 }
 
-pub(crate) fn delete(head: &RequestHead, server: &Server) -> Response {
+pub(crate) fn delete(head: &RequestHead, broker: &dyn Broker) -> Response {
     let name = match channel_name(head) {
         Ok(name) => name,
         Err(response) => return response,
     };
     // Counted before the delete: the push shards start closing subscribers at once.
-    let subscribers = server.broker.channel(&name).map(|c| c.subscribers.load(std::sync::atomic::Ordering::Relaxed));
-    match (server.broker.delete(&name), subscribers) {
+    let subscribers = broker.channel(&name).map(|c| c.subscribers.load(std::sync::atomic::Ordering::Relaxed));
+    match (broker.delete(&name), subscribers) {
         (Some(_), Some(subscribers)) => {
             Response::json(200, &serde_json::json!({ "channel": name, "deleted": true, "subscribers": subscribers }))
         }

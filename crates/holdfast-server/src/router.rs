@@ -98,16 +98,18 @@ pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Se
         Route::AdminStats => admin_stats(server),
         Route::Metrics => crate::metrics::render(server),
         Route::Echo => Response::new(200, "application/octet-stream", body),
-        Route::Publish => {
-            cors::decorate(publish::publish(head, body, server), cors::allowed_origin(head, server).as_deref())
-        }
+        Route::Publish => cors::decorate(
+            publish::publish(head, body, &*server.broker, &server.stats),
+            cors::allowed_origin(head, &server.config).as_deref(),
+        ),
         Route::ChannelInfo => {
-            cors::decorate(publish::info(head, server), cors::allowed_origin(head, server).as_deref())
+            cors::decorate(publish::info(head, &*server.broker), cors::allowed_origin(head, &server.config).as_deref())
         }
-        Route::DeleteChannel => {
-            cors::decorate(publish::delete(head, server), cors::allowed_origin(head, server).as_deref())
-        }
-        Route::Preflight => cors::preflight(head, server),
+        Route::DeleteChannel => cors::decorate(
+            publish::delete(head, &*server.broker),
+            cors::allowed_origin(head, &server.config).as_deref(),
+        ),
+        Route::Preflight => cors::preflight(head, &server.config),
         Route::AdminDisconnect => admin_disconnect(head, server),
         // Answered in conn::exchange (they wait on transports or shards); never routed here.
         Route::Subscribe | Route::AdminConnections | Route::EchoWebSocket => {

@@ -85,6 +85,8 @@ async fn subscribers_leaving_in_any_order_leave_the_rest_served() {
 
 #[tokio::test]
 async fn deleting_a_channel_of_10000_subscribers_across_shards_reaches_all_while_serving_others() {
+    let fds = holdfast_server::raise_fd_limit();
+    assert!(fds > 10_200, "this test needs 10,200 file descriptors; the limit is {fds}");
     let server = TestServer::start(|c| c.push_threads = 2).await;
     // The subscribers live in another process: this one holds the server's 10,000 sockets.
     let mut crowd = Command::new("python3");

@@ -7,7 +7,7 @@ use holdfast_proto::ParseError;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::io::{read_more, write_all, Read, Write};
+use crate::socket::io::{read_more, write_all, Read, Write};
 use crate::Server;
 
 /// Body bytes read and thrown away so a connection can carry its next request; a longer unread

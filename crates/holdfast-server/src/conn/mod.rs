@@ -15,11 +15,7 @@
 //!   logged once with its reason.
 
 mod body;
-mod io;
 
-pub(crate) use self::io::{lingering_close, read_more, Read};
-
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -29,47 +25,15 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use self::body::{Body, BodyError};
-use self::io::{write_all, Write};
+use crate::handover::{Extra, LongPollReply, StreamSetup};
 use crate::poll_answer;
-use crate::push::frame::{Format, Framing};
-use crate::push::{Extra, LongPollReply, StreamSetup};
 use crate::response::Response;
 use crate::router::Route;
+use crate::socket::io::{lingering_close, read_more, write_all, Read, Write, READ_CHUNK};
+use crate::socket::{io_close_reason, ConnState, IdleDeadline};
 use crate::transport::{self, Transport};
+use crate::wire::frame::{Format, Framing};
 use crate::{router, CloseReason, Server, LINGER_TIMEOUT};
-
-/// What a connection carries between requests (and into the parking lot): kept small.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnState {
-    pub id: u64,
-    pub peer: SocketAddr,
-    /// Requests answered so far on this connection.
-    pub served: u32,
-}
-
-/// When an idle connection expires, and how that close is labelled.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct IdleDeadline {
-    pub at: std::time::Instant,
-    pub expiry: CloseReason,
-}
-
-impl IdleDeadline {
-    /// A new connection must start its first request within `header_timeout`.
-    pub fn first_request(server: &Server) -> IdleDeadline {
-        IdleDeadline {
-            at: std::time::Instant::now() + server.config.header_timeout,
-            expiry: CloseReason::HeaderTimeout,
-        }
-    }
-
-    pub fn between_requests(server: &Server) -> IdleDeadline {
-        IdleDeadline {
-            at: std::time::Instant::now() + server.config.keepalive_timeout,
-            expiry: CloseReason::IdleTimeout,
-        }
-    }
-}
 
 /// How the loop ended.
 enum End {
@@ -128,7 +92,7 @@ async fn drive(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, mu
         // Boxed: the exchange's state (head, body, response) is allocated per request, so a
         // connection idling in the runtime holds only the small idle-wait future.
         match Box::pin(exchange(stream, server, conn, &mut buf)).await {
-            Next::Continue => idle = IdleDeadline::between_requests(server),
+            Next::Continue => idle = IdleDeadline::between_requests(&server.config),
             Next::Stream(setup) => return End::Stream(setup),
             Next::Close { reason, linger } => return End::Close { reason, linger },
         }
@@ -167,7 +131,7 @@ async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline, buf:
             _ = &mut draining => return Idle::Draining,
             // (`poll_read_ready` rather than `readable()`: an 8 B future instead of 152 B.)
             _ = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                buf.reserve(io::READ_CHUNK);
+                buf.reserve(READ_CHUNK);
                 match stream.try_read_buf(buf) {
                     Ok(0) => return Idle::PeerClosed,
                     Ok(_) => return Idle::Readable,
@@ -181,15 +145,6 @@ async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline, buf:
             }
         }
     }
-}
-
-/// A one-byte `MSG_PEEK`: `Ok(0)` at EOF, `Ok(1)` with input waiting, `WouldBlock` with none (and
-/// then tokio's readiness is cleared, so the next wait really waits).
-pub(crate) fn peek(stream: &TcpStream) -> std::io::Result<usize> {
-    stream.try_io(tokio::io::Interest::READABLE, || {
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-        socket2::SockRef::from(stream).peek(&mut byte)
-    })
 }
 
 /// What follows one request/response exchange.
@@ -289,7 +244,7 @@ async fn subscribe(
     buf: &mut BytesMut,
     served: u32,
 ) -> Subscribed {
-    let mut subscription = match transport::parse(head, server) {
+    let mut subscription = match transport::parse(head, &*server.broker, &server.config) {
         Ok(subscription) => subscription,
         Err(refusal) => return Subscribed::Answer(refusal),
     };
@@ -318,16 +273,24 @@ async fn subscribe(
             };
         }
         Transport::WebSocket { raw } => {
-            match transport::websocket::open(head, server, subscription, raw, early_frames(buf)) {
+            match transport::websocket::open(head, &server.config, subscription, raw, early_frames(buf)) {
                 Ok(opened) => opened,
                 Err(refusal) => return Subscribed::Answer(refusal),
             }
         }
-        Transport::Sse => transport::stream::open(server, head.version(), subscription, Format::Sse, None),
-        Transport::Stream => transport::stream::open(server, head.version(), subscription, Format::Ndjson, None),
-        Transport::Iframe { callback } => {
-            transport::stream::open(server, head.version(), subscription, Format::Iframe, Some(callback))
+        Transport::Sse => {
+            transport::stream::open(server.config.sse_retry, head.version(), subscription, Format::Sse, None)
         }
+        Transport::Stream => {
+            transport::stream::open(server.config.sse_retry, head.version(), subscription, Format::Ndjson, None)
+        }
+        Transport::Iframe { callback } => transport::stream::open(
+            server.config.sse_retry,
+            head.version(),
+            subscription,
+            Format::Iframe,
+            Some(callback),
+        ),
     };
     let (bytes, setup) = opened;
     let deadline = Instant::now() + server.config.send_timeout;
@@ -384,7 +347,7 @@ async fn echo_websocket(stream: &mut TcpStream, server: &Server, head: &RequestH
         Ok(accept) => accept,
         Err(e) => return send_final(stream, server, &transport::websocket::refusal(e), CloseReason::BadRequest).await,
     };
-    let agreement = transport::websocket::negotiate_deflate(head, server);
+    let agreement = transport::websocket::negotiate_deflate(head, &server.config);
     let out = transport::websocket::switching_protocols(&accept, agreement);
     if !matches!(write_all(stream, &[&out], Instant::now() + server.config.send_timeout).await, Write::Done) {
         return Next::close(CloseReason::PeerAborted);
@@ -471,13 +434,5 @@ async fn send(
         Write::Done => Ok(()),
         Write::Timeout => Err(Next::close(CloseReason::SendTimeout)),
         Write::Failed(e) => Err(Next::close(io_close_reason(&e))),
-    }
-}
-
-pub(crate) fn io_close_reason(error: &std::io::Error) -> CloseReason {
-    use std::io::ErrorKind::*;
-    match error.kind() {
-        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => CloseReason::PeerAborted,
-        _ => CloseReason::IoError,
     }
 }

@@ -18,9 +18,10 @@ use std::time::Instant;
 use bytes::BytesMut;
 use holdfast_proto::http1::Persistence;
 
-use super::pending::Pending;
-use super::{clock_ms_at, Extra, Shard};
-use crate::conn::IdleDeadline;
+use super::{clock_ms_at, Shard};
+use crate::handover::Extra;
+use crate::socket::IdleDeadline;
+use crate::wire::pending::Pending;
 use crate::{poll_answer, CloseReason, Server};
 
 /// When a held long poll is answered.
@@ -70,7 +71,7 @@ impl Shard {
         out.push(head.freeze());
         out.push(response.body);
         if let Err(e) = out.write_to(&sub.stream) {
-            return self.close(server, index, crate::conn::io_close_reason(&e));
+            return self.close(server, index, crate::socket::io_close_reason(&e));
         }
         if out.is_empty() {
             return self.hand_back(server, index);
@@ -108,7 +109,7 @@ impl Shard {
         let super::Subscriber { stream, conn, .. } = *sub;
         match persistence {
             Persistence::KeepAlive { .. } => {
-                match server.parking.park(stream, conn, IdleDeadline::between_requests(server)) {
+                match server.parking.park(stream, conn, IdleDeadline::between_requests(&server.config)) {
                     Ok(()) => server.stats.parked(),
                     Err((stream, conn, reason)) => {
                         drop(stream);
@@ -149,7 +150,7 @@ impl Shard {
             Ok(0) => self.close(server, index, CloseReason::PeerClosed),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => self.close(server, index, crate::conn::io_close_reason(&e)),
+            Err(e) => self.close(server, index, crate::socket::io_close_reason(&e)),
         }
     }
 }

@@ -46,6 +46,11 @@ impl Shard {
         }
     }
 
+    /// How many subscribers of this shard are in a channel.
+    pub(super) fn members_of(&self, channel_id: u64) -> usize {
+        self.by_channel.get(&channel_id).map_or(0, Vec::len)
+    }
+
     /// Calls `visit` for each member of a channel. `visit` may remove the member it is given
     /// (close it, or take it out of the channel): the one moved into its spot is visited next.
     pub(super) fn for_each_member(&mut self, channel_id: u64, mut visit: impl FnMut(&mut Shard, usize)) {

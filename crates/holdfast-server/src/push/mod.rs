@@ -23,10 +23,8 @@
 //! What it does not own: response heads, gap notices and the choice of start positions (the
 //! transport does those in the connection task before handing the socket over).
 
-pub(crate) mod frame;
 mod longpoll;
 mod members;
-mod pending;
 mod websocket;
 
 use std::collections::{HashMap, HashSet};
@@ -37,14 +35,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use holdfast_hub::{Channel, Message, PublishListener};
-use holdfast_proto::http1::Persistence;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use self::frame::{Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
-use self::pending::Pending;
-use crate::conn::ConnState;
+use crate::handover::{Extra, StreamSetup};
+use crate::socket::ConnState;
 use crate::subscription::{channel_list, closed_json, cursor_of};
+use crate::wire::frame::{self, Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
+use crate::wire::pending::Pending;
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -56,6 +54,10 @@ const MESSAGES_PER_WRITE: usize = 64;
 const BATCH_BYTES: usize = 256 * 1024;
 /// Input read from one connection per wake-up before the shard moves on to the others.
 pub(crate) const READ_BUDGET: usize = 64 * 1024;
+/// Input read and WebSocket message bytes handled per round over all connections: past it, the
+/// rest waits for the next round, so a round stays short (about a millisecond of work) and the
+/// messages published meanwhile go out at the start of the next one, however many peers flood.
+pub(crate) const ROUND_BUDGET: usize = 256 * 1024;
 /// WebSocket message bytes (after inflating) handled for one connection per wake-up (at least one
 /// message).
 const MESSAGE_BUDGET: usize = 256 * 1024;
@@ -63,8 +65,6 @@ const MESSAGE_BUDGET: usize = 256 * 1024;
 /// average: permessage-deflate turns 1 KB into 1 MB, so without this bound a small stream of
 /// compressed frames could keep the shard busy inflating.
 const MESSAGE_BYTES_PER_SECOND: u64 = 16 << 20;
-/// Push shards at most: one bit each in a channel's `subscriber_shards`.
-pub(crate) const MAX_SHARDS: usize = 64;
 /// Longest a shard sleeps between heartbeat scans.
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// Hand-overs whose room the inbox keeps between rounds (136 B each).
@@ -72,20 +72,6 @@ const ADDED_KEPT: usize = 64;
 
 /// A socket handed to a shard, with what the transport set up.
 type Added = (std::net::TcpStream, ConnState, StreamSetup);
-
-/// What a transport hands over with a socket.
-pub(crate) struct StreamSetup {
-    pub framing: Framing,
-    /// The iframe callback (`parent.<callback>(…)`), or how to answer a held long poll. Boxed,
-    /// so carrying a setup does not grow the connection's future.
-    pub extra: Option<Box<Extra>>,
-    /// Each channel with the last sequence number already sent.
-    pub positions: Vec<(Arc<Channel>, u64)>,
-    /// WebSocket: frames the client sent right behind its upgrade request.
-    pub early_input: bytes::BytesMut,
-    /// WebSocket: permessage-deflate was agreed, so the client may send compressed messages.
-    pub inflate: bool,
-}
 
 /// All shards of a server.
 pub(crate) struct PushHub {
@@ -114,7 +100,7 @@ impl PushHub {
     pub fn new(count: usize) -> io::Result<(PushHub, Vec<Poll>)> {
         let mut shards = Vec::new();
         let mut polls = Vec::new();
-        for _ in 0..count.clamp(1, MAX_SHARDS) {
+        for _ in 0..count.clamp(1, crate::config::MAX_PUSH_THREADS) {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
             shards.push(Arc::new(ShardShared { inbox: Mutex::default(), waker }));
@@ -223,28 +209,6 @@ struct Place {
     member: u32,
 }
 
-/// What a few subscribers need beyond what every slot has.
-pub(crate) enum Extra {
-    /// The iframe callback (`parent.<callback>(…)`).
-    Callback(Box<str>),
-    /// A held long poll.
-    LongPoll(LongPollReply),
-}
-
-/// How to answer a held long poll, decided when its request was read.
-pub(crate) struct LongPollReply {
-    pub version: holdfast_proto::http1::Version,
-    /// What the request allows (its version and `Connection` field, the request cap); draining
-    /// can still close the connection.
-    pub persistence: Persistence,
-    /// How the close is counted when `persistence` closes.
-    pub close_reason: CloseReason,
-    /// The CORS origin to allow in the answer.
-    pub origin: Option<Box<str>>,
-    /// Set once the answer is written (maybe partly: the rest is pending), with what follows it.
-    pub answered: Option<(Persistence, CloseReason)>,
-}
-
 /// One streaming subscriber.
 struct Subscriber {
     stream: std::net::TcpStream,
@@ -324,6 +288,12 @@ struct Shard {
     /// Connections with input left unread after their budget ran out, each with the time (on
     /// [`clock_ms_at`]'s clock) before which it is not read again (throttled WebSockets).
     more_input: Vec<(usize, u64)>,
+    /// What is left of this round's [`ROUND_BUDGET`].
+    round_budget: usize,
+    /// While a WebSocket's input is being handled: that connection, whose answers (pongs, op
+    /// answers) gather in `replies` and go out in one write when its turn ends.
+    batching: Option<usize>,
+    replies: Vec<u8>,
     /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and connection
     /// id (a slot answered early may hold another connection by then). First in, first due: all
     /// wait the same `longpoll_timeout`.
@@ -352,6 +322,9 @@ impl Shard {
             id,
             deliver_soon: Vec::new(),
             more_input: Vec::new(),
+            round_budget: ROUND_BUDGET,
+            batching: None,
+            replies: Vec::new(),
             longpoll_deadlines: Default::default(),
             deflater: SharedDeflater::default(),
             spare_added: Vec::new(),
@@ -402,6 +375,7 @@ impl Shard {
             for query in inbox.queries {
                 let _ = query.send(self.describe(Instant::now()));
             }
+            self.round_budget = ROUND_BUDGET;
             let mut cache = ReadCache::new();
             for (stream, conn, setup) in inbox.added.drain(..) {
                 if let Some(index) = self.insert(&server, stream, conn, setup) {
@@ -416,14 +390,20 @@ impl Shard {
                 self.spare_added = inbox.added;
             }
             for channel in inbox.deleted {
+                let started = Instant::now();
+                let before = self.members_of(channel.id);
                 self.for_each_member(channel.id, |shard, index| {
                     shard.end(&server, index, CloseReason::ChannelDeleted, Some(&channel.name));
                 });
+                log_mass_close("channel deleted", &channel, self.id, before, started);
             }
             for channel in inbox.disconnect {
+                let started = Instant::now();
+                let before = self.members_of(channel.id);
                 self.for_each_member(channel.id, |shard, index| {
                     shard.close(&server, index, CloseReason::AdminDisconnect)
                 });
+                log_mass_close("admin disconnect", &channel, self.id, before, started);
             }
             for channel in inbox.dirty {
                 self.for_each_member(channel.id, |shard, index| shard.deliver(&server, index, &mut cache));
@@ -457,6 +437,7 @@ impl Shard {
         let (due, later): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.more_input).into_iter().partition(|(_, at)| *at <= now);
         self.more_input = later;
+        // Oldest first; what the round's budget does not cover waits (in order) for the next.
         for (index, _) in due {
             self.read_input(server, index);
         }
@@ -579,7 +560,7 @@ impl Shard {
         match write_gather(&sub.stream, &gather) {
             Ok(written) if written == gather.len() => {}
             Ok(written) => sub.pending = Some(Box::new(gather.tail_from(written))),
-            Err(e) => return Step::Close(crate::conn::io_close_reason(&e)),
+            Err(e) => return Step::Close(crate::socket::io_close_reason(&e)),
         }
         sub.last_write = clock_ms_at(Instant::now());
         server.stats.delivered(taken as u64);
@@ -600,7 +581,7 @@ impl Shard {
             Ok(0) => return,
             Ok(_) => sub.last_write = clock_ms_at(Instant::now()),
             Err(e) => {
-                let reason = crate::conn::io_close_reason(&e);
+                let reason = crate::socket::io_close_reason(&e);
                 return self.close(server, index, reason);
             }
         }
@@ -641,6 +622,9 @@ impl Shard {
     /// [`READ_BUDGET`] per wake-up), and EOF ends the subscription. WebSocket subscribers send
     /// frames.
     fn read_input(&mut self, server: &Server, index: usize) {
+        if self.round_budget == 0 {
+            return self.more_input.push((index, 0));
+        }
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         if sub.ws.is_some() {
             return self.read_websocket(server, index);
@@ -651,16 +635,19 @@ impl Shard {
         let mut scratch = [0u8; 512];
         let mut budget = READ_BUDGET;
         loop {
-            if budget == 0 {
+            if budget == 0 || self.round_budget == 0 {
                 return self.more_input.push((index, 0));
             }
             match (&sub.stream).read(&mut scratch) {
                 Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
-                Ok(n) => budget = budget.saturating_sub(n),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.round_budget = self.round_budget.saturating_sub(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let reason = crate::conn::io_close_reason(&e);
+                    let reason = crate::socket::io_close_reason(&e);
                     return self.close(server, index, reason);
                 }
             }
@@ -691,7 +678,7 @@ impl Shard {
                 Ok(n) if n == beat.len() => {}
                 Ok(n) => sub.pending = Some(pending_of(&beat[n..])),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => sub.pending = Some(pending_of(beat)),
-                Err(e) => failed.push((index, crate::conn::io_close_reason(&e))),
+                Err(e) => failed.push((index, crate::socket::io_close_reason(&e))),
             }
             sub.last_write = now_ms;
         }
@@ -720,6 +707,11 @@ impl Shard {
     fn end(&mut self, server: &Server, index: usize, reason: CloseReason, channel: Option<&str>) {
         if self.ends_by_answering(server, index, reason) {
             return;
+        }
+        // Answers gathered for this connection go out before anything else ends it.
+        if self.batching == Some(index) {
+            self.flush_replies(server, index);
+            self.batching = None;
         }
         let Some(mut sub) = self.detach(server, index) else { return };
         if is_server_initiated(reason) && !sub.is_longpoll() {
@@ -759,6 +751,15 @@ impl Shard {
         }
         server.stats.subscriber_closed(sub.framing.format);
         Some(sub)
+    }
+}
+
+/// One line per shard for a delete or an admin disconnect: how many subscribers it closed and
+/// how long that took on the shard's thread (what the other subscribers of the shard waited).
+fn log_mass_close(what: &str, channel: &Channel, shard: usize, closed: usize, started: Instant) {
+    if closed > 0 {
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(channel = %channel.name, shard, closed, took_ms, "{what}: subscribers closed");
     }
 }
 

@@ -13,11 +13,11 @@ pub(crate) mod ws_echo;
 
 use holdfast_proto::http1::RequestHead;
 
+use crate::config::Config;
 use crate::query::{self, percent_decode};
 use crate::response::Response;
 use crate::subscription::{self, Positions, Refusal};
-use crate::Server;
-use holdfast_hub::Gap;
+use holdfast_hub::{Broker, Gap};
 
 /// How a subscriber wants messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub(crate) struct Subscription {
 ///
 /// A WebSocket may name no channel (`GET /sub` with `Upgrade: websocket`) and subscribe later
 /// with ops; every other transport needs at least one.
-pub(crate) fn parse(head: &RequestHead, server: &Server) -> Result<Subscription, Response> {
+pub(crate) fn parse(head: &RequestHead, broker: &dyn Broker, config: &Config) -> Result<Subscription, Response> {
     let bad = |code: &'static str, reason: String| Refusal::bad(code, reason).response();
     let list = head.path().strip_prefix("/sub").unwrap_or("");
     let list = list.strip_prefix('/').unwrap_or(list);
@@ -86,9 +86,8 @@ pub(crate) fn parse(head: &RequestHead, server: &Server) -> Result<Subscription,
         ),
         None => None,
     };
-    let (positions, gaps) =
-        subscription::start(&*server.broker, &names, cursor.as_ref(), history).map_err(|r| r.response())?;
-    Ok(Subscription { transport, positions, gaps, origin: crate::cors::allowed_origin(head, server) })
+    let (positions, gaps) = subscription::start(broker, &names, cursor.as_ref(), history).map_err(|r| r.response())?;
+    Ok(Subscription { transport, positions, gaps, origin: crate::cors::allowed_origin(head, config) })
 }
 
 fn choose_transport(

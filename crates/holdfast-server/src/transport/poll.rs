@@ -54,7 +54,7 @@ impl<'a> Held<'a> {
         for channel in &channels {
             channel.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        server.stats.subscriber_opened(crate::push::frame::Format::LongPoll);
+        server.stats.subscriber_opened(crate::wire::frame::Format::LongPoll);
         Held { server, channels }
     }
 }
@@ -64,7 +64,7 @@ impl Drop for Held<'_> {
         for channel in &self.channels {
             channel.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
-        self.server.stats.subscriber_closed(crate::push::frame::Format::LongPoll);
+        self.server.stats.subscriber_closed(crate::wire::frame::Format::LongPoll);
     }
 }
 
@@ -108,7 +108,7 @@ async fn client_gone(stream: &TcpStream) -> bool {
         if std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await.is_err() {
             return true;
         }
-        match crate::conn::peek(stream) {
+        match crate::socket::peek(stream) {
             Ok(0) => return true,
             Ok(_) => return false,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,

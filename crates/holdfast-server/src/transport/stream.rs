@@ -7,10 +7,9 @@ use holdfast_proto::http1::{ResponseHead, Version};
 use holdfast_proto::sse;
 
 use super::Subscription;
-use crate::push::frame::{Format, Framing};
-use crate::push::StreamSetup;
+use crate::handover::StreamSetup;
 use crate::subscription::{cursor_for, gap_json};
-use crate::Server;
+use crate::wire::frame::{Format, Framing};
 
 /// Padding that makes old browsers start rendering (and running) a streamed HTML document.
 const IFRAME_PADDING: usize = 1024;
@@ -20,7 +19,7 @@ const IFRAME_PADDING: usize = 1024;
 /// `format` is the HTTP streaming format the subscription asked for (SSE, NDJSON or iframe, with
 /// its callback).
 pub(crate) fn open(
-    server: &Server,
+    sse_retry: std::time::Duration,
     version: Version,
     sub: Subscription,
     format: Format,
@@ -52,7 +51,7 @@ pub(crate) fn open(
     let mut out = head.to_vec();
     let mut prelude = BytesMut::new();
     match format {
-        Format::Sse => sse::put_retry(&mut prelude, server.config.sse_retry.as_millis() as u64),
+        Format::Sse => sse::put_retry(&mut prelude, sse_retry.as_millis() as u64),
         Format::Iframe => {
             prelude.extend_from_slice(b"<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>\n<!--");
             prelude.extend_from_slice(&vec![b' '; IFRAME_PADDING]);
@@ -68,7 +67,7 @@ pub(crate) fn open(
     }
     let setup = StreamSetup {
         framing,
-        extra: callback.map(|c| Box::new(crate::push::Extra::Callback(c.into_boxed_str()))),
+        extra: callback.map(|c| Box::new(crate::handover::Extra::Callback(c.into_boxed_str()))),
         positions: sub.positions,
         early_input: Default::default(),
         inflate: false,

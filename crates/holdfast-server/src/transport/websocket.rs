@@ -8,23 +8,23 @@ use holdfast_proto::ws::deflate::{self, Agreement};
 use holdfast_proto::ws::handshake::{self, HandshakeError};
 
 use super::Subscription;
-use crate::push::frame::{Format, Framing};
-use crate::push::StreamSetup;
+use crate::config::Config;
+use crate::handover::StreamSetup;
 use crate::response::Response;
-use crate::Server;
+use crate::wire::frame::{Format, Framing};
 
 /// The 101 answer plus any gap notices (as text frames), and the setup the shard continues from.
 /// `early_input` holds frames the client sent right behind its request.
 pub(crate) fn open(
     head: &RequestHead,
-    server: &Server,
+    config: &Config,
     sub: Subscription,
     raw: bool,
     early_input: BytesMut,
 ) -> Result<(Vec<u8>, StreamSetup), Response> {
     let accept = handshake::validate(head).map_err(refusal)?;
-    check_origin(head, server)?;
-    let agreement = negotiate_deflate(head, server);
+    check_origin(head, config)?;
+    let agreement = negotiate_deflate(head, config);
     let format = if raw { Format::WsRaw } else { Format::WsJson };
     let deflate = agreement.is_some_and(|a| a.server_window_bits == deflate::MAX_WINDOW_BITS);
     let framing = Framing { format, chunked: false, deflate };
@@ -41,8 +41,8 @@ pub(crate) fn open(
 
 /// The permessage-deflate offer accepted, if `ws_deflate` is on and the client made one this
 /// server can take.
-pub(crate) fn negotiate_deflate(head: &RequestHead, server: &Server) -> Option<Agreement> {
-    server.config.ws_deflate.then(|| deflate::negotiate(head)).flatten()
+pub(crate) fn negotiate_deflate(head: &RequestHead, config: &Config) -> Option<Agreement> {
+    config.ws_deflate.then(|| deflate::negotiate(head)).flatten()
 }
 
 /// The 101 answer, naming the extension when one was agreed.
@@ -70,11 +70,11 @@ pub(crate) fn refusal(error: HandshakeError) -> Response {
 /// Browsers always send `Origin` on WebSocket handshakes, and WebSocket has no CORS: a page from
 /// any site could open one. Allowed: no Origin (non-browser clients), the server's own origin
 /// (same host), or an origin in `cors_origins`. Anything else gets 403.
-pub(crate) fn check_origin(head: &RequestHead, server: &Server) -> Result<(), Response> {
+pub(crate) fn check_origin(head: &RequestHead, config: &Config) -> Result<(), Response> {
     let Some(origin) = head.header("origin").and_then(|o| std::str::from_utf8(o).ok()) else { return Ok(()) };
     let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
     let same_origin = origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
-    if same_origin || server.config.allows_origin(origin) {
+    if same_origin || config.allows_origin(origin) {
         Ok(())
     } else {
         Err(Response::error(403, "origin_not_allowed", "this Origin may not open a WebSocket here (cors_origins)"))

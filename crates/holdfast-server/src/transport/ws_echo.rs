@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
-use crate::conn::{read_more, Read};
+use crate::socket::io::{read_more, Read};
 use crate::{CloseReason, Server};
 
 /// How long the echo waits for a peer's next frame.

@@ -1,0 +1,47 @@
+//! The hand-over of a connection from the task that read its request to a push shard: what the
+//! transport decided (framing, positions, how to answer a held long poll) travels with the
+//! socket. A leaf shared by the connection loop, the transports and the shards.
+
+use std::sync::Arc;
+
+use holdfast_hub::Channel;
+use holdfast_proto::http1::Persistence;
+
+use crate::socket::CloseReason;
+use crate::wire::frame::Framing;
+
+/// What a transport hands over with a socket.
+pub(crate) struct StreamSetup {
+    pub framing: Framing,
+    /// The iframe callback (`parent.<callback>(…)`), or how to answer a held long poll. Boxed,
+    /// so carrying a setup does not grow the connection's future.
+    pub extra: Option<Box<Extra>>,
+    /// Each channel with the last sequence number already sent.
+    pub positions: Vec<(Arc<Channel>, u64)>,
+    /// WebSocket: frames the client sent right behind its upgrade request.
+    pub early_input: bytes::BytesMut,
+    /// WebSocket: permessage-deflate was agreed, so the client may send compressed messages.
+    pub inflate: bool,
+}
+
+/// What a few subscribers need beyond what every slot has.
+pub(crate) enum Extra {
+    /// The iframe callback (`parent.<callback>(…)`).
+    Callback(Box<str>),
+    /// A held long poll.
+    LongPoll(LongPollReply),
+}
+
+/// How to answer a held long poll, decided when its request was read.
+pub(crate) struct LongPollReply {
+    pub version: holdfast_proto::http1::Version,
+    /// What the request allows (its version and `Connection` field, the request cap); draining
+    /// can still close the connection.
+    pub persistence: Persistence,
+    /// How the close is counted when `persistence` closes.
+    pub close_reason: CloseReason,
+    /// The CORS origin to allow in the answer.
+    pub origin: Option<Box<str>>,
+    /// Set once the answer is written (maybe partly: the rest is pending), with what follows it.
+    pub answered: Option<(Persistence, CloseReason)>,
+}

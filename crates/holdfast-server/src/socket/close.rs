@@ -1,0 +1,100 @@
+//! Why a connection closed: one label per reason, shared by logs, `/admin/stats`, `/metrics`
+//! and the `holdfast.closed` notices.
+
+/// Why a connection closed. One label per reason, shared by logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed between requests (the normal end of a keep-alive connection).
+    PeerClosed,
+    /// The peer closed or reset in the middle of a request or response.
+    PeerAborted,
+    /// No request within `keepalive_timeout` on an idle persistent connection.
+    IdleTimeout,
+    /// The request head did not arrive within `header_timeout` (408 if anything had arrived).
+    HeaderTimeout,
+    /// The body stalled for `body_timeout` (408).
+    BodyTimeout,
+    /// The peer did not take a response within `send_timeout`.
+    SendTimeout,
+    /// `keepalive_requests` reached: the last response said `Connection: close`.
+    RequestCap,
+    /// The client asked for close (`Connection: close`, or HTTP/1.0 without keep-alive).
+    NotPersistent,
+    /// A malformed or refused request was answered with 4xx/5xx and the connection closed.
+    BadRequest,
+    /// A request body was not read (too large to drain, or a 100-continue not honoured).
+    BodyNotRead,
+    /// Refused at accept time: `max_connections` reached (503).
+    OverCapacity,
+    /// Closed by a graceful shutdown.
+    Shutdown,
+    /// A socket error other than a reset.
+    IoError,
+    /// A streaming subscriber fell more than `max_pending_bytes` behind, or out of the history.
+    SlowConsumer,
+    /// The channel was deleted (`DELETE /pub/{channel}`).
+    ChannelDeleted,
+    /// WebSocket: nothing from the peer within `heartbeat_timeout`.
+    HeartbeatTimeout,
+    /// WebSocket: the peer broke the protocol (closed with 1002/1007/1009).
+    ProtocolError,
+    /// WebSocket: the close handshake completed.
+    WsClosed,
+    /// Closed by `POST /admin/disconnect`.
+    AdminDisconnect,
+    /// WebSocket: the peer sent frames (pings, ops) faster than it read their answers, until
+    /// those answers passed `max_pending_bytes` (close 1008).
+    Flooding,
+}
+
+impl CloseReason {
+    /// Every reason, in the order `/admin/stats` lists them.
+    pub const ALL: [CloseReason; 20] = [
+        CloseReason::PeerClosed,
+        CloseReason::PeerAborted,
+        CloseReason::IdleTimeout,
+        CloseReason::HeaderTimeout,
+        CloseReason::BodyTimeout,
+        CloseReason::SendTimeout,
+        CloseReason::RequestCap,
+        CloseReason::NotPersistent,
+        CloseReason::BadRequest,
+        CloseReason::BodyNotRead,
+        CloseReason::OverCapacity,
+        CloseReason::Shutdown,
+        CloseReason::IoError,
+        CloseReason::SlowConsumer,
+        CloseReason::ChannelDeleted,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::ProtocolError,
+        CloseReason::WsClosed,
+        CloseReason::AdminDisconnect,
+        CloseReason::Flooding,
+    ];
+
+    /// The label used in logs and `/admin/stats`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerAborted => "peer_aborted",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::BodyTimeout => "body_timeout",
+            CloseReason::SendTimeout => "send_timeout",
+            CloseReason::RequestCap => "request_cap",
+            CloseReason::NotPersistent => "not_persistent",
+            CloseReason::BadRequest => "bad_request",
+            CloseReason::BodyNotRead => "body_not_read",
+            CloseReason::OverCapacity => "over_capacity",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::IoError => "io_error",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ChannelDeleted => "channel_deleted",
+            CloseReason::AdminDisconnect => "admin_disconnect",
+            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::WsClosed => "ws_closed",
+            CloseReason::Flooding => "flooding",
+        }
+    }
+}
