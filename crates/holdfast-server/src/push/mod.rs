@@ -38,7 +38,7 @@ use holdfast_hub::{Channel, Message, PublishListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::handover::{Extra, StreamSetup};
+use crate::handover::{Extra, Resume, StreamSetup};
 use crate::socket::ConnState;
 use crate::subscription::{channel_list, closed_json, cursor_of};
 use crate::wire::frame::{self, Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
@@ -111,13 +111,15 @@ impl PushHub {
 
     /// Starts the shard threads once the server exists; each ends when the server is gone or
     /// drained.
-    pub fn start(&self, polls: Vec<Poll>, server: Weak<Server>) -> io::Result<()> {
+    /// `resume` takes back a connection whose long poll was answered (see `longpoll`).
+    pub fn start(&self, polls: Vec<Poll>, server: Weak<Server>, resume: Resume) -> io::Result<()> {
         for (index, (poll, shared)) in polls.into_iter().zip(&self.shards).enumerate() {
             let shared = shared.clone();
             let server = server.clone();
+            let resume = resume.clone();
             std::thread::Builder::new()
                 .name(format!("holdfast-push-{index}"))
-                .spawn(move || Shard::new(index, poll, shared, server).run())?;
+                .spawn(move || Shard::new(index, poll, shared, server, resume).run())?;
         }
         Ok(())
     }
@@ -281,6 +283,8 @@ struct Shard {
     free: Vec<usize>,
     /// This shard's number: its bit in channels' `subscriber_shards`.
     id: usize,
+    /// Takes back the connection of an answered long poll (a new runtime task).
+    resume: Resume,
     /// The subscribers of each channel that has some here (see `members`).
     by_channel: HashMap<u64, Vec<u32>>,
     /// Subscribers to catch up after the op being handled (a WebSocket subscribe).
@@ -311,7 +315,7 @@ struct Shard {
 type ReadCache = HashMap<(u64, u64), Rc<holdfast_hub::channel::Read>>;
 
 impl Shard {
-    fn new(id: usize, poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>) -> Shard {
+    fn new(id: usize, poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>, resume: Resume) -> Shard {
         Shard {
             poll,
             shared,
@@ -320,6 +324,7 @@ impl Shard {
             free: Vec::new(),
             by_channel: HashMap::new(),
             id,
+            resume,
             deliver_soon: Vec::new(),
             more_input: Vec::new(),
             round_budget: ROUND_BUDGET,
