@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Server memory per idle subscriber: Holdfast (release build) vs nginx+Nchan (1 worker), SSE and
-# WebSocket, one channel.
+# Server memory per idle subscriber: Holdfast (release build) vs nginx+Nchan (1 worker), SSE,
+# WebSocket and long poll, one channel.
 #
 # For each N, repetition, transport and server: start a fresh server on a free port, read its RSS
 # (/proc/PID/smaps_rollup; nginx: master + worker), open N subscribers to one channel with
-# `holdfast bench idle --path /sub/bench?transport=sse` (SSE, Accept: text/event-stream) or
-# `--websocket --path /sub/bench` (several client processes if one would need more than
+# `holdfast bench idle --path /sub/bench?transport=sse` (SSE, Accept: text/event-stream),
+# `--websocket --path /sub/bench` or `--longpoll --path /sub/bench` (a plain GET, held by the
+# server until a message or its long-poll timeout: Holdfast gets `--longpoll-timeout 300s`, Nchan
+# has `nchan_subscriber_timeout 0`) (several client processes if one would need more than
 # MAX_PER_CLIENT descriptors), wait until the server counts all N as subscribers (Holdfast:
-# /admin/stats `subscribers`; Nchan: nchan_stub_status), let it settle 1 s, read RSS again, and
-# report (after - before) / N. Nothing is published meanwhile, so the clients never read again.
+# /admin/stats `subscribers.sse` / `.websocket` / `.longpoll`; Nchan: nchan_stub_status), let it
+# settle 1 s, read RSS again, and report (after - before) / N. Nothing is published meanwhile, so
+# the clients never read again.
 #
 # Environment (all optional):
 #   NS="1000 10000 18000"   subscriber counts
 #   REPS=3                  repetitions of each (server, transport, N); the summary gives medians
-#   TRANSPORTS="sse ws"     SERVERS="holdfast nchan" (also `baseline`: another Holdfast binary, see
-#                           baseline_bin in lib.sh, for regression checks)
+#   TRANSPORTS="sse ws"     (also `longpoll`)
+#   SERVERS="holdfast nchan" (also `baseline`: another Holdfast binary, see baseline_bin in lib.sh,
+#                           for regression checks)
+#   HOLDFAST_ARGS=""        extra `holdfast serve` flags for this tree's server (not the baseline)
+#   LONGPOLL_TIMEOUT=300s   Holdfast's --longpoll-timeout (both binaries), longer than any hold here
 #   MAX_PER_CLIENT=19000    subscribers per client process (20,000 descriptors each at most)
 #   SETTLE=1                seconds between "all N counted" and the second RSS reading
 #   HOLDFAST_BIN=path       use this binary instead of building
@@ -37,6 +43,8 @@ SERVERS=${SERVERS:-"holdfast nchan"}
 MAX_PER_CLIENT=${MAX_PER_CLIENT:-19000}
 SETTLE=${SETTLE:-1}
 WARMUP=${WARMUP:-1}
+HOLDFAST_ARGS=${HOLDFAST_ARGS:-}
+LONGPOLL_TIMEOUT=${LONGPOLL_TIMEOUT:-300s}
 DUMP_DIR=${DUMP_DIR:-}
 [ -z "$DUMP_DIR" ] || mkdir -p "$DUMP_DIR"
 
@@ -54,7 +62,7 @@ subscriber_count() {
     case $1 in
         holdfast | baseline)
             local key=$3
-            [ "$key" = ws ] && key=websocket
+            [ "$key" = ws ] && key=websocket # sse and longpoll are their own keys
             curl -fs "http://127.0.0.1:$2/admin/stats" | jq -r ".subscribers.$key"
             ;;
         nchan) nchan_subscribers "$2" ;;
@@ -115,14 +123,17 @@ run_once() {
     local server=$1 transport=$2 n=$3 port before after deadline
     local clients=() outs=() left=$n take out client opened=0 args=()
     port=$(free_port)
+    # shellcheck disable=SC2086 # HOLDFAST_ARGS is a list of flags
     case $server in
-        holdfast) start_holdfast "$BIN" "$port" ;;
-        baseline) start_holdfast "$BASE_BIN" "$port" ;;
+        holdfast) start_holdfast "$BIN" "$port" --longpoll-timeout "$LONGPOLL_TIMEOUT" $HOLDFAST_ARGS ;;
+        baseline) start_holdfast "$BASE_BIN" "$port" --longpoll-timeout "$LONGPOLL_TIMEOUT" ;;
         nchan) start_nchan "$port" 1 ;;
     esac
     case $transport in
         sse) args=(--path "/sub/bench?transport=sse") ;;
         ws) args=(--websocket --path /sub/bench) ;;
+        longpoll) args=(--longpoll --path /sub/bench) ;;
+        *) die "unknown transport $transport" ;;
     esac
     sleep 0.5
     local tag="$server-$transport-$n-w$WARMUP-$RANDOM"
@@ -187,13 +198,13 @@ run_once() {
 range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'; }
 
 declare -A PER BEFORE AFTER ANON FILE
-printf '%-9s %-4s %6s %4s %10s %10s %9s %9s %8s\n' server tr N rep before_KiB after_KiB dAnon_KiB dFile_KiB B/sub
+printf '%-9s %-8s %6s %4s %10s %10s %9s %9s %8s\n' server tr N rep before_KiB after_KiB dAnon_KiB dFile_KiB B/sub
 for n in $NS; do
     for rep in $(seq "$REPS"); do
         for transport in $TRANSPORTS; do
             for server in $SERVERS; do
                 run_once "$server" "$transport" "$n"
-                printf '%-9s %-4s %6s %4s %10s %10s %9s %9s %8s\n' \
+                printf '%-9s %-8s %6s %4s %10s %10s %9s %9s %8s\n' \
                     "$server" "$transport" "$n" "$rep" "$R_BEFORE" "$R_AFTER" "$R_ANON" "$R_FILE" "$R_PER"
                 key=$server.$transport.$n
                 ANON[$key]+="$R_ANON "
@@ -208,13 +219,13 @@ done
 
 echo
 echo "summary (medians of $REPS; bytes of server RSS per idle subscriber, one channel; settle ${SETTLE}s; warm-up $WARMUP)"
-printf '%-9s %-4s %6s %12s %12s %9s %9s %8s %12s\n' server tr N before_KiB after_KiB dAnon_KiB dFile_KiB B/sub B/sub_range
+printf '%-9s %-8s %6s %12s %12s %9s %9s %8s %12s\n' server tr N before_KiB after_KiB dAnon_KiB dFile_KiB B/sub B/sub_range
 for n in $NS; do
     for transport in $TRANSPORTS; do
         for server in $SERVERS; do
             key=$server.$transport.$n
             # shellcheck disable=SC2086 # word lists
-            printf '%-9s %-4s %6s %12s %12s %9s %9s %8s %12s\n' "$server" "$transport" "$n" \
+            printf '%-9s %-8s %6s %12s %12s %9s %9s %8s %12s\n' "$server" "$transport" "$n" \
                 "$(median ${BEFORE[$key]})" "$(median ${AFTER[$key]})" "$(median ${ANON[$key]})" \
                 "$(median ${FILE[$key]})" "$(median ${PER[$key]})" "$(range ${PER[$key]})"
         done
@@ -226,7 +237,9 @@ if [[ " $SERVERS " == *" holdfast "* ]]; then
         for transport in $TRANSPORTS; do
             # shellcheck disable=SC2086
             h=$(median ${PER[holdfast.$transport.$n]})
-            line="holdfast $transport at $n: $h B/subscriber, goal <= 512 B: $([ "$h" -le 512 ] && echo met || echo MISSED)"
+            goal=512
+            [ "$transport" = longpoll ] && goal=256
+            line="holdfast $transport at $n: $h B/subscriber, goal <= $goal B: $([ "$h" -le "$goal" ] && echo met || echo MISSED)"
             if [[ " $SERVERS " == *" nchan "* ]]; then
                 # shellcheck disable=SC2086
                 c=$(median ${PER[nchan.$transport.$n]})

@@ -4,13 +4,20 @@
 //! nginx+Nchan): subscribers only need an HTTP streaming response (SSE, chunked), a WebSocket, or
 //! Holdfast's long poll, and messages are recognised by a marker in their payload.
 //!
-//! Each payload is `hfb:<seq>:<nanoseconds since the bench started>:` padded to `--size` bytes.
-//! A subscriber scans the bytes it receives for markers (whatever the framing around them, since
-//! digits and letters pass through SSE, JSON and WebSocket unchanged), so the client does little
-//! work per delivery and shares the machine fairly with the server.
+//! Each payload is `hfb:<seq>:<nanoseconds since the bench started>:<Unix microseconds>:` padded
+//! to `--size` bytes (both clocks read just before the POST; the wall-clock field lets an
+//! independent reader, `bench/fanout_check.py`, time the same messages). A subscriber scans the
+//! bytes it receives for markers (whatever the framing around them, since digits and letters pass
+//! through SSE, JSON and WebSocket unchanged), so the client does little work per delivery and
+//! shares the machine fairly with the server.
+//!
+//! Long polls (`--longpoll`) follow Holdfast's cursor (`?cursor=` from the last answer) or, with
+//! `--longpoll-cursor headers`, Nchan's: `If-Modified-Since` / `If-None-Match` from the last
+//! answer's `Last-Modified` / `Etag` (one message per answer).
 //!
 //! Prints one JSON line per phase: deliveries, lost, deliveries/s (from the first publish to the
-//! last delivery), latency p50/p99/max in milliseconds.
+//! last delivery), latency p50/p99/max in milliseconds, and the rate the publisher achieved (a
+//! server that answers a publish only after fanning it out slows the publisher below `--rate`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -46,13 +53,21 @@ pub fn command() -> Command {
         )
         .arg(Arg::new("publish").long("publish").value_name("PATH").default_value("/pub/bench").help("POST path"))
         .arg(Arg::new("websocket").long("websocket").num_args(0).help("subscribe with a WebSocket upgrade"))
-        .arg(Arg::new("longpoll").long("longpoll").num_args(0).help("subscribe by Holdfast long polls (cursor)"))
+        .arg(Arg::new("longpoll").long("longpoll").num_args(0).help("subscribe by long polls (see --longpoll-cursor)"))
+        .arg(
+            Arg::new("longpoll-cursor")
+                .long("longpoll-cursor")
+                .value_parser(["query", "headers"])
+                .default_value("query")
+                .help("long polls resume by Holdfast's ?cursor= (query) or Nchan's If-Modified-Since/If-None-Match (headers)"),
+        )
         .arg(number("subscribers", "1000", "subscribers to open"))
         .arg(number("messages", "100", "messages per phase"))
         .arg(number("rate", "0", "messages per second; 0 = a burst, as fast as possible"))
         .arg(number("size", "100", "payload bytes"))
         .arg(number("phases", "1", "phases to run, one after another (each prints a line)"))
         .arg(number("concurrency", "256", "subscribers being opened at once"))
+        .arg(number("settle-ms", "500", "wait between the last subscriber open and the first publish"))
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -80,6 +95,8 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         size: get("size") as usize,
         phases: get("phases"),
         concurrency: get("concurrency") as usize,
+        settle: Duration::from_millis(get("settle-ms")),
+        header_cursor: args.get_one::<String>("longpoll-cursor").is_some_and(|c| c == "headers"),
     };
     let fd_limit = holdfast_server::raise_fd_limit();
     if plan.subscribers + 64 > fd_limit {
@@ -123,6 +140,10 @@ struct Plan {
     size: usize,
     phases: u64,
     concurrency: usize,
+    /// Wait between the last subscriber opened and the first publish.
+    settle: Duration,
+    /// Long polls resume with Nchan's `If-Modified-Since` / `If-None-Match` instead of `?cursor=`.
+    header_cursor: bool,
 }
 
 /// What the subscribers record, shared by all of them (one thread, so the lock is uncontended).
@@ -161,8 +182,9 @@ async fn bench(plan: Plan) -> Result<(), String> {
             None => break,
         }
     }
+    let subscribe_span = shared.start.elapsed();
     // Let the server register the last subscribers before publishing.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(plan.settle).await;
     let mut publisher = Publisher::connect(&plan).await?;
     let mut seq = 0u64;
     for phase in 0..plan.phases {
@@ -175,9 +197,12 @@ async fn bench(plan: Plan) -> Result<(), String> {
                 tokio::time::sleep_until(due.into()).await;
             }
             seq += 1;
-            publisher.publish(seq, shared.start.elapsed().as_nanos() as u64).await?;
+            publisher.publish(seq, shared.start.elapsed().as_nanos() as u64, unix_micros()).await?;
         }
         let published = Instant::now();
+        // The rate the publisher kept: messages over the time from the first publish to the last
+        // answer (at a set rate, the first message is due at once and the last at (M-1)/rate).
+        let publish_span = published.saturating_duration_since(began);
         let want = plan.messages * ready as u64;
         while shared.deliveries.load(Ordering::Relaxed) < want && published.elapsed() < DRAIN_WAIT {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -209,6 +234,13 @@ async fn bench(plan: Plan) -> Result<(), String> {
                 "p50_ms": ms(pct(0.50)),
                 "p99_ms": ms(pct(0.99)),
                 "max_ms": ms(latencies.last().copied()),
+                "subscribe_seconds": subscribe_span.as_secs_f64(),
+                "publish_seconds": publish_span.as_secs_f64(),
+                "published_per_s": if plan.messages < 2 || publish_span.is_zero() {
+                    0.0
+                } else {
+                    (plan.messages - 1) as f64 / publish_span.as_secs_f64()
+                },
             })
         );
     }
@@ -270,9 +302,13 @@ async fn receive(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
     }
 }
 
-/// Holdfast long polls: poll with the cursor, record what comes back, poll again.
+/// Long polls: poll with the cursor, record what comes back, poll again. The cursor is Holdfast's
+/// (`"cursor":"…"` in the answer, sent back as `?cursor=`) or, with `header_cursor`, Nchan's
+/// (`Last-Modified` and `Etag` of the answer, sent back as `If-Modified-Since` and
+/// `If-None-Match`).
 async fn long_poll(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
     let mut cursor = String::new();
+    let (mut last_modified, mut etag) = (String::new(), String::new());
     let mut buf = Vec::with_capacity(4096);
     loop {
         let separator = if plan.subscribe.contains('?') { '&' } else { '?' };
@@ -281,7 +317,11 @@ async fn long_poll(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
         } else {
             format!("{}{separator}cursor={cursor}", plan.subscribe)
         };
-        let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", plan.host);
+        let mut fields = String::new();
+        if !last_modified.is_empty() {
+            fields = format!("If-Modified-Since: {last_modified}\r\nIf-None-Match: {etag}\r\n");
+        }
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n{fields}\r\n", plan.host);
         if stream.write_all(request.as_bytes()).await.is_err() {
             return;
         }
@@ -297,6 +337,14 @@ async fn long_poll(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
             }
         };
         scan(body, Instant::now(), &shared);
+        if plan.header_cursor {
+            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+            if let Some(value) = field(&buf[..head_end], "last-modified") {
+                last_modified = value;
+                etag = field(&buf[..head_end], "etag").unwrap_or_default();
+            }
+            continue;
+        }
         // The answer's cursor: the last "cursor":"…" in the body.
         let text = String::from_utf8_lossy(body);
         if let Some(at) = text.rfind("\"cursor\":\"") {
@@ -304,6 +352,19 @@ async fn long_poll(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
             cursor = rest[..rest.find('"').unwrap_or(0)].to_string();
         }
     }
+}
+
+/// The value of header field `name` (lower case) in a response head.
+fn field(head: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(head).split("\r\n").find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_string())
+    })
+}
+
+/// Wall-clock time in microseconds since the Unix epoch.
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The body of a complete Content-Length response in `buf`.
@@ -396,8 +457,8 @@ impl Publisher {
         Ok(Publisher { stream, path: plan.publish.clone(), host: plan.host.clone(), size: plan.size })
     }
 
-    async fn publish(&mut self, seq: u64, sent_ns: u64) -> Result<(), String> {
-        let mut body = format!("hfb:{seq}:{sent_ns}:").into_bytes();
+    async fn publish(&mut self, seq: u64, sent_ns: u64, unix_us: u64) -> Result<(), String> {
+        let mut body = format!("hfb:{seq}:{sent_ns}:{unix_us}:").into_bytes();
         body.resize(body.len().max(self.size), b'x');
         let head =
             format!("POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", self.path, self.host, body.len());
@@ -428,6 +489,15 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nchan_cursor_fields() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nLast-Modified: Tue, 01 Dec 2026 13:28:38 GMT\r\n\
+                     Etag: 1\r\n\r\n";
+        assert_eq!(field(head, "last-modified").as_deref(), Some("Tue, 01 Dec 2026 13:28:38 GMT"));
+        assert_eq!(field(head, "etag").as_deref(), Some("1"));
+        assert_eq!(field(head, "x-missing"), None);
+    }
 
     #[test]
     fn find_matches_the_naive_search() {

@@ -4,10 +4,19 @@
 //!
 //! With `--path PATH` the request is `GET PATH` with `Accept: text/event-stream` instead, and a
 //! streaming answer (200 without `Content-Length`: SSE, chunked) counts as open once its head is
-//! in; with `--websocket` it is a WebSocket upgrade, open at the `101`. Either way the client
-//! then holds the subscriber without ever reading again (`bench/subscribers.sh`). That is only
-//! sound while nothing is published: heartbeats or messages would pile up in the socket buffers
-//! (and a WebSocket server may close a peer that never answers its pings).
+//! in; with `--websocket` it is a WebSocket upgrade, open at the `101`; with `--longpoll` it is a
+//! plain `GET PATH` (a long poll), open as soon as the request is written, since a held long poll
+//! has no answer yet (the script counts it at the server instead). Either way the client then
+//! holds the subscriber without ever reading again (`bench/subscribers.sh`). That is only sound
+//! while nothing is published: heartbeats or messages would pile up in the socket buffers (and a
+//! WebSocket server may close a peer that never answers its pings); a long poll answered
+//! meanwhile (by its server's timeout) is reported as `unexpected_bytes`, not as held.
+//!
+//! With `--until-closed` the client instead watches every connection for the server's close
+//! (`bench/mass_close.sh`): it reads each one (a notice, then end of stream) and, once all have
+//! ended or `--hold` has passed, prints a `"phase":"closed"` line with the wall-clock times
+//! (Unix seconds) at which the first, median, 99th-percentile and last end of stream were seen,
+//! so a script can time a mass close from the moment it sent the request that caused it.
 //!
 //! Prints one JSON line on stdout when every connection has been tried (`"phase":"open"`), and
 //! one when the hold ends (`--hold` seconds, or SIGTERM/SIGINT) with how many connections the
@@ -50,6 +59,8 @@ enum Kind {
     Stream,
     /// WebSocket upgrade to PATH: open at the `101` head.
     WebSocket,
+    /// A long poll `GET PATH`: open once the request is written (a held poll has no answer).
+    LongPoll,
 }
 
 pub fn command() -> Command {
@@ -84,6 +95,17 @@ pub fn command() -> Command {
                 .help("open WebSocket subscribers (upgrade to --path, default /sub/bench)"),
         )
         .arg(
+            Arg::new("longpoll")
+                .long("longpoll")
+                .num_args(0)
+                .conflicts_with("websocket")
+                .help("open long polls (GET --path, default /sub/bench, no Accept field); held once written"),
+        )
+        .arg(Arg::new("until-closed").long("until-closed").num_args(0).help(
+            "read every connection until the server closes it, then report when (Unix seconds); ends when all \
+             have closed or after --hold",
+        ))
+        .arg(
             Arg::new("concurrency")
                 .long("concurrency")
                 .value_name("N")
@@ -99,11 +121,13 @@ pub fn run(args: &ArgMatches) -> ExitCode {
     let hold = *args.get_one::<u64>("hold").expect("default");
     let concurrency = *args.get_one::<u64>("concurrency").expect("default") as usize;
     let path = args.get_one::<String>("path");
-    let (kind, path) = match (args.get_flag("websocket"), path) {
-        (true, path) => (Kind::WebSocket, path.map_or("/sub/bench", String::as_str)),
-        (false, Some(path)) => (Kind::Stream, path.as_str()),
-        (false, None) => (Kind::Health, HEALTH_PATH),
+    let (kind, path) = match (args.get_flag("websocket"), args.get_flag("longpoll"), path) {
+        (true, _, path) => (Kind::WebSocket, path.map_or("/sub/bench", String::as_str)),
+        (false, true, path) => (Kind::LongPoll, path.map_or("/sub/bench", String::as_str)),
+        (false, false, Some(path)) => (Kind::Stream, path.as_str()),
+        (false, false, None) => (Kind::Health, HEALTH_PATH),
     };
+    let until_closed = args.get_flag("until-closed");
 
     let addr = match server.to_socket_addrs().ok().and_then(|mut a| a.next()) {
         Some(addr) => addr,
@@ -129,13 +153,26 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         }
     };
     let request = request(kind, server, path);
-    runtime.block_on(bench(addr, server, kind, request, connections, concurrency, hold))
+    let plan = Plan { addr, host: server, kind, request, connections, concurrency, hold, until_closed };
+    runtime.block_on(bench(plan))
+}
+
+/// What to open and how long to hold it.
+struct Plan<'a> {
+    addr: SocketAddr,
+    host: &'a str,
+    kind: Kind,
+    request: Arc<[u8]>,
+    connections: u64,
+    concurrency: usize,
+    hold: u64,
+    until_closed: bool,
 }
 
 /// The one request each connection sends.
 fn request(kind: Kind, host: &str, path: &str) -> Arc<[u8]> {
     let text = match kind {
-        Kind::Health => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        Kind::Health | Kind::LongPoll => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
         Kind::Stream => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"),
         Kind::WebSocket => format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -145,15 +182,8 @@ fn request(kind: Kind, host: &str, path: &str) -> Arc<[u8]> {
     text.into_bytes().into()
 }
 
-async fn bench(
-    addr: SocketAddr,
-    host: &str,
-    kind: Kind,
-    request: Arc<[u8]>,
-    connections: u64,
-    concurrency: usize,
-    hold: u64,
-) -> ExitCode {
+async fn bench(plan: Plan<'_>) -> ExitCode {
+    let Plan { addr, host, kind, request, connections, concurrency, hold, until_closed } = plan;
     let started = Instant::now();
     let mut open = Vec::with_capacity(connections as usize);
     let mut failed = 0u64;
@@ -166,7 +196,7 @@ async fn bench(
         while launched < connections && tasks.len() < concurrency {
             let request = request.clone();
             tasks.spawn(async move {
-                match tokio::time::timeout(OPEN_TIMEOUT, open_one(addr, kind, &request)).await {
+                match tokio::time::timeout(OPEN_TIMEOUT, open_one(addr, kind, &request, until_closed)).await {
                     Ok(result) => result,
                     Err(_) => Err(format!("no response within {OPEN_TIMEOUT:?}")),
                 }
@@ -196,13 +226,17 @@ async fn bench(
         "seconds": round3(started.elapsed().as_secs_f64()),
     }));
 
+    if until_closed {
+        return watch_closes(open, host, hold, failed).await;
+    }
     let held_since = Instant::now();
     wait_hold(hold).await;
     let mut still_open = 0u64;
     let mut closed = 0u64;
     let mut unexpected_bytes = 0u64;
     let mut stream_bytes = 0u64;
-    for stream in &open {
+    for held in &open {
+        let Held::Bare(stream) = held else { continue };
         if kind == Kind::Health {
             // A non-blocking one-byte peek: nothing to read means the server still holds it.
             match stream.peek(&mut [0u8]) {
@@ -213,8 +247,13 @@ async fn bench(
             continue;
         }
         // A subscriber may have been sent heartbeats or pings meanwhile: drain them, then the
-        // socket is open if nothing more is there (WouldBlock), closed at end of stream.
+        // socket is open if nothing more is there (WouldBlock), closed at end of stream. A long
+        // poll has no heartbeats: any byte is an answer, so that poll is no longer held.
         match drain(stream) {
+            Ok(n) if kind == Kind::LongPoll && n > 0 => {
+                stream_bytes += n;
+                unexpected_bytes += 1;
+            }
             Ok(n) => {
                 stream_bytes += n;
                 still_open += 1;
@@ -234,7 +273,7 @@ async fn bench(
         "unexpected_bytes": unexpected_bytes,
         "stream_bytes": stream_bytes,
     }));
-    if failed == 0 && closed == 0 {
+    if failed == 0 && closed == 0 && (kind != Kind::LongPoll || unexpected_bytes == 0) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -258,11 +297,33 @@ fn drain(mut stream: &std::net::TcpStream) -> Result<u64, u64> {
     }
 }
 
+/// A connection once open: a bare socket out of the runtime (held idle), or one left in it that is
+/// read until the server closes it (`--until-closed`).
+enum Held {
+    Bare(std::net::TcpStream),
+    Watched(TcpStream),
+}
+
 /// Connects, sends the request, reads the response (the whole of a health answer, the head of a
-/// subscription), and returns the socket taken out of the runtime.
-async fn open_one(addr: SocketAddr, kind: Kind, request: &[u8]) -> Result<std::net::TcpStream, String> {
+/// subscription; nothing for a long poll), and returns the socket, taken out of the runtime
+/// unless it is to be watched.
+async fn open_one(addr: SocketAddr, kind: Kind, request: &[u8], watch: bool) -> Result<Held, String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     stream.write_all(request).await.map_err(|e| format!("write: {e}"))?;
+    // A held long poll has no answer yet: it is open once its request is out.
+    if kind != Kind::LongPoll {
+        read_answer(&mut stream, kind).await?;
+    }
+    if watch {
+        return Ok(Held::Watched(stream));
+    }
+    // Out of the reactor: a held idle connection costs the client only its descriptor.
+    stream.into_std().map(Held::Bare).map_err(|e| format!("into_std: {e}"))
+}
+
+/// Reads the answer that makes a connection open: the whole of a health answer, the head of a
+/// subscription.
+async fn read_answer(stream: &mut TcpStream, kind: Kind) -> Result<(), String> {
     let mut buf = [0u8; RESPONSE_MAX];
     let mut len = 0;
     loop {
@@ -273,19 +334,93 @@ async fn open_one(addr: SocketAddr, kind: Kind, request: &[u8]) -> Result<std::n
         len += n;
         let end = match kind {
             Kind::Health => response_end(&buf[..len])?,
-            Kind::Stream | Kind::WebSocket => subscription_head_end(&buf[..len], kind)?,
+            Kind::Stream | Kind::WebSocket | Kind::LongPoll => subscription_head_end(&buf[..len], kind)?,
         };
         match end {
             // A subscription's head may come with its first bytes (SSE `retry:`, a chunk).
-            Some(_) if kind != Kind::Health => break,
-            Some(end) if end == len => break,
+            Some(_) if kind != Kind::Health => return Ok(()),
+            Some(end) if end == len => return Ok(()),
             Some(_) => return Err("bytes after the response".into()),
             None if len == buf.len() => return Err("response too large".into()),
             None => {}
         }
     }
-    // Out of the reactor: a held idle connection costs the client only its descriptor.
-    stream.into_std().map_err(|e| format!("into_std: {e}"))
+}
+
+/// `--until-closed`: reads every connection until end of stream (or an error), noting the wall
+/// clock then, and how many saw Holdfast's `holdfast.closed` notice on the way; prints the
+/// `"phase":"closed"` line once all have ended, or after `hold` seconds (0: until a signal).
+async fn watch_closes(open: Vec<Held>, host: &str, hold: u64, failed: u64) -> ExitCode {
+    let watched = open.len();
+    let mut readers = JoinSet::new();
+    for held in open {
+        let Held::Watched(mut stream) = held else { continue };
+        readers.spawn(async move {
+            let mut buf = [0u8; 1024];
+            let mut bytes = 0u64;
+            // The notice's name may straddle two reads: keep the tail of the previous one.
+            let mut tail = Vec::new();
+            let mut notice = false;
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        bytes += n as u64;
+                        if !notice {
+                            tail.extend_from_slice(&buf[..n]);
+                            notice = tail.windows(NOTICE.len()).any(|w| w == NOTICE);
+                            let keep = tail.len().saturating_sub(NOTICE.len());
+                            tail.drain(..keep);
+                        }
+                    }
+                }
+            }
+            (unix_now(), bytes, notice)
+        });
+    }
+    let mut ends = Vec::with_capacity(watched);
+    let (mut bytes, mut notices) = (0u64, 0u64);
+    let collect = async {
+        while let Some(result) = readers.join_next().await {
+            if let Ok((at, n, notice)) = result {
+                ends.push(at);
+                bytes += n;
+                notices += u64::from(notice);
+            }
+        }
+    };
+    tokio::select! {
+        _ = collect => {}
+        _ = wait_hold(hold) => {}
+    }
+    ends.sort_by(f64::total_cmp);
+    let pct = |p: f64| ends.get(((ends.len() as f64 * p) as usize).min(ends.len().saturating_sub(1))).copied();
+    print_line(json!({
+        "phase": "closed",
+        "server": host,
+        "watched": watched,
+        "closed": ends.len(),
+        "still_open": watched - ends.len(),
+        "notices": notices,
+        "bytes": bytes,
+        "first_eof_unix": ends.first(),
+        "p50_eof_unix": pct(0.50),
+        "p99_eof_unix": pct(0.99),
+        "last_eof_unix": ends.last(),
+    }));
+    if failed == 0 && ends.len() == watched {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The event name of Holdfast's close notice.
+const NOTICE: &[u8] = b"holdfast.closed";
+
+/// Wall-clock time in Unix seconds (microsecond resolution).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Where a complete `200` response ends in `buf`, or `None` while incomplete. Only what the health
@@ -387,5 +522,7 @@ mod tests {
         assert_eq!(subscription_head_end(ws, Kind::WebSocket).unwrap(), Some(ws.len()));
         assert!(subscription_head_end(ws, Kind::Stream).is_err());
         assert!(request(Kind::WebSocket, "h", "/sub/x").starts_with(b"GET /sub/x HTTP/1.1\r\nHost: h\r\nUpgrade"));
+        // A long poll is a plain GET: no Accept field, so the server answers it as a poll.
+        assert_eq!(&*request(Kind::LongPoll, "h", "/sub/x"), b"GET /sub/x HTTP/1.1\r\nHost: h\r\n\r\n");
     }
 }
