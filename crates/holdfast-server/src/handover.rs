@@ -45,3 +45,9 @@ pub(crate) struct LongPollReply {
     /// Set once the answer is written (maybe partly: the rest is pending), with what follows it.
     pub answered: Option<(Persistence, CloseReason)>,
 }
+
+/// Hands a connection back to the runtime: a new task runs the keep-alive loop from `idle`
+/// (waiting for the next request, parking it if none comes within `park_after`). Given to the
+/// parking lot and the push shards at start, so they do not depend on the connection loop.
+pub(crate) type Resume =
+    Arc<dyn Fn(std::net::TcpStream, crate::socket::ConnState, crate::socket::IdleDeadline) + Send + Sync>;

@@ -130,8 +130,9 @@ impl Server {
             next_connection_id: AtomicU64::new(1),
             started: Instant::now(),
         });
-        server.parking.start(poll, Arc::downgrade(&server), resume_in(tokio::runtime::Handle::current(), &server))?;
-        server.push.start(push_polls, Arc::downgrade(&server))?;
+        let resume = resume_in(tokio::runtime::Handle::current(), &server);
+        server.parking.start(poll, Arc::downgrade(&server), resume.clone())?;
+        server.push.start(push_polls, Arc::downgrade(&server), resume)?;
         server.broker.add_listener(server.push.clone());
         Ok(server)
     }
@@ -156,9 +157,9 @@ impl Server {
 
 /// How the parking lot hands back a connection whose next request arrived: a new runtime task
 /// running the connection loop. (Given to the lot, so the lot does not depend on the loop.)
-fn resume_in(runtime: tokio::runtime::Handle, server: &Arc<Server>) -> park::Resume {
+fn resume_in(runtime: tokio::runtime::Handle, server: &Arc<Server>) -> handover::Resume {
     let server = Arc::downgrade(server);
-    Box::new(move |stream, conn, idle| {
+    Arc::new(move |stream, conn, idle| {
         let Some(server) = server.upgrade() else { return };
         runtime.spawn(async move {
             match tokio::net::TcpStream::from_std(stream) {

@@ -22,15 +22,13 @@ use std::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
+use crate::handover::Resume;
 use crate::socket::{ConnState, IdleDeadline};
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Readiness events taken per poll; more simply wait for the next round.
 const EVENTS_PER_POLL: usize = 1024;
-
-/// Serves a connection whose next request has arrived (in a new runtime task).
-pub(crate) type Resume = Box<dyn Fn(std::net::TcpStream, ConnState, IdleDeadline) + Send>;
 
 /// Handle to a server's parking lot. Dropping it stops the lot's thread.
 pub(crate) struct ParkingLot {

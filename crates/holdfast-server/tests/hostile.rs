@@ -390,3 +390,27 @@ async fn a_deflate_burst_keeps_memory_bounded_and_other_subscribers_served() {
     assert_eq!(alive.expect("/healthz answers within 2 s").status, 200);
     drop(peer);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_flooding_peers_at_once_do_not_hold_up_another_subscribers_deliveries() {
+    // Each peer alone is within its own budget; together they would fill a shard's every round
+    // without a budget per round (measured before it: seconds of delay for the others).
+    let _only = hostile::exclusive().await;
+    let server = TestServer::start(|c| c.push_threads = 1).await;
+    let pattern = repeated(&ws_client_frame(true, PING, &[b'p'; 125]), 2000);
+    let mut floods = Vec::new();
+    for i in 0..40 {
+        let (mut peer, _, _) = hostile::ws_connect_small(server.addr, &format!("/sub/crowd{i}"), "").await;
+        let pattern = pattern.clone();
+        floods.push(tokio::spawn(async move {
+            hostile::flood(&mut peer, &pattern, pattern.len() as u64 * 40, Duration::from_secs(8)).await
+        }));
+    }
+    let probe = DelayProbe::start(&server, "probe-crowd").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report = probe.finish().await;
+    for flood in floods {
+        flood.abort();
+    }
+    assert!(report.max_delay < DELAY_BOUND, "40 flooding peers stalled another subscriber: {report:?}");
+}

@@ -5,9 +5,9 @@
 //! long poll waits the same `longpoll_timeout`, so deadlines come in the order polls arrive). It
 //! is answered from here, with one whole HTTP response, when one of its channels gets a message,
 //! at `longpoll_timeout`, when a channel is deleted, on `POST /admin/disconnect` and on shutdown.
-//! Once the answer is out the connection goes back to keep-alive: to the parking lot, which hands
-//! it to a new task when the client's next request arrives (or closes it, when the answer said
-//! `Connection: close`).
+//! Once the answer is out the connection goes back to keep-alive: to a new runtime task that
+//! waits for the client's next request (and parks the connection if it does not come within
+//! `park_after`), or it is closed, when the answer said `Connection: close`.
 //!
 //! While it waits, the client may close (then the slot goes at once) or send its next request
 //! early (pipelining): those bytes are left in the socket for the task that reads it next.
@@ -108,14 +108,10 @@ impl Shard {
         };
         let super::Subscriber { stream, conn, .. } = *sub;
         match persistence {
+            // Straight to a runtime task, which waits for the next poll (a long-poll client sends
+            // it at once) and parks the connection only if none comes within `park_after`.
             Persistence::KeepAlive { .. } => {
-                match server.parking.park(stream, conn, IdleDeadline::between_requests(&server.config)) {
-                    Ok(()) => server.stats.parked(),
-                    Err((stream, conn, reason)) => {
-                        drop(stream);
-                        server.connection_closed(conn.id, conn.peer, conn.served, reason);
-                    }
-                }
+                (self.resume)(stream, conn, IdleDeadline::between_requests(&server.config))
             }
             Persistence::Close => {
                 let _ = stream.shutdown(std::net::Shutdown::Write);

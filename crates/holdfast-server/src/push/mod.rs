@@ -38,7 +38,7 @@ use holdfast_hub::{Channel, Message, PublishListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::handover::{Extra, StreamSetup};
+use crate::handover::{Extra, Resume, StreamSetup};
 use crate::socket::ConnState;
 use crate::subscription::{channel_list, closed_json, cursor_of};
 use crate::wire::frame::{self, Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
@@ -54,6 +54,10 @@ const MESSAGES_PER_WRITE: usize = 64;
 const BATCH_BYTES: usize = 256 * 1024;
 /// Input read from one connection per wake-up before the shard moves on to the others.
 pub(crate) const READ_BUDGET: usize = 64 * 1024;
+/// Input read and WebSocket message bytes handled per round over all connections: past it, the
+/// rest waits for the next round, so a round stays short (about a millisecond of work) and the
+/// messages published meanwhile go out at the start of the next one, however many peers flood.
+pub(crate) const ROUND_BUDGET: usize = 256 * 1024;
 /// WebSocket message bytes (after inflating) handled for one connection per wake-up (at least one
 /// message).
 const MESSAGE_BUDGET: usize = 256 * 1024;
@@ -107,13 +111,15 @@ impl PushHub {
 
     /// Starts the shard threads once the server exists; each ends when the server is gone or
     /// drained.
-    pub fn start(&self, polls: Vec<Poll>, server: Weak<Server>) -> io::Result<()> {
+    /// `resume` takes back a connection whose long poll was answered (see `longpoll`).
+    pub fn start(&self, polls: Vec<Poll>, server: Weak<Server>, resume: Resume) -> io::Result<()> {
         for (index, (poll, shared)) in polls.into_iter().zip(&self.shards).enumerate() {
             let shared = shared.clone();
             let server = server.clone();
+            let resume = resume.clone();
             std::thread::Builder::new()
                 .name(format!("holdfast-push-{index}"))
-                .spawn(move || Shard::new(index, poll, shared, server).run())?;
+                .spawn(move || Shard::new(index, poll, shared, server, resume).run())?;
         }
         Ok(())
     }
@@ -277,6 +283,8 @@ struct Shard {
     free: Vec<usize>,
     /// This shard's number: its bit in channels' `subscriber_shards`.
     id: usize,
+    /// Takes back the connection of an answered long poll (a new runtime task).
+    resume: Resume,
     /// The subscribers of each channel that has some here (see `members`).
     by_channel: HashMap<u64, Vec<u32>>,
     /// Subscribers to catch up after the op being handled (a WebSocket subscribe).
@@ -284,6 +292,12 @@ struct Shard {
     /// Connections with input left unread after their budget ran out, each with the time (on
     /// [`clock_ms_at`]'s clock) before which it is not read again (throttled WebSockets).
     more_input: Vec<(usize, u64)>,
+    /// What is left of this round's [`ROUND_BUDGET`].
+    round_budget: usize,
+    /// While a WebSocket's input is being handled: that connection, whose answers (pongs, op
+    /// answers) gather in `replies` and go out in one write when its turn ends.
+    batching: Option<usize>,
+    replies: Vec<u8>,
     /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and connection
     /// id (a slot answered early may hold another connection by then). First in, first due: all
     /// wait the same `longpoll_timeout`.
@@ -301,7 +315,7 @@ struct Shard {
 type ReadCache = HashMap<(u64, u64), Rc<holdfast_hub::channel::Read>>;
 
 impl Shard {
-    fn new(id: usize, poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>) -> Shard {
+    fn new(id: usize, poll: Poll, shared: Arc<ShardShared>, server: Weak<Server>, resume: Resume) -> Shard {
         Shard {
             poll,
             shared,
@@ -310,8 +324,12 @@ impl Shard {
             free: Vec::new(),
             by_channel: HashMap::new(),
             id,
+            resume,
             deliver_soon: Vec::new(),
             more_input: Vec::new(),
+            round_budget: ROUND_BUDGET,
+            batching: None,
+            replies: Vec::new(),
             longpoll_deadlines: Default::default(),
             deflater: SharedDeflater::default(),
             spare_added: Vec::new(),
@@ -362,6 +380,7 @@ impl Shard {
             for query in inbox.queries {
                 let _ = query.send(self.describe(Instant::now()));
             }
+            self.round_budget = ROUND_BUDGET;
             let mut cache = ReadCache::new();
             for (stream, conn, setup) in inbox.added.drain(..) {
                 if let Some(index) = self.insert(&server, stream, conn, setup) {
@@ -423,6 +442,7 @@ impl Shard {
         let (due, later): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.more_input).into_iter().partition(|(_, at)| *at <= now);
         self.more_input = later;
+        // Oldest first; what the round's budget does not cover waits (in order) for the next.
         for (index, _) in due {
             self.read_input(server, index);
         }
@@ -607,6 +627,9 @@ impl Shard {
     /// [`READ_BUDGET`] per wake-up), and EOF ends the subscription. WebSocket subscribers send
     /// frames.
     fn read_input(&mut self, server: &Server, index: usize) {
+        if self.round_budget == 0 {
+            return self.more_input.push((index, 0));
+        }
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         if sub.ws.is_some() {
             return self.read_websocket(server, index);
@@ -617,12 +640,15 @@ impl Shard {
         let mut scratch = [0u8; 512];
         let mut budget = READ_BUDGET;
         loop {
-            if budget == 0 {
+            if budget == 0 || self.round_budget == 0 {
                 return self.more_input.push((index, 0));
             }
             match (&sub.stream).read(&mut scratch) {
                 Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
-                Ok(n) => budget = budget.saturating_sub(n),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.round_budget = self.round_budget.saturating_sub(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -686,6 +712,11 @@ impl Shard {
     fn end(&mut self, server: &Server, index: usize, reason: CloseReason, channel: Option<&str>) {
         if self.ends_by_answering(server, index, reason) {
             return;
+        }
+        // Answers gathered for this connection go out before anything else ends it.
+        if self.batching == Some(index) {
+            self.flush_replies(server, index);
+            self.batching = None;
         }
         let Some(mut sub) = self.detach(server, index) else { return };
         if is_server_initiated(reason) && !sub.is_longpoll() {

@@ -106,8 +106,30 @@ enum Step {
 
 impl Shard {
     /// Reads and handles what the client sent, one message at a time, until its socket is empty
-    /// or a budget runs out (then it is read again in a later round).
+    /// or a budget runs out (then it is read again in a later round). The answers to its frames
+    /// gather and go out in one write at the end (a flood of pings costs one `send` per turn, not
+    /// one per ping).
     pub(super) fn read_websocket(&mut self, server: &Server, index: usize) {
+        self.batching = Some(index);
+        self.read_frames(server, index);
+        if self.batching == Some(index) {
+            self.batching = None;
+            self.flush_replies(server, index);
+        }
+    }
+
+    /// Writes the gathered answers of the connection at `index` (see [`Shard::send`]).
+    pub(super) fn flush_replies(&mut self, server: &Server, index: usize) {
+        if self.replies.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.replies);
+        self.write_own(server, index, &replies);
+        self.replies = replies;
+        self.replies.clear();
+    }
+
+    fn read_frames(&mut self, server: &Server, index: usize) {
         let now_ms = clock_ms_at(Instant::now());
         let mut read_budget = READ_BUDGET;
         let mut message_budget = MESSAGE_BUDGET;
@@ -131,19 +153,23 @@ impl Shard {
                         return;
                     }
                     message_budget = message_budget.saturating_sub(size.max(1));
-                    if message_budget == 0 {
+                    self.round_budget = self.round_budget.saturating_sub(size.max(1));
+                    if message_budget == 0 || self.round_budget == 0 {
                         return self.more_input.push((index, 0));
                     }
                 }
                 Step::NeedInput => {
-                    if read_budget == 0 {
+                    if read_budget == 0 || self.round_budget == 0 {
                         return self.more_input.push((index, 0));
                     }
                     let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
                     let Some(peer) = sub.ws.as_mut() else { return };
                     match read_some(&sub.stream, peer, read_budget) {
                         Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
-                        Ok(n) => read_budget -= n,
+                        Ok(n) => {
+                            read_budget -= n;
+                            self.round_budget = self.round_budget.saturating_sub(n);
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) => {
                             let reason = crate::socket::io_close_reason(&e);
@@ -270,6 +296,10 @@ impl Shard {
         let mut out = BytesMut::new();
         frame::put_frame(&mut out, frame::OpCode::Text, answer.to_string().as_bytes());
         let sent = self.send(server, index, &out);
+        if !self.deliver_soon.is_empty() && self.batching == Some(index) {
+            // The answer (and any gap notices) before the messages it announces.
+            self.flush_replies(server, index);
+        }
         let mut cache = ReadCache::new();
         for pending in std::mem::take(&mut self.deliver_soon) {
             self.deliver(server, pending, &mut cache);
@@ -282,6 +312,23 @@ impl Shard {
     /// counts against `max_pending_bytes` like messages: a client that sends frames faster than
     /// it reads their answers is cut with `flooding` past it.
     pub(super) fn send(&mut self, server: &Server, index: usize, bytes: &[u8]) -> bool {
+        if self.batching == Some(index) {
+            let queued =
+                self.slots.get(index).and_then(Option::as_ref).map_or(0, |s| s.pending.as_ref().map_or(0, |p| p.len()));
+            if (queued + self.replies.len() + bytes.len()) as u64 > server.config.max_pending_bytes {
+                self.replies.clear();
+                self.batching = None;
+                self.close(server, index, CloseReason::Flooding);
+                return false;
+            }
+            self.replies.extend_from_slice(bytes);
+            return self.slots.get(index).is_some_and(Option::is_some);
+        }
+        self.write_own(server, index, bytes)
+    }
+
+    /// Writes bytes of our own behind whatever is pending; false when the subscriber is gone.
+    fn write_own(&mut self, server: &Server, index: usize, bytes: &[u8]) -> bool {
         let max_pending = server.config.max_pending_bytes;
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return false };
         sub.bytes_out += bytes.len() as u64;

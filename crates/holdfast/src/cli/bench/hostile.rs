@@ -513,6 +513,8 @@ struct ProbeResults {
     /// `(seq, delay µs)` of each, in arrival order (for `--delays-file`).
     sse_log: Vec<(u64, u64)>,
     published: u64,
+    /// `(seq, ns since the start)` of each accepted publish, to age the ones never delivered.
+    published_at: Vec<(u64, u64)>,
     publish_failed: u64,
     publish_us: Vec<u64>,
     /// The SSE subscriber's stream ended (or failed) before the end.
@@ -686,7 +688,8 @@ async fn publisher(plan: Arc<Plan>, probes: Arc<Probes>, mut phase: watch::Recei
             _ = phase.changed() => continue,
         }
         seq += 1;
-        let body = format!("hfp:{seq}:{}:{}:", now_ns(probes.start), unix_us());
+        let sent_ns = now_ns(probes.start);
+        let body = format!("hfp:{seq}:{sent_ns}:{}:", unix_us());
         let request = format!(
             "POST /pub/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
             plan.probe_channel,
@@ -701,7 +704,10 @@ async fn publisher(plan: Arc<Plan>, probes: Arc<Probes>, mut phase: watch::Recei
         match result {
             // A publish that failed may still have been published; count it as due only if the
             // server said so.
-            Ok(200..=299) => results.published += 1,
+            Ok(200..=299) => {
+                results.published += 1;
+                results.published_at.push((seq, sent_ns));
+            }
             _ => results.publish_failed += 1,
         }
     }
@@ -902,6 +908,16 @@ async fn bench(plan: Plan) -> Result<(), String> {
     let _ = probe_thread.join();
 
     let mut results = std::mem::take(&mut *probes.results.lock().unwrap());
+    // A message never delivered was at least as late as its age now: the true largest delay is
+    // at least the larger of this and the largest measured one.
+    let now = now_ns(started);
+    let delivered: std::collections::HashSet<u64> = results.sse_log.iter().map(|(seq, _)| *seq).collect();
+    let undelivered_age_us = results
+        .published_at
+        .iter()
+        .filter(|(seq, _)| !delivered.contains(seq))
+        .map(|(_, sent)| now.saturating_sub(*sent) / 1000)
+        .max();
     if let Some(path) = &plan.delays_file {
         let text: String =
             results.sse_log.iter().map(|(seq, us)| format!("{seq} {:.3}\n", *us as f64 / 1000.0)).collect();
@@ -948,6 +964,7 @@ async fn bench(plan: Plan) -> Result<(), String> {
             "sse_published": results.published,
             "sse_received": sse.len(),
             "sse_lost": results.published.saturating_sub(sse.len() as u64),
+        "sse_max_at_least_ms": sse.last().copied().max(undelivered_age_us).map(|us| round3(us as f64 / 1000.0)),
             "sse_error": results.sse_error,
             "sse_p50_ms": percentile_ms(sse, 0.50),
             "sse_p99_ms": percentile_ms(sse, 0.99),
@@ -1037,7 +1054,11 @@ fn summary(line: &Value) -> String {
         left = f("open_at_end"),
         s50 = f("sse_p50_ms"),
         s99 = f("sse_p99_ms"),
-        smax = f("sse_max_ms"),
+        smax = if line["sse_lost"].as_u64().unwrap_or(0) > 0 {
+            format!("≥{}", f("sse_max_at_least_ms"))
+        } else {
+            f("sse_max_ms")
+        },
         got = f("sse_received"),
         pubd = f("sse_published"),
         h50 = f("healthz_p50_ms"),
