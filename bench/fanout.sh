@@ -35,7 +35,8 @@
 #   HOLDFAST_ARGS=""     extra `holdfast serve` flags for this tree's servers (not the baseline)
 #   CHECK=0              K > 0: in the sse-paced runs of the first CHECK_REPS (1) repetitions, K of the
 #                        subscribers are bench/fanout_check.py's (an independent Python reader,
-#                        opened over CHECK_SPREAD = 2 s while the Rust client opens the others;
+#                        opened over CHECK_SPREAD = 2 s (may be fractional; best near the client's
+#                        subscribe_seconds) while the Rust client opens the others;
 #                        the publisher waits CHECK_SPREAD + 2 s): its own p50/p99/max and loss are
 #                        printed under the run (the run's cli_cpu then includes the Python reader's)
 #   THREAD_LOG=file      append Holdfast's CPU seconds per thread for each run
@@ -142,7 +143,8 @@ run_once() {
     if [ "$CHECK" != 0 ] && [ "$workload" = sse-paced ] && [ "$rep" -le "$CHECK_REPS" ]; then
         # K of the subscribers are the independent reader's, opened while the client opens its own.
         python3 "$ROOT/bench/fanout_check.py" --server "127.0.0.1:$port" --path "$path" --subscribers "$CHECK" \
-            --messages "$msgs" --spread "$CHECK_SPREAD" --timeout $((msgs / rate + CHECK_SPREAD + 40)) \
+            --messages "$msgs" --spread "$CHECK_SPREAD" \
+            --timeout "$(awk -v m="$msgs" -v r="$rate" -v s="$CHECK_SPREAD" 'BEGIN { print int(m / r + s + 40) }')" \
             >"$check_out" 2>"$check_out.err" &
         check_pid=$!
         STARTED_PIDS+=("$check_pid")
