@@ -187,3 +187,14 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) 
 
 # $1 / $2 with 2 decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", (b == 0 ? 0 : a / b) }'; }
+
+# wait_client_open PID OUT DEADLINE: waits until the `holdfast bench idle` client PID has written
+# its "open" line to OUT; dies if it exits first or $SECONDS passes DEADLINE.
+wait_client_open() {
+    local pid=$1 out=$2 deadline=$3
+    until grep -qs '"phase":"open"' "$out"; do
+        kill -0 "$pid" 2>/dev/null || die "client exited: $(cat "$out" "$out.err")"
+        [ "$SECONDS" -lt "$deadline" ] || die "client did not finish opening"
+        sleep 0.2
+    done
+}

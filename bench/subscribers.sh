@@ -162,11 +162,7 @@ run_once() {
     done
     deadline=$((SECONDS + 120))
     for i in "${!clients[@]}"; do
-        until grep -qs '"phase":"open"' "${outs[$i]}"; do
-            kill -0 "${clients[$i]}" 2>/dev/null || die "client exited: $(cat "${outs[$i]}" "${outs[$i]}.err")"
-            [ "$SECONDS" -lt "$deadline" ] || die "client did not finish opening"
-            sleep 0.2
-        done
+        wait_client_open "${clients[$i]}" "${outs[$i]}" "$deadline"
         opened=$((opened + $(jq -r 'select(.phase == "open") | .open' "${outs[$i]}")))
     done
     [ "$opened" = "$n" ] || die "$server $transport: only $opened of $n subscribers opened: $(cat "${outs[@]}")"

@@ -41,14 +41,15 @@ impl Shard {
     pub(super) fn answer_longpoll(&mut self, server: &Server, index: usize, answer: Answer) {
         let keepalive_secs = server.config.keepalive_timeout.as_secs();
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
-        let mut positions = sub.positions();
-        let Some(Extra::LongPoll(reply)) = sub.extra.as_deref_mut() else { return };
+        let Some(Extra::LongPoll(reply)) = sub.extra.as_deref() else { return };
         if reply.answered.is_some() {
             if sub.pending.is_none() {
                 self.hand_back(server, index);
             }
             return;
         }
+        let mut positions = sub.positions();
+        let Some(Extra::LongPoll(reply)) = sub.extra.as_deref_mut() else { return };
         let mut gaps = Vec::new();
         let messages = poll_answer::collect(&mut positions, &mut gaps);
         if answer == Answer::IfDue && !poll_answer::is_due(&positions, &gaps, &messages) {

@@ -205,12 +205,12 @@ impl Shard {
                 false
             }
             Event::Binary(_) => {
-                self.reply(server, index, &error("bad_op", "binary frames carry no ops; send JSON text"))
+                self.reply(server, index, &Refusal::bad("bad_op", "binary frames carry no ops; send JSON text").op())
             }
             Event::Text(text) => {
                 let answer = match serde_json::from_slice::<Value>(&text) {
                     Ok(op) => self.op(server, index, &op),
-                    Err(e) => error("bad_json", &format!("not JSON: {e}")),
+                    Err(e) => Refusal::bad("bad_json", format!("not JSON: {e}")).op(),
                 };
                 self.reply(server, index, &answer)
             }
@@ -449,10 +449,6 @@ fn publish(server: &Server, op: &Value) -> Result<Value, Refusal> {
     };
     let published = crate::publish::publish_message(&*server.broker, &server.stats, channel, event, payload)?;
     Ok(json!({"op": "published", "channel": channel, "id": String::from_utf8_lossy(&published.message.cursor)}))
-}
-
-fn error(code: &str, reason: &str) -> Value {
-    json!({"op": "error", "code": code, "reason": reason})
 }
 
 /// For the shard: the decoder limit and the early bytes of a new WebSocket subscriber.
