@@ -22,6 +22,9 @@ pub(crate) struct StreamSetup {
     pub early_input: bytes::BytesMut,
     /// WebSocket: permessage-deflate was agreed, so the client may send compressed messages.
     pub inflate: bool,
+    /// Milliseconds the subscriber may go without a byte before it gets a heartbeat (4 bytes in
+    /// the setup's padding: the setup lives in every connection's future).
+    pub heartbeat_ms: u32,
 }
 
 /// What a few subscribers need beyond what every slot has.
@@ -51,3 +54,8 @@ pub(crate) struct LongPollReply {
 /// parking lot and the push shards at start, so they do not depend on the connection loop.
 pub(crate) type Resume =
     Arc<dyn Fn(std::net::TcpStream, crate::socket::ConnState, crate::socket::IdleDeadline) + Send + Sync>;
+
+/// A heartbeat interval as [`StreamSetup::heartbeat_ms`] (saturating at about 49 days).
+pub(crate) fn heartbeat_ms(interval: std::time::Duration) -> u32 {
+    interval.as_millis().min(u128::from(u32::MAX)) as u32
+}

@@ -55,7 +55,8 @@ impl Shard {
         if answer == Answer::IfDue && !poll_answer::is_due(&positions, &gaps, &messages) {
             return;
         }
-        let response = poll_answer::render(&mut positions, &gaps, &messages, reply.origin.as_deref());
+        let longest_silence = Some(server.config.longpoll_timeout);
+        let response = poll_answer::render(&mut positions, &gaps, &messages, reply.origin.as_deref(), longest_silence);
         let (persistence, reason) = if server.is_draining() {
             (Persistence::Close, CloseReason::Shutdown)
         } else if answer == Answer::NowAndClose {
