@@ -316,16 +316,11 @@ fn held_longpoll(
     } else {
         CloseReason::NotPersistent
     };
-    let reply = LongPollReply {
-        version: head.version(),
-        persistence,
-        close_reason,
-        origin: subscription.origin.map(String::into_boxed_str),
-        answered: None,
-    };
+    let reply = LongPollReply::new(head.version(), persistence, close_reason);
     StreamSetup {
         framing: Framing { format: Format::LongPoll, chunked: false, deflate: false },
-        extra: Some(Box::new(Extra::LongPoll(reply))),
+        extra: subscription.origin.map(|origin| Box::new(Extra::Origin(origin.into_boxed_str()))),
+        longpoll: Some(reply),
         positions: subscription.positions,
         early_input: BytesMut::new(),
         inflate: false,

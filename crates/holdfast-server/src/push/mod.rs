@@ -38,7 +38,7 @@ use holdfast_hub::{Channel, Message, PublishListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::handover::{Extra, Resume, StreamSetup};
+use crate::handover::{Extra, LongPollReply, Resume, StreamSetup};
 use crate::socket::ConnState;
 use crate::subscription::{channel_list, closed_json, cursor_of};
 use crate::wire::frame::{self, Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
@@ -218,6 +218,9 @@ struct Subscriber {
     framing: Framing,
     /// Boxed: 8 bytes in every slot for what few need.
     extra: Option<Box<Extra>>,
+    /// A held long poll: how to answer it (8 bytes, which the slot's 128-byte size class has
+    /// room for anyway).
+    longpoll: Option<LongPollReply>,
     /// Its channels, with where it is in each.
     places: Box<[Place]>,
     /// Bytes accepted for this subscriber but not yet taken by its socket. Boxed so the rare
@@ -300,10 +303,10 @@ struct Shard {
     /// answers) gather in `replies` and go out in one write when its turn ends.
     batching: Option<usize>,
     replies: Vec<u8>,
-    /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and connection
-    /// id (a slot answered early may hold another connection by then). First in, first due: all
-    /// wait the same `longpoll_timeout`.
-    longpoll_deadlines: std::collections::VecDeque<(u64, usize, u64)>,
+    /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and the low
+    /// half of their connection id (a slot answered early may hold another connection by then).
+    /// First in, first due: all wait the same `longpoll_timeout`. 16 bytes a held poll.
+    longpoll_deadlines: std::collections::VecDeque<longpoll::Deadline>,
     /// The shortest heartbeat interval any subscriber here has had: the heartbeat scan runs at a
     /// quarter of it, so a heartbeat goes out within 1.25 intervals of quiet.
     shortest_heartbeat: Duration,
@@ -355,7 +358,7 @@ impl Shard {
             let now = Instant::now();
             let mut timeout = next_heartbeat_scan.saturating_duration_since(now);
             let next_input = self.more_input.iter().map(|(_, at)| *at).min();
-            let next_longpoll = self.longpoll_deadlines.front().map(|(at, _, _)| *at);
+            let next_longpoll = self.longpoll_deadlines.front().map(|deadline| deadline.due);
             if let Some(at) = next_input.into_iter().chain(next_longpoll).min() {
                 timeout = timeout.min(Duration::from_millis(at.saturating_sub(clock_ms_at(now))));
             }
@@ -479,13 +482,14 @@ impl Shard {
         }
         if setup.framing.format == frame::Format::LongPoll {
             let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
-            self.longpoll_deadlines.push_back((due, index, conn.id));
+            self.longpoll_deadlines.push_back(longpoll::Deadline::new(due, index, conn.id));
         }
         self.slots[index] = Some(Box::new(Subscriber {
             stream,
             conn,
             framing: setup.framing,
             extra: setup.extra,
+            longpoll: setup.longpoll,
             places: Box::default(),
             pending: None,
             last_write: clock_ms_at(Instant::now()),

@@ -73,6 +73,7 @@ pub(crate) fn open(
     let setup = StreamSetup {
         framing,
         extra: callback.map(|c| Box::new(crate::handover::Extra::Callback(c.into_boxed_str()))),
+        longpoll: None,
         positions: sub.positions,
         early_input: Default::default(),
         inflate: false,

@@ -39,7 +39,8 @@ pub(crate) fn open(
     }
     let inflate = agreement.is_some();
     let heartbeat_ms = crate::handover::heartbeat_ms(sub.heartbeat);
-    Ok((out, StreamSetup { framing, extra: None, positions: sub.positions, early_input, inflate, heartbeat_ms }))
+    let positions = sub.positions;
+    Ok((out, StreamSetup { framing, extra: None, longpoll: None, positions, early_input, inflate, heartbeat_ms }))
 }
 
 /// The permessage-deflate offer accepted, if `ws_deflate` is on and the client made one this
