@@ -13,6 +13,8 @@
 #               took_ms=T` (one per shard that held subscribers): the sum of T over shards (CPU
 #               time on the push threads) and the largest T (the shards run in parallel, so this
 #               is the server's wall time). The baseline binary logs no such line (n/a).
+#   cpu_ms      the sum over shards of `cpu_ms` (the push threads' own CPU time on the close:
+#               wall time minus what other processes, such as the clients, took of the core).
 #   answer ms   t0 to the first line of the request's answer (200).
 #   EOF ms      t0 to the first, median (one client) and last end of stream seen by the clients
 #               (their wall clock, the same machine's).
@@ -139,10 +141,11 @@ run_once() {
     if [ -n "$lines" ]; then
         R_SUM=$(jq -s 'map(.took_ms) | add | . * 10 | round / 10' <<<"$lines")
         R_MAX=$(jq -s 'map(.took_ms) | max | . * 10 | round / 10' <<<"$lines")
+        R_CPU=$(jq -s 'map(.cpu_ms // "n/a") | if all(type == "number") then add | . * 10 | round / 10 else "n/a" end' -r <<<"$lines")
         R_SHARDS=$(jq -s 'length' <<<"$lines")
         R_LOGGED=$(jq -s 'map(.closed) | add' <<<"$lines")
     else
-        R_SUM=n/a R_MAX=n/a R_SHARDS=0 R_LOGGED=n/a
+        R_SUM=n/a R_MAX=n/a R_CPU=n/a R_SHARDS=0 R_LOGGED=n/a
     fi
     if [ -n "$KEEP_LOGS" ]; then
         cp "$log_file" "$KEEP_LOGS/"
@@ -151,19 +154,19 @@ run_once() {
     fi
 }
 
-declare -A SUM MAX ANSWER FIRST P50 LAST HEALTH NOTICES
-FMT='%-10s %-9s %4s %6s %7s %8s %8s %8s %8s %8s %8s %9s %8s\n'
+declare -A SUM MAX CPU ANSWER FIRST P50 LAST HEALTH NOTICES
+FMT='%-10s %-9s %4s %6s %7s %8s %8s %8s %8s %8s %8s %8s %9s %8s\n'
 # shellcheck disable=SC2059 # the format is ours
-printf "$FMT" mode server rep shards closed sum_ms max_ms answer first_ms p50_ms last_ms notices healthz
+printf "$FMT" mode server rep shards closed sum_ms max_ms cpu_ms answer first_ms p50_ms last_ms notices healthz
 for rep in $(seq "$REPS"); do
     for mode in $MODES; do
         for server in $SERVERS; do
             run_once "$server" "$mode"
             # shellcheck disable=SC2059
-            printf "$FMT" "$mode" "$server" "$rep" "$R_SHARDS" "$R_LOGGED" "$R_SUM" "$R_MAX" "$R_ANSWER" "$R_FIRST" \
+            printf "$FMT" "$mode" "$server" "$rep" "$R_SHARDS" "$R_LOGGED" "$R_SUM" "$R_MAX" "$R_CPU" "$R_ANSWER" "$R_FIRST" \
                 "$R_P50" "$R_LAST" "$R_NOTICES" "$R_HEALTH"
             key=$mode.$server
-            SUM[$key]+="$R_SUM " MAX[$key]+="$R_MAX " ANSWER[$key]+="$R_ANSWER " FIRST[$key]+="$R_FIRST "
+            SUM[$key]+="$R_SUM " MAX[$key]+="$R_MAX " CPU[$key]+="$R_CPU " ANSWER[$key]+="$R_ANSWER " FIRST[$key]+="$R_FIRST "
             P50[$key]+="$R_P50 " LAST[$key]+="$R_LAST " HEALTH[$key]+="$R_HEALTH " NOTICES[$key]+="$R_NOTICES "
         done
     done
@@ -175,12 +178,12 @@ med() { case " $* " in *" n/a "*) echo n/a ;; *) median "$@" ;; esac; }
 echo
 echo "summary (medians of $REPS; N = $N SSE subscribers of one channel; ms from the request's write)"
 # shellcheck disable=SC2059
-printf "$FMT" mode server reps - - sum_ms max_ms answer first_ms p50_ms last_ms notices healthz
+printf "$FMT" mode server reps - - sum_ms max_ms cpu_ms answer first_ms p50_ms last_ms notices healthz
 for mode in $MODES; do
     for server in $SERVERS; do
         key=$mode.$server
         # shellcheck disable=SC2059,SC2086
-        printf "$FMT" "$mode" "$server" "$REPS" - - "$(med ${SUM[$key]})" "$(med ${MAX[$key]})" \
+        printf "$FMT" "$mode" "$server" "$REPS" - - "$(med ${SUM[$key]})" "$(med ${MAX[$key]})" "$(med ${CPU[$key]})" \
             "$(median ${ANSWER[$key]})" "$(median ${FIRST[$key]})" "$(median ${P50[$key]})" \
             "$(median ${LAST[$key]})" "$(median ${NOTICES[$key]})" "$(median ${HEALTH[$key]})"
     done
@@ -191,8 +194,8 @@ for mode in $MODES; do
         [ "$server" = baseline ] && continue
         key=$mode.$server
         # shellcheck disable=SC2086
-        s=$(med ${SUM[$key]}) m=$(med ${MAX[$key]}) l=$(median ${LAST[$key]})
-        line="$mode $server: server time $s ms (sum over shards; longest shard $m ms), all EOF after $l ms"
+        s=$(med ${SUM[$key]}) m=$(med ${MAX[$key]}) c=$(med ${CPU[$key]}) l=$(median ${LAST[$key]})
+        line="$mode $server: server time $s ms (sum over shards; longest shard $m ms; CPU $c ms), all EOF after $l ms"
         if [ "$s" != n/a ]; then
             line+="; goal < 100 ms of server time: $(awk -v s="$s" 'BEGIN { print (s < 100 ? "met" : "MISSED") }')"
         fi
