@@ -58,6 +58,10 @@ pub struct Config {
     pub longpoll_timeout: Duration,
     /// Heartbeat period on streaming transports (SSE comment, empty line, HTML comment).
     pub heartbeat_interval: Duration,
+    /// Shortest heartbeat interval a subscriber may ask for with `?heartbeat=SECONDS`.
+    pub heartbeat_min: Duration,
+    /// Longest heartbeat interval a subscriber may ask for with `?heartbeat=SECONDS`.
+    pub heartbeat_max: Duration,
     /// Reconnection delay announced to SSE clients (`retry:`).
     pub sse_retry: Duration,
     /// Messages kept per channel.
@@ -220,6 +224,8 @@ impl Default for Config {
             enable_conformance_echo: false,
             longpoll_timeout: Duration::ZERO,
             heartbeat_interval: Duration::ZERO,
+            heartbeat_min: Duration::ZERO,
+            heartbeat_max: Duration::ZERO,
             sse_retry: Duration::ZERO,
             history_messages: 0,
             history_seconds: Duration::ZERO,
@@ -334,6 +340,9 @@ macro_rules! key {
     };
 }
 
+/// The shortest heartbeat interval accepted anywhere: below it the shards would do little else.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
 /// Every configuration key, with its default.
 pub const KEYS: &[Key] = &[
     key!(listen, "127.0.0.1:7700", parse_addr, "address and port to listen on"),
@@ -360,6 +369,8 @@ pub const KEYS: &[Key] = &[
     key!(enable_conformance_echo, "false", parse_bool, "serve POST /_conformance/echo (testing only)"),
     key!(longpoll_timeout, "30s", parse_duration, "how long a long poll is held before an empty answer"),
     key!(heartbeat_interval, "25s", parse_duration, "heartbeat period on streaming transports"),
+    key!(heartbeat_min, "5s", parse_duration, "shortest heartbeat a subscriber may ask for (?heartbeat=SECONDS)"),
+    key!(heartbeat_max, "300s", parse_duration, "longest heartbeat a subscriber may ask for (?heartbeat=SECONDS)"),
     key!(sse_retry, "2s", parse_duration, "reconnection delay announced to SSE clients (retry:)"),
     key!(history_messages, "1000", parse_count_usize, "messages kept per channel"),
     key!(history_seconds, "3600", parse_duration, "age after which a message leaves the history"),
@@ -485,6 +496,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.max_header_bytes < 256 {
         return bad("max_header_bytes", "must be at least 256 bytes");
+    }
+    if config.heartbeat_interval < MIN_HEARTBEAT || config.heartbeat_min < MIN_HEARTBEAT {
+        return bad("heartbeat_interval", "heartbeat_interval and heartbeat_min must be at least 100ms");
+    }
+    if config.heartbeat_min > config.heartbeat_max {
+        return bad("heartbeat_min", "must not be above heartbeat_max");
     }
     if config.keepalive_timeout.is_zero() || config.header_timeout.is_zero() || config.body_timeout.is_zero() {
         return bad("timeouts", "keepalive_timeout, header_timeout and body_timeout must be above 0");

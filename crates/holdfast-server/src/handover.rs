@@ -13,37 +13,82 @@ use crate::wire::frame::Framing;
 /// What a transport hands over with a socket.
 pub(crate) struct StreamSetup {
     pub framing: Framing,
-    /// The iframe callback (`parent.<callback>(…)`), or how to answer a held long poll. Boxed,
-    /// so carrying a setup does not grow the connection's future.
+    /// The iframe callback (`parent.<callback>(…)`) or a long poll's CORS origin: what few
+    /// subscribers need. Boxed, so carrying a setup does not grow the connection's future.
     pub extra: Option<Box<Extra>>,
+    /// How to answer a held long poll (8 bytes, kept in the shard slot itself).
+    pub longpoll: Option<LongPollReply>,
     /// Each channel with the last sequence number already sent.
     pub positions: Vec<(Arc<Channel>, u64)>,
     /// WebSocket: frames the client sent right behind its upgrade request.
     pub early_input: bytes::BytesMut,
     /// WebSocket: permessage-deflate was agreed, so the client may send compressed messages.
     pub inflate: bool,
+    /// Milliseconds the subscriber may go without a byte before it gets a heartbeat (4 bytes in
+    /// the setup's padding: the setup lives in every connection's future).
+    pub heartbeat_ms: u32,
 }
 
 /// What a few subscribers need beyond what every slot has.
 pub(crate) enum Extra {
     /// The iframe callback (`parent.<callback>(…)`).
     Callback(Box<str>),
-    /// A held long poll.
-    LongPoll(LongPollReply),
+    /// The CORS origin to allow in a long poll's answer.
+    Origin(Box<str>),
 }
 
-/// How to answer a held long poll, decided when its request was read.
+/// How to answer a held long poll, decided when its request was read. Packed into 8 bytes: it
+/// lives in the shard slot of every held long poll, where a box of its own cost ~48 B each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LongPollReply {
+    /// What the request allows (its version and `Connection` field, the request cap) as
+    /// `Persistence::KeepAlive { requests_left }`; 0 means `Persistence::Close`. Draining can
+    /// still close the connection.
+    requests_left: u32,
     pub version: holdfast_proto::http1::Version,
-    /// What the request allows (its version and `Connection` field, the request cap); draining
-    /// can still close the connection.
-    pub persistence: Persistence,
-    /// How the close is counted when `persistence` closes.
-    pub close_reason: CloseReason,
-    /// The CORS origin to allow in the answer.
-    pub origin: Option<Box<str>>,
-    /// Set once the answer is written (maybe partly: the rest is pending), with what follows it.
-    pub answered: Option<(Persistence, CloseReason)>,
+    /// How the close is counted when the answer closes the connection as the request asked.
+    close_reason: CloseReason,
+    /// Set once the answer is written (maybe partly: the rest is pending): `Some(None)` when it
+    /// kept the request's persistence, `Some(Some(reason))` when it closes for that reason.
+    answered: Option<Option<CloseReason>>,
+}
+
+impl LongPollReply {
+    pub fn new(
+        version: holdfast_proto::http1::Version,
+        persistence: Persistence,
+        close_reason: CloseReason,
+    ) -> LongPollReply {
+        let requests_left = match persistence {
+            Persistence::KeepAlive { requests_left } => requests_left.max(1),
+            Persistence::Close => 0,
+        };
+        LongPollReply { requests_left, version, close_reason, answered: None }
+    }
+
+    /// What the request allows, and how the close is counted if it closes.
+    pub fn persistence(&self) -> (Persistence, CloseReason) {
+        match self.requests_left {
+            0 => (Persistence::Close, self.close_reason),
+            requests_left => (Persistence::KeepAlive { requests_left }, self.close_reason),
+        }
+    }
+
+    /// Records that the answer went out with `persistence` (the request's own, or a close).
+    pub fn set_answered(&mut self, persistence: Persistence, reason: CloseReason) {
+        self.answered = Some(match persistence {
+            Persistence::Close => Some(reason),
+            Persistence::KeepAlive { .. } => None,
+        });
+    }
+
+    /// What follows the answer, once it is written.
+    pub fn answered(&self) -> Option<(Persistence, CloseReason)> {
+        self.answered.map(|ending| match ending {
+            Some(reason) => (Persistence::Close, reason),
+            None => self.persistence(),
+        })
+    }
 }
 
 /// Hands a connection back to the runtime: a new task runs the keep-alive loop from `idle`
@@ -51,3 +96,29 @@ pub(crate) struct LongPollReply {
 /// parking lot and the push shards at start, so they do not depend on the connection loop.
 pub(crate) type Resume =
     Arc<dyn Fn(std::net::TcpStream, crate::socket::ConnState, crate::socket::IdleDeadline) + Send + Sync>;
+
+/// A heartbeat interval as [`StreamSetup::heartbeat_ms`] (saturating at about 49 days).
+pub(crate) fn heartbeat_ms(interval: std::time::Duration) -> u32 {
+    interval.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_proto::http1::Version;
+
+    #[test]
+    fn a_long_poll_reply_packs_into_eight_bytes_and_round_trips() {
+        assert!(std::mem::size_of::<Option<LongPollReply>>() <= 8);
+        let keep = Persistence::KeepAlive { requests_left: 41 };
+        let mut reply = LongPollReply::new(Version::Http11, keep, CloseReason::RequestCap);
+        assert_eq!(reply.persistence(), (keep, CloseReason::RequestCap));
+        assert_eq!(reply.answered(), None);
+        reply.set_answered(keep, CloseReason::RequestCap);
+        assert_eq!(reply.answered(), Some((keep, CloseReason::RequestCap)));
+        reply.set_answered(Persistence::Close, CloseReason::Shutdown);
+        assert_eq!(reply.answered(), Some((Persistence::Close, CloseReason::Shutdown)));
+        let close = LongPollReply::new(Version::Http10, Persistence::Close, CloseReason::NotPersistent);
+        assert_eq!(close.persistence(), (Persistence::Close, CloseReason::NotPersistent));
+    }
+}

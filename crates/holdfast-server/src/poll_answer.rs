@@ -37,12 +37,14 @@ pub(crate) fn is_due(positions: &Positions, gaps: &[Gap], messages: &[(usize, Ar
 }
 
 /// The answer: a 200 JSON response (with the CORS origin to allow, if any). The positions are
-/// moved past the messages.
+/// moved past the messages. A long poll's answer announces `longpoll_timeout` as
+/// `Holdfast-Heartbeat` (`longest_silence`): a held poll is answered by then at the latest.
 pub(crate) fn render(
     positions: &mut Positions,
     gaps: &[Gap],
     messages: &[(usize, Arc<Message>)],
     origin: Option<&str>,
+    longest_silence: Option<std::time::Duration>,
 ) -> Response {
     let single = positions.len() == 1;
     let mut body = Vec::with_capacity(64 + messages.iter().map(|(_, m)| m.envelope_tail.len() + 40).sum::<usize>());
@@ -70,6 +72,9 @@ pub(crate) fn render(
         body.extend_from_slice(format!(",\"deleted\":[{}]", deleted.join(",")).as_bytes());
     }
     body.extend_from_slice(b"}\n");
-    let response = Response::new(200, "application/json", body).with_header("Cache-Control", "no-store");
+    let mut response = Response::new(200, "application/json", body).with_header("Cache-Control", "no-store");
+    if let Some(silence) = longest_silence {
+        response = response.with_header("Holdfast-Heartbeat", crate::transport::heartbeat_header(silence));
+    }
     crate::cors::decorate(response, origin)
 }

@@ -260,6 +260,7 @@ async fn subscribe(
                 &subscription.gaps,
                 &messages,
                 origin,
+                Some(server.config.longpoll_timeout),
             ));
         }
         return Subscribed::Streaming(held_longpoll(server, head, subscription, served));
@@ -315,19 +316,15 @@ fn held_longpoll(
     } else {
         CloseReason::NotPersistent
     };
-    let reply = LongPollReply {
-        version: head.version(),
-        persistence,
-        close_reason,
-        origin: subscription.origin.map(String::into_boxed_str),
-        answered: None,
-    };
+    let reply = LongPollReply::new(head.version(), persistence, close_reason);
     StreamSetup {
         framing: Framing { format: Format::LongPoll, chunked: false, deflate: false },
-        extra: Some(Box::new(Extra::LongPoll(reply))),
+        extra: subscription.origin.map(|origin| Box::new(Extra::Origin(origin.into_boxed_str()))),
+        longpoll: Some(reply),
         positions: subscription.positions,
         early_input: BytesMut::new(),
         inflate: false,
+        heartbeat_ms: crate::handover::heartbeat_ms(server.config.longpoll_timeout),
     }
 }
 
@@ -348,7 +345,7 @@ async fn echo_websocket(stream: &mut TcpStream, server: &Server, head: &RequestH
         Err(e) => return send_final(stream, server, &transport::websocket::refusal(e), CloseReason::BadRequest).await,
     };
     let agreement = transport::websocket::negotiate_deflate(head, &server.config);
-    let out = transport::websocket::switching_protocols(&accept, agreement);
+    let out = transport::websocket::switching_protocols(&accept, agreement, None);
     if !matches!(write_all(stream, &[&out], Instant::now() + server.config.send_timeout).await, Write::Done) {
         return Next::close(CloseReason::PeerAborted);
     }

@@ -24,6 +24,29 @@ use crate::socket::IdleDeadline;
 use crate::wire::pending::Pending;
 use crate::{poll_answer, CloseReason, Server};
 
+/// When a held long poll is due (`longpoll_timeout`), in the shard's FIFO.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deadline {
+    /// On [`clock_ms_at`]'s clock.
+    pub due: u64,
+    /// Its slot.
+    pub index: u32,
+    /// The low half of its connection id: a slot answered early may hold another connection by
+    /// its deadline; ids that agree in 32 bits are 4 billion connections apart.
+    conn_low: u32,
+}
+
+impl Deadline {
+    pub fn new(due: u64, index: usize, conn_id: u64) -> Deadline {
+        Deadline { due, index: index as u32, conn_low: conn_id as u32 }
+    }
+
+    /// Whether the slot still holds the long poll this deadline is for.
+    pub fn is_for(&self, conn_id: u64) -> bool {
+        self.conn_low == conn_id as u32
+    }
+}
+
 /// When a held long poll is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Answer {
@@ -41,29 +64,35 @@ impl Shard {
     pub(super) fn answer_longpoll(&mut self, server: &Server, index: usize, answer: Answer) {
         let keepalive_secs = server.config.keepalive_timeout.as_secs();
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
-        let Some(Extra::LongPoll(reply)) = sub.extra.as_deref() else { return };
-        if reply.answered.is_some() {
+        let Some(reply) = sub.longpoll else { return };
+        if reply.answered().is_some() {
             if sub.pending.is_none() {
                 self.hand_back(server, index);
             }
             return;
         }
         let mut positions = sub.positions();
-        let Some(Extra::LongPoll(reply)) = sub.extra.as_deref_mut() else { return };
         let mut gaps = Vec::new();
         let messages = poll_answer::collect(&mut positions, &mut gaps);
         if answer == Answer::IfDue && !poll_answer::is_due(&positions, &gaps, &messages) {
             return;
         }
-        let response = poll_answer::render(&mut positions, &gaps, &messages, reply.origin.as_deref());
+        let longest_silence = Some(server.config.longpoll_timeout);
+        let origin = match sub.extra.as_deref() {
+            Some(Extra::Origin(origin)) => Some(&**origin),
+            _ => None,
+        };
+        let response = poll_answer::render(&mut positions, &gaps, &messages, origin, longest_silence);
         let (persistence, reason) = if server.is_draining() {
             (Persistence::Close, CloseReason::Shutdown)
         } else if answer == Answer::NowAndClose {
             (Persistence::Close, CloseReason::AdminDisconnect)
         } else {
-            (reply.persistence, reply.close_reason)
+            reply.persistence()
         };
-        reply.answered = Some((persistence, reason));
+        if let Some(reply) = sub.longpoll.as_mut() {
+            reply.set_answered(persistence, reason);
+        }
         let mut head = BytesMut::new();
         response.encode_head(&mut head, persistence, reply.version, keepalive_secs);
         server.stats.delivered(messages.len() as u64);
@@ -85,9 +114,11 @@ impl Shard {
     /// Whether the long poll at `index` ends by being answered (it is one, and `reason` is one
     /// the server initiates); if so, it is answered now.
     pub(super) fn ends_by_answering(&mut self, server: &Server, index: usize, reason: CloseReason) -> bool {
-        let unanswered = self.slots.get(index).and_then(Option::as_ref).is_some_and(
-            |sub| matches!(sub.extra.as_deref(), Some(Extra::LongPoll(reply)) if reply.answered.is_none()),
-        );
+        let unanswered = self
+            .slots
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|sub| sub.longpoll.is_some_and(|reply| reply.answered().is_none()));
         let answer = match reason {
             CloseReason::Shutdown | CloseReason::ChannelDeleted => Answer::Now,
             CloseReason::AdminDisconnect => Answer::NowAndClose,
@@ -103,10 +134,8 @@ impl Shard {
     /// is closed.
     fn hand_back(&mut self, server: &Server, index: usize) {
         let Some(sub) = self.detach(server, index) else { return };
-        let (persistence, reason) = match sub.extra.as_deref() {
-            Some(Extra::LongPoll(reply)) => reply.answered.unwrap_or((Persistence::Close, CloseReason::Shutdown)),
-            _ => (Persistence::Close, CloseReason::Shutdown),
-        };
+        let (persistence, reason) =
+            sub.longpoll.and_then(|reply| reply.answered()).unwrap_or((Persistence::Close, CloseReason::Shutdown));
         let super::Subscriber { stream, conn, .. } = *sub;
         match persistence {
             // Straight to a runtime task, which waits for the next poll (a long-poll client sends
@@ -125,12 +154,13 @@ impl Shard {
     /// Answers the long polls whose `longpoll_timeout` has passed; returns when the next one is
     /// due (on [`clock_ms_at`]'s clock), if any.
     pub(super) fn expire_longpolls(&mut self, server: &Server, now_ms: u64) -> Option<u64> {
-        while let Some(&(due, index, id)) = self.longpoll_deadlines.front() {
-            if due > now_ms {
-                return Some(due);
+        while let Some(&deadline) = self.longpoll_deadlines.front() {
+            if deadline.due > now_ms {
+                return Some(deadline.due);
             }
             self.longpoll_deadlines.pop_front();
-            let current = self.slots.get(index).and_then(Option::as_ref).is_some_and(|s| s.conn.id == id);
+            let index = deadline.index as usize;
+            let current = self.slots.get(index).and_then(Option::as_ref).is_some_and(|s| deadline.is_for(s.conn.id));
             if current {
                 self.answer_longpoll(server, index, Answer::Now);
             }

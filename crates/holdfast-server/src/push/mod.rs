@@ -38,7 +38,7 @@ use holdfast_hub::{Channel, Message, PublishListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::handover::{Extra, Resume, StreamSetup};
+use crate::handover::{Extra, LongPollReply, Resume, StreamSetup};
 use crate::socket::ConnState;
 use crate::subscription::{channel_list, closed_json, cursor_of};
 use crate::wire::frame::{self, Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
@@ -218,6 +218,9 @@ struct Subscriber {
     framing: Framing,
     /// Boxed: 8 bytes in every slot for what few need.
     extra: Option<Box<Extra>>,
+    /// A held long poll: how to answer it (8 bytes, which the slot's 128-byte size class has
+    /// room for anyway).
+    longpoll: Option<LongPollReply>,
     /// Its channels, with where it is in each.
     places: Box<[Place]>,
     /// Bytes accepted for this subscriber but not yet taken by its socket. Boxed so the rare
@@ -229,6 +232,8 @@ struct Subscriber {
     /// Seconds on [`clock_ms_at`]'s clock when the subscription began (for `/admin/connections`).
     /// Both are plain numbers rather than `Instant`s (16 B each): the slot fits 128 B.
     opened: u32,
+    /// Milliseconds of quiet after which it gets a heartbeat (`Holdfast-Heartbeat`).
+    heartbeat_ms: u32,
     bytes_out: u64,
     /// WebSocket subscribers only.
     ws: Option<Box<websocket::WsPeer>>,
@@ -298,10 +303,13 @@ struct Shard {
     /// answers) gather in `replies` and go out in one write when its turn ends.
     batching: Option<usize>,
     replies: Vec<u8>,
-    /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and connection
-    /// id (a slot answered early may hold another connection by then). First in, first due: all
-    /// wait the same `longpoll_timeout`.
-    longpoll_deadlines: std::collections::VecDeque<(u64, usize, u64)>,
+    /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and the low
+    /// half of their connection id (a slot answered early may hold another connection by then).
+    /// First in, first due: all wait the same `longpoll_timeout`. 16 bytes a held poll.
+    longpoll_deadlines: std::collections::VecDeque<longpoll::Deadline>,
+    /// The shortest heartbeat interval any subscriber here has had: the heartbeat scan runs at a
+    /// quarter of it, so a heartbeat goes out within 1.25 intervals of quiet.
+    shortest_heartbeat: Duration,
     /// Compresses messages for permessage-deflate subscribers (each message once).
     deflater: SharedDeflater,
     /// The inbox's `added` of the previous round, emptied: given back to the inbox each round so
@@ -331,6 +339,7 @@ impl Shard {
             batching: None,
             replies: Vec::new(),
             longpoll_deadlines: Default::default(),
+            shortest_heartbeat: Duration::MAX,
             deflater: SharedDeflater::default(),
             spare_added: Vec::new(),
         }
@@ -345,12 +354,11 @@ impl Shard {
         let mut next_heartbeat_scan = Instant::now();
         loop {
             let Some(server) = self.server.upgrade() else { return };
-            let tick = (server.config.heartbeat_interval / 2).min(MAX_TICK);
             drop(server);
             let now = Instant::now();
             let mut timeout = next_heartbeat_scan.saturating_duration_since(now);
             let next_input = self.more_input.iter().map(|(_, at)| *at).min();
-            let next_longpoll = self.longpoll_deadlines.front().map(|(at, _, _)| *at);
+            let next_longpoll = self.longpoll_deadlines.front().map(|deadline| deadline.due);
             if let Some(at) = next_input.into_iter().chain(next_longpoll).min() {
                 timeout = timeout.min(Duration::from_millis(at.saturating_sub(clock_ms_at(now))));
             }
@@ -391,6 +399,8 @@ impl Shard {
                     self.deliver(&server, index, &mut cache);
                 }
             }
+            // A subscriber with a shorter interval than any before brings the next scan forward.
+            next_heartbeat_scan = next_heartbeat_scan.min(Instant::now() + self.heartbeat_tick(&server));
             if inbox.added.capacity() <= ADDED_KEPT {
                 self.spare_added = inbox.added;
             }
@@ -427,7 +437,7 @@ impl Shard {
             let now = Instant::now();
             if now >= next_heartbeat_scan {
                 self.heartbeats(&server, now);
-                next_heartbeat_scan = now + tick;
+                next_heartbeat_scan = now + self.heartbeat_tick(&server);
             }
         }
     }
@@ -467,19 +477,24 @@ impl Shard {
             return None;
         }
         server.stats.subscriber_opened(setup.framing.format);
+        if setup.framing.format != frame::Format::LongPoll {
+            self.shortest_heartbeat = self.shortest_heartbeat.min(Duration::from_millis(setup.heartbeat_ms.into()));
+        }
         if setup.framing.format == frame::Format::LongPoll {
             let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
-            self.longpoll_deadlines.push_back((due, index, conn.id));
+            self.longpoll_deadlines.push_back(longpoll::Deadline::new(due, index, conn.id));
         }
         self.slots[index] = Some(Box::new(Subscriber {
             stream,
             conn,
             framing: setup.framing,
             extra: setup.extra,
+            longpoll: setup.longpoll,
             places: Box::default(),
             pending: None,
             last_write: clock_ms_at(Instant::now()),
             opened: (clock_ms_at(Instant::now()) / 1000) as u32,
+            heartbeat_ms: setup.heartbeat_ms,
             bytes_out: 0,
             ws: setup
                 .framing
@@ -659,8 +674,13 @@ impl Shard {
         }
     }
 
+    /// How often the heartbeat scan runs: a quarter of the shortest interval here (so a heartbeat
+    /// goes out within 1.25 intervals of quiet), at least once a second.
+    fn heartbeat_tick(&self, server: &Server) -> Duration {
+        (self.shortest_heartbeat.min(server.config.heartbeat_interval) / 4).min(MAX_TICK)
+    }
+
     fn heartbeats(&mut self, server: &Server, now: Instant) {
-        let interval = server.config.heartbeat_interval.as_millis() as u64;
         let send_timeout = server.config.send_timeout.as_millis() as u64;
         let now_ms = clock_ms_at(now);
         let mut failed = Vec::new();
@@ -674,7 +694,12 @@ impl Shard {
                 }
                 continue;
             }
-            if quiet < interval || sub.is_longpoll() {
+            let interval = u64::from(sub.heartbeat_ms);
+            // A WebSocket peer that only reads says nothing while messages keep the line busy:
+            // it is pinged when it has been silent for an interval too, so its pong shows it is
+            // alive (else it would be cut at `heartbeat_timeout` however busy the line).
+            let ping_silent_peer = sub.ws.as_deref_mut().is_some_and(|ws| ws.wants_ping(now_ms, interval));
+            if (quiet < interval && !ping_silent_peer) || sub.is_longpoll() {
                 continue;
             }
             let beat = sub.framing.heartbeat();

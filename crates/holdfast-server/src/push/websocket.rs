@@ -23,7 +23,7 @@
 //! | 4002 | `admin_disconnect` | yes, with the last cursor |
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use holdfast_hub::Payload;
@@ -41,14 +41,18 @@ pub(super) struct WsPeer {
     /// Bytes of a frame not yet complete; `None` between frames. Boxed: 8 bytes in every
     /// subscriber instead of a 32-byte `BytesMut` that is empty nearly always.
     pub input: Option<Box<BytesMut>>,
-    /// When the peer last sent anything (a pong counts).
-    pub last_heard: Instant,
+    /// When the peer last sent anything (a pong counts), in milliseconds on `clock_ms_at`'s
+    /// clock (wrapping: 4 bytes rather than an `Instant`'s 16; silences are far below 49 days).
+    pub last_heard: u32,
     /// Message bytes this connection may still have handled now (a token bucket refilled at
     /// `MESSAGE_BYTES_PER_SECOND`, up to one second's worth); below zero it is not read until
     /// the bucket refills.
     credit: i32,
     /// When `credit` was last refilled, in milliseconds on `clock_ms_at`'s clock (wrapping).
     credit_at: u32,
+    /// When the peer was last pinged for its silence (see [`WsPeer::wants_ping`]), on the same
+    /// clock (wrapping).
+    pinged_at: u32,
 }
 
 impl WsPeer {
@@ -59,10 +63,28 @@ impl WsPeer {
         WsPeer {
             decoder,
             input,
-            last_heard: Instant::now(),
+            last_heard: clock_ms_at(Instant::now()) as u32,
             credit: MESSAGE_BYTES_PER_SECOND as i32,
             credit_at: clock_ms_at(Instant::now()) as u32,
+            pinged_at: clock_ms_at(Instant::now()) as u32,
         }
+    }
+
+    /// Milliseconds since the peer last sent anything.
+    pub fn silence_ms(&self, now_ms: u64) -> u32 {
+        (now_ms as u32).wrapping_sub(self.last_heard)
+    }
+
+    /// Whether to ping the peer now for its own silence: it has sent nothing for `interval` ms
+    /// and was not pinged for that in the last `interval` either. Marks it pinged.
+    pub fn wants_ping(&mut self, now_ms: u64, interval: u64) -> bool {
+        let silent = u64::from(self.silence_ms(now_ms)) >= interval;
+        let since_ping = (now_ms as u32).wrapping_sub(self.pinged_at);
+        if silent && u64::from(since_ping) >= interval {
+            self.pinged_at = now_ms as u32;
+            return true;
+        }
+        false
     }
 
     /// Refills the message credit for the time passed; returns it.
@@ -358,10 +380,17 @@ impl Shard {
     }
 
     /// Subscribers silent for `heartbeat_timeout` (no pong to our pings, no frame).
+    /// The WebSocket peers silent (not even a pong) for `heartbeat_timeout`, or for two of their
+    /// heartbeat intervals when that is longer (a peer that asked for a long interval is pinged
+    /// only that often, and answers only then).
     pub(super) fn silent_websockets(&self, server: &Server, now: Instant) -> Vec<usize> {
         let timeout = server.config.heartbeat_timeout;
+        let now_ms = clock_ms_at(now);
         let silent = |slot: &Option<Box<super::Subscriber>>| {
-            slot.as_ref().and_then(|s| s.ws.as_ref()).is_some_and(|ws| now.duration_since(ws.last_heard) > timeout)
+            slot.as_ref().is_some_and(|s| {
+                let limit = timeout.max(Duration::from_millis(u64::from(s.heartbeat_ms) * 2));
+                s.ws.as_ref().is_some_and(|ws| u128::from(ws.silence_ms(now_ms)) > limit.as_millis())
+            })
         };
         self.slots.iter().enumerate().filter(|(_, slot)| silent(slot)).map(|(index, _)| index).collect()
     }
@@ -396,7 +425,7 @@ fn read_some(stream: &std::net::TcpStream, peer: &mut WsPeer, budget: usize) -> 
         match (&*stream).read(&mut scratch[..want]) {
             Ok(0) => return Ok(0),
             Ok(n) => {
-                peer.last_heard = Instant::now();
+                peer.last_heard = clock_ms_at(Instant::now()) as u32;
                 peer.input.get_or_insert_with(Default::default).extend_from_slice(&scratch[..n]);
                 return Ok(n);
             }

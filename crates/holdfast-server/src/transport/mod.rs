@@ -11,6 +11,8 @@ pub(crate) mod stream;
 pub(crate) mod websocket;
 pub(crate) mod ws_echo;
 
+use std::time::Duration;
+
 use holdfast_proto::http1::RequestHead;
 
 use crate::config::Config;
@@ -43,6 +45,10 @@ pub(crate) struct Subscription {
     pub gaps: Vec<Gap>,
     /// The CORS origin to allow in the answer, if any.
     pub origin: Option<String>,
+    /// The heartbeat interval (streaming transports and WebSocket): `heartbeat_interval`, or
+    /// what the subscriber asked for with `?heartbeat=SECONDS`, clamped to
+    /// `[heartbeat_min, heartbeat_max]`. Announced in `Holdfast-Heartbeat`.
+    pub heartbeat: Duration,
 }
 
 /// Parses `GET /sub/…`; a refusal is a ready 400 (or 501, 503) response.
@@ -86,8 +92,35 @@ pub(crate) fn parse(head: &RequestHead, broker: &dyn Broker, config: &Config) ->
         ),
         None => None,
     };
+    let heartbeat = match param("heartbeat")? {
+        Some(asked) => heartbeat_asked(&asked, config).map_err(|reason| bad("bad_heartbeat", reason))?,
+        None => config.heartbeat_interval,
+    };
     let (positions, gaps) = subscription::start(broker, &names, cursor.as_ref(), history).map_err(|r| r.response())?;
-    Ok(Subscription { transport, positions, gaps, origin: crate::cors::allowed_origin(head, config) })
+    Ok(Subscription { transport, positions, gaps, origin: crate::cors::allowed_origin(head, config), heartbeat })
+}
+
+/// `?heartbeat=SECONDS` (a number, fractions allowed), clamped to `[heartbeat_min,
+/// heartbeat_max]`: a client may pick the interval its network needs (a NAT that drops idle
+/// flows early wants a short one; a phone on battery a long one), within what the operator allows.
+fn heartbeat_asked(asked: &str, config: &Config) -> Result<Duration, String> {
+    let seconds: f64 = asked
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| format!("heartbeat must be a number of seconds above 0, got {asked:?}"))?;
+    let asked = Duration::from_secs_f64(seconds.min(1e6));
+    Ok(asked.clamp(config.heartbeat_min, config.heartbeat_max.max(config.heartbeat_min)))
+}
+
+/// The `Holdfast-Heartbeat` value: seconds, with a decimal fraction (to the millisecond) when
+/// the interval is not whole, so sub-second intervals are not announced as 0.
+pub(crate) fn heartbeat_header(interval: Duration) -> String {
+    if interval.subsec_millis() == 0 {
+        interval.as_secs().to_string()
+    } else {
+        format!("{:.3}", interval.as_secs_f64()).trim_end_matches('0').to_string()
+    }
 }
 
 fn choose_transport(
@@ -148,6 +181,22 @@ fn is_valid_callback(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn asked_heartbeats_are_clamped_and_announced() {
+        let config = Config::default();
+        assert_eq!(heartbeat_asked("1", &config), Ok(config.heartbeat_min));
+        assert_eq!(heartbeat_asked("42", &config), Ok(Duration::from_secs(42)));
+        assert_eq!(heartbeat_asked("7.5", &config), Ok(Duration::from_millis(7500)));
+        assert_eq!(heartbeat_asked("100000", &config), Ok(config.heartbeat_max));
+        for bad in ["", "0", "-3", "x", "NaN", "inf"] {
+            assert!(heartbeat_asked(bad, &config).is_err(), "{bad}");
+        }
+        assert_eq!(heartbeat_header(Duration::from_secs(25)), "25");
+        assert_eq!(heartbeat_header(Duration::from_millis(1500)), "1.5");
+        assert_eq!(heartbeat_header(Duration::from_millis(100)), "0.1");
+        assert_eq!(heartbeat_header(Duration::from_millis(12_300)), "12.3");
+    }
 
     #[test]
     fn callbacks_are_javascript_name_paths() {

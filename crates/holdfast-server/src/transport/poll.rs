@@ -38,7 +38,8 @@ pub(crate) async fn answer(stream: &TcpStream, server: &Server, mut sub: Subscri
         }
     }
     server.stats.delivered(messages.len() as u64);
-    Answer::Respond(render(&mut sub.positions, &sub.gaps, &messages, sub.origin.as_deref()))
+    let longest_silence = hold.then_some(server.config.longpoll_timeout);
+    Answer::Respond(render(&mut sub.positions, &sub.gaps, &messages, sub.origin.as_deref(), longest_silence))
 }
 
 /// A long poll being held: counted as a subscriber of its channels (`GET /pub/{channel}`) and

@@ -41,8 +41,13 @@ pub(crate) fn open(
         // SSE: no-cache (WHATWG); every stream must bypass caches and proxy buffering (nginx).
         .header("Cache-Control", b"no-cache, no-store")
         .header("X-Accel-Buffering", b"no");
+    let heartbeat = super::heartbeat_header(sub.heartbeat);
+    writer = writer.header("Holdfast-Heartbeat", heartbeat.as_bytes());
     if let Some(origin) = &sub.origin {
-        writer = writer.header("Access-Control-Allow-Origin", origin.as_bytes()).header("Vary", b"Origin");
+        writer = writer
+            .header("Access-Control-Allow-Origin", origin.as_bytes())
+            .header("Vary", b"Origin")
+            .header("Access-Control-Expose-Headers", b"Holdfast-Heartbeat");
     }
     writer =
         if chunked { writer.header("Transfer-Encoding", b"chunked") } else { writer.header("Connection", b"close") };
@@ -68,9 +73,11 @@ pub(crate) fn open(
     let setup = StreamSetup {
         framing,
         extra: callback.map(|c| Box::new(crate::handover::Extra::Callback(c.into_boxed_str()))),
+        longpoll: None,
         positions: sub.positions,
         early_input: Default::default(),
         inflate: false,
+        heartbeat_ms: crate::handover::heartbeat_ms(sub.heartbeat),
     };
     (out, setup)
 }

@@ -2,6 +2,8 @@
 //! check, the 101 answer and gap notices; then the socket goes to a push shard
 //! (`crate::push::websocket` handles frames from there on).
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use holdfast_proto::http1::RequestHead;
 use holdfast_proto::ws::deflate::{self, Agreement};
@@ -28,7 +30,7 @@ pub(crate) fn open(
     let format = if raw { Format::WsRaw } else { Format::WsJson };
     let deflate = agreement.is_some_and(|a| a.server_window_bits == deflate::MAX_WINDOW_BITS);
     let framing = Framing { format, chunked: false, deflate };
-    let out = switching_protocols(&accept, agreement);
+    let out = switching_protocols(&accept, agreement, Some(sub.heartbeat));
     let mut out = out.to_vec();
     let cursor = crate::subscription::cursor_for(&sub.positions);
     for gap in &sub.gaps {
@@ -36,7 +38,9 @@ pub(crate) fn open(
         framing.put_notice(&mut out, None, &gap.channel, &cursor, "holdfast.gap", &data);
     }
     let inflate = agreement.is_some();
-    Ok((out, StreamSetup { framing, extra: None, positions: sub.positions, early_input, inflate }))
+    let heartbeat_ms = crate::handover::heartbeat_ms(sub.heartbeat);
+    let positions = sub.positions;
+    Ok((out, StreamSetup { framing, extra: None, longpoll: None, positions, early_input, inflate, heartbeat_ms }))
 }
 
 /// The permessage-deflate offer accepted, if `ws_deflate` is on and the client made one this
@@ -45,13 +49,18 @@ pub(crate) fn negotiate_deflate(head: &RequestHead, config: &Config) -> Option<A
     config.ws_deflate.then(|| deflate::negotiate(head)).flatten()
 }
 
-/// The 101 answer, naming the extension when one was agreed.
-pub(crate) fn switching_protocols(accept: &str, agreement: Option<Agreement>) -> BytesMut {
+/// The 101 answer, naming the extension when one was agreed, and the heartbeat interval for a
+/// subscriber (`Holdfast-Heartbeat`).
+pub(crate) fn switching_protocols(accept: &str, agreement: Option<Agreement>, heartbeat: Option<Duration>) -> BytesMut {
     let mut out = BytesMut::new();
     let extension = agreement.map(|a| a.response());
+    let heartbeat = heartbeat.map(super::heartbeat_header);
     let mut extra = vec![("Server", "holdfast")];
     if let Some(extension) = &extension {
         extra.push(("Sec-WebSocket-Extensions", extension));
+    }
+    if let Some(heartbeat) = &heartbeat {
+        extra.push(("Holdfast-Heartbeat", heartbeat));
     }
     handshake::put_switching_protocols(&mut out, accept, &extra);
     out
