@@ -35,7 +35,7 @@ pub enum Heartbeat {
     /// sends none.
     #[default]
     Server,
-    /// Ask for this interval (`?heartbeat=`, whole seconds, at least 1). The server clamps it to its
+    /// Ask for this interval (`?heartbeat=`, millisecond precision, at least 100 ms). The server clamps it to its
     /// `[heartbeat_min, heartbeat_max]`; the watch uses what the server answers, or this value if it
     /// answers nothing.
     Fixed(Duration),
@@ -50,10 +50,22 @@ pub enum Heartbeat {
     },
 }
 
-/// Whole seconds for `?heartbeat=`, rounded up, at least 1.
-pub(crate) fn whole_seconds(d: Duration) -> u64 {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    secs.max(1)
+/// The shortest interval asked for: the server refuses less than 100 ms.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `d` at millisecond precision, at least [`MIN_INTERVAL`] (what `?heartbeat=` can express).
+pub(crate) fn askable(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().min(u128::from(u32::MAX)) as u64).max(MIN_INTERVAL)
+}
+
+/// The `?heartbeat=` value: seconds, with a decimal fraction when not whole (`1`, `2.5`).
+pub(crate) fn seconds_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        (ms / 1000).to_string()
+    } else {
+        format!("{}.{:03}", ms / 1000, ms % 1000).trim_end_matches('0').to_string()
+    }
 }
 
 /// What to do after a heartbeat arrived.
@@ -85,17 +97,17 @@ impl Tuner {
     pub(crate) fn new(policy: Heartbeat) -> Tuner {
         let current = match policy {
             Heartbeat::Server => DEFAULT_HEARTBEAT,
-            Heartbeat::Fixed(d) => Duration::from_secs(whole_seconds(d)),
-            Heartbeat::Adaptive { min, .. } => Duration::from_secs(whole_seconds(min)),
+            Heartbeat::Fixed(d) => askable(d),
+            Heartbeat::Adaptive { min, .. } => askable(min),
         };
         Tuner { policy, current, survived: None, settled: false, capped: false }
     }
 
-    /// The `?heartbeat=` value to send, if any.
-    pub(crate) fn ask(&self) -> Option<u64> {
+    /// The interval to ask for with `?heartbeat=`, if any.
+    pub(crate) fn ask(&self) -> Option<Duration> {
         match self.policy {
             Heartbeat::Server => None,
-            _ => Some(whole_seconds(self.current)),
+            _ => Some(self.current),
         }
     }
 
@@ -125,7 +137,9 @@ impl Tuner {
         actual
     }
 
-    /// A heartbeat arrived: the link survived `interval` (the one in force) of silence.
+    /// A heartbeat arrived after `interval` (the one in force) without data: the link survived
+    /// that much silence. (A heartbeat while data flows proves nothing: a WebSocket server also
+    /// pings a client that only reads while messages flow.)
     pub(crate) fn heartbeat(&mut self, interval: Duration) -> AfterHeartbeat {
         let Heartbeat::Adaptive { max, step, .. } = self.policy else {
             return AfterHeartbeat::Keep;
@@ -147,7 +161,7 @@ impl Tuner {
         let Heartbeat::Adaptive { min, step, .. } = self.policy else {
             return None;
         };
-        let min = Duration::from_secs(whole_seconds(min));
+        let min = askable(min);
         let back = match self.survived {
             Some(s) if s < self.current => s,
             _ => self.current.saturating_sub(step).max(min),
@@ -175,18 +189,18 @@ mod tests {
     #[test]
     fn adaptive_probes_up_and_holds_the_last_survivor_after_a_death() {
         let mut t = adaptive(1, 10, 2);
-        assert_eq!(t.ask(), Some(1));
+        assert_eq!(t.ask(), Some(secs(1)));
         assert_eq!(t.connected(Some(secs(1))), secs(1));
         assert_eq!(t.heartbeat(secs(1)), AfterHeartbeat::Raise(secs(3)));
-        assert_eq!(t.ask(), Some(3));
+        assert_eq!(t.ask(), Some(secs(3)));
         assert_eq!(t.connected(Some(secs(3))), secs(3));
         assert_eq!(t.heartbeat(secs(3)), AfterHeartbeat::Raise(secs(5)));
         t.connected(Some(secs(5)));
         assert_eq!(t.silent_death(), Some(secs(3)));
-        assert_eq!(t.ask(), Some(3));
+        assert_eq!(t.ask(), Some(secs(3)));
         t.connected(Some(secs(3)));
         assert_eq!(t.heartbeat(secs(3)), AfterHeartbeat::Keep, "held: no more probing");
-        assert_eq!(t.ask(), Some(3));
+        assert_eq!(t.ask(), Some(secs(3)));
     }
 
     #[test]
@@ -216,7 +230,7 @@ mod tests {
         t.connected(Some(secs(2)));
         assert_eq!(t.silent_death(), Some(secs(2)), "settles at min");
         assert_eq!(t.silent_death(), None);
-        assert_eq!(t.ask(), Some(2));
+        assert_eq!(t.ask(), Some(secs(2)));
     }
 
     #[test]
@@ -227,10 +241,18 @@ mod tests {
     }
 
     #[test]
+    fn intervals_are_sent_as_seconds_with_a_fraction_when_needed() {
+        assert_eq!(seconds_text(secs(5)), "5");
+        assert_eq!(seconds_text(Duration::from_millis(2500)), "2.5");
+        assert_eq!(seconds_text(Duration::from_millis(1250)), "1.25");
+        assert_eq!(seconds_text(askable(Duration::from_millis(1))), "0.1");
+    }
+
+    #[test]
     fn fixed_and_server_policies_never_probe() {
         let mut fixed = Tuner::new(Heartbeat::Fixed(Duration::from_millis(1500)));
-        assert_eq!(fixed.ask(), Some(2));
-        assert_eq!(fixed.connected(None), secs(2), "the configured value when the server says nothing");
+        assert_eq!(fixed.ask(), Some(Duration::from_millis(1500)));
+        assert_eq!(fixed.connected(None), Duration::from_millis(1500), "the configured value when the server says nothing");
         assert_eq!(fixed.heartbeat(secs(2)), AfterHeartbeat::Keep);
         assert_eq!(fixed.silent_death(), None);
         let mut server = Tuner::new(Heartbeat::Server);

@@ -258,6 +258,8 @@ enum Phase {
         interval: Duration,
         /// Something (an event or a heartbeat) came on it: the next failure starts a fresh backoff.
         healthy: bool,
+        /// When the last event (not heartbeat) came, or the link opened.
+        last_event: Instant,
         /// The reason of the `holdfast.closed` notice, once one came.
         closed: Option<String>,
     },
@@ -354,7 +356,7 @@ impl Driver {
                 let interval = self.tuner.connected(link.announced);
                 self.history = None;
                 self.out.push_back(Ok(Event::State(State::Connected { server, transport, heartbeat: interval })));
-                self.phase = Phase::Streaming { link: Box::new(link), interval, healthy: false, closed: None };
+                self.phase = Phase::Streaming { link: Box::new(link), interval, healthy: false, last_event: Instant::now(), closed: None };
             }
             Err(e) => self.failed(e, false),
         }
@@ -372,7 +374,20 @@ impl Driver {
             if let Phase::Streaming { healthy, .. } = &mut self.phase {
                 *healthy = true;
             }
+            let quiet = match &mut self.phase {
+                Phase::Streaming { last_event, .. } => {
+                    let quiet = last_event.elapsed();
+                    if !matches!(item, Item::Heartbeat) {
+                        *last_event = Instant::now();
+                    }
+                    quiet
+                }
+                _ => Duration::ZERO,
+            };
             match item {
+                // Only a heartbeat after a whole interval without data proves the path survives
+                // that much silence (a little slack for timer granularity).
+                Item::Heartbeat if quiet < interval.mul_f64(0.9) => {}
                 Item::Heartbeat => match self.tuner.heartbeat(interval) {
                     AfterHeartbeat::Keep => {}
                     AfterHeartbeat::Raise(_) => raise = true,

@@ -96,7 +96,7 @@ pub(crate) struct SubRequest<'a> {
     pub channels: &'a str,
     pub cursor: Option<&'a str>,
     pub history: Option<u32>,
-    pub heartbeat: Option<u64>,
+    pub heartbeat: Option<Duration>,
 }
 
 impl SubRequest<'_> {
@@ -122,7 +122,7 @@ impl SubRequest<'_> {
             param("history", &history.to_string());
         }
         if let Some(heartbeat) = self.heartbeat.filter(|_| transport.is_streaming()) {
-            param("heartbeat", &heartbeat.to_string());
+            param("heartbeat", &crate::heartbeat::seconds_text(heartbeat));
         }
         if transport == Transport::Ws {
             if let Some(rest) = url.strip_prefix("http://") {
@@ -275,10 +275,10 @@ mod tests {
             channels: "a,b",
             cursor: Some("xy_z-"),
             history: Some(3),
-            heartbeat: Some(5),
+            heartbeat: Some(Duration::from_millis(5500)),
         };
-        assert_eq!(r.url(Transport::Sse), "http://127.0.0.1:7700/sub/a,b?transport=sse&cursor=xy_z-&history=3&heartbeat=5");
-        assert_eq!(r.url(Transport::Ws), "ws://127.0.0.1:7700/sub/a,b?cursor=xy_z-&history=3&heartbeat=5");
+        assert_eq!(r.url(Transport::Sse), "http://127.0.0.1:7700/sub/a,b?transport=sse&cursor=xy_z-&history=3&heartbeat=5.5");
+        assert_eq!(r.url(Transport::Ws), "ws://127.0.0.1:7700/sub/a,b?cursor=xy_z-&history=3&heartbeat=5.5");
         assert_eq!(r.url(Transport::LongPoll), "http://127.0.0.1:7700/sub/a,b?transport=longpoll&cursor=xy_z-&history=3");
     }
 
