@@ -134,6 +134,14 @@ impl fmt::Display for Error {
         }
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;
+            // reqwest's own words ("error sending request") hide the cause: name the innermost.
+            let mut root: &(dyn std::error::Error + 'static) = source.as_ref();
+            while let Some(next) = root.source() {
+                root = next;
+            }
+            if !std::ptr::addr_eq(root, source.as_ref()) {
+                write!(f, ": {root}")?;
+            }
         }
         Ok(())
     }
