@@ -60,11 +60,11 @@ pub(crate) fn askable(d: Duration) -> Duration {
 
 /// The `?heartbeat=` value: seconds, with a decimal fraction when not whole (`1`, `2.5`).
 pub(crate) fn seconds_text(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 == 0 {
-        (ms / 1000).to_string()
+    let (whole, millis) = (d.as_secs(), d.subsec_millis());
+    if millis == 0 {
+        whole.to_string()
     } else {
-        format!("{}.{:03}", ms / 1000, ms % 1000).trim_end_matches('0').to_string()
+        format!("{whole}.{millis:03}").trim_end_matches('0').to_string()
     }
 }
 
@@ -252,7 +252,11 @@ mod tests {
     fn fixed_and_server_policies_never_probe() {
         let mut fixed = Tuner::new(Heartbeat::Fixed(Duration::from_millis(1500)));
         assert_eq!(fixed.ask(), Some(Duration::from_millis(1500)));
-        assert_eq!(fixed.connected(None), Duration::from_millis(1500), "the configured value when the server says nothing");
+        assert_eq!(
+            fixed.connected(None),
+            Duration::from_millis(1500),
+            "the configured value when the server says nothing"
+        );
         assert_eq!(fixed.heartbeat(secs(2)), AfterHeartbeat::Keep);
         assert_eq!(fixed.silent_death(), None);
         let mut server = Tuner::new(Heartbeat::Server);

@@ -356,7 +356,13 @@ impl Driver {
                 let interval = self.tuner.connected(link.announced);
                 self.history = None;
                 self.out.push_back(Ok(Event::State(State::Connected { server, transport, heartbeat: interval })));
-                self.phase = Phase::Streaming { link: Box::new(link), interval, healthy: false, last_event: Instant::now(), closed: None };
+                self.phase = Phase::Streaming {
+                    link: Box::new(link),
+                    interval,
+                    healthy: false,
+                    last_event: Instant::now(),
+                    closed: None,
+                };
             }
             Err(e) => self.failed(e, false),
         }

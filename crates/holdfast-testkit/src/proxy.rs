@@ -127,10 +127,8 @@ async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: OwnedWriteHalf, 
             let limit = shared.idle_limit_ms.load(Ordering::SeqCst);
             let idle = flow.last.lock().unwrap().elapsed();
             let expired = limit > 0 && idle > Duration::from_millis(limit);
-            if expired || shared.frozen.load(Ordering::SeqCst) {
-                if !flow.dead.swap(true, Ordering::SeqCst) {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            if (expired || shared.frozen.load(Ordering::SeqCst)) && !flow.dead.swap(true, Ordering::SeqCst) {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
         if flow.dead.load(Ordering::SeqCst) {

@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn text_binary_and_json_payloads() {
         let m = message(parse(r#"{"id":"c1","channel":"room","event":"chat","data":"hi"}"#));
-        assert_eq!((m.channel.as_str(), m.event.as_str(), m.text(), m.cursor.as_str()), ("room", "chat", Some("hi"), "c1"));
+        assert_eq!(
+            (m.channel.as_str(), m.event.as_str(), m.text(), m.cursor.as_str()),
+            ("room", "chat", Some("hi"), "c1")
+        );
         let m = message(parse(r#"{"id":"c2","channel":"room","event":"message","data_b64":"AP8="}"#));
         assert_eq!(&m.data[..], &[0, 255]);
         let m = message(parse(r#"{"id":"c3","channel":"room","event":"message","json":{"a":1}}"#));

@@ -222,7 +222,9 @@ impl Link {
             builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
         }
         let response = match tokio::time::timeout(connect_timeout, builder.send()).await {
-            Err(_) => return Err(Error::timeout(format!("no answer from {} within {connect_timeout:?}", request.server))),
+            Err(_) => {
+                return Err(Error::timeout(format!("no answer from {} within {connect_timeout:?}", request.server)))
+            }
             Ok(Err(e)) => return Err(error::from_reqwest(&format!("GET {url}"), e)),
             Ok(Ok(response)) => response,
         };
@@ -277,9 +279,15 @@ mod tests {
             history: Some(3),
             heartbeat: Some(Duration::from_millis(5500)),
         };
-        assert_eq!(r.url(Transport::Sse), "http://127.0.0.1:7700/sub/a,b?transport=sse&cursor=xy_z-&history=3&heartbeat=5.5");
+        assert_eq!(
+            r.url(Transport::Sse),
+            "http://127.0.0.1:7700/sub/a,b?transport=sse&cursor=xy_z-&history=3&heartbeat=5.5"
+        );
         assert_eq!(r.url(Transport::Ws), "ws://127.0.0.1:7700/sub/a,b?cursor=xy_z-&history=3&heartbeat=5.5");
-        assert_eq!(r.url(Transport::LongPoll), "http://127.0.0.1:7700/sub/a,b?transport=longpoll&cursor=xy_z-&history=3");
+        assert_eq!(
+            r.url(Transport::LongPoll),
+            "http://127.0.0.1:7700/sub/a,b?transport=longpoll&cursor=xy_z-&history=3"
+        );
     }
 
     #[test]

@@ -95,7 +95,10 @@ impl SseParser {
                 };
                 let event = if event.is_empty() { "message".to_string() } else { event };
                 let cursor = self.id.clone();
-                Item::Event(Event::Message(Message { channel: channel.to_string(), event, data: Bytes::from(data), cursor }), Some(self.id.clone()))
+                Item::Event(
+                    Event::Message(Message { channel: channel.to_string(), event, data: Bytes::from(data), cursor }),
+                    Some(self.id.clone()),
+                )
             }
         };
         out.push(item);
@@ -117,7 +120,8 @@ mod tests {
 
     #[test]
     fn events_heartbeats_and_notices_split_at_every_byte() {
-        let input = b"retry: 2000\n\n:\n\nid: c1\ndata: a\ndata: b\n\nid: c2\nevent: chat\n: data is base64\ndata: AP8=\n\n\
+        let input =
+            b"retry: 2000\n\n:\n\nid: c1\ndata: a\ndata: b\n\nid: c2\nevent: chat\n: data is base64\ndata: AP8=\n\n\
 id: c3\nevent: holdfast.gap\ndata: {\"channel\":\"room\",\"first_available\":3,\"lost\":2}\n\n\
 id: c4\r\nevent: holdfast.closed\r\ndata: {\"reason\":\"admin_disconnect\",\"cursor\":\"c4\"}\r\n\r\n";
         for at in 0..=input.len() {
@@ -131,7 +135,9 @@ id: c4\r\nevent: holdfast.closed\r\ndata: {\"reason\":\"admin_disconnect\",\"cur
                 other => panic!("{other:?}"),
             }
             match &out[2] {
-                Item::Event(Event::Message(m), _) => assert_eq!((&m.data[..], m.event.as_str()), (&[0u8, 255][..], "chat")),
+                Item::Event(Event::Message(m), _) => {
+                    assert_eq!((&m.data[..], m.event.as_str()), (&[0u8, 255][..], "chat"))
+                }
                 other => panic!("{other:?}"),
             }
             assert!(matches!(&out[3], Item::Event(Event::Gap(g), Some(c)) if g.lost == Some(2) && c == "c3"));
