@@ -15,8 +15,11 @@
 use std::io;
 use std::time::Instant;
 
+use std::os::fd::AsRawFd;
+
 use bytes::BytesMut;
 use holdfast_proto::http1::Persistence;
+use mio::unix::SourceFd;
 
 use super::{clock_ms_at, Shard};
 use crate::handover::Extra;
@@ -141,10 +144,11 @@ impl Shard {
             // Straight to a runtime task, which waits for the next poll (a long-poll client sends
             // it at once) and parks the connection only if none comes within `park_after`.
             Persistence::KeepAlive { .. } => {
+                // The descriptor lives on in the runtime: out of this shard's poller first.
+                let _ = self.registry().deregister(&mut SourceFd(&stream.as_raw_fd()));
                 (self.resume)(stream, conn, IdleDeadline::between_requests(&server.config))
             }
             Persistence::Close => {
-                let _ = stream.shutdown(std::net::Shutdown::Write);
                 drop(stream);
                 server.connection_closed(conn.id, conn.peer, conn.served, reason);
             }
