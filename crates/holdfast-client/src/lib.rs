@@ -58,6 +58,8 @@
 //!   afresh). Reported in [`State::Connected`] and [`State::HeartbeatSettled`]. Applies to the
 //!   streaming transports and WebSocket.
 //!
+//! Both need a tokio runtime (with the time and I/O drivers) where they are polled.
+//!
 //! Memory: a subscriber runs no task of its own (the link is read as the stream is polled);
 //! buffers are small (a 4 KiB WebSocket read buffer instead of tungstenite's 128 KiB; line buffers
 //! that give back what a large message took).
