@@ -535,3 +535,20 @@ impl Driver {
         self.phase = Phase::Wait(Instant::now() + after);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-subscription state stays small (the 16 KB budget per subscription is mostly the
+    /// transports' socket buffers): the driver and the future that reads its link.
+    #[test]
+    fn per_subscriber_state_is_small() {
+        let sub = Subscriber::builder().channel("a").build().unwrap();
+        let driver = std::mem::size_of::<Driver>();
+        let future = std::mem::size_of_val(&*sub.inner);
+        eprintln!("driver {driver} B, stream with its future {future} B");
+        assert!(driver < 1024, "driver {driver} B");
+        assert!(future < 4096, "stream {future} B");
+    }
+}
