@@ -4,7 +4,8 @@
 //! Every wait is bounded ([`IO_TIMEOUT`]) so a broken server fails a test instead of hanging it.
 //!
 //! [`interop`] runs third-party clients (Python libraries, headless Chromium) against it;
-//! [`hostile`] has floods, peers that never read, RSS sampling and a delivery-delay probe.
+//! [`hostile`] has floods, peers that never read, RSS sampling and a delivery-delay probe;
+//! [`proxy`] a TCP relay that can stop forwarding without closing (half-open links, NAT timeouts).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 
 pub mod hostile;
 pub mod interop;
+pub mod proxy;
 
 /// Longest wait for any single expected event in a test.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,9 +34,31 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with the default configuration changed by `configure`.
     pub async fn start(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        TestServer::serve(listener, configure)
+    }
+
+    /// Starts a server on `addr`, typically the address of one just stopped (a restart: the new
+    /// server has none of the old one's channels, so cursors from before point into old epochs).
+    /// Retries the bind for a moment while the old listener goes away.
+    pub async fn start_on(addr: SocketAddr, configure: impl FnOnce(&mut Config)) -> TestServer {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("bind {addr} again: {e}"),
+            }
+        };
+        TestServer::serve(listener, configure)
+    }
+
+    fn serve(listener: TcpListener, configure: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         configure(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local_addr");
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(holdfast_server::run(listener, config, async {
@@ -100,6 +124,17 @@ impl TestServer {
             assert!(Instant::now() < deadline, "{channel} never had {n} subscribers");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// `POST /admin/disconnect?channel=NAME`: closes that channel's streaming subscribers; gives
+    /// how many.
+    pub async fn disconnect(&self, channel: &str) -> u64 {
+        let mut conn = self.connect().await;
+        let head = format!("POST /admin/disconnect?channel={channel} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        conn.send(head.as_bytes()).await;
+        let response = conn.response().await;
+        assert_eq!(response.status, 200, "admin disconnect: {}", response.text());
+        response.json()["disconnecting"].as_u64().unwrap_or(0)
     }
 
     /// `GET /admin/stats` on a fresh connection, as JSON.

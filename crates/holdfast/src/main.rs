@@ -1,5 +1,5 @@
 //! The `holdfast` binary: `serve` runs the server; `bench` holds the clients the scripts in
-//! `bench/` measure it with; further subcommands (pub, sub) come with the client SDK.
+//! `bench/` measure it with; `pub` and `sub` publish and subscribe with the client SDK.
 
 mod cli;
 

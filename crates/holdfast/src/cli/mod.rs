@@ -4,7 +4,10 @@
 //! strings here; the configuration parses them, so every source gets the same messages.
 
 mod bench;
+#[path = "pub.rs"]
+mod publish;
 mod serve;
+mod sub;
 
 use std::process::ExitCode;
 
@@ -31,7 +34,17 @@ fn command() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(serve)
+        .subcommand(publish::command())
+        .subcommand(sub::command())
         .subcommand(bench::command())
+}
+
+/// A small runtime for the client subcommands (one thread: a CLI client needs no more).
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 /// The flag of one configuration key, also read from `HOLDFAST_<KEY>`.
@@ -54,6 +67,8 @@ pub fn main() -> ExitCode {
     let matches = command().get_matches();
     match matches.subcommand() {
         Some(("serve", args)) => serve::run(args),
+        Some(("pub", args)) => publish::run(args),
+        Some(("sub", args)) => sub::run(args),
         Some(("bench", args)) => bench::run(args),
         _ => ExitCode::from(EXIT_USAGE),
     }
