@@ -25,7 +25,7 @@ pub(crate) fn decorate(response: Response, origin: Option<&str>) -> Response {
         Some(origin) => response
             .with_header("Access-Control-Allow-Origin", origin)
             .with_header("Vary", "Origin")
-            .with_header("Access-Control-Expose-Headers", "Content-Type, Holdfast-Heartbeat"),
+            .with_header("Access-Control-Expose-Headers", "Content-Type, Holdfast-Heartbeat, Holdfast-Cursor"),
         None => response,
     }
 }

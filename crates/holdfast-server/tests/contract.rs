@@ -503,3 +503,33 @@ async fn bare_sub_without_upgrade_is_still_refused() {
         assert!(status == 404 || status == 400, "GET {target}: {status}");
     }
 }
+
+// ---- 10. Streaming answers and the 101 say where the subscription starts ----
+
+#[tokio::test]
+async fn streaming_heads_and_the_101_carry_the_starting_cursor_which_resumes_without_loss() {
+    let server = TestServer::start(|_| {}).await;
+    server.publish("sc", None, b"old-1").await;
+    server.publish("sc", None, b"old-2").await;
+    for (label, upgrade_to) in [("sse", false), ("stream", false), ("websocket", true)] {
+        let mut conn = server.connect().await;
+        if upgrade_to {
+            conn.send(ws_upgrade_request("/sub/sc", "").as_bytes()).await;
+        } else {
+            conn.send(format!("GET /sub/sc?transport={label} {GET}\r\n").as_bytes()).await;
+        }
+        let head = conn.stream_head().await;
+        let cursor = head.header("holdfast-cursor").unwrap_or_else(|| panic!("{label}: {}", head.head)).to_string();
+        // The link dies before any message; what is published meanwhile is not lost.
+        drop(conn);
+        let fresh = format!("new-{label}");
+        server.publish("sc", None, fresh.as_bytes()).await;
+        let (data, gap) = poll_from(&server, "sc", &cursor).await;
+        assert_eq!((data, gap), (vec![fresh], Value::Null), "{label}: resume from the head's cursor");
+    }
+    // A WebSocket with no channel yet has no position to announce.
+    let mut conn = server.connect().await;
+    conn.send(ws_upgrade_request("/sub", "").as_bytes()).await;
+    let head = conn.stream_head().await;
+    assert_eq!((head.status, head.header("holdfast-cursor")), (101, None));
+}

@@ -345,7 +345,7 @@ async fn echo_websocket(stream: &mut TcpStream, server: &Server, head: &RequestH
         Err(e) => return send_final(stream, server, &transport::websocket::refusal(e), CloseReason::BadRequest).await,
     };
     let agreement = transport::websocket::negotiate_deflate(head, &server.config);
-    let out = transport::websocket::switching_protocols(&accept, agreement, None);
+    let out = transport::websocket::switching_protocols(&accept, agreement, None, None);
     if !matches!(write_all(stream, &[&out], Instant::now() + server.config.send_timeout).await, Write::Done) {
         return Next::close(CloseReason::PeerAborted);
     }

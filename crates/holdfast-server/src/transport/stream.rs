@@ -42,12 +42,15 @@ pub(crate) fn open(
         .header("Cache-Control", b"no-cache, no-store")
         .header("X-Accel-Buffering", b"no");
     let heartbeat = super::heartbeat_header(sub.heartbeat);
-    writer = writer.header("Holdfast-Heartbeat", heartbeat.as_bytes());
+    // Where the subscription starts: a client can resume from here even if the link dies before
+    // the first message (no position is lost in between).
+    let cursor = cursor_for(&sub.positions);
+    writer = writer.header("Holdfast-Heartbeat", heartbeat.as_bytes()).header("Holdfast-Cursor", cursor.as_bytes());
     if let Some(origin) = &sub.origin {
         writer = writer
             .header("Access-Control-Allow-Origin", origin.as_bytes())
             .header("Vary", b"Origin")
-            .header("Access-Control-Expose-Headers", b"Holdfast-Heartbeat");
+            .header("Access-Control-Expose-Headers", b"Holdfast-Heartbeat, Holdfast-Cursor");
     }
     writer =
         if chunked { writer.header("Transfer-Encoding", b"chunked") } else { writer.header("Connection", b"close") };
@@ -66,7 +69,6 @@ pub(crate) fn open(
         _ => prelude.extend_from_slice(b"\n"),
     }
     framing.put_piece(&mut out, &prelude);
-    let cursor = cursor_for(&sub.positions);
     for gap in &sub.gaps {
         framing.put_notice(&mut out, callback.as_deref(), &gap.channel, &cursor, "holdfast.gap", &gap_json(gap));
     }

@@ -30,9 +30,10 @@ pub(crate) fn open(
     let format = if raw { Format::WsRaw } else { Format::WsJson };
     let deflate = agreement.is_some_and(|a| a.server_window_bits == deflate::MAX_WINDOW_BITS);
     let framing = Framing { format, chunked: false, deflate };
-    let out = switching_protocols(&accept, agreement, Some(sub.heartbeat));
-    let mut out = out.to_vec();
     let cursor = crate::subscription::cursor_for(&sub.positions);
+    let start = (!sub.positions.is_empty()).then_some(cursor.as_str());
+    let out = switching_protocols(&accept, agreement, Some(sub.heartbeat), start);
+    let mut out = out.to_vec();
     for gap in &sub.gaps {
         let data = crate::subscription::gap_json(gap);
         framing.put_notice(&mut out, None, &gap.channel, &cursor, "holdfast.gap", &data);
@@ -49,9 +50,14 @@ pub(crate) fn negotiate_deflate(head: &RequestHead, config: &Config) -> Option<A
     config.ws_deflate.then(|| deflate::negotiate(head)).flatten()
 }
 
-/// The 101 answer, naming the extension when one was agreed, and the heartbeat interval for a
-/// subscriber (`Holdfast-Heartbeat`).
-pub(crate) fn switching_protocols(accept: &str, agreement: Option<Agreement>, heartbeat: Option<Duration>) -> BytesMut {
+/// The 101 answer, naming the extension when one was agreed, and for a subscriber the heartbeat
+/// interval (`Holdfast-Heartbeat`) and where the subscription starts (`Holdfast-Cursor`).
+pub(crate) fn switching_protocols(
+    accept: &str,
+    agreement: Option<Agreement>,
+    heartbeat: Option<Duration>,
+    cursor: Option<&str>,
+) -> BytesMut {
     let mut out = BytesMut::new();
     let extension = agreement.map(|a| a.response());
     let heartbeat = heartbeat.map(super::heartbeat_header);
@@ -61,6 +67,9 @@ pub(crate) fn switching_protocols(accept: &str, agreement: Option<Agreement>, he
     }
     if let Some(heartbeat) = &heartbeat {
         extra.push(("Holdfast-Heartbeat", heartbeat));
+    }
+    if let Some(cursor) = cursor {
+        extra.push(("Holdfast-Cursor", cursor));
     }
     handshake::put_switching_protocols(&mut out, accept, &extra);
     out
