@@ -8,7 +8,7 @@ use holdfast_hub::Channel;
 use holdfast_proto::http1::Persistence;
 
 use crate::socket::CloseReason;
-use crate::wire::frame::Framing;
+use crate::wire::frame::{Format, Framing};
 
 /// What a transport hands over with a socket.
 pub(crate) struct StreamSetup {
@@ -66,6 +66,19 @@ impl LongPollReply {
         LongPollReply { requests_left, version, close_reason, answered: None }
     }
 
+    /// How to answer the long poll `head` asks for (`served`: requests on the connection, this
+    /// one included; the request cap may close it).
+    pub fn for_request(head: &holdfast_proto::http1::RequestHead, served: u32, config: &crate::config::Config) -> Self {
+        let version = head.version();
+        let persistence = Persistence::decide(version, &head.connection, served, config.keepalive_requests, true);
+        let close_reason = if head.connection.wants_keep_alive(version) {
+            CloseReason::RequestCap
+        } else {
+            CloseReason::NotPersistent
+        };
+        LongPollReply::new(version, persistence, close_reason)
+    }
+
     /// What the request allows, and how the close is counted if it closes.
     pub fn persistence(&self) -> (Persistence, CloseReason) {
         match self.requests_left {
@@ -88,6 +101,25 @@ impl LongPollReply {
             Some(reason) => (Persistence::Close, reason),
             None => self.persistence(),
         })
+    }
+}
+
+/// The hand-over of a long poll to a push shard, with how to answer it when the time comes
+/// (`served`: requests on the connection, this one included).
+pub(crate) fn held_longpoll(
+    head: &holdfast_proto::http1::RequestHead,
+    subscription: crate::sub_request::Subscription,
+    served: u32,
+    config: &crate::config::Config,
+) -> StreamSetup {
+    StreamSetup {
+        framing: Framing { format: Format::LongPoll, chunked: false, deflate: false },
+        extra: subscription.origin.map(|origin| Box::new(Extra::Origin(origin.into_boxed_str()))),
+        longpoll: Some(LongPollReply::for_request(head, served, config)),
+        positions: subscription.positions,
+        early_input: bytes::BytesMut::new(),
+        inflate: false,
+        heartbeat_ms: heartbeat_ms(config.longpoll_timeout),
     }
 }
 

@@ -48,6 +48,7 @@ mod response;
 mod router;
 mod socket;
 pub mod stats;
+mod sub_request;
 mod subscription;
 mod transport;
 mod wire;

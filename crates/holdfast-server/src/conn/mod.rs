@@ -25,14 +25,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use self::body::{Body, BodyError};
-use crate::handover::{Extra, LongPollReply, StreamSetup};
+use crate::handover::StreamSetup;
 use crate::poll_answer;
 use crate::response::Response;
 use crate::router::Route;
 use crate::socket::io::{lingering_close, read_more, write_all, Read, Write, READ_CHUNK};
 use crate::socket::{io_close_reason, ConnState, IdleDeadline};
 use crate::transport::{self, Transport};
-use crate::wire::frame::{Format, Framing};
+use crate::wire::frame::Format;
 use crate::{router, CloseReason, Server, LINGER_TIMEOUT};
 
 /// How the loop ended.
@@ -263,7 +263,7 @@ async fn subscribe(
                 Some(server.config.longpoll_timeout),
             ));
         }
-        return Subscribed::Streaming(held_longpoll(server, head, subscription, served));
+        return Subscribed::Streaming(crate::handover::held_longpoll(head, subscription, served, &server.config));
     }
     let opened = match subscription.transport.clone() {
         Transport::Poll | Transport::LongPoll => {
@@ -299,32 +299,6 @@ async fn subscribe(
         Write::Done => Subscribed::Streaming(setup),
         Write::Timeout => Subscribed::Ended(Next::close(CloseReason::SendTimeout)),
         Write::Failed(e) => Subscribed::Ended(Next::close(io_close_reason(&e))),
-    }
-}
-
-/// The hand-over of a long poll to a push shard, with how to answer it when the time comes.
-fn held_longpoll(
-    server: &Server,
-    head: &RequestHead,
-    subscription: transport::Subscription,
-    served: u32,
-) -> StreamSetup {
-    let persistence =
-        Persistence::decide(head.version(), &head.connection, served, server.config.keepalive_requests, true);
-    let close_reason = if head.connection.wants_keep_alive(head.version()) {
-        CloseReason::RequestCap
-    } else {
-        CloseReason::NotPersistent
-    };
-    let reply = LongPollReply::new(head.version(), persistence, close_reason);
-    StreamSetup {
-        framing: Framing { format: Format::LongPoll, chunked: false, deflate: false },
-        extra: subscription.origin.map(|origin| Box::new(Extra::Origin(origin.into_boxed_str()))),
-        longpoll: Some(reply),
-        positions: subscription.positions,
-        early_input: BytesMut::new(),
-        inflate: false,
-        heartbeat_ms: crate::handover::heartbeat_ms(server.config.longpoll_timeout),
     }
 }
 
