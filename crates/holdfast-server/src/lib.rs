@@ -14,6 +14,7 @@
 //!               └─────> push (shards: streaming subscribers, WebSocket ops, held long polls)
 //!                        park (idle keep-alive connections)
 //! ─────────────────────────── leaves ────────────────────────────────────────────
+//! sub_request   what a GET /sub request asks for (transport, positions, heartbeat)
 //! subscription  names, the channel cap, start positions, gaps, cursors, refusals
 //! poll_answer   what a poll answers, for the task and the shards alike
 //! handover      what travels with a socket from the runtime to a shard
@@ -27,8 +28,9 @@
 //!   `push` when its response becomes a stream (or a long poll must wait).
 //! - `park`: idle connections outside the runtime; hands one back through the function `run`
 //!   gives it (a new `conn` task), so it does not depend on `conn`.
-//! - `push`: the shards that own streaming sockets; a held long poll goes back to `park` once
-//!   answered.
+//! - `push`: the shards that own streaming sockets; an answered long poll's connection waits
+//!   there for its next request (a long poll is served there too, parsed with `sub_request`;
+//!   anything else goes back to a `conn` task through the function `run` gives it).
 //! - `router`, `publish`, `transport`: what to answer. Handlers take what they use (the broker,
 //!   the configuration, the counters), not the whole server; only the orchestrators (`listener`,
 //!   `conn`, `park`, `push`, `router` for the admin endpoints) see the `Server` state.

@@ -169,3 +169,117 @@ async fn a_held_poll_on_http10_without_keepalive_closes_after_its_answer() {
     conn.assert_closed().await;
     assert!(server.stats().await["closed"]["not_persistent"].as_u64().unwrap() >= 1);
 }
+
+// ---- A long-poll client's next polls are served in the shard, on the same connection ----
+
+/// Sends a long poll on `conn` and reads its answer after `publish` (if any) is published.
+async fn poll_once(server: &TestServer, conn: &mut RawConn, channel: &str, cursor: &str, publish: &[u8]) -> String {
+    conn.send(format!("GET /sub/{channel}?cursor={cursor} {GET}\r\n").as_bytes()).await;
+    if !publish.is_empty() {
+        server.wait_for_subscribers(channel, 1).await;
+        server.publish(channel, None, publish).await;
+    }
+    let answer = conn.response().await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let body = answer.json();
+    if !publish.is_empty() {
+        assert_eq!(body["messages"][0]["data"], String::from_utf8_lossy(publish).as_ref(), "{body}");
+    }
+    body["cursor"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_long_poll_client_polls_again_and_again_on_one_connection_without_loss() {
+    // park_after is long: between polls the connection waits in the shard, not the parking lot.
+    let server = TestServer::start(|c| c.park_after = Duration::from_secs(5)).await;
+    let mut cursor = cursor_now(&server, "cycle").await;
+    let mut conn = server.connect().await;
+    for i in 0..20 {
+        cursor = poll_once(&server, &mut conn, "cycle", &cursor, format!("m{i}").as_bytes()).await;
+        // Answered: it no longer counts as a held long poll.
+        let stats = server.stats().await;
+        assert_eq!(stats["subscribers"]["longpoll"], 0, "after answer {i}: {stats}");
+    }
+    // A cursor behind the history is answered at once (no hold), from the shard too.
+    server.publish("cycle", None, b"x1").await;
+    server.publish("cycle", None, b"x2").await;
+    conn.send(format!("GET /sub/cycle?cursor={cursor} {GET}\r\n").as_bytes()).await;
+    let body = conn.response().await.json();
+    let data: Vec<_> = body["messages"].as_array().unwrap().iter().map(|m| m["data"].clone()).collect();
+    assert_eq!(data, vec!["x1", "x2"], "{body}");
+    let stats = server.stats().await;
+    assert_eq!(stats["requests_reused"], 20, "every poll after the first (21 in all) reused the connection: {stats}");
+    assert_eq!(stats["connections_parked"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn after_a_long_poll_other_requests_and_pipelined_polls_are_served_in_order() {
+    let server = TestServer::start(|c| c.park_after = Duration::from_secs(5)).await;
+    let cursor = cursor_now(&server, "mix").await;
+    let mut conn = server.connect().await;
+    let cursor = poll_once(&server, &mut conn, "mix", &cursor, b"one").await;
+    // Not a long poll: the runtime serves it (the shard hands the connection over unread).
+    conn.send(format!("GET /healthz {GET}\r\n").as_bytes()).await;
+    assert_eq!(conn.response().await.status, 200);
+    // Back in the shard with a poll, then three pipelined: two polls answered at once (their
+    // cursors are behind) and a publish, all in order.
+    let cursor = poll_once(&server, &mut conn, "mix", &cursor, b"two").await;
+    server.publish("mix", None, b"three").await;
+    let pipelined = format!(
+        "GET /sub/mix?cursor={cursor} {GET}\r\nGET /sub/mix?transport=poll {GET}\r\nPOST /pub/mix {GET}Content-Length: 4\r\n\r\nfour"
+    );
+    conn.send(pipelined.as_bytes()).await;
+    assert_eq!(conn.response().await.json()["messages"][0]["data"], "three");
+    assert_eq!(conn.response().await.json()["messages"], serde_json::json!([]));
+    assert_eq!(conn.response().await.json()["channel"], "mix");
+    // A bad poll is refused by the runtime's full handling, with the reason.
+    conn.send(format!("GET /sub/mix?cursor=%%% {GET}\r\n").as_bytes()).await;
+    assert_eq!(conn.response().await.status, 400);
+}
+
+#[tokio::test]
+async fn a_connection_waiting_for_its_next_poll_is_parked_after_park_after_and_closes_cleanly() {
+    let server = TestServer::start(|c| c.park_after = Duration::from_millis(100)).await;
+    let cursor = cursor_now(&server, "idle").await;
+    let mut conn = server.connect().await;
+    let cursor = poll_once(&server, &mut conn, "idle", &cursor, b"a").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().await["connections_parked"] != 1 {
+        assert!(Instant::now() < deadline, "the waiting connection was not parked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // From the parking lot it comes back for the next poll, which the shard holds again.
+    poll_once(&server, &mut conn, "idle", &cursor, b"b").await;
+    // A client that leaves while its connection waits in the shard is closed and counted.
+    let before = server.stats().await["connections_open"].as_u64().unwrap();
+    let mut other = server.connect().await;
+    let c2 = cursor_now(&server, "idle").await;
+    poll_once(&server, &mut other, "idle", &c2, b"c").await;
+    drop(other);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().await["connections_open"].as_u64().unwrap() > before {
+        assert!(Instant::now() < deadline, "the closed client's connection is still counted open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_request_cap_closes_a_shard_served_long_poll_connection() {
+    let server = TestServer::start(|c| {
+        c.park_after = Duration::from_secs(5);
+        c.keepalive_requests = 3;
+    })
+    .await;
+    let mut cursor = cursor_now(&server, "cap").await;
+    let mut conn = server.connect().await;
+    for i in 0..3 {
+        conn.send(format!("GET /sub/cap?cursor={cursor} {GET}\r\n").as_bytes()).await;
+        server.wait_for_subscribers("cap", 1).await;
+        server.publish("cap", None, b"m").await;
+        let answer = conn.response().await;
+        cursor = answer.json()["cursor"].as_str().unwrap().to_string();
+        let closes = answer.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        assert_eq!(closes, i == 2, "request {}: {:?}", i + 1, answer.headers);
+    }
+    conn.assert_closed().await;
+}

@@ -5,16 +5,20 @@
 //! long poll waits the same `longpoll_timeout`, so deadlines come in the order polls arrive). It
 //! is answered from here, with one whole HTTP response, when one of its channels gets a message,
 //! at `longpoll_timeout`, when a channel is deleted, on `POST /admin/disconnect` and on shutdown.
-//! Once the answer is out the connection goes back to keep-alive: to a new runtime task that
-//! waits for the client's next request (and parks the connection if it does not come within
-//! `park_after`), or it is closed, when the answer said `Connection: close`.
+//! Once the answer is out the connection is closed (when the answer said `Connection: close`) or
+//! stays here, without channels, for the client's next request: a long-poll client sends it at
+//! once, and a plain `GET /sub…` long poll is parsed and served here (held again in the same
+//! slot, or answered at once), sparing two moves between pollers per message. Anything else, a
+//! head not complete yet, or nothing within `park_after` goes to a runtime task (which parks the
+//! connection when it stays idle), its bytes unread.
 //!
 //! While it waits, the client may close (then the slot goes at once) or send its next request
-//! early (pipelining): those bytes are left in the socket for the task that reads it next.
+//! early (pipelining): those bytes are left in the socket until the answer is out.
 
 use std::io;
 use std::time::Instant;
 
+use std::io::Read;
 use std::os::fd::AsRawFd;
 
 use bytes::BytesMut;
@@ -22,7 +26,8 @@ use holdfast_proto::http1::Persistence;
 use mio::unix::SourceFd;
 
 use super::{clock_ms_at, Shard};
-use crate::handover::Extra;
+use crate::handover::{Extra, LongPollReply};
+use crate::socket::ConnState;
 use crate::socket::IdleDeadline;
 use crate::wire::pending::Pending;
 use crate::{poll_answer, CloseReason, Server};
@@ -34,20 +39,39 @@ pub(super) struct Deadline {
     pub due: u64,
     /// Its slot.
     pub index: u32,
-    /// The low half of its connection id: a slot answered early may hold another connection by
-    /// its deadline; ids that agree in 32 bits are 4 billion connections apart.
-    conn_low: u32,
+    /// Which connection and request it is for: a slot answered early may hold another
+    /// connection by its deadline, or the same one waiting on a later request.
+    tag: u32,
 }
 
 impl Deadline {
-    pub fn new(due: u64, index: usize, conn_id: u64) -> Deadline {
-        Deadline { due, index: index as u32, conn_low: conn_id as u32 }
+    pub fn new(due: u64, index: usize, conn: &ConnState) -> Deadline {
+        Deadline { due, index: index as u32, tag: tag_of(conn) }
     }
 
-    /// Whether the slot still holds the long poll this deadline is for.
-    pub fn is_for(&self, conn_id: u64) -> bool {
-        self.conn_low == conn_id as u32
+    /// Whether the slot still holds the connection and request this deadline is for.
+    pub fn is_for(&self, conn: &ConnState) -> bool {
+        self.tag == tag_of(conn)
     }
+}
+
+/// The connection id and request number in 32 bits (a mismatch between a stale deadline and a
+/// slot's current occupant is what matters; equal tags for different ones are a 1 in 4 billion
+/// chance, and then only answer a held poll early, with its cursor).
+fn tag_of(conn: &ConnState) -> u32 {
+    (conn.id as u32).wrapping_mul(0x9E37_79B9) ^ conn.served.rotate_left(16)
+}
+
+/// Whether a request is one the shard may serve itself: a GET on `/sub…` without a body or an
+/// `Expect`/`Upgrade` (anything else goes to the runtime's full request handling).
+fn is_plain_subscribe(head: &holdfast_proto::http1::RequestHead) -> bool {
+    let path = head.path();
+    head.method_str() == "GET"
+        && (path == "/sub" || path.starts_with("/sub/"))
+        && head.header("transfer-encoding").is_none()
+        && head.header("content-length").is_none_or(|length| length == b"0")
+        && head.header("expect").is_none()
+        && head.header("upgrade").is_none()
 }
 
 /// When a held long poll is answered.
@@ -65,7 +89,6 @@ impl Shard {
     /// Answers a held long poll as `answer` says, and hands its connection back once the answer
     /// has gone out (now, or when its socket has taken the rest).
     pub(super) fn answer_longpoll(&mut self, server: &Server, index: usize, answer: Answer) {
-        let keepalive_secs = server.config.keepalive_timeout.as_secs();
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         let Some(reply) = sub.longpoll else { return };
         if reply.answered().is_some() {
@@ -93,16 +116,31 @@ impl Shard {
         } else {
             reply.persistence()
         };
-        if let Some(reply) = sub.longpoll.as_mut() {
-            reply.set_answered(persistence, reason);
-        }
+        let mut reply = reply;
+        reply.set_answered(persistence, reason);
+        sub.longpoll = Some(reply);
+        server.stats.delivered(messages.len() as u64);
+        self.send_answer(server, index, &response, persistence);
+    }
+
+    /// Writes a long poll's answer (its `longpoll` says it is answered); the connection goes on
+    /// (or closes) once its socket has taken all of it.
+    fn send_answer(
+        &mut self,
+        server: &Server,
+        index: usize,
+        response: &crate::response::Response,
+        persistence: Persistence,
+    ) {
+        let keepalive_secs = server.config.keepalive_timeout.as_secs();
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        let Some(reply) = sub.longpoll else { return };
         let mut head = BytesMut::new();
         response.encode_head(&mut head, persistence, reply.version, keepalive_secs);
-        server.stats.delivered(messages.len() as u64);
         let mut out = Pending::default();
         sub.bytes_out += (head.len() + response.body.len()) as u64;
         out.push(head.freeze());
-        out.push(response.body);
+        out.push(response.body.clone());
         if let Err(e) = out.write_to(&sub.stream) {
             return self.close(server, index, crate::socket::io_close_reason(&e));
         }
@@ -133,26 +171,136 @@ impl Shard {
         unanswered
     }
 
-    /// The answer is out: the connection leaves the shard for the parking lot (keep-alive) or
-    /// is closed.
+    /// The answer is out: the connection waits here for the client's next request (keep-alive)
+    /// or is closed.
     fn hand_back(&mut self, server: &Server, index: usize) {
-        let Some(sub) = self.detach(server, index) else { return };
+        let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return };
         let (persistence, reason) =
             sub.longpoll.and_then(|reply| reply.answered()).unwrap_or((Persistence::Close, CloseReason::Shutdown));
-        let super::Subscriber { stream, conn, .. } = *sub;
-        match persistence {
-            // Straight to a runtime task, which waits for the next poll (a long-poll client sends
-            // it at once) and parks the connection only if none comes within `park_after`.
-            Persistence::KeepAlive { .. } => {
-                // The descriptor lives on in the runtime: out of this shard's poller first.
-                let _ = self.registry().deregister(&mut SourceFd(&stream.as_raw_fd()));
-                (self.resume)(stream, conn, IdleDeadline::between_requests(&server.config))
-            }
-            Persistence::Close => {
-                drop(stream);
-                server.connection_closed(conn.id, conn.peer, conn.served, reason);
+        if let Persistence::KeepAlive { .. } = persistence {
+            return self.await_next_request(server, index);
+        }
+        let Some(sub) = self.detach(server, index) else { return };
+        let conn = sub.conn;
+        drop(sub.stream);
+        server.connection_closed(conn.id, conn.peer, conn.served, reason);
+    }
+
+    /// An answered long poll's connection stays in the shard for the client's next request: a
+    /// long-poll client sends it at once, and serving it here spares the connection two moves
+    /// between pollers (four `epoll_ctl`s and a task) per message. It leaves its channels, and
+    /// waits at most `park_after` before going to the runtime (which parks it).
+    fn await_next_request(&mut self, server: &Server, index: usize) {
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        let places = std::mem::take(&mut sub.places);
+        sub.longpoll = None;
+        sub.extra = None;
+        let due = clock_ms_at(Instant::now()) + server.config.park_after.as_millis() as u64;
+        self.awaiting_deadlines.push_back(Deadline::new(due, index, &sub.conn));
+        if !places.is_empty() {
+            server.stats.subscriber_closed(crate::wire::frame::Format::LongPoll);
+        }
+        for place in places.iter() {
+            self.leave(index, place);
+        }
+        // Its next request may be in already (readiness is edge-triggered: no new event for it).
+        self.more_input.push((index, 0));
+    }
+
+    /// The next request of a connection waiting in the shard: a long poll is served here (held
+    /// again, or answered at once); anything else, or a head not complete in the socket yet,
+    /// goes to a runtime task with the bytes still unread.
+    fn next_request(&mut self, server: &Server, index: usize) {
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        // Kept between requests (one per shard): sized once, not zeroed per request.
+        let limit = server.config.max_header_bytes.max(256);
+        if self.peek_buf.len() < limit {
+            self.peek_buf.resize(limit, 0);
+        }
+        let limit = limit.min(self.peek_buf.len());
+        let peeked = match sub.stream.peek(&mut self.peek_buf[..limit]) {
+            Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => return,
+            Err(e) => return self.close(server, index, crate::socket::io_close_reason(&e)),
+        };
+        let mut bytes = BytesMut::from(&self.peek_buf[..peeked]);
+        let head = match holdfast_proto::http1::parse_request(&mut bytes, &server.limits) {
+            Ok(Some(head)) if is_plain_subscribe(&head) && !server.is_draining() => head,
+            _ => return self.hand_to_runtime(server, index),
+        };
+        let mut request = match crate::sub_request::parse(&head, &*server.broker, &server.config) {
+            Ok(request) if request.transport == crate::sub_request::Transport::LongPoll => request,
+            _ => return self.hand_to_runtime(server, index),
+        };
+        // Take the head out of the socket (it is there: it was just peeked).
+        let mut left = head.wire_len();
+        while left > 0 {
+            match sub.stream.read(&mut self.peek_buf[..left]) {
+                Ok(0) => return self.close(server, index, CloseReason::PeerAborted),
+                Ok(n) => left -= n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.close(server, index, crate::socket::io_close_reason(&e)),
             }
         }
+        sub.conn.served = sub.conn.served.saturating_add(1);
+        server.stats.request_served(true);
+        let mut reply = LongPollReply::for_request(&head, sub.conn.served, &server.config);
+        let messages = poll_answer::collect(&mut request.positions, &mut request.gaps);
+        if poll_answer::is_due(&request.positions, &request.gaps, &messages) {
+            server.stats.delivered(messages.len() as u64);
+            let longest_silence = Some(server.config.longpoll_timeout);
+            let origin = request.origin.as_deref();
+            let response =
+                poll_answer::render(&mut request.positions, &request.gaps, &messages, origin, longest_silence);
+            let (persistence, reason) = reply.persistence();
+            reply.set_answered(persistence, reason);
+            sub.longpoll = Some(reply);
+            return self.send_answer(server, index, &response, persistence);
+        }
+        // Held again, in the same slot.
+        sub.longpoll = Some(reply);
+        sub.extra = request.origin.map(|origin| Box::new(Extra::Origin(origin.into_boxed_str())));
+        let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
+        self.longpoll_deadlines.push_back(Deadline::new(due, index, &sub.conn));
+        server.stats.subscriber_opened(crate::wire::frame::Format::LongPoll);
+        let places: Box<[super::Place]> =
+            request.positions.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
+        if let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) {
+            sub.places = places;
+        }
+        // A publish between the read of the history above and the join is caught here.
+        self.answer_longpoll(server, index, Answer::IfDue);
+    }
+
+    /// A connection waiting here whose next request the shard does not serve: to a runtime task
+    /// (its bytes still in the socket), out of this shard's poller first.
+    fn hand_to_runtime(&mut self, server: &Server, index: usize) {
+        let Some(sub) = self.detach(server, index) else { return };
+        let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
+        let super::Subscriber { stream, conn, .. } = *sub;
+        (self.resume)(stream, conn, IdleDeadline::between_requests(&server.config))
+    }
+
+    /// Connections that waited `park_after` here without a next request go to the runtime,
+    /// which parks them; returns when the next one is due, if any.
+    pub(super) fn expire_awaiting(&mut self, server: &Server, now_ms: u64) -> Option<u64> {
+        while let Some(&deadline) = self.awaiting_deadlines.front() {
+            if deadline.due > now_ms {
+                return Some(deadline.due);
+            }
+            self.awaiting_deadlines.pop_front();
+            let index = deadline.index as usize;
+            let waiting = self
+                .slots
+                .get(index)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.is_awaiting() && deadline.is_for(&s.conn));
+            if waiting {
+                self.hand_to_runtime(server, index);
+            }
+        }
+        None
     }
 
     /// Answers the long polls whose `longpoll_timeout` has passed; returns when the next one is
@@ -164,7 +312,7 @@ impl Shard {
             }
             self.longpoll_deadlines.pop_front();
             let index = deadline.index as usize;
-            let current = self.slots.get(index).and_then(Option::as_ref).is_some_and(|s| deadline.is_for(s.conn.id));
+            let current = self.slots.get(index).and_then(Option::as_ref).is_some_and(|s| deadline.is_for(&s.conn));
             if current {
                 self.answer_longpoll(server, index, Answer::Now);
             }
@@ -176,6 +324,9 @@ impl Shard {
     /// its next request (left unread for the task that serves it).
     pub(super) fn read_longpoll(&mut self, server: &Server, index: usize) {
         let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return };
+        if sub.is_awaiting() {
+            return self.next_request(server, index);
+        }
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
         match socket2::SockRef::from(&sub.stream).peek(&mut byte) {
             Ok(0) => self.close(server, index, CloseReason::PeerClosed),

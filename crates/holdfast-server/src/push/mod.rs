@@ -261,6 +261,11 @@ impl Subscriber {
     fn is_longpoll(&self) -> bool {
         self.framing.format == frame::Format::LongPoll
     }
+
+    /// A long-poll client's connection, answered, waiting in the shard for its next request.
+    fn is_awaiting(&self) -> bool {
+        self.is_longpoll() && self.longpoll.is_none()
+    }
 }
 
 /// One subscriber as `/admin/connections` shows it.
@@ -307,6 +312,11 @@ struct Shard {
     /// half of their connection id (a slot answered early may hold another connection by then).
     /// First in, first due: all wait the same `longpoll_timeout`. 16 bytes a held poll.
     longpoll_deadlines: std::collections::VecDeque<longpoll::Deadline>,
+    /// Answered long polls' connections waiting for their next request, by when they go to the
+    /// runtime (`park_after`; FIFO for the same reason).
+    awaiting_deadlines: std::collections::VecDeque<longpoll::Deadline>,
+    /// Where a waiting connection's next request is peeked at (`max_header_bytes`, one per shard).
+    peek_buf: Vec<u8>,
     /// The shortest heartbeat interval any subscriber here has had: the heartbeat scan runs at a
     /// quarter of it, so a heartbeat goes out within 1.25 intervals of quiet.
     shortest_heartbeat: Duration,
@@ -339,6 +349,8 @@ impl Shard {
             batching: None,
             replies: Vec::new(),
             longpoll_deadlines: Default::default(),
+            awaiting_deadlines: Default::default(),
+            peek_buf: Vec::new(),
             shortest_heartbeat: Duration::MAX,
             deflater: SharedDeflater::default(),
             spare_added: Vec::new(),
@@ -359,7 +371,8 @@ impl Shard {
             let mut timeout = next_heartbeat_scan.saturating_duration_since(now);
             let next_input = self.more_input.iter().map(|(_, at)| *at).min();
             let next_longpoll = self.longpoll_deadlines.front().map(|deadline| deadline.due);
-            if let Some(at) = next_input.into_iter().chain(next_longpoll).min() {
+            let next_awaiting = self.awaiting_deadlines.front().map(|deadline| deadline.due);
+            if let Some(at) = next_input.into_iter().chain(next_longpoll).chain(next_awaiting).min() {
                 timeout = timeout.min(Duration::from_millis(at.saturating_sub(clock_ms_at(now))));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -434,6 +447,7 @@ impl Shard {
             }
             self.read_deferred_input(&server);
             self.expire_longpolls(&server, clock_ms_at(Instant::now()));
+            self.expire_awaiting(&server, clock_ms_at(Instant::now()));
             let now = Instant::now();
             if now >= next_heartbeat_scan {
                 self.heartbeats(&server, now);
@@ -482,7 +496,7 @@ impl Shard {
         }
         if setup.framing.format == frame::Format::LongPoll {
             let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
-            self.longpoll_deadlines.push_back(longpoll::Deadline::new(due, index, conn.id));
+            self.longpoll_deadlines.push_back(longpoll::Deadline::new(due, index, &conn));
         }
         self.slots[index] = Some(Box::new(Subscriber {
             stream,
@@ -617,6 +631,7 @@ impl Shard {
         self.slots
             .iter()
             .flatten()
+            .filter(|sub| !(sub.is_longpoll() && sub.places.is_empty()))
             .map(|sub| SubscriberInfo {
                 id: sub.conn.id,
                 peer: sub.conn.peer,
@@ -791,7 +806,11 @@ impl Shard {
         for place in sub.places.iter() {
             self.leave(index, place);
         }
-        server.stats.subscriber_closed(sub.framing.format);
+        // A long poll counts as a subscriber while it is held (has channels); one answered and
+        // waiting for its next request was counted out then.
+        if !(sub.is_longpoll() && sub.places.is_empty()) {
+            server.stats.subscriber_closed(sub.framing.format);
+        }
         Some(sub)
     }
 }
