@@ -51,6 +51,8 @@ pub(crate) struct LongPollReply {
     /// Set once the answer is written (maybe partly: the rest is pending): `Some(None)` when it
     /// kept the request's persistence, `Some(Some(reason))` when it closes for that reason.
     answered: Option<Option<CloseReason>>,
+    /// The client sent bytes (its next request) while the poll was held or being answered.
+    pub early_input: bool,
 }
 
 impl LongPollReply {
@@ -63,7 +65,7 @@ impl LongPollReply {
             Persistence::KeepAlive { requests_left } => requests_left.max(1),
             Persistence::Close => 0,
         };
-        LongPollReply { requests_left, version, close_reason, answered: None }
+        LongPollReply { requests_left, version, close_reason, answered: None, early_input: false }
     }
 
     /// How to answer the long poll `head` asks for (`served`: requests on the connection, this

@@ -193,6 +193,7 @@ impl Shard {
     fn await_next_request(&mut self, server: &Server, index: usize) {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         let places = std::mem::take(&mut sub.places);
+        let early_input = sub.longpoll.is_some_and(|reply| reply.early_input);
         sub.longpoll = None;
         sub.extra = None;
         let due = clock_ms_at(Instant::now()) + server.config.park_after.as_millis() as u64;
@@ -203,8 +204,11 @@ impl Shard {
         for place in places.iter() {
             self.leave(index, place);
         }
-        // Its next request may be in already (readiness is edge-triggered: no new event for it).
-        self.more_input.push((index, 0));
+        // Its next request came while it was held: readiness is edge-triggered, so no new event
+        // will say so. (Bytes arriving from now on bring their own event.)
+        if early_input {
+            self.more_input.push((index, 0));
+        }
     }
 
     /// The next request of a connection waiting in the shard: a long poll is served here (held
@@ -246,6 +250,8 @@ impl Shard {
         sub.conn.served = sub.conn.served.saturating_add(1);
         server.stats.request_served(true);
         let mut reply = LongPollReply::for_request(&head, sub.conn.served, &server.config);
+        // Pipelined requests behind this one are in the socket already.
+        reply.early_input = peeked > head.wire_len();
         let messages = poll_answer::collect(&mut request.positions, &mut request.gaps);
         if poll_answer::is_due(&request.positions, &request.gaps, &messages) {
             server.stats.delivered(messages.len() as u64);
@@ -323,14 +329,20 @@ impl Shard {
     /// A held long poll's client sent something: EOF (it left: the slot goes) or the start of
     /// its next request (left unread for the task that serves it).
     pub(super) fn read_longpoll(&mut self, server: &Server, index: usize) {
-        let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return };
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         if sub.is_awaiting() {
             return self.next_request(server, index);
         }
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
         match socket2::SockRef::from(&sub.stream).peek(&mut byte) {
             Ok(0) => self.close(server, index, CloseReason::PeerClosed),
-            Ok(_) => {}
+            // Its next request, early: read once the answer is out (no new readiness comes for
+            // bytes already there).
+            Ok(_) => {
+                if let Some(reply) = sub.longpoll.as_mut() {
+                    reply.early_input = true;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => self.close(server, index, crate::socket::io_close_reason(&e)),
         }
