@@ -133,11 +133,13 @@ pub fn cell(value: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Number(n) if n.is_u64() || n.is_i64() => thousands(n.as_i64().unwrap_or(i64::MAX)),
         Value::Number(n) => {
+            // Rates: whole numbers from 1,000 up; smaller figures to three decimals at most.
             let x = n.as_f64().unwrap_or(0.0);
-            if x.abs() >= 10_000.0 && x.fract() == 0.0 {
-                thousands(x as i64)
+            if x.abs() >= 1000.0 {
+                thousands(x.round() as i64)
             } else {
-                format!("{x}")
+                let text = format!("{x:.3}");
+                text.trim_end_matches('0').trim_end_matches('.').to_string()
             }
         }
         other => other.to_string(),
