@@ -21,6 +21,7 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
 
 use clap::{value_parser, Arg, ArgMatches, Command};
 use serde_json::Value;
@@ -84,15 +85,34 @@ impl Role {
     pub fn is_child(&self) -> bool {
         matches!(self, Role::Child { .. })
     }
-
-    pub fn is_parent(&self) -> bool {
-        matches!(self, Role::Parent { .. })
-    }
 }
 
 /// The running children of a parent.
 pub struct Children {
-    children: Vec<(Child, Option<ChildStdin>, BufReader<ChildStdout>)>,
+    children: Vec<(Child, BufReader<ChildStdout>)>,
+    goer: Goer,
+}
+
+/// Writes `go` to the children; may be used while another thread reads their lines.
+#[derive(Clone)]
+pub struct Goer(Arc<Mutex<Vec<Option<ChildStdin>>>>);
+
+impl Goer {
+    /// Tells every child to begin its next step.
+    pub fn go(&self) -> Result<(), String> {
+        let mut stdins = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (index, stdin) in stdins.iter_mut().enumerate() {
+            if let Some(stdin) = stdin {
+                stdin.write_all(b"go\n").and_then(|()| stdin.flush()).map_err(|e| format!("child {index}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every child's stdin (a child waiting for `go` takes that as one).
+    fn close(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter_mut().for_each(|stdin| drop(stdin.take()));
+    }
 }
 
 impl Children {
@@ -100,12 +120,15 @@ impl Children {
     /// `--json --child I/P`.
     pub fn spawn(procs: u64) -> Result<Children, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let args = child_args(std::env::args_os().skip(1));
+        let mut args = child_args(std::env::args_os().skip(1));
+        if !args.iter().any(|a| a == "--json") {
+            args.push("--json".into());
+        }
         let mut children = Vec::new();
+        let mut stdins = Vec::new();
         for index in 0..procs {
             let mut child = Process::new(&exe)
                 .args(&args)
-                .arg("--json")
                 .arg("--child")
                 .arg(format!("{index}/{procs}"))
                 .stdin(Stdio::piped())
@@ -113,17 +136,17 @@ impl Children {
                 .stderr(Stdio::inherit())
                 .spawn()
                 .map_err(|e| format!("starting child {index}: {e}"))?;
-            let stdin = child.stdin.take();
+            stdins.push(child.stdin.take());
             let stdout = BufReader::new(child.stdout.take().expect("piped"));
-            children.push((child, stdin, stdout));
+            children.push((child, stdout));
         }
-        Ok(Children { children })
+        Ok(Children { children, goer: Goer(Arc::new(Mutex::new(stdins))) })
     }
 
     /// The next JSON line of every child, in child order (blocks until all have written one).
     pub fn lines(&mut self) -> Result<Vec<Value>, String> {
         let mut lines = Vec::with_capacity(self.children.len());
-        for (index, (child, _, stdout)) in self.children.iter_mut().enumerate() {
+        for (index, (child, stdout)) in self.children.iter_mut().enumerate() {
             let mut line = String::new();
             match stdout.read_line(&mut line) {
                 Ok(0) | Err(_) => {
@@ -139,19 +162,19 @@ impl Children {
 
     /// Tells every child to begin its next step.
     pub fn go(&mut self) -> Result<(), String> {
-        for (index, (_, stdin, _)) in self.children.iter_mut().enumerate() {
-            if let Some(stdin) = stdin {
-                stdin.write_all(b"go\n").and_then(|()| stdin.flush()).map_err(|e| format!("child {index}: {e}"))?;
-            }
-        }
-        Ok(())
+        self.goer.go()
+    }
+
+    /// A handle that writes `go` from elsewhere (while this thread reads lines).
+    pub fn goer(&self) -> Goer {
+        self.goer.clone()
     }
 
     /// Closes the children's stdin and waits for them; whether all exited with success.
     pub fn finish(mut self) -> bool {
+        self.goer.close();
         let mut ok = true;
-        for (child, stdin, _) in &mut self.children {
-            drop(stdin.take());
+        for (child, _) in &mut self.children {
             ok &= child.wait().is_ok_and(|s| s.success());
         }
         ok
@@ -161,7 +184,7 @@ impl Children {
 impl Drop for Children {
     fn drop(&mut self) {
         // An error path: children still running would hold their connections open.
-        for (child, _, _) in &mut self.children {
+        for (child, _) in &mut self.children {
             if child.try_wait().ok().flatten().is_none() {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -219,11 +242,6 @@ pub fn sum(lines: &[Value], key: &str) -> u64 {
 /// The largest value of the numeric field `key` over `lines`.
 pub fn max_f64(lines: &[Value], key: &str) -> Option<f64> {
     lines.iter().filter_map(|l| l.get(key).and_then(Value::as_f64)).reduce(f64::max)
-}
-
-/// The smallest value of the numeric field `key` over `lines`.
-pub fn min_f64(lines: &[Value], key: &str) -> Option<f64> {
-    lines.iter().filter_map(|l| l.get(key).and_then(Value::as_f64)).reduce(f64::min)
 }
 
 /// The first non-null value of field `key` over `lines`.
