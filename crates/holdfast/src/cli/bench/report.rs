@@ -59,7 +59,6 @@ impl Latency {
     }
 
     /// How many values were recorded.
-    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.0.len()
     }
