@@ -167,7 +167,17 @@ fn transports_give_one_row_per_transport() {
     // The server was found by its port: its CPU is a figure, not null.
     assert!(lines[0]["server_cpu_s"].is_number(), "{}", lines[0]);
 
-    let output = bench(&["transports", "--server", &server.host(), "--subscribers", "2", "--messages", "2", "--transports", "sse,ws"]);
+    let output = bench(&[
+        "transports",
+        "--server",
+        &server.host(),
+        "--subscribers",
+        "2",
+        "--messages",
+        "2",
+        "--transports",
+        "sse,ws",
+    ]);
     let text = stdout(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.lines().any(|l| l.starts_with("transport ")), "{text}");
@@ -179,11 +189,23 @@ fn procs_children_counts_add_up() {
     let server = Server::holdfast();
     let host = server.host();
     let lines = json_lines(&bench(&[
-        "keepalive", "--json", "--server", &host, "--requests", "101", "--concurrency", "3", "--procs", "2",
+        "keepalive",
+        "--json",
+        "--server",
+        &host,
+        "--requests",
+        "101",
+        "--concurrency",
+        "3",
+        "--procs",
+        "2",
     ]));
     for mode in ["keepalive", "close"] {
         let line = by_phase(&lines, mode);
-        assert_eq!((line["procs"].as_u64(), line["requests"].as_u64(), line["ok"].as_u64()), (Some(2), Some(101), Some(101)));
+        assert_eq!(
+            (line["procs"].as_u64(), line["requests"].as_u64(), line["ok"].as_u64()),
+            (Some(2), Some(101), Some(101))
+        );
         // Two children of 2 and 1 connections (a share is at least 1).
         assert_eq!(line["concurrency"], 3, "{line}");
         assert!(line.get("hist").is_none(), "the merged line carries no raw histogram");
@@ -212,7 +234,8 @@ fn procs_children_counts_add_up() {
         assert!(line["p50_ms"].is_number());
     }
 
-    let lines = json_lines(&bench(&["idle", "--json", "--server", &host, "--connections", "7", "--hold", "1", "--procs", "3"]));
+    let lines =
+        json_lines(&bench(&["idle", "--json", "--server", &host, "--connections", "7", "--hold", "1", "--procs", "3"]));
     assert_eq!(by_phase(&lines, "open")["open"], 7);
     assert_eq!(by_phase(&lines, "held")["open"], 7);
     assert_eq!(by_phase(&lines, "held")["closed_by_server"], 0);

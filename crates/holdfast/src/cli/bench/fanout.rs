@@ -199,7 +199,17 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             if plan.rate == 0 { "full speed (burst)".to_string() } else { format!("{}/s", plan.rate) }
         );
         let mut table = Table::new(&[
-            "phase", "subs", "deliveries", "lost", "deliv/s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "pub/s", "B/deliv",
+            "phase",
+            "subs",
+            "deliveries",
+            "lost",
+            "deliv/s",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "pub/s",
+            "B/deliv",
             "srv_cpu_s",
         ]);
         for line in &lines {
@@ -336,7 +346,9 @@ pub(super) async fn run_workload(
     if child {
         let subscribers = local.as_ref().expect("a child subscribes");
         subscribers.shared.take();
-        report::print_json(&json!({"phase": "subscribed", "subscribers": ready, "subscribe_seconds": subscribe_seconds}));
+        report::print_json(
+            &json!({"phase": "subscribed", "subscribers": ready, "subscribe_seconds": subscribe_seconds}),
+        );
         for phase in 1..=plan.phases {
             procs::wait_go().await;
             let got = collect(&subscribers.shared, plan.messages * ready, &ProgressBar::hidden()).await;
@@ -412,7 +424,7 @@ pub(super) async fn run_workload(
                 (plan.messages - 1) as f64 / publish_span.as_secs_f64()
             },
             "wire_bytes": got.wire_bytes,
-            "bytes_per_delivery": if got.deliveries == 0 { Value::Null } else { json!(got.wire_bytes / got.deliveries) },
+            "bytes_per_delivery": got.wire_bytes.checked_div(got.deliveries),
             "server_cpu_s": server_cpu_s,
             "server_cpu_us_per_delivery": match server_cpu_s {
                 Some(s) if got.deliveries > 0 => json!(report::round3(s * 1e6 / got.deliveries as f64)),
@@ -431,7 +443,8 @@ pub(super) async fn run_workload(
 /// Opens this process's subscribers, `plan.concurrency` at a time, each then read by its own task.
 async fn open_all(plan: &Plan, bar: &ProgressBar) -> Result<Subscribers, String> {
     let started = Instant::now();
-    let shared = Arc::new(Shared { record: Mutex::default(), deliveries: AtomicU64::new(0), wire_bytes: AtomicU64::new(0) });
+    let shared =
+        Arc::new(Shared { record: Mutex::default(), deliveries: AtomicU64::new(0), wire_bytes: AtomicU64::new(0) });
     let mut tasks = JoinSet::new();
     let mut opened = 0;
     let mut pending = JoinSet::new();

@@ -70,55 +70,54 @@ enum Kind {
 }
 
 pub fn command() -> Command {
-    let command = Command::new("idle")
-        .about("Open N keep-alive connections, one GET /healthz each, then hold them idle")
-        .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port of the server"))
-        .arg(
-            Arg::new("connections")
-                .long("connections")
-                .value_name("N")
-                .required(true)
-                .value_parser(value_parser!(u64).range(1..))
-                .help("connections to open and hold"),
-        )
-        .arg(
-            Arg::new("hold")
-                .long("hold")
-                .value_name("SECS")
-                .value_parser(value_parser!(u64))
-                .default_value("0")
-                .help("seconds to hold them; 0 = until SIGTERM or SIGINT"),
-        )
-        .arg(
-            Arg::new("path").long("path").value_name("PATH").help(
+    let command =
+        Command::new("idle")
+            .about("Open N keep-alive connections, one GET /healthz each, then hold them idle")
+            .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port of the server"))
+            .arg(
+                Arg::new("connections")
+                    .long("connections")
+                    .value_name("N")
+                    .required(true)
+                    .value_parser(value_parser!(u64).range(1..))
+                    .help("connections to open and hold"),
+            )
+            .arg(
+                Arg::new("hold")
+                    .long("hold")
+                    .value_name("SECS")
+                    .value_parser(value_parser!(u64))
+                    .default_value("0")
+                    .help("seconds to hold them; 0 = until SIGTERM or SIGINT"),
+            )
+            .arg(Arg::new("path").long("path").value_name("PATH").help(
                 "subscribe to PATH (Accept: text/event-stream) instead of GET /healthz; held once the head is in",
-            ),
-        )
-        .arg(
-            Arg::new("websocket")
-                .long("websocket")
-                .num_args(0)
-                .help("open WebSocket subscribers (upgrade to --path, default /sub/bench)"),
-        )
-        .arg(
-            Arg::new("longpoll")
-                .long("longpoll")
-                .num_args(0)
-                .conflicts_with("websocket")
-                .help("open long polls (GET --path, default /sub/bench, no Accept field); held once written"),
-        )
-        .arg(Arg::new("until-closed").long("until-closed").num_args(0).help(
-            "read every connection until the server closes it, then report when (Unix seconds); ends when all \
+            ))
+            .arg(
+                Arg::new("websocket")
+                    .long("websocket")
+                    .num_args(0)
+                    .help("open WebSocket subscribers (upgrade to --path, default /sub/bench)"),
+            )
+            .arg(
+                Arg::new("longpoll")
+                    .long("longpoll")
+                    .num_args(0)
+                    .conflicts_with("websocket")
+                    .help("open long polls (GET --path, default /sub/bench, no Accept field); held once written"),
+            )
+            .arg(Arg::new("until-closed").long("until-closed").num_args(0).help(
+                "read every connection until the server closes it, then report when (Unix seconds); ends when all \
              have closed or after --hold",
-        ))
-        .arg(
-            Arg::new("concurrency")
-                .long("concurrency")
-                .value_name("N")
-                .value_parser(value_parser!(u64).range(1..))
-                .default_value("256")
-                .help("connections being opened at once (stays under the listen backlog)"),
-        );
+            ))
+            .arg(
+                Arg::new("concurrency")
+                    .long("concurrency")
+                    .value_name("N")
+                    .value_parser(value_parser!(u64).range(1..))
+                    .default_value("256")
+                    .help("connections being opened at once (stays under the listen backlog)"),
+            );
     procs::args(report::json_arg(command))
 }
 
@@ -200,10 +199,7 @@ impl Out {
         if self.json {
             report::print_json(&line);
         } else if line["phase"] == "open" {
-            eprintln!(
-                "holdfast bench idle: {} of {} open; holding them",
-                line["open"], line["requested"]
-            );
+            eprintln!("holdfast bench idle: {} of {} open; holding them", line["open"], line["requested"]);
         }
         self.lines.push(line);
     }
@@ -227,7 +223,9 @@ impl Out {
         }
         for key in keys {
             let mut row = vec![key.to_string()];
-            row.extend(self.lines.iter().map(|l| if l.get(key).is_some() { report::cell(&l[key]) } else { String::new() }));
+            row.extend(
+                self.lines.iter().map(|l| if l.get(key).is_some() { report::cell(&l[key]) } else { String::new() }),
+            );
             table.row(row);
         }
         table.print();
@@ -356,15 +354,18 @@ async fn bench(plan: Plan<'_>, out: &mut Out) -> ExitCode {
             }
         }
     }
-    out.emit(json!({
-        "phase": "held",
-        "server": host,
-        "held_seconds": round3(held_since.elapsed().as_secs_f64()),
-        "open": still_open,
-        "closed_by_server": closed,
-        "unexpected_bytes": unexpected_bytes,
-        "stream_bytes": stream_bytes,
-    }), &[]);
+    out.emit(
+        json!({
+            "phase": "held",
+            "server": host,
+            "held_seconds": round3(held_since.elapsed().as_secs_f64()),
+            "open": still_open,
+            "closed_by_server": closed,
+            "unexpected_bytes": unexpected_bytes,
+            "stream_bytes": stream_bytes,
+        }),
+        &[],
+    );
     if failed == 0 && closed == 0 && (kind != Kind::LongPoll || unexpected_bytes == 0) {
         ExitCode::SUCCESS
     } else {
@@ -577,10 +578,14 @@ async fn parent(plan: &Plan<'_>, procs: u64, out: &mut Out) -> ExitCode {
         }
     };
     let ok = if plan.until_closed {
-        let mut ends: Vec<f64> =
-            lines.iter().flat_map(|l| l["ends"].as_array().cloned().unwrap_or_default()).filter_map(|v| v.as_f64()).collect();
+        let mut ends: Vec<f64> = lines
+            .iter()
+            .flat_map(|l| l["ends"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_f64())
+            .collect();
         let watched = procs::sum(&lines, "watched");
-        let line = closed_line(plan.host, watched, procs::sum(&lines, "notices"), procs::sum(&lines, "bytes"), &mut ends);
+        let line =
+            closed_line(plan.host, watched, procs::sum(&lines, "notices"), procs::sum(&lines, "bytes"), &mut ends);
         out.emit(line, &[]);
         ends.len() as u64 == watched
     } else {

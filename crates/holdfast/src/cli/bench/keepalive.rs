@@ -220,7 +220,7 @@ impl Outcome {
             "reconnects": self.reconnects,
             "seconds": report::round3(self.seconds),
             "req_per_s": report::per_second(done as f64, self.seconds),
-            "bytes_per_response": if done == 0 { 0 } else { self.wire_bytes / done },
+            "bytes_per_response": self.wire_bytes.checked_div(done).unwrap_or(0),
             "wire_bytes": self.wire_bytes,
         });
         line.as_object_mut().expect("object").extend(self.latency.summary_json(""));
@@ -348,7 +348,7 @@ fn merge(mode: &str, parts: &[Value]) -> Result<Value, String> {
         "reconnects": procs::sum(parts, "reconnects"),
         "seconds": seconds,
         "req_per_s": report::per_second(done as f64, seconds),
-        "bytes_per_response": if done == 0 { 0 } else { wire_bytes / done },
+        "bytes_per_response": wire_bytes.checked_div(done).unwrap_or(0),
         "wire_bytes": wire_bytes,
     });
     line.as_object_mut().expect("object").extend(latency.summary_json(""));
@@ -380,8 +380,19 @@ fn print_table(plan: &Plan, lines: &[Value], summary: &Value) {
         "reconnects",
         "bytes_per_response",
     ];
-    let mut table =
-        Table::new(&["mode", "requests", "errors", "non_2xx", "req/s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "reconnects", "B/resp"]);
+    let mut table = Table::new(&[
+        "mode",
+        "requests",
+        "errors",
+        "non_2xx",
+        "req/s",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "max_ms",
+        "reconnects",
+        "B/resp",
+    ]);
     for line in lines {
         table.row_of(line, &keys);
     }

@@ -150,8 +150,11 @@ async fn bench(plan: Plan, json: bool) -> ExitCode {
     if json {
         report::print_json(&line);
     } else {
-        let keys = ["messages", "channels", "ok", "failed", "seconds", "per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms"];
-        let mut table = Table::new(&["messages", "channels", "ok", "failed", "seconds", "msg/s", "p50_ms", "p90_ms", "p99_ms", "max_ms"]);
+        let keys =
+            ["messages", "channels", "ok", "failed", "seconds", "per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms"];
+        let mut table = Table::new(&[
+            "messages", "channels", "ok", "failed", "seconds", "msg/s", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+        ]);
         table.row_of(&line, &keys);
         println!(
             "holdfast bench publish: {} on {} connections, {} pipelined",

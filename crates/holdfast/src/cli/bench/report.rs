@@ -66,12 +66,12 @@ impl Latency {
     /// The latency at percentile `p` (0 to 100) in milliseconds, to the microsecond; `None` when
     /// nothing was recorded.
     pub fn percentile_ms(&self, p: f64) -> Option<f64> {
-        (self.0.len() > 0).then(|| round3(self.0.value_at_percentile(p) as f64 / 1000.0))
+        (!self.0.is_empty()).then(|| round3(self.0.value_at_percentile(p) as f64 / 1000.0))
     }
 
     /// The largest latency in milliseconds.
     pub fn max_ms(&self) -> Option<f64> {
-        (self.0.len() > 0).then(|| round3(self.0.max() as f64 / 1000.0))
+        (!self.0.is_empty()).then(|| round3(self.0.max() as f64 / 1000.0))
     }
 
     /// `p50_ms`, `p90_ms`, `p99_ms`, `max_ms` under `prefix` (e.g. `"sse_"`), for a JSON line.
@@ -148,18 +148,11 @@ pub fn cell(value: &Value) -> String {
 
 fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
+    let mut groups: Vec<&str> =
+        digits.as_bytes().rchunks(3).map(|g| std::str::from_utf8(g).expect("ASCII digits")).collect();
+    groups.reverse();
+    let sign = if n < 0 { "-" } else { "" };
+    format!("{sign}{}", groups.join(","))
 }
 
 /// A summary table: a header row and rows of cells; the first column left-aligned, the others
@@ -261,9 +254,15 @@ mod tests {
     #[test]
     fn tables_align_and_show_missing_keys() {
         let mut table = Table::new(&["mode", "req/s", "p50_ms"]);
-        table.row_of(&json!({"mode": "keepalive", "req_per_s": 250000.0, "p50_ms": 0.12}), &["mode", "req_per_s", "p50_ms"]);
+        table.row_of(
+            &json!({"mode": "keepalive", "req_per_s": 250000.0, "p50_ms": 0.12}),
+            &["mode", "req_per_s", "p50_ms"],
+        );
         table.row_of(&json!({"mode": "close"}), &["mode", "req_per_s", "p50_ms"]);
-        assert_eq!(table.render(), "mode           req/s  p50_ms\nkeepalive    250,000    0.12\nclose              -       -\n");
+        assert_eq!(
+            table.render(),
+            "mode           req/s  p50_ms\nkeepalive    250,000    0.12\nclose              -       -\n"
+        );
         assert_eq!(cell(&json!(1234567)), "1,234,567");
         assert_eq!(cell(&json!(-1000)), "-1,000");
     }

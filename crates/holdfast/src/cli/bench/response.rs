@@ -136,12 +136,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, String> {
             // RFC 9112 §6.3 ¶4: chunked must be the final coding for the length to be known.
             chunked = value.rsplit(',').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
             if !chunked {
-                return Ok(Some(Head {
-                    len,
-                    status,
-                    framing: Framing::UntilClose,
-                    keep_alive: false,
-                }));
+                return Ok(Some(Head { len, status, framing: Framing::UntilClose, keep_alive: false }));
             }
         } else if header.name.eq_ignore_ascii_case("content-length") {
             let n: u64 = value.trim().parse().map_err(|_| format!("bad Content-Length {value:?}"))?;

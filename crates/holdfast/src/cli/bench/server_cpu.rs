@@ -129,7 +129,8 @@ mod tests {
 
     #[test]
     fn listening_lines_by_port() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+        let table =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 0100007F:4E21 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000 100 0 0 10 0\n\
    1: 0100007F:4E21 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0000 100 0 0 10 0\n\
    2: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 999 1 0000 100 0 0 10 0\n";

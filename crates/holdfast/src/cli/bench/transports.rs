@@ -191,7 +191,16 @@ fn print_table(base: &Plan, lines: &[Value]) {
         if base.rate == 0 { "full speed (burst)".to_string() } else { format!("{}/s", base.rate) }
     );
     let mut table = Table::new(&[
-        "transport", "subs", "deliveries", "lost", "deliv/s", "p50_ms", "p99_ms", "max_ms", "B/msg", "srv_cpu_s",
+        "transport",
+        "subs",
+        "deliveries",
+        "lost",
+        "deliv/s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "B/msg",
+        "srv_cpu_s",
         "cpu_us/deliv",
     ]);
     for line in lines {
