@@ -236,17 +236,25 @@ mod tests {
 
     #[test]
     fn histograms_merge_through_json() {
-        let (mut a, mut b) = (Latency::default(), Latency::default());
+        let (mut a, mut b, mut direct) = (Latency::default(), Latency::default(), Latency::default());
         for us in 1..=1000 {
             a.record_us(us);
+            direct.record_us(us);
         }
-        b.record_us(5_000_000);
-        b.record_us(0);
+        for us in [5_000_000, 0] {
+            b.record_us(us);
+            direct.record_us(us);
+        }
         let mut merged = Latency::from_json(&a.to_json()).unwrap();
         merged.add(&Latency::from_json(&b.to_json()).unwrap());
         assert_eq!(merged.len(), 1002);
-        assert_eq!(merged.percentile_ms(50.0), a.percentile_ms(50.0));
-        assert_eq!(merged.max_ms(), Some(5000.0));
+        for p in [0.0, 50.0, 90.0, 99.0, 100.0] {
+            assert_eq!(merged.percentile_ms(p), direct.percentile_ms(p), "p{p}");
+        }
+        // 3 significant digits: the largest value is reported to within 0.1 %.
+        let max = merged.max_ms().unwrap();
+        assert_eq!(merged.max_ms(), direct.max_ms());
+        assert!((5000.0..=5005.0).contains(&max), "{max}");
         assert_eq!(Latency::default().percentile_ms(50.0), None);
         assert!(Latency::from_json(&json!([[1]])).is_err());
     }
@@ -261,7 +269,7 @@ mod tests {
         table.row_of(&json!({"mode": "close"}), &["mode", "req_per_s", "p50_ms"]);
         assert_eq!(
             table.render(),
-            "mode           req/s  p50_ms\nkeepalive    250,000    0.12\nclose              -       -\n"
+            "mode         req/s  p50_ms\nkeepalive  250,000    0.12\nclose            -       -\n"
         );
         assert_eq!(cell(&json!(1234567)), "1,234,567");
         assert_eq!(cell(&json!(-1000)), "-1,000");
