@@ -651,18 +651,23 @@ fn scan(bytes: &[u8], now_ns: u64, shared: &Shared) -> usize {
     let mut record = shared.record.lock().unwrap();
     let mut at = 0;
     let mut found = 0;
+    // Set when the bytes end inside a marker: keep it all for the next read.
+    let mut unfinished = None;
     while let Some(offset) = find(&bytes[at..], MARKER) {
         let start = at + offset;
         let fields = &bytes[start + MARKER.len()..];
         let mut parts = fields.splitn(3, |&b| b == b':');
         let (Some(_seq), Some(sent), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
-            return bytes.len() - start;
+            unfinished = Some(bytes.len() - start);
+            break;
         };
         let sent_ns: u64 = std::str::from_utf8(sent).ok().and_then(|s| s.parse().ok()).unwrap_or(now_ns);
         record.latency.record_us(now_ns.saturating_sub(sent_ns) / 1000);
         found += 1;
         at = start + MARKER.len();
     }
+    // Counted even when the bytes end inside a marker (before this was so, a read ending inside
+    // one left the markers before it out of the count, though not out of the histogram).
     if found > 0 {
         record.last_delivery_ns = Some(now_ns);
         shared.deliveries.fetch_add(found, Ordering::Relaxed);
@@ -670,7 +675,7 @@ fn scan(bytes: &[u8], now_ns: u64, shared: &Shared) -> usize {
     // An unfinished marker may start in the last few bytes; keep them, but never a marker already
     // counted (`at` is past the last one's prefix).
     const KEEP: usize = 48;
-    bytes.len() - at.max(bytes.len().saturating_sub(KEEP))
+    unfinished.unwrap_or_else(|| bytes.len() - at.max(bytes.len().saturating_sub(KEEP)))
 }
 
 /// Where `needle` first occurs in `haystack`. The scan for its first byte goes eight bytes at a
@@ -766,6 +771,42 @@ mod tests {
         assert_eq!(field(head, "last-modified").as_deref(), Some("Tue, 01 Dec 2026 13:28:38 GMT"));
         assert_eq!(field(head, "etag").as_deref(), Some("1"));
         assert_eq!(field(head, "x-missing"), None);
+    }
+
+    fn shared() -> Shared {
+        Shared { record: Mutex::default(), deliveries: AtomicU64::new(0), wire_bytes: AtomicU64::new(0) }
+    }
+
+    #[test]
+    fn a_read_ending_inside_a_marker_still_counts_the_ones_before_it() {
+        let shared = shared();
+        let bytes = b"data: hfb:1:100:7:xx\n\ndata: hfb:2:200:8:xx\n\ndata: hfb:3:30";
+        let carry = scan(bytes, 1_000_000, &shared);
+        assert_eq!(&bytes[bytes.len() - carry..], b"hfb:3:30");
+        assert_eq!(shared.deliveries.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.take().latency.len(), 2);
+    }
+
+    #[test]
+    fn every_marker_counts_once_whatever_the_read_sizes() {
+        // The receive loop of `receive` over a stream cut into reads of every size up to 64 B.
+        let mut stream = Vec::new();
+        for seq in 1..=50u64 {
+            stream.extend_from_slice(format!("data: hfb:{seq}:{}:1733:xxxxxxxx\n\n", 1000 + seq).as_bytes());
+        }
+        for size in 1..=64 {
+            let shared = shared();
+            let mut buf = vec![0u8; 256];
+            let mut carry = 0;
+            for piece in stream.chunks(size) {
+                buf[carry..carry + piece.len()].copy_from_slice(piece);
+                let end = carry + piece.len();
+                carry = scan(&buf[..end], 5000, &shared);
+                buf.copy_within(end - carry..end, 0);
+            }
+            assert_eq!(shared.deliveries.load(Ordering::Relaxed), 50, "reads of {size} B");
+            assert_eq!(shared.take().latency.len(), 50, "reads of {size} B");
+        }
     }
 
     #[test]
