@@ -32,19 +32,27 @@ pub fn wants_json(args: &ArgMatches) -> bool {
 
 /// Latencies in microseconds. Merges exactly with another (`add`), also across processes: a
 /// `--procs` child sends its histogram as `[value, count]` pairs (`to_json`, `from_json`).
+/// The largest value is also kept exactly, and no percentile is reported above it (a histogram
+/// bucket's upper edge can be up to 0.1 % above the values in it).
 #[derive(Clone)]
-pub struct Latency(Histogram<u64>);
+pub struct Latency {
+    histogram: Histogram<u64>,
+    max_us: u64,
+}
 
 impl Default for Latency {
     fn default() -> Latency {
-        Latency(Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_DIGITS).expect("valid bounds"))
+        let histogram = Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_DIGITS).expect("valid bounds");
+        Latency { histogram, max_us: 0 }
     }
 }
 
 impl Latency {
     /// Records one latency in microseconds (above an hour counts as an hour).
     pub fn record_us(&mut self, us: u64) {
-        self.0.saturating_record(us.min(LATENCY_MAX_US));
+        let us = us.min(LATENCY_MAX_US);
+        self.histogram.saturating_record(us);
+        self.max_us = self.max_us.max(us);
     }
 
     /// Records one latency.
@@ -55,23 +63,25 @@ impl Latency {
     /// Adds every value of `other`.
     pub fn add(&mut self, other: &Latency) {
         // Same bounds on both sides, so this cannot fail.
-        let _ = self.0.add(&other.0);
+        let _ = self.histogram.add(&other.histogram);
+        self.max_us = self.max_us.max(other.max_us);
     }
 
     /// How many values were recorded.
     pub fn len(&self) -> u64 {
-        self.0.len()
+        self.histogram.len()
     }
 
     /// The latency at percentile `p` (0 to 100) in milliseconds, to the microsecond; `None` when
     /// nothing was recorded.
     pub fn percentile_ms(&self, p: f64) -> Option<f64> {
-        (!self.0.is_empty()).then(|| round3(self.0.value_at_percentile(p) as f64 / 1000.0))
+        let us = self.histogram.value_at_percentile(p).min(self.max_us);
+        (!self.histogram.is_empty()).then(|| round3(us as f64 / 1000.0))
     }
 
     /// The largest latency in milliseconds.
     pub fn max_ms(&self) -> Option<f64> {
-        (!self.0.is_empty()).then(|| round3(self.0.max() as f64 / 1000.0))
+        (!self.histogram.is_empty()).then(|| round3(self.max_us as f64 / 1000.0))
     }
 
     /// `p50_ms`, `p90_ms`, `p99_ms`, `max_ms` under `prefix` (e.g. `"sse_"`), for a JSON line.
@@ -84,22 +94,25 @@ impl Latency {
         map
     }
 
-    /// The recorded values as `[[value, count], …]` (only buckets that hold any).
+    /// The recorded values as `{"max": µs, "counts": [[value, count], …]}` (only buckets that
+    /// hold any).
     pub fn to_json(&self) -> Value {
         let pairs: Vec<Value> =
-            self.0.iter_recorded().map(|v| json!([v.value_iterated_to(), v.count_at_value()])).collect();
-        Value::Array(pairs)
+            self.histogram.iter_recorded().map(|v| json!([v.value_iterated_to(), v.count_at_value()])).collect();
+        json!({"max": self.max_us, "counts": pairs})
     }
 
     /// The inverse of [`Latency::to_json`].
     pub fn from_json(value: &Value) -> Result<Latency, String> {
         let mut latency = Latency::default();
-        for pair in value.as_array().ok_or("a histogram is a list")? {
+        let pairs = value["counts"].as_array().ok_or("a histogram has a list of counts")?;
+        for pair in pairs {
             let (Some(v), Some(n)) = (pair.get(0).and_then(Value::as_u64), pair.get(1).and_then(Value::as_u64)) else {
                 return Err(format!("bad histogram pair {pair}"));
             };
-            latency.0.saturating_record_n(v.min(LATENCY_MAX_US), n);
+            latency.histogram.saturating_record_n(v.min(LATENCY_MAX_US), n);
         }
+        latency.max_us = value["max"].as_u64().ok_or("a histogram has a max")?;
         Ok(latency)
     }
 }
@@ -251,12 +264,15 @@ mod tests {
         for p in [0.0, 50.0, 90.0, 99.0, 100.0] {
             assert_eq!(merged.percentile_ms(p), direct.percentile_ms(p), "p{p}");
         }
-        // 3 significant digits: the largest value is reported to within 0.1 %.
-        let max = merged.max_ms().unwrap();
-        assert_eq!(merged.max_ms(), direct.max_ms());
-        assert!((5000.0..=5005.0).contains(&max), "{max}");
+        // The largest value is exact, and no percentile above it.
+        assert_eq!(merged.max_ms(), Some(5000.0));
+        assert_eq!(merged.percentile_ms(100.0), Some(5000.0));
+        let mut one = Latency::default();
+        one.record_us(15_038);
+        assert_eq!((one.percentile_ms(99.0), one.max_ms()), (Some(15.038), Some(15.038)));
         assert_eq!(Latency::default().percentile_ms(50.0), None);
-        assert!(Latency::from_json(&json!([[1]])).is_err());
+        assert!(Latency::from_json(&json!({"max": 1, "counts": [[1]]})).is_err());
+        assert!(Latency::from_json(&json!([[1, 1]])).is_err());
     }
 
     #[test]
