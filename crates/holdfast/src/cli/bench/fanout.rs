@@ -350,7 +350,9 @@ pub(super) async fn run_workload(
             &json!({"phase": "subscribed", "subscribers": ready, "subscribe_seconds": subscribe_seconds}),
         );
         for phase in 1..=plan.phases {
-            procs::wait_go().await;
+            if !procs::wait_go().await {
+                return Err("the parent is gone".into());
+            }
             let got = collect(&subscribers.shared, plan.messages * ready, &ProgressBar::hidden()).await;
             report::print_json(&json!({
                 "phase": phase,

@@ -317,6 +317,7 @@ async fn bench(plan: Plan<'_>, out: &mut Out) -> ExitCode {
     }
     let held_since = Instant::now();
     if child {
+        // The end of stdin (a parent gone) ends the hold too.
         procs::wait_go().await;
     } else {
         wait_hold(hold).await;
@@ -485,7 +486,7 @@ async fn watch_closes(open: Vec<Held>, host: &str, hold: u64, failed: u64, out: 
     let child = out.role.is_child();
     tokio::select! {
         _ = collect => {}
-        _ = async { if child { procs::wait_go().await } else { wait_hold(hold).await } } => {}
+        _ = async { if child { procs::wait_go().await; } else { wait_hold(hold).await } } => {}
     }
     let line = closed_line(host, watched as u64, notices, bytes, &mut ends);
     out.emit(line, &[("ends", json!(ends))]);

@@ -159,8 +159,8 @@ async fn bench(plan: &Plan) -> Result<Vec<Value>, String> {
                 procs::ignore_stop_signals();
             }
             for mode in &plan.modes {
-                if plan.role.is_child() {
-                    procs::wait_go().await;
+                if plan.role.is_child() && !procs::wait_go().await {
+                    return Err("the parent is gone".into());
                 }
                 let bar = report::progress(plan.requests, mode, plan.role.is_child());
                 let result = run_mode(plan, mode == "keepalive", &bar).await;

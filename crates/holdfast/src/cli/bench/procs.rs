@@ -15,8 +15,9 @@
 //! So the children start each measured step together (within a pipe write), and the parent sees
 //! each step's results from all of them at once. Histograms travel as `[value, count]` pairs
 //! (`report::Latency::to_json`) and merge exactly. A child's stderr is the parent's; its progress
-//! bar is hidden. A child ignores SIGTERM and SIGINT (its parent decides when it ends) and takes
-//! the end of its stdin (a parent gone) as `go`.
+//! bar is hidden. A child ignores SIGTERM and SIGINT (its parent decides when it ends); at the
+//! end of its stdin (a parent gone) it ends what it holds: `idle` reports and exits, `fanout`,
+//! `transports` and `keepalive` stop.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -211,16 +212,17 @@ fn child_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     out
 }
 
-/// In a child: waits for the parent's `go` (or the end of stdin). Blocking.
-pub fn wait_go_blocking() {
+/// In a child: waits for the parent's `go`; `false` at the end of stdin (the parent is gone, or
+/// has finished). Blocking.
+pub fn wait_go_blocking() -> bool {
     let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
+    matches!(std::io::stdin().lock().read_line(&mut line), Ok(n) if n > 0)
 }
 
 /// In a child: waits for the parent's `go` without blocking the runtime (its connections keep
-/// being served meanwhile).
-pub async fn wait_go() {
-    let _ = tokio::task::spawn_blocking(wait_go_blocking).await;
+/// being served meanwhile); `false` at the end of stdin.
+pub async fn wait_go() -> bool {
+    tokio::task::spawn_blocking(wait_go_blocking).await.unwrap_or(false)
 }
 
 /// In a child: SIGTERM and SIGINT no longer end the process (a script stops the parent, which
