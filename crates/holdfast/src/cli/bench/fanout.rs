@@ -6,11 +6,11 @@
 //!
 //! Each payload is `hfb:<seq>:<CLOCK_MONOTONIC nanoseconds>:<Unix microseconds>:` padded to
 //! `--size` bytes (both clocks read just before the POST; the monotonic one is the same in every
-//! process, so `--procs` children time deliveries against the parent's publishes; the wall-clock field lets an
-//! independent reader, `bench/fanout_check.py`, time the same messages). A subscriber scans the
-//! bytes it receives for markers (whatever the framing around them, since digits and letters pass
-//! through SSE, JSON and WebSocket unchanged), so the client does little work per delivery and
-//! shares the machine fairly with the server.
+//! process, so `--procs` children time deliveries against the parent's publishes; the wall-clock
+//! field lets an independent reader, `bench/fanout_check.py`, time the same messages). A
+//! subscriber scans the bytes it receives for markers (whatever the framing around them, since
+//! digits and letters pass through SSE, JSON and WebSocket unchanged), so the client does little
+//! work per delivery and shares the machine fairly with the server.
 //!
 //! Long polls (`--longpoll`) follow Holdfast's cursor (`?cursor=` from the last answer) or, with
 //! `--longpoll-cursor headers`, Nchan's: `If-Modified-Since` / `If-None-Match` from the last

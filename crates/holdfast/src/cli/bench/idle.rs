@@ -70,55 +70,60 @@ enum Kind {
 }
 
 pub fn command() -> Command {
-    let command =
-        Command::new("idle")
-            .about("Open N keep-alive connections, one GET /healthz each, then hold them idle")
-            .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port of the server"))
-            .arg(
-                Arg::new("connections")
-                    .long("connections")
-                    .value_name("N")
-                    .required(true)
-                    .value_parser(value_parser!(u64).range(1..))
-                    .help("connections to open and hold"),
-            )
-            .arg(
-                Arg::new("hold")
-                    .long("hold")
-                    .value_name("SECS")
-                    .value_parser(value_parser!(u64))
-                    .default_value("0")
-                    .help("seconds to hold them; 0 = until SIGTERM or SIGINT"),
-            )
-            .arg(Arg::new("path").long("path").value_name("PATH").help(
+    procs::args(report::json_arg(base_command()))
+}
+
+/// The command without the options every bench shares.
+fn base_command() -> Command {
+    Command::new("idle")
+        .about("Open N keep-alive connections, one GET /healthz each, then hold them idle")
+        .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port of the server"))
+        .arg(
+            Arg::new("connections")
+                .long("connections")
+                .value_name("N")
+                .required(true)
+                .value_parser(value_parser!(u64).range(1..))
+                .help("connections to open and hold"),
+        )
+        .arg(
+            Arg::new("hold")
+                .long("hold")
+                .value_name("SECS")
+                .value_parser(value_parser!(u64))
+                .default_value("0")
+                .help("seconds to hold them; 0 = until SIGTERM or SIGINT"),
+        )
+        .arg(
+            Arg::new("path").long("path").value_name("PATH").help(
                 "subscribe to PATH (Accept: text/event-stream) instead of GET /healthz; held once the head is in",
-            ))
-            .arg(
-                Arg::new("websocket")
-                    .long("websocket")
-                    .num_args(0)
-                    .help("open WebSocket subscribers (upgrade to --path, default /sub/bench)"),
-            )
-            .arg(
-                Arg::new("longpoll")
-                    .long("longpoll")
-                    .num_args(0)
-                    .conflicts_with("websocket")
-                    .help("open long polls (GET --path, default /sub/bench, no Accept field); held once written"),
-            )
-            .arg(Arg::new("until-closed").long("until-closed").num_args(0).help(
-                "read every connection until the server closes it, then report when (Unix seconds); ends when all \
+            ),
+        )
+        .arg(
+            Arg::new("websocket")
+                .long("websocket")
+                .num_args(0)
+                .help("open WebSocket subscribers (upgrade to --path, default /sub/bench)"),
+        )
+        .arg(
+            Arg::new("longpoll")
+                .long("longpoll")
+                .num_args(0)
+                .conflicts_with("websocket")
+                .help("open long polls (GET --path, default /sub/bench, no Accept field); held once written"),
+        )
+        .arg(Arg::new("until-closed").long("until-closed").num_args(0).help(
+            "read every connection until the server closes it, then report when (Unix seconds); ends when all \
              have closed or after --hold",
-            ))
-            .arg(
-                Arg::new("concurrency")
-                    .long("concurrency")
-                    .value_name("N")
-                    .value_parser(value_parser!(u64).range(1..))
-                    .default_value("256")
-                    .help("connections being opened at once (stays under the listen backlog)"),
-            );
-    procs::args(report::json_arg(command))
+        ))
+        .arg(
+            Arg::new("concurrency")
+                .long("concurrency")
+                .value_name("N")
+                .value_parser(value_parser!(u64).range(1..))
+                .default_value("256")
+                .help("connections being opened at once (stays under the listen backlog)"),
+        )
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {

@@ -3,8 +3,8 @@
 //! close`); requests/s and latency percentiles of each mode, and the ratio keep-alive / close.
 //! It works against any HTTP/1.1 server (the bench scripts run it against nginx too).
 //!
-//! Each of the C workers sends one request, reads the whole response (`response.rs`: Content-Length,
-//! chunked or until close), and only then sends the next: no pipelining. A keep-alive worker
+//! Each of the C workers sends one request, reads the whole response (`response.rs`:
+//! Content-Length, chunked or until close), and only then sends the next: no pipelining. A keep-alive worker
 //! keeps its connection while the server does (a response with `Connection: close`, or the
 //! server's close, makes it reconnect, counted as `reconnects`); a close worker connects, sends
 //! the request with `Connection: close`, reads the answer and drops the socket. A latency runs

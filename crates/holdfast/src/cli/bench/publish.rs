@@ -6,9 +6,9 @@
 //! Reports when done: messages answered 200, failures and the first one, seconds, messages per
 //! second, and each publish's latency (from its batch's write to its answer; hdrhistogram):
 //! a table, or with `--json` one JSON line. A progress bar runs on stderr meanwhile. (No
-//! `--procs`: at most 1,024 connections, which one process holds.) The server must allow enough requests per connection
-//! (`--keepalive-requests`): a connection the server closes counts its unanswered requests as
-//! failed.
+//! `--procs`: at most 1,024 connections, which one process holds.) The server must allow enough
+//! requests per connection (`--keepalive-requests`): a connection the server closes counts its
+//! unanswered requests as failed.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
