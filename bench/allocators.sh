@@ -95,9 +95,9 @@ for rep in $(seq "$REPS"); do
         out=$(HOLDFAST_BIN="${BIN[$v]}" HOLDFAST_ENV="${ENVS[$v]:-}" SERVERS=holdfast NS="$N" REPS=1 \
             "$ROOT/bench/idle.sh")
         per=$(awk -v n="$N" '$1 == "holdfast" && $2 == n && $3 == 1 && NF == 6 { print $6 }' <<<"$out")
-        out=$(HOLDFAST_BIN="${BIN[$v]}" HOLDFAST_ENV="${ENVS[$v]:-}" SERVERS=holdfast MODES=keepalive \
+        out=$(HOLDFAST_BIN="${BIN[$v]}" HOLDFAST_ENV="${ENVS[$v]:-}" SERVERS=holdfast CLIENTS=wrk MODES=keepalive \
             REPS=1 DURATION="$DURATION" "$ROOT/bench/keepalive.sh")
-        rps=$(awk '$1 == "holdfast" && $2 == "keepalive" && $3 == 1 { print $4 }' <<<"$out")
+        rps=$(awk '$1 == "wrk" && $2 == "holdfast" && $3 == "keepalive" && $4 == 1 { print $5 }' <<<"$out")
         if [ -z "$per" ] || [ -z "$rps" ]; then die "variant $v: no result"; fi
         printf '%-15s %4s %8s %10s\n' "$v" "$rep" "$per" "$rps"
         IDLE[$v]+="$per "

@@ -48,7 +48,7 @@ mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 publish_sampling() {
     local port=$1
     shift
-    "$BIN" bench publish --server "127.0.0.1:$port" --connections "$CONNECTIONS" "$@" >"$WORK/publish.json" &
+    "$BIN" bench publish --json --server "127.0.0.1:$port" --connections "$CONNECTIONS" "$@" >"$WORK/publish.json" &
     local client=$!
     STARTED_PIDS+=("$client")
     PEAK_KB=$(rss_kb "$SERVER_PID")
@@ -88,7 +88,7 @@ stop_pid "$SERVER_PID"
 port=$(free_port)
 start_holdfast "$BIN" "$port" "${KEEPALIVE[@]}"
 curl -fs -o /dev/null -X POST --data-binary 'held all along' "http://127.0.0.1:$port/pub/old"
-"$BIN" bench publish --server "127.0.0.1:$port" --connections "$CONNECTIONS" --channels 1 --prefix hot \
+"$BIN" bench publish --json --server "127.0.0.1:$port" --connections "$CONNECTIONS" --channels 1 --prefix hot \
     --messages "$WARMUP" >/dev/null
 sleep 2
 before=$(rss_kb "$SERVER_PID")

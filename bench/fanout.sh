@@ -160,7 +160,7 @@ run_once() {
     t0=$(cpu_ticks "$SERVER_PID")
     children_cpu
     c0=$R_CHILD
-    out=$(timeout 300 "$BIN" bench fanout --server "127.0.0.1:$port" --subscribe "$path" --publish /pub/bench \
+    out=$(timeout 300 "$BIN" bench fanout --json --server "127.0.0.1:$port" --subscribe "$path" --publish /pub/bench \
         "${args[@]}" --subscribers "$subs" --messages "$msgs" --rate "$rate" --size "$SIZE" 2>&1) ||
         die "$server $workload: client failed: $out"
     children_cpu

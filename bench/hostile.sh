@@ -87,7 +87,7 @@ run_once() {
     start_server "${BIN[$bin]}" "$port"
     [ "$attack" = ping ] || [ "$attack" = none ] || deflate=(--deflate)
     # shellcheck disable=SC2086 # CLIENT_ARGS is a list of words
-    out=$(timeout $((S + 90)) "$CLIENT" bench hostile --server "127.0.0.1:$port" --attack "$attack" "${deflate[@]}" \
+    out=$(timeout $((S + 90)) "$CLIENT" bench hostile --json --server "127.0.0.1:$port" --attack "$attack" "${deflate[@]}" \
         --connections "$N" --seconds "$S" --server-pid "$SERVER_PID" --rss-limit-mb "$RSS_LIMIT_MB" \
         $CLIENT_ARGS 2>"$WORK/client.err") || die "$bin $attack: client failed: $(cat "$WORK/client.err")"
     sed 's/^/    /' "$WORK/client.err" >&2

@@ -52,7 +52,7 @@ run_once() {
 
     # A file per run: polling a reused one could read the previous client's lines.
     out="$WORK/client-$server-$n-$RANDOM.out"
-    "$BIN" bench idle --server "127.0.0.1:$port" --connections "$n" >"$out" 2>"$out.err" &
+    "$BIN" bench idle --json --server "127.0.0.1:$port" --connections "$n" >"$out" 2>"$out.err" &
     client=$!
     STARTED_PIDS+=("$client")
     deadline=$((SECONDS + 120))

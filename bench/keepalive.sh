@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Requests per second on GET /healthz with wrk: keep-alive vs `Connection: close`, Holdfast
-# (release build) vs nginx-light, in one run, repetitions interleaved so drift hits both alike.
+# Requests per second on GET /healthz: keep-alive vs `Connection: close`, Holdfast (release
+# build) vs nginx-light, in one run, repetitions interleaved so drift hits both alike. Two clients
+# measure each: `holdfast bench keepalive` (this tree's; REQUESTS / CLOSE_REQUESTS requests at
+# concurrency CONNS, latency percentiles from its histogram) and wrk (DURATION at -cCONNS, with
+# --latency), the cross-check that the first is not the bottleneck: "client check" in the summary
+# is holdfast-bench req/s over wrk req/s on the same server and mode.
 #
 # Both servers get the same per-connection request cap (KEEPALIVE_REQUESTS) and keep-alive
 # timeout (75 s, both defaults); nginx runs `worker_processes 1`, `access_log off`,
@@ -11,6 +15,7 @@
 #
 # Environment (all optional):
 #   REPS=3  DURATION=10s  CONNS=50  THREADS=1  KEEPALIVE_REQUESTS=1000000
+#   CLIENTS="holdfast wrk"   REQUESTS=1000000 (holdfast bench, keep-alive)  CLOSE_REQUESTS=300000
 #   MODES="keepalive close"  SERVERS="holdfast nginx" (also: holdfast-1w, one tokio worker; baseline,
 #                         another Holdfast binary, see baseline_bin in lib.sh, for regression checks)
 #   HOLDFAST_BIN=path     use this binary instead of building (allocators.sh)
@@ -27,10 +32,14 @@ THREADS=${THREADS:-1}
 KEEPALIVE_REQUESTS=${KEEPALIVE_REQUESTS:-1000000}
 MODES=${MODES:-"keepalive close"}
 SERVERS=${SERVERS:-"holdfast nginx"}
+CLIENTS=${CLIENTS:-"holdfast wrk"}
+REQUESTS=${REQUESTS:-1000000}
+CLOSE_REQUESTS=${CLOSE_REQUESTS:-300000}
 
 need curl curl
 need ss iproute2
 need wrk wrk
+need jq jq
 case " $SERVERS " in *" nginx "*) need nginx nginx-light ;; esac
 BIN=$(holdfast_bin)
 case " $SERVERS " in *" baseline "*) BASE_BIN=$(baseline_bin) ;; esac
@@ -66,69 +75,126 @@ cpu_ticks() {
 # Busy CPU ticks of the whole machine so far (all cores; idle and iowait excluded).
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 
-# run_wrk SERVER MODE DURATION: sets R_RPS, R_CPU (server CPU, % of one core), R_OTHER (CPU
-# used by everything but the server and wrk: other load skewing the run) and R_ERRORS.
-run_wrk() {
-    local server=$1 mode=$2 duration=$3 header=() t0 t1 m0 m1 wrk_cpu
-    [ "$mode" = close ] && header=(-H 'Connection: close')
+# Latency of a wrk --latency percentile line ("50%  1.23ms") in ms.
+wrk_ms() { awk -v p="$1" '$1 == p { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+    m = (u == "us" ? 0.001 : u == "ms" ? 1 : u == "s" ? 1000 : u == "m" ? 60000 : 0); printf "%.3f\n", v * m }' "$2"; }
+
+# run_client CLIENT SERVER MODE DURATION: sets R_RPS, R_P50, R_P99 (ms), R_CPU (server CPU, % of
+# one core), R_OTHER (CPU used by everything but the server and the client: other load skewing
+# the run) and R_ERRORS. DURATION is wrk's; holdfast bench sends REQUESTS (CLOSE_REQUESTS).
+run_client() {
+    local client=$1 server=$2 mode=$3 duration=$4 header=() t0 t1 m0 m1 w0 w1 secs cli_cpu n
     t0=$(cpu_ticks "${PID[$server]}")
     m0=$(machine_ticks)
+    w0=$EPOCHREALTIME
     local TIMEFORMAT='%3U %3S'
-    { time wrk -t"$THREADS" -c"$CONNS" -d"$duration" "${header[@]}" \
-        "http://127.0.0.1:${PORT[$server]}/healthz" >"$WORK/wrk.out"; } 2>"$WORK/wrk.time"
+    if [ "$client" = wrk ]; then
+        [ "$mode" = close ] && header=(-H 'Connection: close')
+        { time wrk -t"$THREADS" -c"$CONNS" -d"$duration" --latency "${header[@]}" \
+            "http://127.0.0.1:${PORT[$server]}/healthz" >"$WORK/client.out"; } 2>"$WORK/client.time"
+    else
+        n=$REQUESTS
+        [ "$mode" = close ] && n=$CLOSE_REQUESTS
+        # A short warm-up run (like wrk's) is the caller's; this one is measured.
+        { time "$BIN" bench keepalive --json --server "127.0.0.1:${PORT[$server]}" --modes "$mode" \
+            --requests "$n" --concurrency "$CONNS" --threads "$THREADS" >"$WORK/client.out"; } 2>"$WORK/client.time" ||
+            true
+    fi
+    w1=$EPOCHREALTIME
     m1=$(machine_ticks)
     t1=$(cpu_ticks "${PID[$server]}")
-    wrk_cpu=$(awk '{ print $1 + $2 }' "$WORK/wrk.time")
-    R_RPS=$(awk '/^Requests\/sec:/ { printf "%.0f\n", $2 }' "$WORK/wrk.out")
-    R_CPU=$(awk -v d="${duration%s}" -v t=$((t1 - t0)) -v hz="$TICK" 'BEGIN { printf "%.0f\n", 100 * t / hz / d }')
-    R_OTHER=$(awk -v d="${duration%s}" -v m=$((m1 - m0)) -v t=$((t1 - t0)) -v w="$wrk_cpu" -v hz="$TICK" \
+    secs=$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')
+    cli_cpu=$(awk 'END { print $1 + $2 }' "$WORK/client.time")
+    if [ "$client" = wrk ]; then
+        R_RPS=$(awk '/^Requests\/sec:/ { printf "%.0f\n", $2 }' "$WORK/client.out")
+        R_P50=$(wrk_ms 50% "$WORK/client.out")
+        R_P99=$(wrk_ms 99% "$WORK/client.out")
+        R_ERRORS=$(awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s; ", $0 }' "$WORK/client.out")
+    else
+        local line
+        line=$(jq -c "select(.mode == \"$mode\")" "$WORK/client.out") || true
+        [ -n "$line" ] || die "holdfast bench keepalive on $server $mode printed no result: $(cat "$WORK/client.out" "$WORK/client.time")"
+        R_RPS=$(jq -r '.req_per_s | floor' <<<"$line")
+        R_P50=$(jq -r '.p50_ms' <<<"$line")
+        R_P99=$(jq -r '.p99_ms' <<<"$line")
+        R_ERRORS=$(jq -r 'if .errors + .non_2xx > 0 then "errors \(.errors), non-2xx \(.non_2xx): \(.first_error)" else "" end' <<<"$line")
+    fi
+    R_CPU=$(awk -v d="$secs" -v t=$((t1 - t0)) -v hz="$TICK" 'BEGIN { printf "%.0f\n", 100 * t / hz / d }')
+    R_OTHER=$(awk -v d="$secs" -v m=$((m1 - m0)) -v t=$((t1 - t0)) -v w="$cli_cpu" -v hz="$TICK" \
         'BEGIN { o = 100 * ((m - t) / hz - w) / d; printf "%.0f\n", (o < 0 ? 0 : o) }')
-    R_ERRORS=$(awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s; ", $0 }' "$WORK/wrk.out")
 }
 
-for server in $SERVERS; do run_wrk "$server" keepalive 2s; done # warm-up, not counted
+for server in $SERVERS; do # warm-up, not counted
+    for client in $CLIENTS; do
+        if [ "$client" = wrk ]; then
+            run_client wrk "$server" keepalive 2s
+        else
+            REQUESTS=100000 run_client holdfast "$server" keepalive 2s
+        fi
+    done
+done
 
-declare -A RPS CPU
-printf '%-11s %-9s %4s %10s %8s %8s  %s\n' server mode rep req/s cpu% other% errors
+declare -A RPS CPU P50 P99
+FMT='%-9s %-11s %-9s %4s %10s %8s %8s %6s %7s  %s\n'
+# shellcheck disable=SC2059 # the format is ours
+printf "$FMT" client server mode rep req/s p50_ms p99_ms cpu% other% errors
 for rep in $(seq "$REPS"); do
     for mode in $MODES; do
         for server in $SERVERS; do
-            run_wrk "$server" "$mode" "$DURATION"
-            printf '%-11s %-9s %4s %10s %8s %8s  %s\n' "$server" "$mode" "$rep" "$R_RPS" "$R_CPU" "$R_OTHER" "${R_ERRORS:--}"
-            RPS[$server.$mode]+="$R_RPS "
-            CPU[$server.$mode]+="$R_CPU "
+            for client in $CLIENTS; do
+                run_client "$client" "$server" "$mode" "$DURATION"
+                # shellcheck disable=SC2059
+                printf "$FMT" "$client" "$server" "$mode" "$rep" "$R_RPS" "$R_P50" "$R_P99" "$R_CPU" "$R_OTHER" "${R_ERRORS:--}"
+                key=$client.$server.$mode
+                RPS[$key]+="$R_RPS " CPU[$key]+="$R_CPU " P50[$key]+="$R_P50 " P99[$key]+="$R_P99 "
+            done
         done
     done
 done
 
 echo
-echo "summary (medians of $REPS; wrk -t$THREADS -c$CONNS -d$DURATION; keepalive_requests $KEEPALIVE_REQUESTS on both)"
-printf '%-11s %-9s %10s %8s\n' server mode req/s cpu%
+echo "summary (medians of $REPS; -c$CONNS -t$THREADS; wrk -d$DURATION; holdfast bench $REQUESTS keep-alive / $CLOSE_REQUESTS close requests; keepalive_requests $KEEPALIVE_REQUESTS on both)"
+FMT='%-9s %-11s %-9s %10s %8s %8s %6s\n'
+# shellcheck disable=SC2059
+printf "$FMT" client server mode req/s p50_ms p99_ms cpu%
 declare -A MED
-for mode in $MODES; do
-    for server in $SERVERS; do
-        # shellcheck disable=SC2086 # word lists
-        MED[$server.$mode]=$(median ${RPS[$server.$mode]})
-        # shellcheck disable=SC2086
-        printf '%-11s %-9s %10s %8s\n' "$server" "$mode" "${MED[$server.$mode]}" "$(median ${CPU[$server.$mode]})"
+for client in $CLIENTS; do
+    for mode in $MODES; do
+        for server in $SERVERS; do
+            key=$client.$server.$mode
+            # shellcheck disable=SC2086 # word lists
+            MED[$key]=$(median ${RPS[$key]})
+            # shellcheck disable=SC2059,SC2086
+            printf "$FMT" "$client" "$server" "$mode" "${MED[$key]}" "$(median ${P50[$key]})" "$(median ${P99[$key]})" \
+                "$(median ${CPU[$key]})"
+        done
     done
 done
-if [ -n "${MED[holdfast.keepalive]:-}" ] && [ -n "${MED[nginx.keepalive]:-}" ]; then
-    echo
+echo
+for client in $CLIENTS; do
+    if [ -n "${MED[$client.holdfast.keepalive]:-}" ] && [ -n "${MED[$client.nginx.keepalive]:-}" ]; then
+        for mode in $MODES; do
+            echo "$client: holdfast/nginx $mode: $(ratio "${MED[$client.holdfast.$mode]}" "${MED[$client.nginx.$mode]}")"
+        done
+        r=$(ratio "${MED[$client.holdfast.keepalive]}" "${MED[$client.nginx.keepalive]}")
+        echo "$client: goal keep-alive >= 1.0x nginx: $(awk -v r="$r" 'BEGIN { print (r >= 1.0 ? "met" : "MISSED") }') (${r}x)"
+    fi
+    if [ -n "${MED[$client.holdfast.keepalive]:-}" ] && [ -n "${MED[$client.baseline.keepalive]:-}" ]; then
+        for mode in $MODES; do
+            echo "$client: holdfast/baseline $mode: $(ratio "${MED[$client.holdfast.$mode]}" "${MED[$client.baseline.$mode]}") (regression check)"
+        done
+    fi
+    if [[ " $MODES " == *" keepalive "* && " $MODES " == *" close "* ]]; then
+        for server in $SERVERS; do
+            echo "$client: $server keep-alive/close: $(ratio "${MED[$client.$server.keepalive]}" "${MED[$client.$server.close]}")"
+        done
+    fi
+done
+if [[ " $CLIENTS " == *" holdfast "* && " $CLIENTS " == *" wrk "* ]]; then
     for mode in $MODES; do
-        echo "holdfast/nginx $mode: $(ratio "${MED[holdfast.$mode]}" "${MED[nginx.$mode]}")"
-    done
-    r=$(ratio "${MED[holdfast.keepalive]}" "${MED[nginx.keepalive]}")
-    echo "goal keep-alive >= 1.0x nginx: $(awk -v r="$r" 'BEGIN { print (r >= 1.0 ? "met" : "MISSED") }') (${r}x)"
-fi
-if [ -n "${MED[holdfast.keepalive]:-}" ] && [ -n "${MED[baseline.keepalive]:-}" ]; then
-    for mode in $MODES; do
-        echo "holdfast/baseline $mode: $(ratio "${MED[holdfast.$mode]}" "${MED[baseline.$mode]}") (regression check)"
-    done
-fi
-if [[ " $MODES " == *" keepalive "* && " $MODES " == *" close "* ]]; then
-    for server in $SERVERS; do
-        echo "$server keep-alive/close: $(ratio "${MED[$server.keepalive]}" "${MED[$server.close]}")"
+        for server in $SERVERS; do
+            echo "client check $server $mode: holdfast bench / wrk req/s = $(ratio "${MED[holdfast.$server.$mode]}" "${MED[wrk.$server.$mode]}")"
+        done
     done
 fi
 echo "load average at the end: $(cut -d" " -f1-3 /proc/loadavg)"

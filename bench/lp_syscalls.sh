@@ -30,7 +30,7 @@ for server in holdfast baseline; do
     stat_pid=$!
     STARTED_PIDS+=("$stat_pid")
     echo "== $server ($bin)"
-    "$BIN" bench fanout --server "127.0.0.1:$port" --subscribe /sub/bench --longpoll --subscribers "$SUBSCRIBERS" \
+    "$BIN" bench fanout --json --server "127.0.0.1:$port" --subscribe /sub/bench --longpoll --subscribers "$SUBSCRIBERS" \
         --messages "$MESSAGES" --rate "$RATE" | tail -1
     kill -INT "$stat_pid"
     wait "$stat_pid" || true

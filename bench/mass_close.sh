@@ -83,7 +83,7 @@ run_once() {
         take=$((left / (CLIENTS - i + 1)))
         left=$((left - take))
         out="$WORK/client-$server-$mode-$rep-$i.out"
-        "$BIN" bench idle --server "127.0.0.1:$port" --connections "$take" --path "/sub/$CHANNEL?transport=sse" \
+        "$BIN" bench idle --json --server "127.0.0.1:$port" --connections "$take" --path "/sub/$CHANNEL?transport=sse" \
             --until-closed --hold 120 >"$out" 2>"$out.err" &
         clients+=("$!")
         STARTED_PIDS+=("$!")

@@ -100,7 +100,7 @@ warm_up() {
     local server=$1 port=$2 transport=$3 out client deadline
     shift 3
     out="$WORK/warmup-$server-$transport-$RANDOM.out"
-    "$BIN" bench idle --server "127.0.0.1:$port" --connections 1 "$@" >"$out" 2>"$out.err" &
+    "$BIN" bench idle --json --server "127.0.0.1:$port" --connections 1 "$@" >"$out" 2>"$out.err" &
     client=$!
     STARTED_PIDS+=("$client")
     deadline=$((SECONDS + 15))
@@ -154,7 +154,7 @@ run_once() {
         left=$((left - take))
         # A file per client and run: polling a reused one could read an earlier client's lines.
         out="$WORK/client-$server-$transport-$n-$i-$RANDOM.out"
-        "$BIN" bench idle --server "127.0.0.1:$port" --connections "$take" "${args[@]}" >"$out" 2>"$out.err" &
+        "$BIN" bench idle --json --server "127.0.0.1:$port" --connections "$take" "${args[@]}" >"$out" 2>"$out.err" &
         client=$!
         STARTED_PIDS+=("$client")
         clients+=("$client")

@@ -4,20 +4,25 @@
 //! nginx+Nchan): subscribers only need an HTTP streaming response (SSE, chunked), a WebSocket, or
 //! Holdfast's long poll, and messages are recognised by a marker in their payload.
 //!
-//! Each payload is `hfb:<seq>:<nanoseconds since the bench started>:<Unix microseconds>:` padded
-//! to `--size` bytes (both clocks read just before the POST; the wall-clock field lets an
-//! independent reader, `bench/fanout_check.py`, time the same messages). A subscriber scans the
-//! bytes it receives for markers (whatever the framing around them, since digits and letters pass
-//! through SSE, JSON and WebSocket unchanged), so the client does little work per delivery and
-//! shares the machine fairly with the server.
+//! Each payload is `hfb:<seq>:<CLOCK_MONOTONIC nanoseconds>:<Unix microseconds>:` padded to
+//! `--size` bytes (both clocks read just before the POST; the monotonic one is the same in every
+//! process, so `--procs` children time deliveries against the parent's publishes; the wall-clock
+//! field lets an independent reader, `bench/fanout_check.py`, time the same messages). A
+//! subscriber scans the bytes it receives for markers (whatever the framing around them, since
+//! digits and letters pass through SSE, JSON and WebSocket unchanged), so the client does little
+//! work per delivery and shares the machine fairly with the server.
 //!
 //! Long polls (`--longpoll`) follow Holdfast's cursor (`?cursor=` from the last answer) or, with
 //! `--longpoll-cursor headers`, Nchan's: `If-Modified-Since` / `If-None-Match` from the last
 //! answer's `Last-Modified` / `Etag` (one message per answer).
 //!
-//! Prints one JSON line per phase: deliveries, lost, deliveries/s (from the first publish to the
-//! last delivery), latency p50/p99/max in milliseconds, and the rate the publisher achieved (a
-//! server that answers a publish only after fanning it out slows the publisher below `--rate`).
+//! Reports per phase: deliveries, lost, deliveries/s (from the first publish to the last
+//! delivery), latency p50/p90/p99/max in milliseconds (hdrhistogram), the rate the publisher
+//! achieved (a server that answers a publish only after fanning it out slows the publisher below
+//! `--rate`), bytes read by the subscribers per delivery, and the server's CPU seconds
+//! (`server_cpu.rs`): a table, or with `--json` one JSON line per phase. `--procs P` spreads the
+//! subscribers over P child processes (`procs.rs`); this process then only publishes.
+//! `bench transports` runs this workload once per transport (`run_workload`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -26,10 +31,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{value_parser, Arg, ArgMatches, Command};
-use serde_json::json;
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 
+use super::procs::{self, Children, Role};
+use super::report::{self, Latency, Table};
+use super::server_cpu::ServerCpu;
 use super::EXIT_USAGE;
 
 /// The marker that starts every payload.
@@ -41,7 +51,7 @@ pub fn command() -> Command {
     let number = |name: &'static str, default: &'static str, help: &'static str| {
         Arg::new(name).long(name).value_parser(value_parser!(u64)).default_value(default).help(help)
     };
-    Command::new("fanout")
+    let command = Command::new("fanout")
         .about("N subscribers on one channel; publish at a rate or in a burst; deliveries/s, latency, loss")
         .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port"))
         .arg(
@@ -67,7 +77,38 @@ pub fn command() -> Command {
         .arg(number("size", "100", "payload bytes"))
         .arg(number("phases", "1", "phases to run, one after another (each prints a line)"))
         .arg(number("concurrency", "256", "subscribers being opened at once"))
-        .arg(number("settle-ms", "500", "wait between the last subscriber open and the first publish"))
+        .arg(number("settle-ms", "500", "wait between the last subscriber open and the first publish"));
+    procs::args(report::json_arg(server_pid_arg(command)))
+}
+
+/// Adds `--server-pid` (fanout and transports report the server's CPU seconds per phase).
+pub(super) fn server_pid_arg(command: Command) -> Command {
+    command.arg(
+        Arg::new("server-pid")
+            .long("server-pid")
+            .value_name("PID")
+            .value_parser(value_parser!(u32))
+            .help("the server's process, for its CPU time (default: found by the port it listens on)"),
+    )
+}
+
+/// The server's processes for CPU figures: `--server-pid` and its children, or whatever holds
+/// the port's listening socket; `None` (with a note on stderr) when neither is found.
+pub(super) fn find_server_cpu(args: &ArgMatches, addr: SocketAddr, role: Role) -> Option<ServerCpu> {
+    if role.is_child() {
+        return None;
+    }
+    let found = match args.get_one::<u32>("server-pid") {
+        Some(&pid) => ServerCpu::from_pid(pid),
+        None => ServerCpu::from_port(addr.port()),
+    };
+    match found {
+        Ok(cpu) => Some(cpu),
+        Err(e) => {
+            eprintln!("holdfast bench: no server CPU figures: {e}");
+            None
+        }
+    }
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -77,6 +118,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     let get = |name: &str| *args.get_one::<u64>(name).expect("default");
+    let role = Role::of(args);
     let plan = Plan {
         addr,
         host: server,
@@ -89,7 +131,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         } else {
             Mode::Stream
         },
-        subscribers: get("subscribers") as usize,
+        subscribers: role.share(get("subscribers")) as usize,
         messages: get("messages"),
         rate: get("rate"),
         size: get("size") as usize,
@@ -97,12 +139,19 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         concurrency: get("concurrency") as usize,
         settle: Duration::from_millis(get("settle-ms")),
         header_cursor: args.get_one::<String>("longpoll-cursor").is_some_and(|c| c == "headers"),
+        poll_interval: None,
+        role,
     };
     let fd_limit = holdfast_server::raise_fd_limit();
     if plan.subscribers + 64 > fd_limit {
-        eprintln!("holdfast bench fanout: {} subscribers need more descriptors than {fd_limit}", plan.subscribers);
+        eprintln!(
+            "holdfast bench fanout: {} subscribers need more descriptors than {fd_limit} (--procs spreads them)",
+            plan.subscribers
+        );
         return ExitCode::from(EXIT_USAGE);
     }
+    let cpu = find_server_cpu(args, addr, role);
+    let json = report::wants_json(args);
     // One thread: the client takes one core at most, leaving the rest to the server.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -111,146 +160,353 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(plan)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = runtime.block_on(async {
+        let mut children = match role {
+            Role::Parent { procs } => Some(Children::spawn(procs)?),
+            Role::Child { .. } => {
+                procs::ignore_stop_signals();
+                None
+            }
+            Role::Alone => None,
+        };
+        let lines = run_workload(&plan, children.as_mut(), cpu.as_ref()).await?;
+        if let Some(children) = children {
+            if !children.finish() {
+                return Err("a child failed".to_string());
+            }
+        }
+        Ok::<_, String>(lines)
+    });
+    let lines = match result {
+        Ok(lines) => lines,
         Err(e) => {
             eprintln!("holdfast bench fanout: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    if role.is_child() {
+        return ExitCode::SUCCESS;
     }
+    if json {
+        lines.iter().for_each(report::print_json);
+    } else {
+        println!(
+            "holdfast bench fanout: {} on {}, {} messages of {} B per phase at {}",
+            plan.subscribe,
+            plan.host,
+            plan.messages,
+            plan.size,
+            if plan.rate == 0 { "full speed (burst)".to_string() } else { format!("{}/s", plan.rate) }
+        );
+        let mut table = Table::new(&[
+            "phase",
+            "subs",
+            "deliveries",
+            "lost",
+            "deliv/s",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "pub/s",
+            "B/deliv",
+            "srv_cpu_s",
+        ]);
+        for line in &lines {
+            table.row_of(
+                line,
+                &[
+                    "phase",
+                    "subscribers",
+                    "deliveries",
+                    "lost",
+                    "deliveries_per_s",
+                    "p50_ms",
+                    "p90_ms",
+                    "p99_ms",
+                    "max_ms",
+                    "published_per_s",
+                    "bytes_per_delivery",
+                    "server_cpu_s",
+                ],
+            );
+        }
+        table.print();
+    }
+    ExitCode::SUCCESS
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+/// How subscribers receive.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Mode {
+    /// One streaming response (SSE, chunked NDJSON, forever-iframe): markers in its bytes.
     Stream,
     WebSocket,
+    /// Long polls, each sent again at once after its answer.
     LongPoll,
+    /// Short polls (`?transport=poll`, answered at once), one every `poll_interval`.
+    Poll,
 }
 
+/// One workload: what to open, publish and measure. `subscribers` is this process's share.
 #[derive(Clone)]
-struct Plan {
-    addr: SocketAddr,
-    host: String,
-    subscribe: String,
-    publish: String,
-    mode: Mode,
-    subscribers: usize,
-    messages: u64,
-    rate: u64,
-    size: usize,
-    phases: u64,
-    concurrency: usize,
+pub(super) struct Plan {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub subscribe: String,
+    pub publish: String,
+    pub mode: Mode,
+    pub subscribers: usize,
+    pub messages: u64,
+    pub rate: u64,
+    pub size: usize,
+    pub phases: u64,
+    pub concurrency: usize,
     /// Wait between the last subscriber opened and the first publish.
-    settle: Duration,
+    pub settle: Duration,
     /// Long polls resume with Nchan's `If-Modified-Since` / `If-None-Match` instead of `?cursor=`.
-    header_cursor: bool,
+    pub header_cursor: bool,
+    /// `Mode::Poll`: the wait between one poll's answer and the next poll.
+    pub poll_interval: Option<Duration>,
+    pub role: Role,
 }
 
-/// What the subscribers record, shared by all of them (one thread, so the lock is uncontended).
+/// What the subscribers record in the current phase, shared by all of them (one thread, so the
+/// lock is uncontended).
 #[derive(Default)]
 struct Record {
-    /// Latency of each delivery in the current phase, in microseconds.
-    latencies_us: Vec<u32>,
-    last_delivery: Option<Instant>,
+    latency: Latency,
+    /// `mono_ns` of the last delivery.
+    last_delivery_ns: Option<u64>,
 }
 
 struct Shared {
-    start: Instant,
     record: Mutex<Record>,
     deliveries: AtomicU64,
+    /// Bytes read by every subscriber (heads, framing, heartbeats included).
+    wire_bytes: AtomicU64,
 }
 
-async fn bench(plan: Plan) -> Result<(), String> {
-    let shared = Arc::new(Shared { start: Instant::now(), record: Mutex::default(), deliveries: AtomicU64::new(0) });
-    let mut opened = 0;
-    let mut pending = tokio::task::JoinSet::new();
-    let mut ready = 0;
-    while opened < plan.subscribers || !pending.is_empty() {
-        while opened < plan.subscribers && pending.len() < plan.concurrency {
-            pending.spawn(open_subscriber(plan.clone()));
-            opened += 1;
-        }
-        match pending.join_next().await {
-            Some(Ok(Ok(stream))) => {
-                ready += 1;
-                let shared = shared.clone();
-                let plan = plan.clone();
-                tokio::spawn(async move { receive(stream, plan, shared).await });
-            }
-            Some(Ok(Err(e))) => return Err(format!("a subscriber failed to open: {e}")),
-            Some(Err(e)) => return Err(e.to_string()),
-            None => break,
+/// One phase as seen by the subscribers of one process (or merged from several).
+struct Collected {
+    deliveries: u64,
+    latency: Latency,
+    last_delivery_ns: Option<u64>,
+    wire_bytes: u64,
+}
+
+impl Shared {
+    /// Starts a new phase: what was recorded so far is returned and forgotten.
+    fn take(&self) -> Collected {
+        let mut record = self.record.lock().unwrap();
+        let taken = std::mem::take(&mut *record);
+        Collected {
+            deliveries: self.deliveries.swap(0, Ordering::Relaxed),
+            latency: taken.latency,
+            last_delivery_ns: taken.last_delivery_ns,
+            wire_bytes: self.wire_bytes.swap(0, Ordering::Relaxed),
         }
     }
-    let subscribe_span = shared.start.elapsed();
+}
+
+/// The subscribers of this process; dropping them closes their connections.
+struct Subscribers {
+    shared: Arc<Shared>,
+    _tasks: JoinSet<()>,
+    ready: u64,
+    subscribe_seconds: f64,
+}
+
+/// Runs one workload: subscribe, then each phase publishes and measures. Alone, everything here;
+/// as the parent of `children`, they subscribe and measure while this process publishes; as a
+/// child (`plan.role`), subscribe and measure on the parent's `go`, printing a line per step.
+/// Returns a line per phase (nothing in a child). `cpu`: the server's, read around each phase.
+pub(super) async fn run_workload(
+    plan: &Plan,
+    mut children: Option<&mut Children>,
+    cpu: Option<&ServerCpu>,
+) -> Result<Vec<Value>, String> {
+    let child = plan.role.is_child();
+    let label = format!("{} subscribers", plan.subscribe);
+    let (local, ready, subscribe_seconds) = match children.as_deref_mut() {
+        Some(children) => {
+            let bar = report::progress(0, &format!("{label}: children subscribing"), false);
+            let lines = children.lines()?;
+            bar.finish_and_clear();
+            (None, procs::sum(&lines, "subscribers"), procs::max_f64(&lines, "subscribe_seconds").unwrap_or(0.0))
+        }
+        None => {
+            let bar = report::progress(plan.subscribers as u64, &label, child);
+            let subscribers = open_all(plan, &bar).await?;
+            bar.finish_and_clear();
+            let (ready, seconds) = (subscribers.ready, subscribers.subscribe_seconds);
+            (Some(subscribers), ready, seconds)
+        }
+    };
+    if child {
+        let subscribers = local.as_ref().expect("a child subscribes");
+        subscribers.shared.take();
+        report::print_json(
+            &json!({"phase": "subscribed", "subscribers": ready, "subscribe_seconds": subscribe_seconds}),
+        );
+        for phase in 1..=plan.phases {
+            if !procs::wait_go().await {
+                return Err("the parent is gone".into());
+            }
+            let got = collect(&subscribers.shared, plan.messages * ready, &ProgressBar::hidden()).await;
+            report::print_json(&json!({
+                "phase": phase,
+                "deliveries": got.deliveries,
+                "last_delivery_ns": got.last_delivery_ns,
+                "wire_bytes": got.wire_bytes,
+                "hist": got.latency.to_json(),
+            }));
+        }
+        return Ok(Vec::new());
+    }
     // Let the server register the last subscribers before publishing.
     tokio::time::sleep(plan.settle).await;
-    let mut publisher = Publisher::connect(&plan).await?;
+    let mut publisher = Publisher::connect(plan).await?;
     let mut seq = 0u64;
-    for phase in 0..plan.phases {
-        *shared.record.lock().unwrap() = Record::default();
-        shared.deliveries.store(0, Ordering::Relaxed);
+    let mut lines = Vec::new();
+    for phase in 1..=plan.phases {
+        if let Some(subscribers) = &local {
+            subscribers.shared.take();
+        }
+        let cpu_before = cpu.map(ServerCpu::seconds);
+        let began_ns = mono_ns();
         let began = Instant::now();
+        let bar = report::progress(plan.messages, &format!("phase {phase}: publishing"), false);
         for i in 0..plan.messages {
             if plan.rate > 0 {
                 let due = began + Duration::from_secs_f64(i as f64 / plan.rate as f64);
                 tokio::time::sleep_until(due.into()).await;
             }
             seq += 1;
-            publisher.publish(seq, shared.start.elapsed().as_nanos() as u64, unix_micros()).await?;
+            publisher.publish(seq, mono_ns(), unix_micros()).await?;
+            bar.inc(1);
         }
-        let published = Instant::now();
         // The rate the publisher kept: messages over the time from the first publish to the last
         // answer (at a set rate, the first message is due at once and the last at (M-1)/rate).
-        let publish_span = published.saturating_duration_since(began);
-        let want = plan.messages * ready as u64;
-        while shared.deliveries.load(Ordering::Relaxed) < want && published.elapsed() < DRAIN_WAIT {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // Stragglers (duplicates would show as more than wanted).
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let record = std::mem::take(&mut *shared.record.lock().unwrap());
-        let got = record.latencies_us.len() as u64;
-        let span = record.last_delivery.map_or(Duration::ZERO, |last| last.saturating_duration_since(began));
-        let mut latencies = record.latencies_us;
-        latencies.sort_unstable();
-        let pct = |p: f64| {
-            latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied()
+        let publish_span = began.elapsed();
+        let want = plan.messages * ready;
+        bar.set_length(want);
+        bar.set_position(0);
+        bar.set_message(format!("phase {phase}: deliveries"));
+        let got = match (&local, children.as_deref_mut()) {
+            (Some(subscribers), _) => collect(&subscribers.shared, want, &bar).await,
+            (None, Some(children)) => {
+                children.go()?;
+                merge_collected(&children.lines()?)?
+            }
+            (None, None) => unreachable!("either subscribers here or children"),
         };
-        let ms = |us: Option<u32>| us.map(|us| us as f64 / 1000.0);
-        println!(
-            "{}",
-            json!({
-                "phase": phase + 1,
-                "subscribers": ready,
-                "messages": plan.messages,
-                "rate": plan.rate,
-                "deliveries": got,
-                "expected": want,
-                "lost": want.saturating_sub(got),
-                "extra": got.saturating_sub(want),
-                "seconds": span.as_secs_f64(),
-                "deliveries_per_s": if span.is_zero() { 0.0 } else { got as f64 / span.as_secs_f64() },
-                "p50_ms": ms(pct(0.50)),
-                "p99_ms": ms(pct(0.99)),
-                "max_ms": ms(latencies.last().copied()),
-                "subscribe_seconds": subscribe_span.as_secs_f64(),
-                "publish_seconds": publish_span.as_secs_f64(),
-                "published_per_s": if plan.messages < 2 || publish_span.is_zero() {
-                    0.0
-                } else {
-                    (plan.messages - 1) as f64 / publish_span.as_secs_f64()
-                },
-            })
-        );
+        bar.finish_and_clear();
+        let server_cpu_s = match (cpu, cpu_before) {
+            (Some(cpu), Some(before)) => Some(report::round3(cpu.seconds() - before)),
+            _ => None,
+        };
+        let span_s = got.last_delivery_ns.map_or(0.0, |last| last.saturating_sub(began_ns) as f64 / 1e9);
+        let mut line = json!({
+            "phase": phase,
+            "subscribers": ready,
+            "messages": plan.messages,
+            "rate": plan.rate,
+            "deliveries": got.deliveries,
+            "expected": want,
+            "lost": want.saturating_sub(got.deliveries),
+            "extra": got.deliveries.saturating_sub(want),
+            "seconds": span_s,
+            "deliveries_per_s": if span_s > 0.0 { got.deliveries as f64 / span_s } else { 0.0 },
+            "subscribe_seconds": subscribe_seconds,
+            "publish_seconds": publish_span.as_secs_f64(),
+            "published_per_s": if plan.messages < 2 || publish_span.is_zero() {
+                0.0
+            } else {
+                (plan.messages - 1) as f64 / publish_span.as_secs_f64()
+            },
+            "wire_bytes": got.wire_bytes,
+            "bytes_per_delivery": got.wire_bytes.checked_div(got.deliveries),
+            "server_cpu_s": server_cpu_s,
+            "server_cpu_us_per_delivery": match server_cpu_s {
+                Some(s) if got.deliveries > 0 => json!(report::round3(s * 1e6 / got.deliveries as f64)),
+                _ => Value::Null,
+            },
+        });
+        line.as_object_mut().expect("object").extend(got.latency.summary_json(""));
+        if let Role::Parent { procs } = plan.role {
+            line["procs"] = json!(procs);
+        }
+        lines.push(line);
     }
-    Ok(())
+    Ok(lines)
+}
+
+/// Opens this process's subscribers, `plan.concurrency` at a time, each then read by its own task.
+async fn open_all(plan: &Plan, bar: &ProgressBar) -> Result<Subscribers, String> {
+    let started = Instant::now();
+    let shared =
+        Arc::new(Shared { record: Mutex::default(), deliveries: AtomicU64::new(0), wire_bytes: AtomicU64::new(0) });
+    let mut tasks = JoinSet::new();
+    let mut opened = 0;
+    let mut pending = JoinSet::new();
+    let mut ready = 0;
+    while opened < plan.subscribers || !pending.is_empty() {
+        while opened < plan.subscribers && pending.len() < plan.concurrency.max(1) {
+            pending.spawn(open_subscriber(plan.clone()));
+            opened += 1;
+        }
+        match pending.join_next().await {
+            Some(Ok(Ok(stream))) => {
+                ready += 1;
+                bar.inc(1);
+                let shared = shared.clone();
+                let plan = plan.clone();
+                tasks.spawn(async move { receive(stream, plan, shared).await });
+            }
+            Some(Ok(Err(e))) => return Err(format!("a subscriber failed to open: {e}")),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => break,
+        }
+    }
+    Ok(Subscribers { shared, _tasks: tasks, ready, subscribe_seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Waits until `want` deliveries are in (or `DRAIN_WAIT` has passed), then 200 ms more for
+/// stragglers (duplicates would show as more than wanted); what the phase recorded.
+async fn collect(shared: &Shared, want: u64, bar: &ProgressBar) -> Collected {
+    let deadline = Instant::now() + DRAIN_WAIT;
+    loop {
+        let got = shared.deliveries.load(Ordering::Relaxed);
+        bar.set_position(got);
+        if got >= want || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shared.take()
+}
+
+/// One phase from the children's lines: counts added, histograms merged, the last delivery the
+/// latest of theirs (one clock, CLOCK_MONOTONIC, for all processes).
+fn merge_collected(lines: &[Value]) -> Result<Collected, String> {
+    let mut latency = Latency::default();
+    for line in lines {
+        latency.add(&Latency::from_json(&line["hist"])?);
+    }
+    Ok(Collected {
+        deliveries: procs::sum(lines, "deliveries"),
+        latency,
+        last_delivery_ns: lines.iter().filter_map(|l| l["last_delivery_ns"].as_u64()).max(),
+        wire_bytes: procs::sum(lines, "wire_bytes"),
+    })
 }
 
 async fn open_subscriber(plan: Plan) -> Result<TcpStream, String> {
     let mut stream = TcpStream::connect(plan.addr).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
-    if plan.mode == Mode::LongPoll {
+    if matches!(plan.mode, Mode::LongPoll | Mode::Poll) {
         return Ok(stream);
     }
     let request = match plan.mode {
@@ -284,7 +540,7 @@ async fn open_subscriber(plan: Plan) -> Result<TcpStream, String> {
 
 /// Reads a subscriber's stream and records every marker found in it.
 async fn receive(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
-    if plan.mode == Mode::LongPoll {
+    if matches!(plan.mode, Mode::LongPoll | Mode::Poll) {
         return long_poll(stream, plan, shared).await;
     }
     let mut buf = vec![0u8; 16 * 1024];
@@ -294,15 +550,16 @@ async fn receive(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let now = Instant::now();
+        shared.wire_bytes.fetch_add(n as u64, Ordering::Relaxed);
         let end = carry + n;
-        carry = scan(&buf[..end], now, &shared);
+        carry = scan(&buf[..end], mono_ns(), &shared);
         // Keep an incomplete marker at the end for the next read.
         buf.copy_within(end - carry..end, 0);
     }
 }
 
-/// Long polls: poll with the cursor, record what comes back, poll again. The cursor is Holdfast's
+/// Long polls (and short polls, `plan.poll_interval` apart): poll with the cursor, record what
+/// comes back, poll again. The cursor is Holdfast's
 /// (`"cursor":"…"` in the answer, sent back as `?cursor=`) or, with `header_cursor`, Nchan's
 /// (`Last-Modified` and `Etag` of the answer, sent back as `If-Modified-Since` and
 /// `If-None-Match`).
@@ -330,13 +587,19 @@ async fn long_poll(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
             let mut chunk = [0u8; 8192];
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    shared.wire_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    buf.extend_from_slice(&chunk[..n]);
+                }
             }
             if let Some(body) = complete_body(&buf) {
                 break body;
             }
         };
-        scan(body, Instant::now(), &shared);
+        scan(body, mono_ns(), &shared);
+        if let Some(interval) = plan.poll_interval {
+            tokio::time::sleep(interval).await;
+        }
         if plan.header_cursor {
             let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
             if let Some(value) = field(&buf[..head_end], "last-modified") {
@@ -362,6 +625,15 @@ fn field(head: &[u8], name: &str) -> Option<String> {
     })
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: one clock for the publisher and every subscriber, in this
+/// process and in `--procs` children alike.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes only the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Wall-clock time in microseconds since the Unix epoch.
 fn unix_micros() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -375,33 +647,37 @@ fn complete_body(buf: &[u8]) -> Option<&[u8]> {
     (buf.len() >= head_end + length).then(|| &buf[head_end..head_end + length])
 }
 
-/// Records each complete `hfb:<seq>:<ns>:` marker; returns how many trailing bytes may hold the
-/// start of an incomplete one.
-fn scan(bytes: &[u8], now: Instant, shared: &Shared) -> usize {
-    let now_ns = now.duration_since(shared.start).as_nanos() as u64;
+/// Records each complete `hfb:<seq>:<ns>:` marker (`ns`: the publisher's `mono_ns`); returns how
+/// many trailing bytes may hold the start of an incomplete one.
+fn scan(bytes: &[u8], now_ns: u64, shared: &Shared) -> usize {
     let mut record = shared.record.lock().unwrap();
     let mut at = 0;
     let mut found = 0;
+    // Set when the bytes end inside a marker: keep it all for the next read.
+    let mut unfinished = None;
     while let Some(offset) = find(&bytes[at..], MARKER) {
         let start = at + offset;
         let fields = &bytes[start + MARKER.len()..];
         let mut parts = fields.splitn(3, |&b| b == b':');
         let (Some(_seq), Some(sent), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
-            return bytes.len() - start;
+            unfinished = Some(bytes.len() - start);
+            break;
         };
         let sent_ns: u64 = std::str::from_utf8(sent).ok().and_then(|s| s.parse().ok()).unwrap_or(now_ns);
-        record.latencies_us.push((now_ns.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
+        record.latency.record_us(now_ns.saturating_sub(sent_ns) / 1000);
         found += 1;
         at = start + MARKER.len();
     }
+    // Counted even when the bytes end inside a marker (before this was so, a read ending inside
+    // one left the markers before it out of the count, though not out of the histogram).
     if found > 0 {
-        record.last_delivery = Some(now);
+        record.last_delivery_ns = Some(now_ns);
         shared.deliveries.fetch_add(found, Ordering::Relaxed);
     }
     // An unfinished marker may start in the last few bytes; keep them, but never a marker already
     // counted (`at` is past the last one's prefix).
     const KEEP: usize = 48;
-    bytes.len() - at.max(bytes.len().saturating_sub(KEEP))
+    unfinished.unwrap_or_else(|| bytes.len() - at.max(bytes.len().saturating_sub(KEEP)))
 }
 
 /// Where `needle` first occurs in `haystack`. The scan for its first byte goes eight bytes at a
@@ -451,7 +727,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    async fn connect(plan: &Plan) -> Result<Publisher, String> {
+    pub(super) async fn connect(plan: &Plan) -> Result<Publisher, String> {
         let stream = TcpStream::connect(plan.addr).await.map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
         Ok(Publisher { stream, path: plan.publish.clone(), host: plan.host.clone(), size: plan.size })
@@ -497,6 +773,42 @@ mod tests {
         assert_eq!(field(head, "last-modified").as_deref(), Some("Tue, 01 Dec 2026 13:28:38 GMT"));
         assert_eq!(field(head, "etag").as_deref(), Some("1"));
         assert_eq!(field(head, "x-missing"), None);
+    }
+
+    fn shared() -> Shared {
+        Shared { record: Mutex::default(), deliveries: AtomicU64::new(0), wire_bytes: AtomicU64::new(0) }
+    }
+
+    #[test]
+    fn a_read_ending_inside_a_marker_still_counts_the_ones_before_it() {
+        let shared = shared();
+        let bytes = b"data: hfb:1:100:7:xx\n\ndata: hfb:2:200:8:xx\n\ndata: hfb:3:30";
+        let carry = scan(bytes, 1_000_000, &shared);
+        assert_eq!(&bytes[bytes.len() - carry..], b"hfb:3:30");
+        assert_eq!(shared.deliveries.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.take().latency.len(), 2);
+    }
+
+    #[test]
+    fn every_marker_counts_once_whatever_the_read_sizes() {
+        // The receive loop of `receive` over a stream cut into reads of every size up to 64 B.
+        let mut stream = Vec::new();
+        for seq in 1..=50u64 {
+            stream.extend_from_slice(format!("data: hfb:{seq}:{}:1733:xxxxxxxx\n\n", 1000 + seq).as_bytes());
+        }
+        for size in 1..=64 {
+            let shared = shared();
+            let mut buf = vec![0u8; 256];
+            let mut carry = 0;
+            for piece in stream.chunks(size) {
+                buf[carry..carry + piece.len()].copy_from_slice(piece);
+                let end = carry + piece.len();
+                carry = scan(&buf[..end], 5000, &shared);
+                buf.copy_within(end - carry..end, 0);
+            }
+            assert_eq!(shared.deliveries.load(Ordering::Relaxed), 50, "reads of {size} B");
+            assert_eq!(shared.take().latency.len(), 50, "reads of {size} B");
+        }
     }
 
     #[test]

@@ -33,9 +33,11 @@
 //!   `--rss-limit-mb` the attack stops (and the hostile sockets are reset) as soon as RSS passes
 //!   it, to protect the machine from a server without bounds.
 //!
-//! Prints one JSON line on stdout and a human summary on stderr.
+//! With `--json`, prints one JSON line on stdout and a human summary on stderr; without it, the
+//! summary and a table of the latencies (hdrhistogram) on stdout. A progress bar runs on stderr
+//! while the connections open and the attack lasts. (No `--procs`: the probes must be one
+//! process's, and the default 1,000 connections fit in one.)
 
-use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
@@ -51,6 +53,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::report::{self, Latency, Table};
 use super::EXIT_USAGE;
 
 /// WebSocket opcodes (RFC 6455 §5.2).
@@ -116,7 +119,7 @@ pub fn command() -> Command {
     let number = |name: &'static str, default: &'static str, help: &'static str| {
         Arg::new(name).long(name).value_parser(value_parser!(u64)).default_value(default).help(help)
     };
-    Command::new("hostile")
+    let command = Command::new("hostile")
         .about("N WebSocket peers that never read and flood pings/deflate bombs; SSE delay, /healthz latency, RSS")
         .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port"))
         .arg(
@@ -159,7 +162,8 @@ pub fn command() -> Command {
                 .long("delays-file")
                 .value_name("PATH")
                 .help("write `seq delay_ms` of every probe message received (to check against another client)"),
-        )
+        );
+    report::json_arg(command)
 }
 
 /// What the run is asked to do.
@@ -183,6 +187,8 @@ struct Plan {
     grace: Duration,
     concurrency: usize,
     delays_file: Option<String>,
+    /// `--json`: the JSON line on stdout; else the summary table there.
+    json: bool,
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -213,6 +219,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         grace: Duration::from_millis(get("grace-ms")),
         concurrency: get("concurrency").max(1) as usize,
         delays_file: args.get_one::<String>("delays-file").cloned(),
+        json: report::wants_json(args),
     };
     if matches!(attack, Attack::Deflate | Attack::Mixed) && !plan.deflate {
         eprintln!("holdfast bench hostile: --attack {} needs --deflate", attack.label());
@@ -341,12 +348,6 @@ fn probe_markers(buf: &[u8]) -> (Vec<(u64, u64)>, usize) {
         }
     }
     (found, end)
-}
-
-/// Nearest-rank percentile `p` (0..=1) of sorted microseconds, in milliseconds.
-fn percentile_ms(sorted_us: &[u64], p: f64) -> Option<f64> {
-    let i = ((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().checked_sub(1)?);
-    Some(round3(sorted_us[i] as f64 / 1000.0))
 }
 
 fn round3(x: f64) -> f64 {
@@ -509,17 +510,17 @@ async fn flood(
 #[derive(Default)]
 struct ProbeResults {
     /// Delivery delay of each probe message received, µs.
-    sse_delays_us: Vec<u64>,
+    sse_delays: Latency,
     /// `(seq, delay µs)` of each, in arrival order (for `--delays-file`).
     sse_log: Vec<(u64, u64)>,
     published: u64,
     /// `(seq, ns since the start)` of each accepted publish, to age the ones never delivered.
     published_at: Vec<(u64, u64)>,
     publish_failed: u64,
-    publish_us: Vec<u64>,
+    publish: Latency,
     /// The SSE subscriber's stream ended (or failed) before the end.
     sse_error: Option<String>,
-    health_us: Vec<u64>,
+    health: Latency,
     health_failed: u64,
     rss_start_kb: Option<u64>,
     rss_peak_kb: u64,
@@ -618,7 +619,7 @@ async fn sse_probe(plan: Arc<Plan>, probes: Arc<Probes>, mut phase: watch::Recei
             let mut results = probes.results.lock().unwrap();
             for (seq, sent) in found {
                 let delay = now.saturating_sub(sent) / 1000;
-                results.sse_delays_us.push(delay);
+                results.sse_delays.record_us(delay);
                 results.sse_log.push((seq, delay));
             }
         }
@@ -700,7 +701,7 @@ async fn publisher(plan: Arc<Plan>, probes: Arc<Probes>, mut phase: watch::Recei
         let result = http.round_trip(plan.addr, request.as_bytes()).await;
         let took = sent.elapsed().as_micros() as u64;
         let mut results = probes.results.lock().unwrap();
-        results.publish_us.push(took);
+        results.publish.record_us(took);
         match result {
             // A publish that failed may still have been published; count it as due only if the
             // server said so.
@@ -730,7 +731,7 @@ async fn health_probe(plan: Arc<Plan>, probes: Arc<Probes>, mut phase: watch::Re
         let result = http.round_trip(plan.addr, request.as_bytes()).await;
         let took = sent.elapsed().as_micros() as u64;
         let mut results = probes.results.lock().unwrap();
-        results.health_us.push(took);
+        results.health.record_us(took);
         if result != Ok(200) {
             results.health_failed += 1;
         }
@@ -782,6 +783,7 @@ async fn bench(plan: Plan) -> Result<(), String> {
     let mut first_error = None;
     let mut opening = JoinSet::new();
     let mut launched = 0;
+    let bar = report::progress(plan.connections as u64, "opening hostile connections", plan.json);
     while launched < plan.connections || !opening.is_empty() {
         while launched < plan.connections && opening.len() < plan.concurrency {
             let plan = plan.clone();
@@ -792,6 +794,7 @@ async fn bench(plan: Plan) -> Result<(), String> {
             });
             launched += 1;
         }
+        bar.inc(1);
         match opening.join_next().await {
             Some(Ok(Ok(opened))) => hostile.push(opened),
             Some(Ok(Err(e))) => {
@@ -805,6 +808,7 @@ async fn bench(plan: Plan) -> Result<(), String> {
             None => {}
         }
     }
+    bar.finish_and_clear();
     let open = hostile.len();
     let agreed = hostile.iter().filter(|(_, a)| *a).count();
     let open_seconds = started.elapsed().as_secs_f64();
@@ -857,9 +861,12 @@ async fn bench(plan: Plan) -> Result<(), String> {
         ));
     }
     let attack_for = Duration::from_secs(plan.seconds);
+    let bar = report::progress(plan.seconds * 1000, "attack (ms)", plan.json);
     while began.elapsed() < attack_for && !probes.rss_limit_hit.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        bar.set_position(began.elapsed().as_millis() as u64);
     }
+    bar.finish_and_clear();
     let rss_stopped = probes.rss_limit_hit.load(Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let attack_seconds = began.elapsed().as_secs_f64();
@@ -893,7 +900,7 @@ async fn bench(plan: Plan) -> Result<(), String> {
     loop {
         let (got, want) = {
             let r = probes.results.lock().unwrap();
-            (r.sse_delays_us.len() as u64, r.published)
+            (r.sse_log.len() as u64, r.published)
         };
         if got >= want || Instant::now() >= grace_end || probes.results.lock().unwrap().sse_error.is_some() {
             break;
@@ -907,7 +914,7 @@ async fn bench(plan: Plan) -> Result<(), String> {
     let _ = phase_tx.send(Phase::Done);
     let _ = probe_thread.join();
 
-    let mut results = std::mem::take(&mut *probes.results.lock().unwrap());
+    let results = std::mem::take(&mut *probes.results.lock().unwrap());
     // A message never delivered was at least as late as its age now: the true largest delay is
     // at least the larger of this and the largest measured one.
     let now = now_ns(started);
@@ -923,11 +930,8 @@ async fn bench(plan: Plan) -> Result<(), String> {
             results.sse_log.iter().map(|(seq, us)| format!("{seq} {:.3}\n", *us as f64 / 1000.0)).collect();
         std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
     }
-    results.sse_delays_us.sort_unstable();
-    results.health_us.sort_unstable();
-    results.publish_us.sort_unstable();
-    let sse = &results.sse_delays_us;
-    let health = &results.health_us;
+    let (sse, health) = (&results.sse_delays, &results.health);
+    let sse_max_us = results.sse_log.iter().map(|&(_, us)| us).max();
     let first_cut = cut_during.iter().min().map(|&ms| ms as f64 / 1000.0);
     let last_cut = cut_during.iter().max().map(|&ms| ms as f64 / 1000.0);
     let closed = server_stats.as_ref().and_then(|s| s.get("closed")).map(nonzero).unwrap_or(Value::Null);
@@ -962,21 +966,21 @@ async fn bench(plan: Plan) -> Result<(), String> {
         &mut line,
         json!({
             "sse_published": results.published,
-            "sse_received": sse.len(),
-            "sse_lost": results.published.saturating_sub(sse.len() as u64),
-        "sse_max_at_least_ms": sse.last().copied().max(undelivered_age_us).map(|us| round3(us as f64 / 1000.0)),
+            "sse_received": results.sse_log.len(),
+            "sse_lost": results.published.saturating_sub(results.sse_log.len() as u64),
+            "sse_max_at_least_ms": sse_max_us.max(undelivered_age_us).map(|us| round3(us as f64 / 1000.0)),
             "sse_error": results.sse_error,
-            "sse_p50_ms": percentile_ms(sse, 0.50),
-            "sse_p99_ms": percentile_ms(sse, 0.99),
-            "sse_max_ms": sse.last().map(|&us| round3(us as f64 / 1000.0)),
+            "sse_p50_ms": sse.percentile_ms(50.0),
+            "sse_p99_ms": sse.percentile_ms(99.0),
+            "sse_max_ms": sse.max_ms(),
             "publish_failed": results.publish_failed,
-            "publish_p50_ms": percentile_ms(&results.publish_us, 0.50),
-            "publish_max_ms": results.publish_us.last().map(|&us| round3(us as f64 / 1000.0)),
+            "publish_p50_ms": results.publish.percentile_ms(50.0),
+            "publish_max_ms": results.publish.max_ms(),
             "healthz_requests": health.len(),
             "healthz_failed": results.health_failed,
-            "healthz_p50_ms": percentile_ms(health, 0.50),
-            "healthz_p99_ms": percentile_ms(health, 0.99),
-            "healthz_max_ms": health.last().map(|&us| round3(us as f64 / 1000.0)),
+            "healthz_p50_ms": health.percentile_ms(50.0),
+            "healthz_p99_ms": health.percentile_ms(99.0),
+            "healthz_max_ms": health.max_ms(),
         }),
     );
     merge(
@@ -995,10 +999,24 @@ async fn bench(plan: Plan) -> Result<(), String> {
             "server_closed": closed,
         }),
     );
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-    eprintln!("{}", summary(&line));
+    if plan.json {
+        report::print_json(&line);
+        eprintln!("{}", summary(&line));
+    } else {
+        println!("{}", summary(&line));
+        let mut table = Table::new(&["latency", "n", "p50_ms", "p99_ms", "max_ms"]);
+        for (name, latency, n) in [
+            ("sse delay", sse, results.sse_log.len() as u64),
+            ("/healthz", health, health.len()),
+            ("publish", &results.publish, results.publish.len()),
+        ] {
+            let cells = [latency.percentile_ms(50.0), latency.percentile_ms(99.0), latency.max_ms()];
+            let mut row = vec![name.to_string(), report::cell(&json!(n))];
+            row.extend(cells.iter().map(|ms| report::cell(&json!(ms))));
+            table.row(row);
+        }
+        table.print();
+    }
     Ok(())
 }
 
@@ -1170,11 +1188,6 @@ mod tests {
         // A JSON envelope carries the payload as a string: the marker is found the same way.
         assert_eq!(probe_markers(b"{\"data\":\"hfp:9:42:1:\"}\n").0, vec![(9, 42)]);
 
-        assert_eq!(percentile_ms(&[], 0.5), None);
-        let us: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
-        assert_eq!(percentile_ms(&us, 0.50), Some(51.0));
-        assert_eq!(percentile_ms(&us, 0.99), Some(100.0));
-        assert_eq!(percentile_ms(&us[..1], 0.99), Some(1.0));
         assert_eq!(nonzero(&json!({"a": 0, "b": 2})), json!({"b": 2}));
         assert_eq!(nonzero(&json!([["a", 0], ["b", 3]])), json!({"b": 3}));
     }

@@ -18,27 +18,33 @@
 //! (Unix seconds) at which the first, median, 99th-percentile and last end of stream were seen,
 //! so a script can time a mass close from the moment it sent the request that caused it.
 //!
-//! Prints one JSON line on stdout when every connection has been tried (`"phase":"open"`), and
-//! one when the hold ends (`--hold` seconds, or SIGTERM/SIGINT) with how many connections the
-//! server still kept open (`"phase":"held"`).
+//! With `--json`, prints one JSON line on stdout when every connection has been tried
+//! (`"phase":"open"`, with the time to open one: p50/p99/max, hdrhistogram), and one when the hold
+//! ends (`--hold` seconds, or SIGTERM/SIGINT) with how many connections the server still kept
+//! open (`"phase":"held"`); without it, a progress bar while opening and a table at the end.
+//! `--procs P` opens them from P child processes (`procs.rs`), each holding its share: the parent
+//! prints the merged lines (sums; the close times of `--until-closed` merged exactly, each child
+//! sending its list), and ends the children's hold when its own ends.
 //!
 //! The client's own footprint is kept small because it shares the machine (and its memory) with
 //! the server being measured: connections are opened by a bounded number of short tasks, and an
 //! established connection is kept as a bare `std::net::TcpStream` (4 bytes in a `Vec`, no task,
 //! no reactor slot).
 
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{value_parser, Arg, ArgMatches, Command};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use super::procs::{self, Children, Role};
+use super::report::{self, Latency, Table};
 use super::EXIT_USAGE;
 
 /// Bound on one connection's connect + request + response; a slower one counts as failed.
@@ -64,6 +70,11 @@ enum Kind {
 }
 
 pub fn command() -> Command {
+    procs::args(report::json_arg(base_command()))
+}
+
+/// The command without the options every bench shares.
+fn base_command() -> Command {
     Command::new("idle")
         .about("Open N keep-alive connections, one GET /healthz each, then hold them idle")
         .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port of the server"))
@@ -128,6 +139,8 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         (false, false, None) => (Kind::Health, HEALTH_PATH),
     };
     let until_closed = args.get_flag("until-closed");
+    let role = Role::of(args);
+    let connections = role.share(connections);
 
     let addr = match server.to_socket_addrs().ok().and_then(|mut a| a.next()) {
         Some(addr) => addr,
@@ -140,7 +153,8 @@ pub fn run(args: &ArgMatches) -> ExitCode {
     let fd_limit = holdfast_server::raise_fd_limit() as u64;
     if connections + FD_RESERVE > fd_limit {
         eprintln!(
-            "holdfast bench idle: {connections} connections need more descriptors than the limit ({fd_limit}) allows"
+            "holdfast bench idle: {connections} connections need more descriptors than the limit ({fd_limit}) allows \
+             (--procs spreads them)"
         );
         return ExitCode::from(EXIT_USAGE);
     }
@@ -154,7 +168,73 @@ pub fn run(args: &ArgMatches) -> ExitCode {
     };
     let request = request(kind, server, path);
     let plan = Plan { addr, host: server, kind, request, connections, concurrency, hold, until_closed };
-    runtime.block_on(bench(plan))
+    let mut out = Out { role, json: report::wants_json(args), lines: Vec::new() };
+    let code = runtime.block_on(async {
+        match role {
+            Role::Parent { procs } => parent(&plan, procs, &mut out).await,
+            Role::Child { .. } => {
+                procs::ignore_stop_signals();
+                bench(plan, &mut out).await
+            }
+            Role::Alone => bench(plan, &mut out).await,
+        }
+    });
+    out.print_table();
+    code
+}
+
+/// Where the phase lines go: JSON lines on stdout as they come (`--json`, and always in a child,
+/// with what its parent merges), or a table at the end.
+struct Out {
+    role: Role,
+    json: bool,
+    lines: Vec<Value>,
+}
+
+impl Out {
+    /// One phase line; `extra`: fields only the parent needs (histograms, lists).
+    fn emit(&mut self, line: Value, extra: &[(&str, Value)]) {
+        if self.role.is_child() {
+            let mut full = line;
+            for (key, value) in extra {
+                full[*key] = value.clone();
+            }
+            return report::print_json(&full);
+        }
+        if self.json {
+            report::print_json(&line);
+        } else if line["phase"] == "open" {
+            eprintln!("holdfast bench idle: {} of {} open; holding them", line["open"], line["requested"]);
+        }
+        self.lines.push(line);
+    }
+
+    /// Without `--json`: every phase's fields, one column per phase.
+    fn print_table(&self) {
+        if self.json || self.role.is_child() || self.lines.is_empty() {
+            return;
+        }
+        let phases: Vec<String> = self.lines.iter().map(|l| report::cell(&l["phase"])).collect();
+        let mut headers = vec!["field"];
+        headers.extend(phases.iter().map(String::as_str));
+        let mut table = Table::new(&headers);
+        let mut keys: Vec<&str> = Vec::new();
+        for line in &self.lines {
+            for key in line.as_object().into_iter().flat_map(|o| o.keys()) {
+                if key != "phase" && !keys.contains(&key.as_str()) {
+                    keys.push(key);
+                }
+            }
+        }
+        for key in keys {
+            let mut row = vec![key.to_string()];
+            row.extend(
+                self.lines.iter().map(|l| if l.get(key).is_some() { report::cell(&l[key]) } else { String::new() }),
+            );
+            table.row(row);
+        }
+        table.print();
+    }
 }
 
 /// What to open and how long to hold it.
@@ -182,8 +262,11 @@ fn request(kind: Kind, host: &str, path: &str) -> Arc<[u8]> {
     text.into_bytes().into()
 }
 
-async fn bench(plan: Plan<'_>) -> ExitCode {
+async fn bench(plan: Plan<'_>, out: &mut Out) -> ExitCode {
     let Plan { addr, host, kind, request, connections, concurrency, hold, until_closed } = plan;
+    let child = out.role.is_child();
+    let bar = report::progress(connections, "opening", child || out.json);
+    let mut latency = Latency::default();
     let started = Instant::now();
     let mut open = Vec::with_capacity(connections as usize);
     let mut failed = 0u64;
@@ -196,15 +279,20 @@ async fn bench(plan: Plan<'_>) -> ExitCode {
         while launched < connections && tasks.len() < concurrency {
             let request = request.clone();
             tasks.spawn(async move {
+                let began = Instant::now();
                 match tokio::time::timeout(OPEN_TIMEOUT, open_one(addr, kind, &request, until_closed)).await {
-                    Ok(result) => result,
+                    Ok(result) => result.map(|held| (held, began.elapsed())),
                     Err(_) => Err(format!("no response within {OPEN_TIMEOUT:?}")),
                 }
             });
             launched += 1;
         }
+        bar.inc(1);
         match tasks.join_next().await {
-            Some(Ok(Ok(stream))) => open.push(stream),
+            Some(Ok(Ok((stream, took)))) => {
+                latency.record(took);
+                open.push(stream);
+            }
             Some(Ok(Err(e))) => {
                 failed += 1;
                 first_error.get_or_insert(e);
@@ -216,7 +304,8 @@ async fn bench(plan: Plan<'_>) -> ExitCode {
             None => {}
         }
     }
-    print_line(json!({
+    bar.finish_and_clear();
+    let mut line = json!({
         "phase": "open",
         "server": host,
         "requested": connections,
@@ -224,13 +313,20 @@ async fn bench(plan: Plan<'_>) -> ExitCode {
         "failed": failed,
         "first_error": first_error,
         "seconds": round3(started.elapsed().as_secs_f64()),
-    }));
+    });
+    line.as_object_mut().expect("object").extend(latency.summary_json("open_"));
+    out.emit(line, &[("hist", latency.to_json())]);
 
     if until_closed {
-        return watch_closes(open, host, hold, failed).await;
+        return watch_closes(open, host, hold, failed, out).await;
     }
     let held_since = Instant::now();
-    wait_hold(hold).await;
+    if child {
+        // The end of stdin (a parent gone) ends the hold too.
+        procs::wait_go().await;
+    } else {
+        wait_hold(hold).await;
+    }
     let mut still_open = 0u64;
     let mut closed = 0u64;
     let mut unexpected_bytes = 0u64;
@@ -264,15 +360,18 @@ async fn bench(plan: Plan<'_>) -> ExitCode {
             }
         }
     }
-    print_line(json!({
-        "phase": "held",
-        "server": host,
-        "held_seconds": round3(held_since.elapsed().as_secs_f64()),
-        "open": still_open,
-        "closed_by_server": closed,
-        "unexpected_bytes": unexpected_bytes,
-        "stream_bytes": stream_bytes,
-    }));
+    out.emit(
+        json!({
+            "phase": "held",
+            "server": host,
+            "held_seconds": round3(held_since.elapsed().as_secs_f64()),
+            "open": still_open,
+            "closed_by_server": closed,
+            "unexpected_bytes": unexpected_bytes,
+            "stream_bytes": stream_bytes,
+        }),
+        &[],
+    );
     if failed == 0 && closed == 0 && (kind != Kind::LongPoll || unexpected_bytes == 0) {
         ExitCode::SUCCESS
     } else {
@@ -350,7 +449,7 @@ async fn read_answer(stream: &mut TcpStream, kind: Kind) -> Result<(), String> {
 /// `--until-closed`: reads every connection until end of stream (or an error), noting the wall
 /// clock then, and how many saw Holdfast's `holdfast.closed` notice on the way; prints the
 /// `"phase":"closed"` line once all have ended, or after `hold` seconds (0: until a signal).
-async fn watch_closes(open: Vec<Held>, host: &str, hold: u64, failed: u64) -> ExitCode {
+async fn watch_closes(open: Vec<Held>, host: &str, hold: u64, failed: u64, out: &mut Out) -> ExitCode {
     let watched = open.len();
     let mut readers = JoinSet::new();
     for held in open {
@@ -389,26 +488,131 @@ async fn watch_closes(open: Vec<Held>, host: &str, hold: u64, failed: u64) -> Ex
             }
         }
     };
+    let child = out.role.is_child();
     tokio::select! {
         _ = collect => {}
-        _ = wait_hold(hold) => {}
+        _ = async { if child { procs::wait_go().await; } else { wait_hold(hold).await } } => {}
     }
+    let line = closed_line(host, watched as u64, notices, bytes, &mut ends);
+    out.emit(line, &[("ends", json!(ends))]);
+    if failed == 0 && ends.len() == watched {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The `"phase":"closed"` line: the wall-clock times (Unix seconds) at which the first, median,
+/// 99th-percentile and last end of stream were seen (`ends` is sorted here).
+fn closed_line(host: &str, watched: u64, notices: u64, bytes: u64, ends: &mut [f64]) -> Value {
     ends.sort_by(f64::total_cmp);
     let pct = |p: f64| ends.get(((ends.len() as f64 * p) as usize).min(ends.len().saturating_sub(1))).copied();
-    print_line(json!({
+    json!({
         "phase": "closed",
         "server": host,
         "watched": watched,
         "closed": ends.len(),
-        "still_open": watched - ends.len(),
+        "still_open": watched - ends.len() as u64,
         "notices": notices,
         "bytes": bytes,
         "first_eof_unix": ends.first(),
         "p50_eof_unix": pct(0.50),
         "p99_eof_unix": pct(0.99),
         "last_eof_unix": ends.last(),
-    }));
-    if failed == 0 && ends.len() == watched {
+    })
+}
+
+/// `--procs P`: starts the children, prints their merged lines, and ends their hold with its own.
+async fn parent(plan: &Plan<'_>, procs: u64, out: &mut Out) -> ExitCode {
+    let mut children = match Children::spawn(procs) {
+        Ok(children) => children,
+        Err(e) => {
+            eprintln!("holdfast bench idle: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bar = report::progress(0, &format!("opening ({procs} processes)"), out.json);
+    let opened = children.lines();
+    bar.finish_and_clear();
+    let opened = match opened {
+        Ok(lines) => lines,
+        Err(e) => {
+            eprintln!("holdfast bench idle: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut latency = Latency::default();
+    for line in &opened {
+        latency.add(&Latency::from_json(&line["hist"]).unwrap_or_default());
+    }
+    let mut line = json!({
+        "phase": "open",
+        "server": plan.host,
+        "procs": procs,
+        "requested": procs::sum(&opened, "requested"),
+        "open": procs::sum(&opened, "open"),
+        "failed": procs::sum(&opened, "failed"),
+        "first_error": procs::first(&opened, "first_error"),
+        "seconds": procs::max_f64(&opened, "seconds"),
+    });
+    line.as_object_mut().expect("object").extend(latency.summary_json("open_"));
+    let failed = procs::sum(&opened, "failed");
+    out.emit(line, &[]);
+    // The children's next lines come when their hold ends: on `go`, sent when ours ends, or (with
+    // --until-closed) when all their connections have closed. Read them on a thread meanwhile.
+    let goer = children.goer();
+    let mut reader = tokio::task::spawn_blocking(move || {
+        let lines = children.lines();
+        (children.finish(), lines)
+    });
+    let joined = tokio::select! {
+        joined = &mut reader => joined,
+        _ = wait_hold(plan.hold) => {
+            let _ = goer.go();
+            reader.await
+        }
+    };
+    let (finished, lines) = match joined {
+        Ok((finished, Ok(lines))) => (finished, lines),
+        Ok((_, Err(e))) => {
+            eprintln!("holdfast bench idle: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("holdfast bench idle: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ok = if plan.until_closed {
+        let mut ends: Vec<f64> = lines
+            .iter()
+            .flat_map(|l| l["ends"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_f64())
+            .collect();
+        let watched = procs::sum(&lines, "watched");
+        let line =
+            closed_line(plan.host, watched, procs::sum(&lines, "notices"), procs::sum(&lines, "bytes"), &mut ends);
+        out.emit(line, &[]);
+        ends.len() as u64 == watched
+    } else {
+        let closed = procs::sum(&lines, "closed_by_server");
+        let unexpected = procs::sum(&lines, "unexpected_bytes");
+        out.emit(
+            json!({
+                "phase": "held",
+                "server": plan.host,
+                "procs": procs,
+                "held_seconds": procs::max_f64(&lines, "held_seconds"),
+                "open": procs::sum(&lines, "open"),
+                "closed_by_server": closed,
+                "unexpected_bytes": unexpected,
+                "stream_bytes": procs::sum(&lines, "stream_bytes"),
+            }),
+            &[],
+        );
+        closed == 0 && (plan.kind != Kind::LongPoll || unexpected == 0)
+    };
+    if ok && finished && failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -485,13 +689,6 @@ async fn wait_hold(hold: u64) {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
-}
-
-fn print_line(value: serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    // Flushed at once: the script polls for this line while the client keeps running.
-    let _ = writeln!(out, "{value}");
-    let _ = out.flush();
 }
 
 fn round3(x: f64) -> f64 {

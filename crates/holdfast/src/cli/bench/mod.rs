@@ -9,11 +9,25 @@
 //!   probes measure an SSE subscriber's delivery delay, `/healthz` latency and the server's RSS.
 //! - `bench publish`: M messages over N channels on C pipelined keep-alive connections (server
 //!   memory per channel and per publish).
+//! - `bench keepalive`: N requests at concurrency C over persistent connections, then with a
+//!   connection per request: req/s, latency, and their ratio, against any HTTP/1.1 server.
+//! - `bench transports`: the fan-out workload over each Holdfast transport in turn, side by side:
+//!   deliveries/s, latency, bytes on the wire per message, server CPU.
+//!
+//! Shared by all: `report` (hdrhistogram latencies, the summary table or `--json` lines, the
+//! progress bar on stderr), `procs` (`--procs P`: the bench spread over P processes and merged)
+//! and `response` (reading HTTP/1.1 responses of any server).
 
 mod fanout;
 mod hostile;
 mod idle;
+mod keepalive;
+mod procs;
 mod publish;
+mod report;
+mod response;
+mod server_cpu;
+mod transports;
 
 use std::process::ExitCode;
 
@@ -30,6 +44,8 @@ pub fn command() -> Command {
         .subcommand(fanout::command())
         .subcommand(hostile::command())
         .subcommand(publish::command())
+        .subcommand(keepalive::command())
+        .subcommand(transports::command())
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -38,6 +54,8 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         Some(("fanout", args)) => fanout::run(args),
         Some(("hostile", args)) => hostile::run(args),
         Some(("publish", args)) => publish::run(args),
+        Some(("keepalive", args)) => keepalive::run(args),
+        Some(("transports", args)) => transports::run(args),
         _ => ExitCode::from(EXIT_USAGE),
     }
 }

@@ -3,28 +3,32 @@
 //! requests in pipelined batches. It loads the publish side of a server so its memory can be read
 //! from outside (`bench/channels.sh`): many distinct channels, or many messages to one.
 //!
-//! Prints one JSON line when done: messages answered 200, failures and the first one, seconds and
-//! messages per second. The server must allow enough requests per connection
-//! (`--keepalive-requests`): a connection the server closes counts its unanswered requests as
-//! failed.
+//! Reports when done: messages answered 200, failures and the first one, seconds, messages per
+//! second, and each publish's latency (from its batch's write to its answer; hdrhistogram):
+//! a table, or with `--json` one JSON line. A progress bar runs on stderr meanwhile. (No
+//! `--procs`: at most 1,024 connections, which one process holds.) The server must allow enough
+//! requests per connection (`--keepalive-requests`): a connection the server closes counts its
+//! unanswered requests as failed.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{value_parser, Arg, ArgMatches, Command};
+use indicatif::ProgressBar;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use super::report::{self, Latency, Table};
 use super::EXIT_USAGE;
 
 /// Bound on one batch's write and responses; a slower batch fails its connection.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn command() -> Command {
-    Command::new("publish")
+    let command = Command::new("publish")
         .about("Publish M messages over N channels (message i to channel PREFIX{i mod N}) on C connections")
         .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port of the server"))
         .arg(
@@ -66,7 +70,8 @@ pub fn command() -> Command {
                 .value_parser(value_parser!(u64).range(0..=65536))
                 .default_value("16")
                 .help("payload bytes per message"),
-        )
+        );
+    report::json_arg(command)
 }
 
 /// What to publish.
@@ -106,29 +111,31 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(bench(plan))
+    runtime.block_on(bench(plan, report::wants_json(args)))
 }
 
-async fn bench(plan: Plan) -> ExitCode {
+async fn bench(plan: Plan, json: bool) -> ExitCode {
     let started = Instant::now();
+    let bar = report::progress(plan.messages, "publishing", json);
     let mut tasks = JoinSet::new();
     for worker in 0..plan.connections {
-        let plan = plan.clone();
-        tasks.spawn(async move { publish_share(&plan, worker).await });
+        let (plan, bar) = (plan.clone(), bar.clone());
+        tasks.spawn(async move { publish_share(&plan, worker, &bar).await });
     }
     let (mut ok, mut first_error) = (0u64, None);
+    let mut latency = Latency::default();
     while let Some(joined) = tasks.join_next().await {
-        let (answered, error) = joined.unwrap_or_else(|e| (0, Some(format!("task: {e}"))));
+        let (answered, error, part) = joined.unwrap_or_else(|e| (0, Some(format!("task: {e}")), Latency::default()));
         ok += answered;
+        latency.add(&part);
         if let Some(error) = error {
             first_error.get_or_insert(error);
         }
     }
+    bar.finish_and_clear();
     let failed = plan.messages - ok;
     let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        json!({
+    let mut line = json!({
             "phase": "published",
             "server": plan.host,
             "channels": plan.channels,
@@ -138,8 +145,26 @@ async fn bench(plan: Plan) -> ExitCode {
             "first_error": first_error,
             "seconds": (seconds * 10.0).round() / 10.0,
             "per_second": (ok as f64 / seconds).round(),
-        })
-    );
+    });
+    line.as_object_mut().expect("object").extend(latency.summary_json(""));
+    if json {
+        report::print_json(&line);
+    } else {
+        let keys =
+            ["messages", "channels", "ok", "failed", "seconds", "per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms"];
+        let mut table = Table::new(&[
+            "messages", "channels", "ok", "failed", "seconds", "msg/s", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+        ]);
+        table.row_of(&line, &keys);
+        println!(
+            "holdfast bench publish: {} on {} connections, {} pipelined",
+            plan.host, plan.connections, plan.pipeline
+        );
+        table.print();
+        if let Some(error) = line["first_error"].as_str() {
+            println!("first error: {error}");
+        }
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -148,11 +173,12 @@ async fn bench(plan: Plan) -> ExitCode {
 }
 
 /// Publishes messages `worker`, `worker + C`, … on one connection; returns how many were answered
-/// 200, and the error that stopped it, if any.
-async fn publish_share(plan: &Plan, worker: u64) -> (u64, Option<String>) {
+/// 200, the error that stopped it, if any, and their latencies.
+async fn publish_share(plan: &Plan, worker: u64, bar: &ProgressBar) -> (u64, Option<String>, Latency) {
+    let mut latency = Latency::default();
     let mut stream = match TcpStream::connect(plan.addr).await {
         Ok(stream) => stream,
-        Err(e) => return (0, Some(format!("connect: {e}"))),
+        Err(e) => return (0, Some(format!("connect: {e}")), latency),
     };
     let _ = stream.set_nodelay(true);
     let mine: Vec<u64> = (worker..plan.messages).step_by(plan.connections as usize).collect();
@@ -175,20 +201,24 @@ async fn publish_share(plan: &Plan, worker: u64) -> (u64, Option<String>) {
             requests.extend_from_slice(&plan.payload);
         }
         let exchange = async {
+            let written = Instant::now();
             stream.write_all(&requests).await.map_err(|e| format!("write: {e}"))?;
             for _ in batch {
                 read_ok_response(&mut stream, &mut input).await?;
+                latency.record(written.elapsed());
                 answered += 1;
             }
             Ok::<(), String>(())
         };
-        match tokio::time::timeout(BATCH_TIMEOUT, exchange).await {
+        let result = tokio::time::timeout(BATCH_TIMEOUT, exchange).await;
+        bar.inc(batch.len() as u64);
+        match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return (answered, Some(e)),
-            Err(_) => return (answered, Some("a batch took longer than 30 s".into())),
+            Ok(Err(e)) => return (answered, Some(e), latency),
+            Err(_) => return (answered, Some("a batch took longer than 30 s".into()), latency),
         }
     }
-    (answered, None)
+    (answered, None, latency)
 }
 
 /// Reads one complete `Content-Length` response from `stream` (bytes after it stay in `input`)
