@@ -60,13 +60,15 @@
 //!
 //! Both need a tokio runtime (with the time and I/O drivers) where they are polled.
 //!
-//! Memory: a subscriber runs no task of its own (the link is read as the stream is polled);
+//! Memory: a process holding many subscriptions should give them one [`HttpPool`]
+//! ([`SubscriberBuilder::http_pool`]); otherwise each builds its own HTTP client. A subscriber runs no task of its own (the link is read as the stream is polled);
 //! buffers are small (a 4 KiB WebSocket read buffer instead of tungstenite's 128 KiB; line buffers
 //! that give back what a large message took).
 
 mod error;
 mod event;
 mod heartbeat;
+mod pool;
 mod publisher;
 mod reconnect;
 mod subscriber;
@@ -75,6 +77,7 @@ mod transport;
 pub use error::{Error, Result};
 pub use event::{Event, Gap, Message, State, Transport};
 pub use heartbeat::{Heartbeat, DEFAULT_HEARTBEAT};
+pub use pool::{HttpPool, DEFAULT_POOL_MAX_IDLE};
 pub use publisher::{
     Publication, PublishedId, Publisher, PublisherBuilder, DEFAULT_BATCH_CONCURRENCY, DEFAULT_PUBLISH_TIMEOUT,
 };

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::error::{self, Error, Result};
 use crate::event::{Event, State, Transport};
 use crate::heartbeat::{AfterHeartbeat, Heartbeat, Tuner};
+use crate::pool::{http_client, HttpPool};
 use crate::reconnect::{Backoff, Servers, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP};
 use crate::transport::{self, Ended, Item, Link, SubRequest};
 
@@ -51,6 +52,7 @@ pub struct SubscriberBuilder {
     connect_timeout: Duration,
     poll_interval: Duration,
     pool_idle_timeout: Duration,
+    pool: Option<HttpPool>,
 }
 
 impl Default for SubscriberBuilder {
@@ -68,6 +70,7 @@ impl Default for SubscriberBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             poll_interval: DEFAULT_POLL_INTERVAL,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            pool: None,
         }
     }
 }
@@ -158,6 +161,16 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Uses this shared HTTP client (its pool, connect timeout and idle timeout; not
+    /// `pool_idle_timeout` above) for polls and the HTTP streaming transports, instead of one of
+    /// the subscriber's own. Pass one to every subscriber when a process holds many: they then
+    /// share pooled connections and one client's memory (see [`HttpPool`] for why it is not the
+    /// default).
+    pub fn http_pool(mut self, pool: &HttpPool) -> Self {
+        self.pool = Some(pool.clone());
+        self
+    }
+
     /// Checks the settings and builds the subscriber. Nothing connects until it is polled.
     pub fn build(self) -> Result<Subscriber> {
         if self.channels.is_empty() {
@@ -176,7 +189,11 @@ impl SubscriberBuilder {
         }
         let servers = if self.servers.is_empty() { vec![DEFAULT_SERVER.to_string()] } else { self.servers.clone() };
         let servers = servers.iter().map(|s| transport::normalize_server(s)).collect::<Result<Vec<_>>>()?;
-        let http = http_client(self.pool_idle_timeout, self.connect_timeout, 1)?;
+        let http = match &self.pool {
+            Some(pool) => pool.client.clone(),
+            // A subscriber holds at most one connection at a time: keep at most one idle.
+            None => http_client(self.pool_idle_timeout, self.connect_timeout, 1)?,
+        };
         let channel_path = self.channels.iter().map(|c| transport::percent_encode(c)).collect::<Vec<_>>().join(",");
         let driver = Driver {
             channel_label: self.channels.join(","),
@@ -199,19 +216,6 @@ impl SubscriberBuilder {
         });
         Ok(Subscriber { inner: Box::pin(stream) })
     }
-}
-
-/// The reqwest client behind publishers and polls: a keep-alive pool whose idle timeout is below
-/// the server's, plain HTTP/1.1, no proxy lookup.
-pub(crate) fn http_client(idle: Duration, connect: Duration, max_idle: usize) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .pool_idle_timeout(idle)
-        .pool_max_idle_per_host(max_idle)
-        .connect_timeout(connect)
-        .tcp_nodelay(true)
-        .no_proxy()
-        .build()
-        .map_err(|e| error::from_reqwest("building the HTTP client", e))
 }
 
 /// A subscription that reconnects, fails over and resumes by itself: a [`Stream`] of

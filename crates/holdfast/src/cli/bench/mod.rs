@@ -9,11 +9,20 @@
 //!   probes measure an SSE subscriber's delivery delay, `/healthz` latency and the server's RSS.
 //! - `bench publish`: M messages over N channels on C pipelined keep-alive connections (server
 //!   memory per channel and per publish).
+//! - `bench sdk-memory`: N SDK subscriptions (SSE or WebSocket) in this process: client memory per
+//!   subscription, with one HTTP client each or one shared `HttpPool`.
+//! - `bench publisher`: the SDK `Publisher`, C publishes at once over its keep-alive pool and with
+//!   a new connection per publish: publishes/s of each and the ratio.
+//! - `bench failover`: starts two servers, a `Subscriber` on both, and kills (or freezes) the one
+//!   it is on K times: time from the kill to the first message from the other.
 
 mod fanout;
 mod hostile;
 mod idle;
+mod failover;
 mod publish;
+mod publisher;
+mod sdk_memory;
 
 use std::process::ExitCode;
 
@@ -30,6 +39,9 @@ pub fn command() -> Command {
         .subcommand(fanout::command())
         .subcommand(hostile::command())
         .subcommand(publish::command())
+        .subcommand(sdk_memory::command())
+        .subcommand(publisher::command())
+        .subcommand(failover::command())
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -38,6 +50,9 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         Some(("fanout", args)) => fanout::run(args),
         Some(("hostile", args)) => hostile::run(args),
         Some(("publish", args)) => publish::run(args),
+        Some(("sdk-memory", args)) => sdk_memory::run(args),
+        Some(("publisher", args)) => publisher::run(args),
+        Some(("failover", args)) => failover::run(args),
         _ => ExitCode::from(EXIT_USAGE),
     }
 }
