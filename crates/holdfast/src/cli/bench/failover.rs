@@ -101,7 +101,12 @@ pub fn command() -> Command {
                 .default_value("5")
                 .help("period of the publishes to the other server while waiting (the resolution)"),
         )
-        .arg(Arg::new("bin").long("bin").value_name("PATH").help("the holdfast binary to serve with (default: this one)"))
+        .arg(
+            Arg::new("bin")
+                .long("bin")
+                .value_name("PATH")
+                .help("the holdfast binary to serve with (default: this one)"),
+        )
 }
 
 struct Plan {
@@ -341,7 +346,10 @@ async fn bench(plan: &Plan, servers: &mut Vec<Server>) -> Result<(), String> {
         };
         let ms = arrived.duration_since(stopped).as_secs_f64() * 1000.0;
         times.push(ms);
-        println!("{}", json!({ "phase": "round", "round": round, "from": urls[on], "to": urls[other], "ms": (ms * 10.0).round() / 10.0 }));
+        println!(
+            "{}",
+            json!({ "phase": "round", "round": round, "from": urls[on], "to": urls[other], "ms": (ms * 10.0).round() / 10.0 })
+        );
         // 3. Bring the stopped server back on its port for the next round.
         servers[on].stop();
         servers[on].start(plan).await?;

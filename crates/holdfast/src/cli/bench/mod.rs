@@ -16,10 +16,10 @@
 //! - `bench failover`: starts two servers, a `Subscriber` on both, and kills (or freezes) the one
 //!   it is on K times: time from the kill to the first message from the other.
 
+mod failover;
 mod fanout;
 mod hostile;
 mod idle;
-mod failover;
 mod publish;
 mod publisher;
 mod sdk_memory;
