@@ -63,7 +63,7 @@
 //! Memory: a subscriber runs no task of its own (the link is read as the stream is polled); SSE
 //! and NDJSON links are a bare socket read through a per-thread buffer, WebSocket links have a
 //! 4 KiB read buffer instead of tungstenite's 128 KiB; line buffers give back what a large
-//! message took. About 6 KB (SSE) and 10 KB (WebSocket) of client memory per subscription at
+//! message took. About 5 KB (SSE) and 9 KB (WebSocket) of client memory per subscription at
 //! 10,000 in one process. Polls and publishes go through a reqwest client: one per publisher and
 //! per polling subscriber, unless they are given one shared [`HttpPool`].
 
