@@ -79,7 +79,9 @@ impl StreamLink {
             "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: {accept}\r\nUser-Agent: holdfast-client\r\n\r\n"
         );
         let exchange = async {
-            let mut socket = TcpStream::connect((host.as_str(), port))
+            // An IPv6 literal is bracketed in the URL and the Host field, not for connect().
+            let address = host.trim_start_matches('[').trim_end_matches(']');
+            let mut socket = TcpStream::connect((address, port))
                 .await
                 .map_err(|e| Error::connect(format!("connect to {host}:{port}"), Some(Box::new(e) as _)))?;
             let _ = socket.set_nodelay(true);
@@ -178,7 +180,8 @@ impl StreamLink {
                     Ok(data) => data.iter().for_each(|d| body.extend_from_slice(d)),
                     Err(_) => return,
                 }
-                if body.len() >= MAX_REFUSAL_BYTES {
+                let done = matches!(&self.body, Body::Framed(decoder) if decoder.is_done());
+                if done || body.len() >= MAX_REFUSAL_BYTES {
                     return;
                 }
                 match read_some(&mut self.socket, &mut self.pending).await {
