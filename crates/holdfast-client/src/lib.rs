@@ -60,13 +60,17 @@
 //!
 //! Both need a tokio runtime (with the time and I/O drivers) where they are polled.
 //!
-//! Memory: a subscriber runs no task of its own (the link is read as the stream is polled);
-//! buffers are small (a 4 KiB WebSocket read buffer instead of tungstenite's 128 KiB; line buffers
-//! that give back what a large message took).
+//! Memory: a subscriber runs no task of its own (the link is read as the stream is polled); SSE
+//! and NDJSON links are a bare socket read through a per-thread buffer, WebSocket links have a
+//! 4 KiB read buffer instead of tungstenite's 128 KiB; line buffers give back what a large
+//! message took. About 5 KB (SSE) and 9 KB (WebSocket) of client memory per subscription at
+//! 10,000 in one process. Polls and publishes go through a reqwest client: one per publisher and
+//! per polling subscriber, unless they are given one shared [`HttpPool`].
 
 mod error;
 mod event;
 mod heartbeat;
+mod pool;
 mod publisher;
 mod reconnect;
 mod subscriber;
@@ -75,6 +79,7 @@ mod transport;
 pub use error::{Error, Result};
 pub use event::{Event, Gap, Message, State, Transport};
 pub use heartbeat::{Heartbeat, DEFAULT_HEARTBEAT};
+pub use pool::{HttpPool, DEFAULT_POOL_MAX_IDLE};
 pub use publisher::{
     Publication, PublishedId, Publisher, PublisherBuilder, DEFAULT_BATCH_CONCURRENCY, DEFAULT_PUBLISH_TIMEOUT,
 };

@@ -24,7 +24,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::error::{self, Error, Result};
-use crate::subscriber::{http_client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_SERVER};
+use crate::pool::{http_client, HttpPool};
+use crate::subscriber::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_SERVER};
 use crate::transport::{normalize_server, percent_encode};
 
 /// Default bound on one publish (connect, send, answer).
@@ -76,6 +77,8 @@ pub struct PublisherBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     concurrency: usize,
+    max_idle: Option<usize>,
+    pool: Option<HttpPool>,
 }
 
 impl Default for PublisherBuilder {
@@ -86,6 +89,8 @@ impl Default for PublisherBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_PUBLISH_TIMEOUT,
             concurrency: DEFAULT_BATCH_CONCURRENCY,
+            max_idle: None,
+            pool: None,
         }
     }
 }
@@ -122,10 +127,30 @@ impl PublisherBuilder {
         self
     }
 
+    /// Idle connections the pool keeps (default: `concurrency`). 0 opens a new connection for
+    /// every publish and closes it after the answer (only to measure what the pool saves).
+    pub fn max_idle_connections(mut self, n: usize) -> Self {
+        self.max_idle = Some(n);
+        self
+    }
+
+    /// Publishes over this shared HTTP client instead of one of the publisher's own (its pool,
+    /// connect and idle timeouts override the ones above); see [`HttpPool`].
+    pub fn http_pool(mut self, pool: &HttpPool) -> Self {
+        self.pool = Some(pool.clone());
+        self
+    }
+
     /// Builds the publisher.
     pub fn build(self) -> Result<Publisher> {
         let server = normalize_server(&self.server)?;
-        let http = http_client(self.pool_idle_timeout, self.connect_timeout, self.concurrency)?;
+        let http = match &self.pool {
+            Some(pool) => pool.client.clone(),
+            None => {
+                let max_idle = self.max_idle.unwrap_or(self.concurrency);
+                http_client(self.pool_idle_timeout, self.connect_timeout, max_idle)?
+            }
+        };
         Ok(Publisher {
             http,
             server,

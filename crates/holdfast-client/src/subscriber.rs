@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::error::{self, Error, Result};
 use crate::event::{Event, State, Transport};
 use crate::heartbeat::{AfterHeartbeat, Heartbeat, Tuner};
+use crate::pool::{http_client, HttpPool};
 use crate::reconnect::{Backoff, Servers, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP};
 use crate::transport::{self, Ended, Item, Link, SubRequest};
 
@@ -51,6 +52,7 @@ pub struct SubscriberBuilder {
     connect_timeout: Duration,
     poll_interval: Duration,
     pool_idle_timeout: Duration,
+    pool: Option<HttpPool>,
 }
 
 impl Default for SubscriberBuilder {
@@ -68,6 +70,7 @@ impl Default for SubscriberBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             poll_interval: DEFAULT_POLL_INTERVAL,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            pool: None,
         }
     }
 }
@@ -158,6 +161,17 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Uses this shared HTTP client (its pool, connect timeout and idle timeout; not
+    /// `pool_idle_timeout` above) for polls, instead of one of the subscriber's own. Pass one to
+    /// every subscriber of a process that holds many polling subscriptions: they then share
+    /// pooled connections and one client's memory (see [`HttpPool`] for why it is not the
+    /// default). Streaming transports (SSE, NDJSON, WebSocket) use HTTP only for their first
+    /// position poll, and hold their link on a bare socket either way.
+    pub fn http_pool(mut self, pool: &HttpPool) -> Self {
+        self.pool = Some(pool.clone());
+        self
+    }
+
     /// Checks the settings and builds the subscriber. Nothing connects until it is polled.
     pub fn build(self) -> Result<Subscriber> {
         if self.channels.is_empty() {
@@ -176,7 +190,7 @@ impl SubscriberBuilder {
         }
         let servers = if self.servers.is_empty() { vec![DEFAULT_SERVER.to_string()] } else { self.servers.clone() };
         let servers = servers.iter().map(|s| transport::normalize_server(s)).collect::<Result<Vec<_>>>()?;
-        let http = http_client(self.pool_idle_timeout, self.connect_timeout, 1)?;
+        let http = self.pool.as_ref().map(|pool| pool.client.clone());
         let channel_path = self.channels.iter().map(|c| transport::percent_encode(c)).collect::<Vec<_>>().join(",");
         let driver = Driver {
             channel_label: self.channels.join(","),
@@ -199,19 +213,6 @@ impl SubscriberBuilder {
         });
         Ok(Subscriber { inner: Box::pin(stream) })
     }
-}
-
-/// The reqwest client behind publishers and polls: a keep-alive pool whose idle timeout is below
-/// the server's, plain HTTP/1.1, no proxy lookup.
-pub(crate) fn http_client(idle: Duration, connect: Duration, max_idle: usize) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .pool_idle_timeout(idle)
-        .pool_max_idle_per_host(max_idle)
-        .connect_timeout(connect)
-        .tcp_nodelay(true)
-        .no_proxy()
-        .build()
-        .map_err(|e| error::from_reqwest("building the HTTP client", e))
 }
 
 /// A subscription that reconnects, fails over and resumes by itself: a [`Stream`] of
@@ -287,7 +288,9 @@ struct Driver {
     cursor: Option<String>,
     /// `?history=` still to ask (only until there is a cursor).
     history: Option<u32>,
-    http: reqwest::Client,
+    /// The HTTP client for polls: the shared pool's, or one of the subscriber's own, built when
+    /// first needed (see [`Driver::http`]).
+    http: Option<reqwest::Client>,
     phase: Phase,
     out: VecDeque<Result<Event>>,
     /// Scratch for one read's items.
@@ -324,6 +327,23 @@ impl Driver {
         }
     }
 
+    /// The HTTP client for a poll. Without a shared pool, the subscriber's own: kept (with one
+    /// idle connection) by the polling transports, which poll again and again; built for the one
+    /// position poll of a streaming transport, with no idle connection, and dropped after it
+    /// (a streaming link does not use it), so an idle streaming subscription holds no client.
+    fn http(&mut self) -> Result<reqwest::Client> {
+        if let Some(http) = &self.http {
+            return Ok(http.clone());
+        }
+        let streaming = self.settings.transport.is_streaming();
+        let http =
+            http_client(self.settings.pool_idle_timeout, self.settings.connect_timeout, usize::from(!streaming))?;
+        if !streaming {
+            self.http = Some(http.clone());
+        }
+        Ok(http)
+    }
+
     fn request(&self) -> SubRequest<'_> {
         SubRequest {
             server: self.servers.current(),
@@ -350,7 +370,7 @@ impl Driver {
             }
         }
         let server = self.servers.current().to_string();
-        let opened = Link::open(&self.http, transport, &self.request(), self.settings.connect_timeout).await;
+        let opened = Link::open(transport, &self.request(), self.settings.connect_timeout).await;
         match opened {
             Ok(link) => {
                 let interval = self.tuner.connected(link.announced);
@@ -479,7 +499,7 @@ impl Driver {
             }
             _ => self.settings.connect_timeout,
         };
-        let response = self.http.get(&url).timeout(timeout).send().await.map_err(|e| {
+        let response = self.http()?.get(&url).timeout(timeout).send().await.map_err(|e| {
             if e.is_timeout() {
                 Error::timeout(format!("no answer to a poll of {server} within {timeout:?}"))
             } else {

@@ -374,3 +374,40 @@ async fn reconnections_after_a_restart_spread_over_at_least_a_second() {
     let spread = *times.iter().max().unwrap() - *times.iter().min().unwrap();
     assert!(spread >= Duration::from_secs(1), "reconnections spread over {spread:?} only");
 }
+
+/// A refusal on a streaming link (read from its error answer's body by the SDK's own HTTP reader)
+/// ends the stream with the server's label, and a shared `HttpPool` serves the position polls.
+#[tokio::test]
+async fn streaming_refusals_carry_the_servers_label_and_shared_pools_work() {
+    let server = TestServer::start(fast).await;
+    let url = server.url("");
+    for transport in [Transport::Sse, Transport::Stream] {
+        let mut sub =
+            subscriber(std::slice::from_ref(&url), "refused", transport).cursor("not-a-cursor!").build().unwrap();
+        let started = Instant::now();
+        let err = loop {
+            match tokio::time::timeout(WAIT, sub.next()).await.expect("an answer in time") {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("ended without the refusal"),
+            }
+        };
+        assert!(err.is_refused() && err.status() == Some(400), "{transport}: {err}");
+        assert!(err.label().is_some(), "{transport}: {err}");
+        // The answer's body is read as far as its length, not until the connection ends.
+        assert!(started.elapsed() < Duration::from_secs(2), "{transport}: {:?}", started.elapsed());
+        assert!(tokio::time::timeout(WAIT, sub.next()).await.unwrap().is_none(), "ends after a refusal");
+    }
+    let pool = holdfast_client::HttpPool::new().unwrap();
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let mut sub =
+            subscriber(std::slice::from_ref(&url), "pooled", Transport::Sse).http_pool(&pool).build().unwrap();
+        connected(&mut sub).await;
+        subs.push(sub);
+    }
+    server.publish("pooled", None, b"hello").await;
+    for sub in &mut subs {
+        assert_eq!(texts(&messages(sub, 1).await), ["hello"]);
+    }
+}

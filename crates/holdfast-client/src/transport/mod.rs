@@ -5,6 +5,7 @@
 mod envelope;
 mod ndjson;
 mod sse;
+mod stream;
 mod ws;
 
 use std::time::Duration;
@@ -190,7 +191,7 @@ pub(crate) struct Link {
 }
 
 enum LinkKind {
-    Http { response: reqwest::Response, decoder: Decoder },
+    Http { stream: stream::StreamLink, decoder: Decoder },
     Ws(ws::WsLink),
 }
 
@@ -207,7 +208,6 @@ impl Link {
     /// Opens a streaming link (SSE, NDJSON or WebSocket) and reads its response head, within
     /// `connect_timeout`.
     pub(crate) async fn open(
-        http: &reqwest::Client,
         transport: Transport,
         request: &SubRequest<'_>,
         connect_timeout: Duration,
@@ -217,26 +217,12 @@ impl Link {
             let (link, announced) = ws::WsLink::open(&url, connect_timeout).await?;
             return Ok(Link { kind: LinkKind::Ws(link), announced });
         }
-        let mut builder = http.get(&url);
-        if transport == Transport::Sse {
-            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
-        }
-        let response = match tokio::time::timeout(connect_timeout, builder.send()).await {
-            Err(_) => {
-                return Err(Error::timeout(format!("no answer from {} within {connect_timeout:?}", request.server)))
-            }
-            Ok(Err(e)) => return Err(error::from_reqwest(&format!("GET {url}"), e)),
-            Ok(Ok(response)) => response,
+        let (accept, decoder) = match transport {
+            Transport::Sse => ("text/event-stream", Decoder::Sse(sse::SseParser::default())),
+            _ => ("application/x-ndjson", Decoder::Ndjson(ndjson::NdjsonParser::default())),
         };
-        if !response.status().is_success() {
-            return Err(refusal(response).await);
-        }
-        let announced = heartbeat_header(response.headers());
-        let decoder = match transport {
-            Transport::Sse => Decoder::Sse(sse::SseParser::default()),
-            _ => Decoder::Ndjson(ndjson::NdjsonParser::default()),
-        };
-        Ok(Link { kind: LinkKind::Http { response, decoder }, announced })
+        let (stream, announced) = stream::StreamLink::open(&url, accept, connect_timeout).await?;
+        Ok(Link { kind: LinkKind::Http { stream, decoder }, announced })
     }
 
     /// Waits up to `watch` for bytes and pushes what they complete. `Err(None)` when nothing came
@@ -248,18 +234,15 @@ impl Link {
         out: &mut Vec<Item>,
     ) -> Result<(), Option<Ended>> {
         match &mut self.kind {
-            LinkKind::Http { response, decoder } => {
-                let chunk = match tokio::time::timeout(watch, response.chunk()).await {
-                    Err(_) => return Err(None),
-                    Ok(Ok(Some(chunk))) => chunk,
-                    Ok(Ok(None)) => return Err(Some(Ended::Closed("the server ended the response".into()))),
-                    Ok(Err(e)) => return Err(Some(Ended::Failed(error::from_reqwest("reading the stream", e)))),
-                };
-                let parsed = match decoder {
-                    Decoder::Sse(parser) => parser.feed(&chunk, channel, out),
-                    Decoder::Ndjson(parser) => parser.feed(&chunk, channel, out),
-                };
-                parsed.map_err(|e| Some(Ended::Failed(e)))
+            LinkKind::Http { stream, decoder } => {
+                for chunk in stream.step(watch).await? {
+                    let parsed = match decoder {
+                        Decoder::Sse(parser) => parser.feed(&chunk, channel, out),
+                        Decoder::Ndjson(parser) => parser.feed(&chunk, channel, out),
+                    };
+                    parsed.map_err(|e| Some(Ended::Failed(e)))?;
+                }
+                Ok(())
             }
             LinkKind::Ws(link) => link.step(channel, watch, out).await,
         }

@@ -17,15 +17,24 @@
 //! Shared by all: `report` (hdrhistogram latencies, the summary table or `--json` lines, the
 //! progress bar on stderr), `procs` (`--procs P`: the bench spread over P processes and merged)
 //! and `response` (reading HTTP/1.1 responses of any server).
+//! - `bench sdk-memory`: N SDK subscriptions (SSE or WebSocket) in this process: client memory per
+//!   subscription, with one HTTP client each or one shared `HttpPool`.
+//! - `bench publisher`: the SDK `Publisher`, C publishes at once over its keep-alive pool and with
+//!   a new connection per publish: publishes/s of each and the ratio.
+//! - `bench failover`: starts two servers, a `Subscriber` on both, and kills (or freezes) the one
+//!   it is on K times: time from the kill to the first message from the other.
 
+mod failover;
 mod fanout;
 mod hostile;
 mod idle;
 mod keepalive;
 mod procs;
 mod publish;
+mod publisher;
 mod report;
 mod response;
+mod sdk_memory;
 mod server_cpu;
 mod transports;
 
@@ -46,6 +55,9 @@ pub fn command() -> Command {
         .subcommand(publish::command())
         .subcommand(keepalive::command())
         .subcommand(transports::command())
+        .subcommand(sdk_memory::command())
+        .subcommand(publisher::command())
+        .subcommand(failover::command())
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -56,6 +68,9 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         Some(("publish", args)) => publish::run(args),
         Some(("keepalive", args)) => keepalive::run(args),
         Some(("transports", args)) => transports::run(args),
+        Some(("sdk-memory", args)) => sdk_memory::run(args),
+        Some(("publisher", args)) => publisher::run(args),
+        Some(("failover", args)) => failover::run(args),
         _ => ExitCode::from(EXIT_USAGE),
     }
 }
