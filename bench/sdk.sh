@@ -60,7 +60,7 @@ memory() {
                 start_holdfast "$BIN" "$port" --keepalive-timeout 300s
                 out="$WORK/mem-$transport-$pool-$rep.out"
                 if "$BIN" bench sdk-memory --server "http://127.0.0.1:$port" --subscribers "$N" \
-                    --transport "$transport" $flag >"$out" 2>"$out.err"; then
+                    --transport "$transport" $flag --json >"$out" 2>"$out.err"; then
                     per=$(jq -r .bytes_per_subscription "$out")
                     fds=$(jq -r .fds "$out")
                     if [ "$(jq -r .reconnects "$out")" = 0 ]; then
@@ -98,7 +98,7 @@ publisher() {
     for rep in $(seq "$REPS"); do
         out="$WORK/pub-$rep.out"
         "$BIN" bench publisher --server "http://127.0.0.1:$port" --concurrency 50 --seconds "$SECONDS_EACH" \
-            >"$out" 2>"$out.err" || die "bench publisher failed: $(cat "$out" "$out.err")"
+            --json >"$out" 2>"$out.err" || die "bench publisher failed: $(cat "$out" "$out.err")"
         pools+=("$(jq -r 'select(.phase == "ratio") | .pool_per_second' "$out")")
         news+=("$(jq -r 'select(.phase == "ratio") | .new_per_second' "$out")")
         ratios+=("$(jq -r 'select(.phase == "ratio") | .ratio' "$out")")
@@ -114,7 +114,7 @@ failover() {
         for mode in $MODES; do
             out="$WORK/failover-$mode-$transport.out"
             "$BIN" bench failover --kills "$KILLS" --mode "$mode" --transport "$transport" \
-                --heartbeat 1 --k 2 --backoff-base 1 >"$out" 2>"$out.err" ||
+                --heartbeat 1 --k 2 --backoff-base 1 --json >"$out" 2>"$out.err" ||
                 die "bench failover failed: $(tail -5 "$out") $(cat "$out.err")"
             log "failover $mode $transport: $(jq -c 'select(.phase == "failover")' "$out")"
             SUMMARY+=("failover $mode $transport ($KILLS kills, heartbeat 1 s, k 2, backoff base 1 s): $(jq -r 'select(.phase == "failover") | "median \(.median_ms) ms, p90 \(.p90_ms) ms, max \(.max_ms) ms, goal <= \(.bound_ms) ms"' "$out")")

@@ -1,6 +1,7 @@
 //! `holdfast bench sdk-memory`, `bench publisher` and `bench failover` with tiny settings against
 //! real servers (an in-process one; the failover bench starts its own from the built binary):
-//! each exits 0 and prints the JSON lines `bench/sdk.sh` reads.
+//! each exits 0 and prints, with `--json`, the JSON lines `bench/sdk.sh` reads, and without it a
+//! summary table.
 
 use std::process::Command;
 
@@ -9,15 +10,23 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 
-/// Runs `holdfast bench ARGS` off the runtime; gives its stdout lines as JSON (asserting success).
-async fn bench(args: &[&str]) -> Vec<Value> {
+/// Runs `holdfast bench ARGS` off the runtime; gives its stdout (asserting success).
+async fn bench_text(args: &[&str]) -> String {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let output = tokio::task::spawn_blocking(move || Command::new(BIN).arg("bench").args(&args).output())
         .await
         .unwrap()
         .expect("run holdfast bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "bench failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// Runs `holdfast bench ARGS --json`; gives its stdout lines as JSON (asserting success).
+async fn bench(args: &[&str]) -> Vec<Value> {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let stdout = bench_text(&args).await;
     stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
 
@@ -58,6 +67,20 @@ async fn publisher_bench_compares_the_pool_with_a_connection_per_publish() {
     }
     let ratio = phase(&lines, "ratio");
     assert!(ratio[0]["ratio"].as_f64().unwrap() > 0.0, "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_json_the_publisher_bench_prints_a_summary_table() {
+    let server = TestServer::start(|_| {}).await;
+    let url = server.url("");
+    let stdout = bench_text(&["publisher", "--server", &url, "--concurrency", "2", "--seconds", "0.2"]).await;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.iter().all(|l| serde_json::from_str::<Value>(l).is_err()), "{stdout}");
+    let header = lines.iter().position(|l| l.starts_with("mode ")).unwrap_or_else(|| panic!("no header: {stdout}"));
+    let columns: Vec<&str> = lines[header].split_whitespace().collect();
+    assert_eq!(columns, ["mode", "concurrency", "ok", "failed", "seconds", "publishes/s"], "{stdout}");
+    assert!(lines[header + 1].starts_with("pool ") && lines[header + 2].starts_with("new "), "{stdout}");
+    assert!(stdout.contains("pool/new: "), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,9 +19,12 @@
 //!   the same; it is a dev-only crate, and a frozen process is the same silence with no relay in
 //!   the path.) The stopped server is then killed and restarted.
 //!
-//! Prints one JSON line per round (`"phase":"round"`, `ms` from the stop to the message) and a
-//! summary (`"phase":"failover"`: `median_ms`, `p90_ms`, `max_ms`, and `bound_ms` = heartbeat × k
-//! + backoff base, the goal).
+//! The times go into an HDR histogram (`report::Latency`). Prints a summary table at the end
+//! (p50/p90/p99/max of the failover times and `bound`, the goal); with `--json`, one JSON line
+//! per round as it ends (`"phase":"round"`, `ms` from the stop to the message) and a summary
+//! (`"phase":"failover"`: `median_ms` (the p50), `p50_ms`, `p90_ms`, `p99_ms`, `max_ms`, and
+//! `bound_ms` = heartbeat × k + backoff base, the goal). A progress bar on stderr counts the
+//! servers stopped.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -31,10 +34,12 @@ use std::time::{Duration, Instant};
 use clap::{value_parser, Arg, ArgMatches, Command};
 use futures_util::StreamExt;
 use holdfast_client::{Event, Publisher, State, Subscriber, Transport};
-use serde_json::json;
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::report::{self, Latency, Table};
 use super::EXIT_USAGE;
 
 /// Bound on one failover; a slower one fails the run.
@@ -45,7 +50,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const CHANNEL: &str = "failover";
 
 pub fn command() -> Command {
-    Command::new("failover")
+    let command = Command::new("failover")
         .about("Start two servers and a Subscriber on both; stop the one it is on K times and time the failover")
         .arg(
             Arg::new("kills")
@@ -106,7 +111,8 @@ pub fn command() -> Command {
                 .long("bin")
                 .value_name("PATH")
                 .help("the holdfast binary to serve with (default: this one)"),
-        )
+        );
+    report::json_arg(command)
 }
 
 struct Plan {
@@ -118,6 +124,7 @@ struct Plan {
     backoff_base: Duration,
     publish_every: Duration,
     bin: PathBuf,
+    json: bool,
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -145,6 +152,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         backoff_base: secs("backoff-base"),
         publish_every: Duration::from_millis(*args.get_one::<u64>("publish-every").expect("default")),
         bin,
+        json: report::wants_json(args),
     };
     if plan.heartbeat < Duration::from_millis(100) || plan.k < 1.0 {
         eprintln!("holdfast bench failover: --heartbeat must be at least 0.1 and --k at least 1");
@@ -158,12 +166,22 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         }
     };
     let mut servers = Vec::new();
-    let result = runtime.block_on(bench(&plan, &mut servers));
+    let label = format!("{}s ({})", if plan.silent { "stop" } else { "kill" }, plan.transport.name());
+    let bar = report::progress(plan.kills, &label, false);
+    let result = runtime.block_on(bench(&plan, &mut servers, &bar));
+    bar.finish_and_clear();
     for server in &mut servers {
         server.stop();
     }
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(summary) => {
+            if plan.json {
+                report::print_json(&summary);
+            } else {
+                print_table(&plan, &summary);
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("holdfast bench failover: {e}");
             ExitCode::FAILURE
@@ -246,13 +264,8 @@ fn free_addr() -> Result<SocketAddr, String> {
     listener.local_addr().map_err(|e| format!("local_addr: {e}"))
 }
 
-/// The nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-async fn bench(plan: &Plan, servers: &mut Vec<Server>) -> Result<(), String> {
+/// Runs the rounds (printing each one's JSON line with `--json`); the summary line.
+async fn bench(plan: &Plan, servers: &mut Vec<Server>, bar: &ProgressBar) -> Result<Value, String> {
     for _ in 0..2 {
         servers.push(Server { addr: free_addr()?, child: None });
     }
@@ -284,7 +297,7 @@ async fn bench(plan: &Plan, servers: &mut Vec<Server>) -> Result<(), String> {
         }
     });
     let mut current: Option<usize> = None;
-    let mut times = Vec::new();
+    let mut times = Latency::default();
     let mut reconnects = 0u64;
     for round in 0..plan.kills {
         // 1. The subscriber is on `on`, healthy: a message published there arrives.
@@ -344,36 +357,52 @@ async fn bench(plan: &Plan, servers: &mut Vec<Server>) -> Result<(), String> {
                 }
             }
         };
-        let ms = arrived.duration_since(stopped).as_secs_f64() * 1000.0;
-        times.push(ms);
-        println!(
-            "{}",
-            json!({ "phase": "round", "round": round, "from": urls[on], "to": urls[other], "ms": (ms * 10.0).round() / 10.0 })
-        );
+        let time = arrived.duration_since(stopped);
+        times.record(time);
+        if plan.json {
+            let ms = time.as_secs_f64() * 1000.0;
+            let line = json!({ "phase": "round", "round": round, "from": urls[on], "to": urls[other], "ms": (ms * 10.0).round() / 10.0 });
+            bar.suspend(|| report::print_json(&line));
+        }
+        bar.inc(1);
         // 3. Bring the stopped server back on its port for the next round.
         servers[on].stop();
         servers[on].start(plan).await?;
     }
     reader.abort();
-    times.sort_by(f64::total_cmp);
     let bound = plan.heartbeat.mul_f64(plan.k) + plan.backoff_base;
-    let round1 = |v: f64| (v * 10.0).round() / 10.0;
+    let mut summary = json!({
+        "phase": "failover",
+        "mode": if plan.silent { "stop" } else { "kill" },
+        "transport": plan.transport.name(),
+        "kills": times.len(),
+        "heartbeat_ms": plan.heartbeat.as_millis() as u64,
+        "k": plan.k,
+        "backoff_base_ms": plan.backoff_base.as_millis() as u64,
+        "median_ms": times.percentile_ms(50.0),
+        "bound_ms": bound.as_millis() as u64,
+        "reconnects": reconnects,
+    });
+    summary.as_object_mut().expect("object").extend(times.summary_json(""));
+    Ok(summary)
+}
+
+fn print_table(plan: &Plan, summary: &Value) {
     println!(
-        "{}",
-        json!({
-            "phase": "failover",
-            "mode": if plan.silent { "stop" } else { "kill" },
-            "transport": plan.transport.name(),
-            "kills": times.len(),
-            "heartbeat_ms": plan.heartbeat.as_millis() as u64,
-            "k": plan.k,
-            "backoff_base_ms": plan.backoff_base.as_millis() as u64,
-            "median_ms": round1(percentile(&times, 50.0)),
-            "p90_ms": round1(percentile(&times, 90.0)),
-            "max_ms": round1(times[times.len() - 1]),
-            "bound_ms": bound.as_millis() as u64,
-            "reconnects": reconnects,
-        })
+        "holdfast bench failover: the server in use {} {} times, {} subscriber, heartbeat {} ms, k {}, \
+         first backoff window {} ms",
+        if plan.silent { "stopped (SIGSTOP)" } else { "killed (SIGKILL)" },
+        plan.kills,
+        plan.transport.name(),
+        plan.heartbeat.as_millis(),
+        plan.k,
+        plan.backoff_base.as_millis(),
     );
-    Ok(())
+    let mut table =
+        Table::new(&["mode", "transport", "kills", "p50_ms", "p90_ms", "p99_ms", "max_ms", "bound_ms", "reconnects"]);
+    table.row_of(
+        summary,
+        &["mode", "transport", "kills", "p50_ms", "p90_ms", "p99_ms", "max_ms", "bound_ms", "reconnects"],
+    );
+    table.print();
 }

@@ -13,16 +13,16 @@
 //!   connection per request: req/s, latency, and their ratio, against any HTTP/1.1 server.
 //! - `bench transports`: the fan-out workload over each Holdfast transport in turn, side by side:
 //!   deliveries/s, latency, bytes on the wire per message, server CPU.
-//!
-//! Shared by all: `report` (hdrhistogram latencies, the summary table or `--json` lines, the
-//! progress bar on stderr), `procs` (`--procs P`: the bench spread over P processes and merged)
-//! and `response` (reading HTTP/1.1 responses of any server).
 //! - `bench sdk-memory`: N SDK subscriptions (SSE or WebSocket) in this process: client memory per
 //!   subscription, with one HTTP client each or one shared `HttpPool`.
 //! - `bench publisher`: the SDK `Publisher`, C publishes at once over its keep-alive pool and with
 //!   a new connection per publish: publishes/s of each and the ratio.
 //! - `bench failover`: starts two servers, a `Subscriber` on both, and kills (or freezes) the one
 //!   it is on K times: time from the kill to the first message from the other.
+//!
+//! Shared by all: `report` (hdrhistogram latencies, the summary table at the end or `--json`
+//! lines, the progress bar on stderr), `procs` (`--procs P`: the bench spread over P processes
+//! and merged; not the SDK benches) and `response` (reading HTTP/1.1 responses of any server).
 
 mod failover;
 mod fanout;

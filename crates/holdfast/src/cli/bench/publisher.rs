@@ -4,9 +4,11 @@
 //! connection per publish (`new`: `max_idle_connections(0)`, the connection is closed after each
 //! answer), in the same process, one after the other.
 //!
-//! Prints one JSON line per mode (`"phase":"publisher"`: `mode`, `ok`, `failed`, `first_error`,
-//! `seconds`, `per_second`) and a last one (`"phase":"ratio"`) with `pool_per_second /
-//! new_per_second`.
+//! Prints a summary table at the end (publishes/s of each mode and the ratio pool / new); with
+//! `--json`, one JSON line per mode (`"phase":"publisher"`: `mode`, `ok`, `failed`,
+//! `first_error`, `seconds`, `per_second`) and a last one (`"phase":"ratio"`) with
+//! `pool_per_second / new_per_second`. A progress bar on stderr counts the publishes done.
+//! (Publishes are not timed one by one: the figure is the throughput.)
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,13 +16,18 @@ use std::time::{Duration, Instant};
 
 use clap::{value_parser, Arg, ArgMatches, Command};
 use holdfast_client::Publisher;
-use serde_json::json;
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
+use super::report::{self, Table};
 use super::EXIT_USAGE;
 
+/// Progress-bar updates are batched: one add per this many publishes of a task.
+const PROGRESS_BATCH: u64 = 16;
+
 pub fn command() -> Command {
-    Command::new("publisher")
+    let command = Command::new("publisher")
         .about("SDK Publisher: C concurrent publishes over the keep-alive pool vs a new connection each")
         .arg(Arg::new("server").long("server").value_name("URL").required(true).help("http://host:port"))
         .arg(
@@ -46,7 +53,8 @@ pub fn command() -> Command {
                 .default_value("pool,new")
                 .help("modes to run, in order: pool (keep-alive), new (a connection per publish)"),
         )
-        .arg(Arg::new("prefix").long("prefix").value_name("P").default_value("sdkpub-").help("channel name prefix"))
+        .arg(Arg::new("prefix").long("prefix").value_name("P").default_value("sdkpub-").help("channel name prefix"));
+    report::json_arg(command)
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -66,8 +74,10 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = report::wants_json(args);
     runtime.block_on(async {
         let mut rates = Vec::new();
+        let mut lines = Vec::new();
         let mut all_ok = true;
         for mode in &modes {
             let builder = Publisher::builder().server(&server).concurrency(concurrency);
@@ -79,30 +89,43 @@ pub fn run(args: &ArgMatches) -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            let result = load(publisher, concurrency, seconds, &prefix).await;
+            let bar = report::progress(0, &format!("publishes ({mode})"), false);
+            let result = load(publisher, concurrency, seconds, &prefix, &bar).await;
+            bar.finish_and_clear();
             all_ok &= result.failed == 0;
             let per_second = result.ok as f64 / result.seconds;
             rates.push((mode.clone(), per_second));
-            println!(
-                "{}",
-                json!({
-                    "phase": "publisher",
-                    "mode": mode,
-                    "concurrency": concurrency,
-                    "ok": result.ok,
-                    "failed": result.failed,
-                    "first_error": result.first_error,
-                    "seconds": (result.seconds * 100.0).round() / 100.0,
-                    "per_second": per_second.round(),
-                })
-            );
+            let line = json!({
+                "phase": "publisher",
+                "mode": mode,
+                "concurrency": concurrency,
+                "ok": result.ok,
+                "failed": result.failed,
+                "first_error": result.first_error,
+                "seconds": (result.seconds * 100.0).round() / 100.0,
+                "per_second": per_second.round(),
+            });
+            if json {
+                report::print_json(&line);
+            }
+            lines.push(line);
             // Let the closed connections' TIME_WAIT and the server's parking settle between modes.
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let rate = |m: &str| rates.iter().find(|(mode, _)| mode == m).map(|(_, r)| *r);
-        if let (Some(pool), Some(new)) = (rate("pool"), rate("new")) {
-            let ratio = if new > 0.0 { pool / new } else { 0.0 };
-            println!("{}", json!({ "phase": "ratio", "pool_per_second": pool.round(), "new_per_second": new.round(), "ratio": (ratio * 100.0).round() / 100.0 }));
+        let ratio = match (rate("pool"), rate("new")) {
+            (Some(pool), Some(new)) => {
+                let ratio = if new > 0.0 { pool / new } else { 0.0 };
+                Some(json!({ "phase": "ratio", "pool_per_second": pool.round(), "new_per_second": new.round(), "ratio": (ratio * 100.0).round() / 100.0 }))
+            }
+            _ => None,
+        };
+        if json {
+            if let Some(ratio) = &ratio {
+                report::print_json(ratio);
+            }
+        } else {
+            print_table(&server, concurrency, seconds, &lines, ratio.as_ref());
         }
         if all_ok {
             ExitCode::SUCCESS
@@ -119,16 +142,36 @@ struct Load {
     seconds: f64,
 }
 
+fn print_table(server: &str, concurrency: usize, seconds: Duration, lines: &[Value], ratio: Option<&Value>) {
+    println!(
+        "holdfast bench publisher: SDK Publisher on {server}, {concurrency} publishes in flight, {} s per mode",
+        report::round3(seconds.as_secs_f64())
+    );
+    let mut table = Table::new(&["mode", "concurrency", "ok", "failed", "seconds", "publishes/s"]);
+    for line in lines {
+        table.row_of(line, &["mode", "concurrency", "ok", "failed", "seconds", "per_second"]);
+    }
+    table.print();
+    match ratio.and_then(|r| r["ratio"].as_f64()) {
+        Some(ratio) => println!("pool/new: {ratio:.2}x"),
+        None => println!("pool/new: - (needs both modes)"),
+    }
+    if let Some(error) = lines.iter().find_map(|l| l["first_error"].as_str()) {
+        println!("first error: {error}");
+    }
+}
+
 /// C tasks publishing back to back until `time` has passed.
-async fn load(publisher: Arc<Publisher>, concurrency: usize, time: Duration, prefix: &str) -> Load {
+async fn load(publisher: Arc<Publisher>, concurrency: usize, time: Duration, prefix: &str, bar: &ProgressBar) -> Load {
     let started = Instant::now();
     let deadline = started + time;
     let mut tasks = JoinSet::new();
     for task in 0..concurrency {
-        let publisher = publisher.clone();
+        let (publisher, bar) = (publisher.clone(), bar.clone());
         let channel = format!("{prefix}{task}");
         tasks.spawn(async move {
             let (mut ok, mut failed, mut first_error) = (0u64, 0u64, None);
+            let mut unreported = 0;
             while Instant::now() < deadline {
                 match publisher.publish(&channel, &b"0123456789abcdef"[..], None).await {
                     Ok(_) => ok += 1,
@@ -137,7 +180,13 @@ async fn load(publisher: Arc<Publisher>, concurrency: usize, time: Duration, pre
                         first_error.get_or_insert(e.to_string());
                     }
                 }
+                unreported += 1;
+                if unreported == PROGRESS_BATCH {
+                    bar.inc(unreported);
+                    unreported = 0;
+                }
             }
+            bar.inc(unreported);
             (ok, failed, first_error)
         });
     }

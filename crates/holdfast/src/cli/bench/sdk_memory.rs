@@ -11,8 +11,11 @@
 //! before the next (so the server's listen backlog never overflows), on distinct channels
 //! (`{prefix}{i}`), then held `--settle` seconds while heartbeats flow, and measured.
 //!
-//! Prints one JSON line: `"phase":"held"` with `connected`, `reconnects`, `rss_before_kb`,
-//! `rss_after_kb`, `bytes_per_subscription`, `fds` (descriptors held) and `seconds` to connect.
+//! Prints a summary table at the end; with `--json`, one JSON line instead: `"phase":"held"` with
+//! `connected`, `reconnects`, `rss_before_kb`, `rss_after_kb`, `bytes_per_subscription`, `fds`
+//! (descriptors held) and `seconds` to connect. A progress bar on stderr counts the subscriptions
+//! opened; it is made before the first RSS reading and kept until after the second, so what it
+//! holds (its ticker thread) is in both and not in the difference.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,15 +24,17 @@ use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use futures_util::stream::SelectAll;
 use futures_util::StreamExt;
 use holdfast_client::{Event, HttpPool, State, Subscriber, Transport};
-use serde_json::json;
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
 
+use super::report::{self, Table};
 use super::EXIT_USAGE;
 
 /// Bound on one batch connecting; a slower batch fails the run.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn command() -> Command {
-    Command::new("sdk-memory")
+    let command = Command::new("sdk-memory")
         .about("Hold N SDK subscriptions in this process and report its RSS per subscription")
         .arg(Arg::new("server").long("server").value_name("URL").required(true).help("http://host:port"))
         .arg(
@@ -69,7 +74,8 @@ pub fn command() -> Command {
                 .default_value("2")
                 .help("seconds to hold them (heartbeats flowing) before reading RSS"),
         )
-        .arg(Arg::new("prefix").long("prefix").value_name("P").default_value("sdkmem-").help("channel name prefix"))
+        .arg(Arg::new("prefix").long("prefix").value_name("P").default_value("sdkmem-").help("channel name prefix"));
+    report::json_arg(command)
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -94,8 +100,18 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(&plan)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let bar = report::progress(plan.n, &format!("subscriptions opened ({})", plan.transport.name()), false);
+    let result = runtime.block_on(bench(&plan, &bar));
+    bar.finish_and_clear();
+    match result {
+        Ok(line) => {
+            if report::wants_json(args) {
+                report::print_json(&line);
+            } else {
+                print_table(&plan, &line);
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("holdfast bench sdk-memory: {e}");
             ExitCode::from(if e.starts_with("usage") { EXIT_USAGE } else { 1 })
@@ -119,6 +135,8 @@ struct Held {
     connected: u64,
     reconnects: u64,
     first_reconnect: Option<String>,
+    /// Counts the subscriptions opened (the warm-up one not).
+    bar: ProgressBar,
 }
 
 impl Held {
@@ -142,7 +160,10 @@ impl Held {
 
     fn note(&mut self, event: holdfast_client::Result<Event>) -> Result<(), String> {
         match event.map_err(|e| format!("a subscriber failed: {e}"))? {
-            Event::State(State::Connected { .. }) => self.connected += 1,
+            Event::State(State::Connected { .. }) => {
+                self.connected += 1;
+                self.bar.set_position(self.connected.saturating_sub(1));
+            }
             Event::State(State::Reconnecting { cause, .. }) => {
                 self.reconnects += 1;
                 self.first_reconnect.get_or_insert(cause);
@@ -167,7 +188,8 @@ impl Held {
     }
 }
 
-async fn bench(plan: &Plan) -> Result<(), String> {
+/// Holds the subscriptions and measures; the `held` line.
+async fn bench(plan: &Plan, bar: &ProgressBar) -> Result<Value, String> {
     let pool = match plan.shared {
         true => Some(HttpPool::new().map_err(|e| format!("usage: {e}"))?),
         false => None,
@@ -184,7 +206,7 @@ async fn bench(plan: &Plan) -> Result<(), String> {
         }
         builder.build().map_err(|e| format!("usage: {e}"))
     };
-    let mut held = Held { all: SelectAll::new(), connected: 0, reconnects: 0, first_reconnect: None };
+    let mut held = Held { all: SelectAll::new(), connected: 0, reconnects: 0, first_reconnect: None, bar: bar.clone() };
     // Warm-up: one subscriber connected before the first reading.
     held.all.push(build(u64::MAX)?);
     held.until_connected(1, Instant::now() + BATCH_TIMEOUT).await?;
@@ -204,24 +226,59 @@ async fn bench(plan: &Plan) -> Result<(), String> {
     held.hold(plan.settle).await?;
     let after = rss_kb()?;
     let per = (after.saturating_sub(before) * 1024) as f64 / plan.n as f64;
+    Ok(json!({
+        "phase": "held",
+        "transport": plan.transport.name(),
+        "pool": if plan.shared { "shared" } else { "per_subscriber" },
+        "subscribers": plan.n,
+        "connected": held.connected - 1,
+        "reconnects": held.reconnects,
+        "first_reconnect": held.first_reconnect,
+        "rss_before_kb": before,
+        "rss_after_kb": after,
+        "bytes_per_subscription": per.round(),
+        "fds": fd_count(),
+        "seconds": (seconds * 100.0).round() / 100.0,
+    }))
+}
+
+fn print_table(plan: &Plan, line: &Value) {
     println!(
-        "{}",
-        json!({
-            "phase": "held",
-            "transport": plan.transport.name(),
-            "pool": if plan.shared { "shared" } else { "per_subscriber" },
-            "subscribers": plan.n,
-            "connected": held.connected - 1,
-            "reconnects": held.reconnects,
-            "first_reconnect": held.first_reconnect,
-            "rss_before_kb": before,
-            "rss_after_kb": after,
-            "bytes_per_subscription": per.round(),
-            "fds": fd_count(),
-            "seconds": (seconds * 100.0).round() / 100.0,
-        })
+        "holdfast bench sdk-memory: {} {} subscriptions to {} in this process, {}",
+        plan.n,
+        plan.transport.name(),
+        plan.server,
+        if plan.shared { "one shared HttpPool" } else { "one HTTP client each" }
     );
-    Ok(())
+    let keys = [
+        "transport",
+        "pool",
+        "subscribers",
+        "connected",
+        "reconnects",
+        "rss_before_kb",
+        "rss_after_kb",
+        "bytes_per_subscription",
+        "fds",
+        "seconds",
+    ];
+    let mut table = Table::new(&[
+        "transport",
+        "pool",
+        "subs",
+        "connected",
+        "reconnects",
+        "rss_before_kb",
+        "rss_after_kb",
+        "B/sub",
+        "fds",
+        "connect_s",
+    ]);
+    table.row_of(line, &keys);
+    table.print();
+    if let Some(cause) = line["first_reconnect"].as_str() {
+        println!("first reconnection: {cause}");
+    }
 }
 
 /// This process's resident set size in KiB (`Rss:` of `/proc/self/smaps_rollup`).
