@@ -31,11 +31,14 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             }
         };
     let result = runtime.block_on(async {
+        // The handlers go in before the socket listens: a SIGTERM sent as soon as the port
+        // answers (a supervisor, a test) must drain, not kill with the default action.
+        let signals = ShutdownSignals::install();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         tracing::info!(fd_limit, "starting");
-        holdfast_server::run(listener, config, shutdown_signal()).await.map_err(|e| e.to_string())
+        holdfast_server::run(listener, config, signals.first()).await.map_err(|e| e.to_string())
     });
     // Connections still open after the drain bound are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
@@ -84,15 +87,31 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::select! {
-        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-            tracing::info!("SIGTERM: shutting down");
+/// SIGTERM and SIGINT handlers, installed when made.
+struct ShutdownSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> ShutdownSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        ShutdownSignals { term: signal(SignalKind::terminate()).ok(), interrupt: signal(SignalKind::interrupt()).ok() }
+    }
+
+    /// Completes on the first SIGTERM or SIGINT.
+    async fn first(mut self) {
+        async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
         }
-        _ = interrupt => tracing::info!("SIGINT: shutting down"),
+        tokio::select! {
+            _ = next(self.term.as_mut()) => tracing::info!("SIGTERM: shutting down"),
+            _ = next(self.interrupt.as_mut()) => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
