@@ -33,9 +33,10 @@
 //!   transport, the subscriber hands back the last one (`?cursor=`), so each message comes exactly
 //!   once and in order. When the server no longer has what followed the cursor (history expired,
 //!   server restarted, another server), it says so and the subscriber yields an [`Event::Gap`]:
-//!   never silent. Without a starting cursor it first takes the current position with one short
-//!   poll (which also replays `history`), so even a reconnect before the first message loses
-//!   nothing.
+//!   never silent. Without a starting cursor it takes the position the server names on the
+//!   stream's head or 101 (`Holdfast-Cursor`, before any replayed `history`; from a server that
+//!   does not send it, with one short poll first), so even a reconnect before the first message
+//!   loses nothing.
 //! * **Heartbeat watch.** Streaming responses and the WebSocket handshake carry
 //!   `Holdfast-Heartbeat: <seconds>`, the interval after which a quiet server sends a heartbeat.
 //!   No byte for `interval × k` (k = 2 by default) means the link is dead (a half-open TCP

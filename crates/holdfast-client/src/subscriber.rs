@@ -165,8 +165,9 @@ impl SubscriberBuilder {
     /// `pool_idle_timeout` above) for polls, instead of one of the subscriber's own. Pass one to
     /// every subscriber of a process that holds many polling subscriptions: they then share
     /// pooled connections and one client's memory (see [`HttpPool`] for why it is not the
-    /// default). Streaming transports (SSE, NDJSON, WebSocket) use HTTP only for their first
-    /// position poll, and hold their link on a bare socket either way.
+    /// default). Streaming transports (SSE, NDJSON, WebSocket) hold their link on a bare socket
+    /// and use HTTP only for a position poll to a server that does not announce
+    /// `Holdfast-Cursor`.
     pub fn http_pool(mut self, pool: &HttpPool) -> Self {
         self.pool = Some(pool.clone());
         self
@@ -328,8 +329,9 @@ impl Driver {
     }
 
     /// The HTTP client for a poll. Without a shared pool, the subscriber's own: kept (with one
-    /// idle connection) by the polling transports, which poll again and again; built for the one
-    /// position poll of a streaming transport, with no idle connection, and dropped after it
+    /// idle connection) by the polling transports, which poll again and again; built for the
+    /// position poll of a streaming transport (only to a server that does not announce
+    /// `Holdfast-Cursor`), with no idle connection, and dropped after it
     /// (a streaming link does not use it), so an idle streaming subscription holds no client.
     fn http(&mut self) -> Result<reqwest::Client> {
         if let Some(http) = &self.http {
@@ -362,17 +364,26 @@ impl Driver {
         }
         // Without a cursor a streaming subscription starts at "now" and carries no position until
         // its first message: a reconnect before that would start at a later "now" and miss what
-        // was published in between, silently. A short poll first gives the position (and the
-        // history asked for), so every reconnect resumes exactly.
-        if self.cursor.is_none() {
-            if let Err(e) = self.poll_request(Transport::Poll).await {
-                return self.failed(e, false);
-            }
-        }
+        // was published in between, silently. The server names the start in `Holdfast-Cursor`
+        // (before any history it replays), which becomes the cursor at once. A server that does
+        // not say (an older one) gets a short poll first for the position.
         let server = self.servers.current().to_string();
         let opened = Link::open(transport, &self.request(), self.settings.connect_timeout).await;
+        let opened = match opened {
+            Ok(link) if self.cursor.is_none() && link.start.is_none() => {
+                drop(link);
+                if let Err(e) = self.poll_request(Transport::Poll).await {
+                    return self.failed(e, false);
+                }
+                Link::open(transport, &self.request(), self.settings.connect_timeout).await
+            }
+            other => other,
+        };
         match opened {
-            Ok(link) => {
+            Ok(mut link) => {
+                if self.cursor.is_none() {
+                    self.cursor = link.start.take();
+                }
                 let interval = self.tuner.connected(link.announced);
                 self.history = None;
                 self.out.push_back(Ok(Event::State(State::Connected { server, transport, heartbeat: interval })));

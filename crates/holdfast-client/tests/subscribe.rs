@@ -411,3 +411,30 @@ async fn streaming_refusals_carry_the_servers_label_and_shared_pools_work() {
         assert_eq!(texts(&messages(sub, 1).await), ["hello"]);
     }
 }
+
+/// A fresh subscriber (no cursor) whose link dies silently before its first message: what was
+/// published meanwhile still arrives, from the position the server named on the head
+/// (`Holdfast-Cursor`), with no gap.
+async fn a_fresh_subscriber_loses_nothing_before_its_first_message(transport: Transport) {
+    let server = TestServer::start(fast).await;
+    let proxy = TestProxy::start(server.addr).await;
+    let mut sub = subscriber(&[proxy.url()], "fresh", transport).build().unwrap();
+    connected(&mut sub).await;
+    proxy.freeze();
+    server.publish("fresh", None, b"while-dead").await;
+    let (event, _) = until(&mut sub, |e| matches!(e, Event::State(State::Reconnecting { .. }))).await;
+    assert!(matches!(&event, Event::State(State::Reconnecting { cause, .. }) if cause.contains("dead")), "{event:?}");
+    proxy.thaw();
+    let got = messages(&mut sub, 1).await;
+    assert_eq!(got[0].text(), Some("while-dead"));
+}
+
+#[tokio::test]
+async fn sse_fresh_subscriber_loses_nothing_before_its_first_message() {
+    a_fresh_subscriber_loses_nothing_before_its_first_message(Transport::Sse).await;
+}
+
+#[tokio::test]
+async fn ws_fresh_subscriber_loses_nothing_before_its_first_message() {
+    a_fresh_subscriber_loses_nothing_before_its_first_message(Transport::Ws).await;
+}

@@ -19,6 +19,8 @@ pub(crate) use envelope::poll_answer;
 
 /// The response field giving the heartbeat interval in seconds (the server contract).
 pub(crate) const HEARTBEAT_HEADER: &str = "holdfast-heartbeat";
+/// Where a streaming subscription starts (a cursor), on its response head or 101.
+pub(crate) const CURSOR_HEADER: &str = "holdfast-cursor";
 
 /// Longest line (SSE field or NDJSON envelope) accepted: above the largest message the server
 /// takes by default (`max_body_bytes` 1 MiB, as base64 or escaped JSON), bounded so that a broken
@@ -160,6 +162,18 @@ pub(crate) fn normalize_server(server: &str) -> Result<String, Error> {
 }
 
 /// The `Holdfast-Heartbeat` value (seconds, fractions allowed).
+/// The `Holdfast-Cursor` value, if there is a usable one.
+pub(crate) fn cursor_header(headers: &HeaderMap) -> Option<String> {
+    usable_cursor(headers.get(CURSOR_HEADER)?.to_str().ok()?)
+}
+
+/// A cursor as announced: non-empty, URL-safe (it goes back in `?cursor=`).
+pub(crate) fn usable_cursor(value: &str) -> Option<String> {
+    let value = value.trim();
+    let safe = value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b','));
+    (!value.is_empty() && safe).then(|| value.to_string())
+}
+
 pub(crate) fn heartbeat_header(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(HEARTBEAT_HEADER)?.to_str().ok()?.trim().parse::<f64>().ok()?;
     (value.is_finite() && value > 0.0).then(|| Duration::from_secs_f64(value.min(86_400.0)))
@@ -188,6 +202,8 @@ pub(crate) struct Link {
     kind: LinkKind,
     /// The heartbeat interval the server announced (`Holdfast-Heartbeat`), if it did.
     pub announced: Option<Duration>,
+    /// Where the subscription starts (`Holdfast-Cursor`), if the server said.
+    pub start: Option<String>,
 }
 
 enum LinkKind {
@@ -214,15 +230,15 @@ impl Link {
     ) -> Result<Link, Error> {
         let url = request.url(transport);
         if transport == Transport::Ws {
-            let (link, announced) = ws::WsLink::open(&url, connect_timeout).await?;
-            return Ok(Link { kind: LinkKind::Ws(link), announced });
+            let (link, announced, start) = ws::WsLink::open(&url, connect_timeout).await?;
+            return Ok(Link { kind: LinkKind::Ws(link), announced, start });
         }
         let (accept, decoder) = match transport {
             Transport::Sse => ("text/event-stream", Decoder::Sse(sse::SseParser::default())),
             _ => ("application/x-ndjson", Decoder::Ndjson(ndjson::NdjsonParser::default())),
         };
-        let (stream, announced) = stream::StreamLink::open(&url, accept, connect_timeout).await?;
-        Ok(Link { kind: LinkKind::Http { stream, decoder }, announced })
+        let (stream, announced, start) = stream::StreamLink::open(&url, accept, connect_timeout).await?;
+        Ok(Link { kind: LinkKind::Http { stream, decoder }, announced, start })
     }
 
     /// Waits up to `watch` for bytes and pushes what they complete. `Err(None)` when nothing came

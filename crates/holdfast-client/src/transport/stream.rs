@@ -18,7 +18,7 @@ use holdfast_proto::Limits;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Ended, HEARTBEAT_HEADER};
+use super::{usable_cursor, Ended, CURSOR_HEADER, HEARTBEAT_HEADER};
 use crate::error::{self, Error};
 
 /// Largest response head accepted (the server's is about 250 B).
@@ -55,18 +55,20 @@ pub(crate) struct StreamLink {
 struct Head {
     status: u16,
     heartbeat: Option<Duration>,
+    /// `Holdfast-Cursor`: where the subscription starts.
+    cursor: Option<String>,
     framing: BodyFraming,
 }
 
 impl StreamLink {
     /// Connects, sends `GET url` with `Accept: accept`, reads the head within `connect_timeout`.
-    /// An error status becomes a refusal with what its body said. Gives the link and its
-    /// `Holdfast-Heartbeat`.
+    /// An error status becomes a refusal with what its body said. Gives the link, its
+    /// `Holdfast-Heartbeat` and its `Holdfast-Cursor`.
     pub(crate) async fn open(
         url: &str,
         accept: &str,
         connect_timeout: Duration,
-    ) -> Result<(StreamLink, Option<Duration>), Error> {
+    ) -> Result<(StreamLink, Option<Duration>, Option<String>), Error> {
         let parsed = reqwest::Url::parse(url).map_err(|e| Error::invalid(format!("URL {url}: {e}")))?;
         let host = parsed.host_str().ok_or_else(|| Error::invalid(format!("URL {url}: no host")))?.to_string();
         let port = parsed.port_or_known_default().unwrap_or(80);
@@ -120,7 +122,7 @@ impl StreamLink {
         if !(200..300).contains(&head.status) {
             return Err(link.refusal(head.status).await);
         }
-        Ok((link, head.heartbeat))
+        Ok((link, head.heartbeat, head.cursor))
     }
 
     /// Waits up to `watch` for bytes; gives the body data they complete (possibly none: an
@@ -230,11 +232,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Error> {
         Err(e) => return Err(Error::protocol(format!("a malformed response head: {e}"))),
     };
     let status = response.code.unwrap_or(0);
-    let (mut heartbeat, mut chunked, mut length) = (None, false, None);
+    let (mut heartbeat, mut chunked, mut length, mut cursor) = (None, false, None, None);
     for field in response.headers.iter() {
         let value = std::str::from_utf8(field.value).unwrap_or("").trim();
         if field.name.eq_ignore_ascii_case(HEARTBEAT_HEADER) {
             heartbeat = value.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0);
+        } else if field.name.eq_ignore_ascii_case(CURSOR_HEADER) {
+            cursor = usable_cursor(value);
         } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
             // RFC 9112 §6.3 ¶4: chunked, when last, frames the body (and wins over a length).
             chunked = value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
@@ -248,7 +252,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Error> {
         (false, None) => BodyFraming::None,
     };
     let heartbeat = heartbeat.map(|v| Duration::from_secs_f64(v.min(86_400.0)));
-    Ok(Some((Head { status, heartbeat, framing }, len)))
+    Ok(Some((Head { status, heartbeat, cursor, framing }, len)))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{envelope, heartbeat_header, Ended, Item};
+use super::{cursor_header, envelope, heartbeat_header, Ended, Item};
 use crate::error::Error;
 
 /// Read buffer per socket: tungstenite's default is 128 KiB, which at 10,000 subscribers would be
@@ -26,8 +26,11 @@ pub(crate) struct WsLink {
 }
 
 impl WsLink {
-    /// Connects and upgrades; gives the link and its `Holdfast-Heartbeat`.
-    pub(crate) async fn open(url: &str, connect_timeout: Duration) -> Result<(WsLink, Option<Duration>), Error> {
+    /// Connects and upgrades; gives the link, its `Holdfast-Heartbeat` and its `Holdfast-Cursor`.
+    pub(crate) async fn open(
+        url: &str,
+        connect_timeout: Duration,
+    ) -> Result<(WsLink, Option<Duration>, Option<String>), Error> {
         let uri: tungstenite::http::Uri = url.parse().map_err(|_| Error::invalid(format!("WebSocket URL {url}")))?;
         let host = uri.host().ok_or_else(|| Error::invalid(format!("WebSocket URL {url}")))?;
         let port = uri.port_u16().unwrap_or(80);
@@ -50,7 +53,8 @@ impl WsLink {
             Ok(result) => result?,
         };
         let announced = heartbeat_header(response.headers());
-        Ok((WsLink { socket }, announced))
+        let start = cursor_header(response.headers());
+        Ok((WsLink { socket }, announced, start))
     }
 
     /// Waits up to `watch` for a frame and pushes what it carries.
