@@ -1,10 +1,14 @@
 //! The [`Broker`] trait (where messages get their order and are kept) and [`MemoryBroker`], the
 //! embedded single-node default.
 //!
-//! The trait is shaped for a Redis broker too: `publish` returns the assigned position, history
-//! is read by range from a [`Channel`], and listeners hear about every publish per channel. A
-//! Redis broker would assign positions in Redis (INCR + XADD in one script) and feed the same
-//! local channel rings from its subscription, so transports read locally either way.
+//! The trait hosts network brokers too (the Redis broker lives in `holdfast-redis`): what may
+//! need a round trip (publish, opening a channel, its info, delete) returns a [`BrokerFuture`],
+//! which the memory broker answers at once. Transports never wait on a broker while they stream:
+//! they read the local channel rings, which a network broker feeds from its subscription, and a
+//! shard thread first asks [`Broker::ready`] (local, synchronous) and hands the request to the
+//! runtime only when a channel must be opened first. [`MemoryBroker::adopt`] and
+//! [`MemoryBroker::insert`] let such a broker keep its local rings at positions it did not
+//! assign.
 //!
 //! Memory on the publish side is bounded by configuration, whatever publishers do:
 //! - histories by `history_messages`, `history_seconds` and `history_max_bytes`;
@@ -27,11 +31,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::channel::{Channel, HistoryBounds, Totals, ORDER_STRIPES};
+use crate::channel::{Channel, HistoryBounds, Position, Totals, ORDER_STRIPES};
 use crate::message::{Message, Payload};
 use crate::name::{validate_channel_name, NameError};
 
@@ -51,23 +58,67 @@ const MAP_SLOT_BYTES: u64 = (std::mem::size_of::<(Arc<str>, Arc<Channel>)>() + 1
 /// Bytes of one publish-order entry.
 const ORDER_ENTRY_BYTES: u64 = std::mem::size_of::<OrderEntry>() as u64;
 
-/// What a publish produced.
+/// What a local append produced ([`MemoryBroker::publish`]).
 #[derive(Debug, Clone)]
-pub struct Published {
+pub struct Appended {
     /// The channel (created by this publish if it did not exist).
     pub channel: Arc<Channel>,
     /// The message, with its position and encodings.
     pub message: Arc<Message>,
 }
 
-/// Why a channel could not be found or created (for a publish or a subscribe).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a publish answers: where the message went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Its position in the channel.
+    pub position: Position,
+    /// Its id: the single-channel cursor after it.
+    pub id: String,
+    /// Subscribers of the channel when it was published (on every node, for a network broker).
+    pub subscribers: u64,
+}
+
+/// A channel as `GET /pub/{channel}` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Subscribers (on every node, for a network broker).
+    pub subscribers: u64,
+    /// Messages kept.
+    pub messages: u64,
+    /// The oldest and newest kept (`None` when none is).
+    pub first: Option<Position>,
+    /// The newest kept.
+    pub last: Option<Position>,
+}
+
+/// A broker's answer that may take a round trip; the memory broker's are ready at once.
+pub type BrokerFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Polls a broker future once, without a runtime: its output when it is ready at once (always,
+/// for the memory broker), else the future back, to be awaited on a runtime. A shard thread uses
+/// this so the memory broker's answers stay synchronous there.
+pub fn ready_now<T>(mut future: BrokerFuture<T>) -> Result<T, BrokerFuture<T>> {
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = Waker::from(Arc::new(Noop));
+    match future.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => Err(future),
+    }
+}
+
+/// Why a channel could not be found, created or published to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelError {
     /// The name was refused.
     Name(NameError),
     /// The channel does not exist and creating it would exceed `max_channels` (this many).
     /// Temporary: channels that hold nothing are dropped every second.
     TooManyChannels(usize),
+    /// A network broker could not be reached (why). Temporary: retry later.
+    Unavailable(Arc<str>),
 }
 
 impl ChannelError {
@@ -76,6 +127,7 @@ impl ChannelError {
         match self {
             ChannelError::Name(_) => "bad_channel",
             ChannelError::TooManyChannels(_) => "too_many_channels",
+            ChannelError::Unavailable(_) => "broker_unavailable",
         }
     }
 }
@@ -89,6 +141,7 @@ impl fmt::Display for ChannelError {
                 "the server holds its maximum of {max} channels (max_channels); channels that keep no \
                  history and have no subscriber are dropped, retry later"
             ),
+            ChannelError::Unavailable(why) => write!(f, "the broker is unreachable ({why}); retry later"),
         }
     }
 }
@@ -105,22 +158,37 @@ impl From<NameError> for ChannelError {
 pub trait PublishListener: Send + Sync {
     /// A message was appended to `channel`.
     fn published(&self, channel: &Arc<Channel>);
-    /// `channel` was deleted; its subscribers get a final notice.
+    /// `channel` was deleted, or its history was lost and it was reset
+    /// ([`Channel::was_reset`]); its subscribers get a final notice.
     fn deleted(&self, channel: &Arc<Channel>);
 }
 
 /// Where messages are ordered and kept.
 pub trait Broker: Send + Sync {
-    /// Appends a message to a channel (creating it), returning its assigned position.
-    fn publish(&self, channel: &str, event: Option<&str>, payload: Payload) -> Result<Published, ChannelError>;
-    /// An existing channel.
+    /// Publishes a message to a channel (creating it): its assigned position, or why not.
+    fn publish(
+        &self,
+        channel: &str,
+        event: Option<&str>,
+        payload: Payload,
+    ) -> BrokerFuture<Result<Published, ChannelError>>;
+    /// A channel ready to read here without a round trip (created if the broker can do that
+    /// locally), or why it cannot be had; `None` when it must be [`Broker::open`]ed first.
+    fn ready(&self, name: &str) -> Option<Result<Arc<Channel>, ChannelError>>;
+    /// A channel ready to read here (created if needed, its local ring holding the history the
+    /// broker keeps). A subscribe opens its channels.
+    fn open(&self, name: &str) -> BrokerFuture<Result<Arc<Channel>, ChannelError>>;
+    /// A channel as held here, if it is (no round trip, not created).
     fn channel(&self, name: &str) -> Option<Arc<Channel>>;
-    /// A channel, created if needed (a subscribe creates it).
-    fn channel_or_create(&self, name: &str) -> Result<Arc<Channel>, ChannelError>;
-    /// Drops a channel and its history; `None` if it did not exist.
-    fn delete(&self, name: &str) -> Option<Arc<Channel>>;
+    /// What `GET /pub/{channel}` tells; `None` if the channel does not exist.
+    fn info(&self, name: &str) -> BrokerFuture<Result<Option<ChannelInfo>, ChannelError>>;
+    /// Drops a channel and its history everywhere: the subscribers it had (on every node), or
+    /// `None` if it did not exist.
+    fn delete(&self, name: &str) -> BrokerFuture<Result<Option<u64>, ChannelError>>;
     /// Registers a listener for every publish and delete.
     fn add_listener(&self, listener: Arc<dyn PublishListener>);
+    /// What kind of broker this is, for `/admin/stats` (`memory`, `redis`).
+    fn kind(&self) -> &'static str;
     /// Drops expired history everywhere, and the channels left holding nothing (called every
     /// second).
     fn expire(&self);
@@ -297,23 +365,31 @@ fn new_epoch(id: u64) -> u32 {
     (mixed >> 32) as u32
 }
 
-impl Broker for MemoryBroker {
-    fn publish(&self, name: &str, event: Option<&str>, payload: Payload) -> Result<Published, ChannelError> {
+impl MemoryBroker {
+    /// Appends a message to a channel (creating it), at the channel's next position.
+    pub fn publish(&self, name: &str, event: Option<&str>, payload: Payload) -> Result<Appended, ChannelError> {
         let channel = self.channel_or_create(name)?;
         let message = channel.append(event, payload);
-        self.record(&channel, message.position.seq);
-        self.enforce_byte_bound();
-        for listener in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            listener.published(&channel);
-        }
-        Ok(Published { channel, message })
+        self.appended(&channel, &message);
+        Ok(Appended { channel, message })
     }
 
-    fn channel(&self, name: &str) -> Option<Arc<Channel>> {
+    /// Books a message just added to `channel` and tells the listeners.
+    fn appended(&self, channel: &Arc<Channel>, message: &Message) {
+        self.record(channel, message.position.seq);
+        self.enforce_byte_bound();
+        for listener in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            listener.published(channel);
+        }
+    }
+
+    /// A channel held here, if it is.
+    pub fn channel(&self, name: &str) -> Option<Arc<Channel>> {
         self.channels.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
-    fn channel_or_create(&self, name: &str) -> Result<Arc<Channel>, ChannelError> {
+    /// A channel, created (in a new epoch) if needed.
+    pub fn channel_or_create(&self, name: &str) -> Result<Arc<Channel>, ChannelError> {
         if let Some(channel) = self.channel(name) {
             return Ok(channel);
         }
@@ -332,7 +408,9 @@ impl Broker for MemoryBroker {
         Ok(channel)
     }
 
-    fn delete(&self, name: &str) -> Option<Arc<Channel>> {
+    /// Drops a channel and its history (its subscribers get a final notice); `None` if it did
+    /// not exist.
+    pub fn delete(&self, name: &str) -> Option<Arc<Channel>> {
         let channel = self.channels.write().unwrap_or_else(|e| e.into_inner()).remove(name)?;
         channel.mark_deleted();
         for listener in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -341,11 +419,72 @@ impl Broker for MemoryBroker {
         Some(channel)
     }
 
-    fn add_listener(&self, listener: Arc<dyn PublishListener>) {
-        self.listeners.write().unwrap_or_else(|e| e.into_inner()).push(listener);
+    /// The local ring of a channel whose positions another broker assigns, in that broker's
+    /// `epoch`, starting after `last_seq` (the newest message that broker has: the ring fills
+    /// from there, or from older ones [`MemoryBroker::insert`] brings first). A ring held in
+    /// another epoch is reset: its history was lost in the broker, so its subscribers get a
+    /// final notice with their cursor ([`Channel::was_reset`]) and, resuming, a gap. The
+    /// second value says whether the ring is new.
+    pub fn adopt(&self, name: &str, epoch: u32, last_seq: u64) -> Result<(Arc<Channel>, bool), ChannelError> {
+        validate_channel_name(name)?;
+        let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let replaced = match channels.get(name) {
+            Some(channel) if channel.epoch == epoch => return Ok((channel.clone(), false)),
+            Some(_) => channels.remove(name),
+            None if channels.len() >= self.max_channels => {
+                return Err(ChannelError::TooManyChannels(self.max_channels))
+            }
+            None => None,
+        };
+        let name: Arc<str> = name.into();
+        let id = self.next_channel_id.fetch_add(1, Ordering::Relaxed);
+        let bounds = HistoryBounds { messages: self.limits.messages, max_age: self.limits.max_age };
+        let channel = Arc::new(Channel::new(name.clone(), id, epoch, bounds, self.totals.clone()));
+        channel.start_after(last_seq);
+        channels.insert(name, channel.clone());
+        drop(channels);
+        if let Some(old) = replaced {
+            old.mark_reset();
+            for listener in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                listener.deleted(&old);
+            }
+        }
+        Ok((channel, true))
     }
 
-    fn expire(&self) {
+    /// Puts a message another broker placed at `seq` into a ring from [`MemoryBroker::adopt`],
+    /// published `age` ago. One at or before the ring's newest is a repeat and is ignored (false).
+    /// One past the next position means the messages in between could not be had: the ring
+    /// starts again at it, and subscribers still before it are behind the history (they are
+    /// closed with their cursor and get a gap notice when they resume).
+    pub fn insert(
+        &self,
+        channel: &Arc<Channel>,
+        seq: u64,
+        event: Option<&str>,
+        payload: Payload,
+        age: Duration,
+    ) -> bool {
+        let Some(message) = channel.insert(seq, event, payload, age) else { return false };
+        self.appended(channel, &message);
+        true
+    }
+
+    /// Moves a ring from [`MemoryBroker::adopt`] on to `seq` when the messages up to it cannot be
+    /// had (trimmed from the other broker's history): the ring empties, and subscribers still
+    /// before `seq` are behind the history (closed with their cursor, a gap when they resume).
+    pub fn skip_to(&self, channel: &Arc<Channel>, seq: u64) {
+        channel.skip_to(seq);
+    }
+
+    /// Every channel held here now.
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        self.channels.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Drops expired history everywhere, and the channels for which `drop_channel` says so (the
+    /// map's reference is the only one left when it is asked); returns the dropped ones.
+    fn expire_where(&self, drop_channel: impl Fn(&Arc<Channel>) -> bool) -> Vec<Arc<Channel>> {
         let channels: Vec<Arc<Channel>> =
             self.channels.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         for channel in &channels {
@@ -361,16 +500,18 @@ impl Broker for MemoryBroker {
             self.compact_stripe(index, &mut entries);
             stripe.publish_front(&entries);
         }
-        // A channel that keeps no history and that nobody holds (no subscriber, no waiting long
-        // poll: the map's is the only reference, and no new one can be taken from the map while
-        // it is locked for writing) has nothing to give anyone: it goes, so channels cost memory
-        // only while they hold messages or listeners. One that was never published to is kept
-        // for a grace period, for a subscriber about to publish or a long poll between requests.
+        let mut dropped = Vec::new();
         let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
         channels.retain(|_, channel| {
-            Arc::strong_count(channel) > 1
-                || !channel.holds_no_history()
-                || (channel.is_unused() && channel.created.elapsed() < UNUSED_CHANNEL_GRACE)
+            // Held (a subscriber, a waiting long poll): no new reference can be taken from the
+            // map while it is locked for writing, so the count cannot rise under us.
+            let held = Arc::strong_count(channel) > 1;
+            channel.note_held(held);
+            if held || !drop_channel(channel) {
+                return true;
+            }
+            dropped.push(channel.clone());
+            false
         });
         // Give the table's room back once it is mostly empty (after a burst of channels expired),
         // keeping twice what is left so the next creations do not rehash at once. `shrink_to(k)`
@@ -379,6 +520,80 @@ impl Broker for MemoryBroker {
         if channels.capacity() > 2 * keep {
             channels.shrink_to(keep);
         }
+        dropped
+    }
+
+    /// For a network broker's local rings: drops expired history, and the rings nobody has held
+    /// for `unheld` expiry rounds (their history stays in the broker); returns the dropped ones.
+    pub fn expire_unheld(&self, unheld: u32) -> Vec<Arc<Channel>> {
+        self.expire_where(|channel| channel.unheld_rounds() >= unheld)
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish(
+        &self,
+        name: &str,
+        event: Option<&str>,
+        payload: Payload,
+    ) -> BrokerFuture<Result<Published, ChannelError>> {
+        let published = MemoryBroker::publish(self, name, event, payload).map(|appended| Published {
+            position: appended.message.position,
+            id: String::from_utf8_lossy(&appended.message.cursor).into_owned(),
+            subscribers: appended.channel.subscribers.load(Ordering::Relaxed),
+        });
+        Box::pin(std::future::ready(published))
+    }
+
+    fn ready(&self, name: &str) -> Option<Result<Arc<Channel>, ChannelError>> {
+        Some(self.channel_or_create(name))
+    }
+
+    fn open(&self, name: &str) -> BrokerFuture<Result<Arc<Channel>, ChannelError>> {
+        Box::pin(std::future::ready(self.channel_or_create(name)))
+    }
+
+    fn channel(&self, name: &str) -> Option<Arc<Channel>> {
+        MemoryBroker::channel(self, name)
+    }
+
+    fn info(&self, name: &str) -> BrokerFuture<Result<Option<ChannelInfo>, ChannelError>> {
+        let info = MemoryBroker::channel(self, name).map(|channel| {
+            let (messages, first, last) = channel.info();
+            let at = |seq| (messages > 0).then_some(Position { epoch: channel.epoch, seq });
+            ChannelInfo {
+                subscribers: channel.subscribers.load(Ordering::Relaxed),
+                messages: messages as u64,
+                first: at(first),
+                last: at(last),
+            }
+        });
+        Box::pin(std::future::ready(Ok(info)))
+    }
+
+    fn delete(&self, name: &str) -> BrokerFuture<Result<Option<u64>, ChannelError>> {
+        // Counted before the delete: the push shards start closing subscribers at once.
+        let subscribers = MemoryBroker::channel(self, name).map(|c| c.subscribers.load(Ordering::Relaxed));
+        let deleted = MemoryBroker::delete(self, name).and(subscribers);
+        Box::pin(std::future::ready(Ok(deleted)))
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn add_listener(&self, listener: Arc<dyn PublishListener>) {
+        self.listeners.write().unwrap_or_else(|e| e.into_inner()).push(listener);
+    }
+
+    fn expire(&self) {
+        // A channel that keeps no history and that nobody holds has nothing to give anyone: it
+        // goes, so channels cost memory only while they hold messages or listeners. One that was
+        // never published to is kept for a grace period, for a subscriber about to publish or a
+        // long poll between requests.
+        self.expire_where(|channel| {
+            channel.holds_no_history() && !(channel.is_unused() && channel.created.elapsed() < UNUSED_CHANNEL_GRACE)
+        });
     }
 
     fn channel_count(&self) -> usize {

@@ -102,6 +102,11 @@ pub struct Channel {
     /// the publish sees the bit or the shard's read sees the message.
     pub subscriber_shards: AtomicU64,
     deleted: AtomicBool,
+    /// Deleted because the broker lost its history (a network broker's new epoch), not by a
+    /// `DELETE`: subscribers are told `history_lost` and resume into the new epoch with a gap.
+    reset: AtomicBool,
+    /// Consecutive expiry rounds nobody held it (a network broker drops rings unheld a while).
+    unheld_rounds: std::sync::atomic::AtomicU32,
     /// When the channel was created (a never-published channel is dropped after a while).
     pub created: Instant,
 }
@@ -151,6 +156,8 @@ impl Channel {
             subscribers: AtomicU64::new(0),
             subscriber_shards: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
+            unheld_rounds: Default::default(),
             created: Instant::now(),
         }
     }
@@ -173,19 +180,73 @@ impl Channel {
         message.place(position, Instant::now());
         let message = Arc::new(message);
         history.last_seq = position.seq;
+        self.push(&mut history, message.clone(), Instant::now());
+        drop(history);
+        self.waiters.notify_waiters();
+        message
+    }
+
+    /// Starts an empty ring after `seq` (a network broker's newest message when the ring opens).
+    pub(crate) fn start_after(&self, seq: u64) {
+        self.lock().last_seq = seq;
+    }
+
+    /// Puts a message that another broker placed at `seq` and that was published `age` ago:
+    /// `None` for a repeat (at or before the newest); past the next position, the ring starts
+    /// again at it (what lay between could not be had).
+    pub(crate) fn insert(
+        &self,
+        seq: u64,
+        event: Option<&str>,
+        payload: Payload,
+        age: Duration,
+    ) -> Option<Arc<Message>> {
+        let mut message = Message::encode(self.name.clone(), event, payload);
+        let mut history = self.lock();
+        if seq <= history.last_seq {
+            return None;
+        }
+        if seq > history.last_seq + 1 {
+            while !history.messages.is_empty() {
+                self.pop_oldest(&mut history);
+            }
+        }
+        let now = Instant::now();
+        message.place(Position { epoch: self.epoch, seq }, now.checked_sub(age).unwrap_or(now));
+        let message = Arc::new(message);
+        history.last_seq = seq;
+        self.push(&mut history, message.clone(), now);
+        drop(history);
+        self.waiters.notify_waiters();
+        Some(message)
+    }
+
+    /// Empties the ring and moves its newest position on to `seq` (if it is ahead).
+    pub(crate) fn skip_to(&self, seq: u64) {
+        let mut history = self.lock();
+        if seq <= history.last_seq {
+            return;
+        }
+        while !history.messages.is_empty() {
+            self.pop_oldest(&mut history);
+        }
+        history.last_seq = seq;
+        drop(history);
+        self.waiters.notify_waiters();
+    }
+
+    /// Adds a placed message at the ring's end, counts it, and trims.
+    fn push(&self, history: &mut History, message: Arc<Message>, now: Instant) {
         let size = message.size() as u64;
         history.bytes += size;
         self.totals.history_bytes.fetch_add(size, Ordering::Relaxed);
         self.totals.messages.fetch_add(1, Ordering::Relaxed);
         self.stripe_messages().fetch_add(1, Ordering::Relaxed);
         let ring_before = history.ring_bytes();
-        history.messages.push_back(message.clone());
+        history.messages.push_back(message);
         // The ring's buffer only grows here (and is released in `expire`): count what it took.
         self.totals.channel_bytes.fetch_add(history.ring_bytes() - ring_before, Ordering::Relaxed);
-        self.trim(&mut history, Instant::now());
-        drop(history);
-        self.waiters.notify_waiters();
-        message
+        self.trim(history, now);
     }
 
     /// Drops messages beyond the count bound or older than the age bound.
@@ -299,6 +360,33 @@ impl Channel {
     /// Whether the channel was deleted (its subscribers get a final notice and close).
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Whether it was dropped because the broker lost its history (see [`MemoryBroker::adopt`]):
+    /// its subscribers resume into the channel's new epoch, with a gap.
+    ///
+    /// [`MemoryBroker::adopt`]: crate::MemoryBroker::adopt
+    pub fn was_reset(&self) -> bool {
+        self.reset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_reset(&self) {
+        self.reset.store(true, Ordering::Release);
+        self.mark_deleted();
+    }
+
+    /// Records whether an expiry round found it held.
+    pub(crate) fn note_held(&self, held: bool) {
+        if held {
+            self.unheld_rounds.store(0, Ordering::Relaxed);
+        } else {
+            self.unheld_rounds.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Consecutive expiry rounds that found it unheld.
+    pub(crate) fn unheld_rounds(&self) -> u32 {
+        self.unheld_rounds.load(Ordering::Relaxed)
     }
 
     pub(crate) fn mark_deleted(&self) {

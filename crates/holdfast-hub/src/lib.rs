@@ -17,7 +17,10 @@ pub mod cursor;
 pub mod message;
 pub mod name;
 
-pub use broker::{Broker, ChannelError, HistoryLimits, MemoryBroker, PublishListener, Published};
+pub use broker::{
+    ready_now, Appended, Broker, BrokerFuture, ChannelError, ChannelInfo, HistoryLimits, MemoryBroker, PublishListener,
+    Published,
+};
 pub use channel::{Channel, Gap, Position, ReadFrom};
 pub use cursor::{Cursor, CursorError};
 pub use message::{Message, Payload};

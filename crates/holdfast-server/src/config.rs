@@ -72,6 +72,9 @@ pub struct Config {
     pub history_max_bytes: u64,
     /// Channels held at once; creating one more is refused (503).
     pub max_channels: usize,
+    /// Where messages are ordered and kept: `memory` (this process), or a Redis URL
+    /// (`redis://host:port/db`, `redis+cluster://host:port,host:port`) that several nodes share.
+    pub broker: String,
     /// How far (in bytes) a streaming subscriber may fall behind before it is cut (`slow_consumer`).
     pub max_pending_bytes: u64,
     /// Origins allowed by CORS: empty = none, `*` = any, else the listed origins.
@@ -231,6 +234,7 @@ impl Default for Config {
             history_seconds: Duration::ZERO,
             history_max_bytes: 0,
             max_channels: 0,
+            broker: String::new(),
             max_pending_bytes: 0,
             cors_origins: Vec::new(),
             heartbeat_timeout: Duration::ZERO,
@@ -376,6 +380,12 @@ pub const KEYS: &[Key] = &[
     key!(history_seconds, "3600", parse_duration, "age after which a message leaves the history"),
     key!(history_max_bytes, "256MiB", parse_size_u64, "bytes of history kept over all channels"),
     key!(max_channels, "1000000", parse_count_usize, "channels held at once (503 for a new one above)"),
+    key!(
+        broker,
+        "memory",
+        parse_broker,
+        "memory (this process), or redis://host:port/db or redis+cluster://host:port,host:port shared by several nodes"
+    ),
     key!(max_pending_bytes, "1MiB", parse_size_u64, "how far a streaming subscriber may fall behind before it is cut"),
     key!(cors_origins, "", parse_origins, "CORS origins allowed: empty = none, * = any, or a list of origins"),
     key!(heartbeat_timeout, "60s", parse_duration, "WebSocket: close a peer silent (no pong, no frame) for this long"),
@@ -458,6 +468,16 @@ fn parse_origins(value: &str) -> Result<Vec<String>, String> {
     match origins.iter().find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))) {
         Some(bad) => Err(format!("has {bad:?}, which is not * or an origin like https://example.com")),
         None => Ok(origins),
+    }
+}
+
+fn parse_broker(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let known = ["redis://", "redis+cluster://", "redis-cluster://"];
+    if value == "memory" || known.iter().any(|scheme| value.starts_with(scheme)) {
+        Ok(value.to_string())
+    } else {
+        Err("is not memory or a redis://, redis+cluster:// URL".to_string())
     }
 }
 

@@ -81,7 +81,10 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 pub(crate) struct Server {
     pub config: Config,
     pub limits: Limits,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
+    /// The runtime, for what a push shard hands off (a publish or subscribe op that must wait
+    /// on a network broker).
+    pub runtime: tokio::runtime::Handle,
     /// Open connections allowed; beyond it new ones get 503.
     pub max_connections: usize,
     /// Set once a graceful shutdown begins: no new keep-alive, idle connections close.
@@ -110,14 +113,21 @@ impl Server {
             }
         };
         let (parking, poll) = park::ParkingLot::new()?;
-        let broker: Arc<dyn Broker> = Arc::new(
-            MemoryBroker::new(HistoryLimits {
-                messages: config.history_messages,
-                max_age: config.history_seconds,
-                max_bytes: config.history_max_bytes,
-            })
-            .with_max_channels(config.max_channels),
-        );
+        let limits = HistoryLimits {
+            messages: config.history_messages,
+            max_age: config.history_seconds,
+            max_bytes: config.history_max_bytes,
+        };
+        let broker: Arc<dyn Broker> = if config.broker == "memory" || config.broker.is_empty() {
+            Arc::new(MemoryBroker::new(limits).with_max_channels(config.max_channels))
+        } else {
+            let redis =
+                holdfast_redis::RedisConfig { url: config.broker.clone(), limits, max_channels: config.max_channels };
+            Arc::new(
+                holdfast_redis::RedisBroker::connect(redis)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("broker: {e}")))?,
+            )
+        };
         let (push, push_polls) = push::PushHub::new(config.push_shards())?;
         let server = Arc::new(Server {
             push: Arc::new(push),
@@ -125,7 +135,8 @@ impl Server {
             limits: config.limits(),
             parking,
             config,
-            stats: Stats::default(),
+            stats: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
             max_connections,
             draining: AtomicBool::new(false),
             drain_started: Notify::new(),

@@ -1,8 +1,10 @@
 //! `/pub/{channel}`: publish (POST), channel info (GET), delete (DELETE); and the one publish
 //! path that the WebSocket `publish` op shares ([`publish_message`]).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use holdfast_hub::{Broker, Payload, Published};
+use holdfast_hub::{Broker, BrokerFuture, Payload, Position, Published};
 use holdfast_proto::http1::RequestHead;
 
 use crate::query::{self, percent_decode};
@@ -43,14 +45,15 @@ fn is_json(head: &RequestHead) -> bool {
 
 /// Publishes one message: the one path for `POST /pub/{channel}` and the WebSocket `publish` op.
 /// Checks the channel name, the event type (`[A-Za-z0-9_.:-]{1,64}`) and, for a JSON payload,
-/// that it is valid JSON.
+/// that it is valid JSON, then hands it to the broker: what comes back is the broker's answer to
+/// await (ready at once for the memory broker). Counted as published once the broker took it.
 pub(crate) fn publish_message(
     broker: &dyn Broker,
-    stats: &Stats,
+    stats: &Arc<Stats>,
     channel: &str,
     event: Option<&str>,
     payload: Payload,
-) -> Result<Published, Refusal> {
+) -> Result<BrokerFuture<Result<Published, Refusal>>, Refusal> {
     holdfast_hub::validate_channel_name(channel)
         .map_err(|e| Refusal::bad("bad_channel", format!("{e}: {channel:?}")))?;
     if let Some(event) = event {
@@ -65,72 +68,69 @@ pub(crate) fn publish_message(
         serde_json::from_slice::<serde::de::IgnoredAny>(&payload.bytes)
             .map_err(|e| Refusal::bad("bad_json", format!("the body is declared JSON but is not: {e}")))?;
     }
-    let published = broker.publish(channel, event, payload)?;
-    stats.published();
-    Ok(published)
+    let published = broker.publish(channel, event, payload);
+    let stats = stats.clone();
+    Ok(Box::pin(async move {
+        let published = published.await?;
+        stats.published();
+        Ok(published)
+    }))
 }
 
-pub(crate) fn publish(head: &RequestHead, body: Bytes, broker: &dyn Broker, stats: &Stats) -> Response {
+pub(crate) async fn publish(head: &RequestHead, body: Bytes, broker: &dyn Broker, stats: &Arc<Stats>) -> Response {
     let result = channel_name(head).and_then(|name| Ok((name, event_type(head)?)));
     let (name, event) = match result {
         Ok(parts) => parts,
         Err(response) => return response,
     };
     let payload = if is_json(head) { Payload::json(body) } else { Payload::text(body) };
-    match publish_message(broker, stats, &name, event.as_deref(), payload) {
-        Ok(published) => {
-            let subscribers = published.channel.subscribers.load(std::sync::atomic::Ordering::Relaxed);
-            Response::json(
-                200,
-                &serde_json::json!({
-                    "id": String::from_utf8_lossy(&published.message.cursor),
-                    "channel": name,
-                    "subscribers": subscribers,
-                }),
-            )
-        }
+    let published = match publish_message(broker, stats, &name, event.as_deref(), payload) {
+        Ok(published) => published.await,
+        Err(refusal) => Err(refusal),
+    };
+    match published {
+        Ok(published) => Response::json(
+            200,
+            &serde_json::json!({ "id": published.id, "channel": name, "subscribers": published.subscribers }),
+        ),
         Err(refusal) => refusal.response(),
     }
 }
 
-pub(crate) fn info(head: &RequestHead, broker: &dyn Broker) -> Response {
+pub(crate) async fn info(head: &RequestHead, broker: &dyn Broker) -> Response {
     let name = match channel_name(head) {
         Ok(name) => name,
         Err(response) => return response,
     };
-    let Some(channel) = broker.channel(&name) else {
-        return Response::error(404, "no_channel", &format!("channel {name:?} does not exist"));
+    let info = match broker.info(&name).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Response::error(404, "no_channel", &format!("channel {name:?} does not exist")),
+        Err(error) => return Refusal::from(error).response(),
     };
-    let (messages, first_seq, last_seq) = channel.info();
-    let id = |seq: u64| {
-        (messages > 0).then(|| {
-            holdfast_hub::Cursor::new([(&*channel.name, holdfast_hub::Position { epoch: channel.epoch, seq })]).encode()
-        })
-    };
+    let id = |position: Option<Position>| position.map(|p| holdfast_hub::Cursor::new([(name.as_str(), p)]).encode());
     Response::json(
         200,
         &serde_json::json!({
             "channel": name,
-            "subscribers": channel.subscribers.load(std::sync::atomic::Ordering::Relaxed),
-            "messages": messages,
-            "first_id": id(first_seq),
-            "last_id": id(last_seq),
+            "subscribers": info.subscribers,
+            "messages": info.messages,
+            "first_id": id(info.first),
+            "last_id": id(info.last),
         }),
     )
     .with_header("Cache-Control", "no-store")
 }
 
-pub(crate) fn delete(head: &RequestHead, broker: &dyn Broker) -> Response {
+pub(crate) async fn delete(head: &RequestHead, broker: &dyn Broker) -> Response {
     let name = match channel_name(head) {
         Ok(name) => name,
         Err(response) => return response,
     };
-    // Counted before the delete: the push shards start closing subscribers at once.
-    let subscribers = broker.channel(&name).map(|c| c.subscribers.load(std::sync::atomic::Ordering::Relaxed));
-    match (broker.delete(&name), subscribers) {
-        (Some(_), Some(subscribers)) => {
+    match broker.delete(&name).await {
+        Ok(Some(subscribers)) => {
             Response::json(200, &serde_json::json!({ "channel": name, "deleted": true, "subscribers": subscribers }))
         }
-        _ => Response::error(404, "no_channel", &format!("channel {name:?} does not exist")),
+        Ok(None) => Response::error(404, "no_channel", &format!("channel {name:?} does not exist")),
+        Err(error) => Refusal::from(error).response(),
     }
 }

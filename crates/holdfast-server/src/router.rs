@@ -92,21 +92,22 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
     }
 }
 
-pub(crate) fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Server) -> Response {
+pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Server) -> Response {
     match route {
         Route::Healthz => Response::new(200, "text/plain; charset=utf-8", &b"ok\n"[..]),
         Route::AdminStats => admin_stats(server),
         Route::Metrics => crate::metrics::render(server),
         Route::Echo => Response::new(200, "application/octet-stream", body),
         Route::Publish => cors::decorate(
-            publish::publish(head, body, &*server.broker, &server.stats),
+            publish::publish(head, body, &*server.broker, &server.stats).await,
             cors::allowed_origin(head, &server.config).as_deref(),
         ),
-        Route::ChannelInfo => {
-            cors::decorate(publish::info(head, &*server.broker), cors::allowed_origin(head, &server.config).as_deref())
-        }
+        Route::ChannelInfo => cors::decorate(
+            publish::info(head, &*server.broker).await,
+            cors::allowed_origin(head, &server.config).as_deref(),
+        ),
         Route::DeleteChannel => cors::decorate(
-            publish::delete(head, &*server.broker),
+            publish::delete(head, &*server.broker).await,
             cors::allowed_origin(head, &server.config).as_deref(),
         ),
         Route::Preflight => cors::preflight(head, &server.config),
@@ -203,6 +204,7 @@ fn admin_stats(server: &Server) -> Response {
             "requests_reused": snap.requests_reused,
             "closed": closed,
             "subscribers": subscribers,
+            "broker": server.broker.kind(),
             "channels": server.broker.channel_count(),
             "channel_bytes": server.broker.channel_bytes(),
             "history_bytes": server.broker.history_bytes(),

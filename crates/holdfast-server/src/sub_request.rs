@@ -3,6 +3,7 @@
 //! history and resume"). A leaf: the connection loop and the push shards (which serve a long-poll
 //! client's next poll themselves) both parse requests with it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_proto::http1::RequestHead;
@@ -11,7 +12,7 @@ use crate::config::Config;
 use crate::query::{self, percent_decode};
 use crate::response::Response;
 use crate::subscription::{self, Positions, Refusal};
-use holdfast_hub::{Broker, Gap};
+use holdfast_hub::{Broker, Channel, Cursor, Gap};
 
 /// How a subscriber wants messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,11 +44,58 @@ pub(crate) struct Subscription {
     pub heartbeat: Duration,
 }
 
-/// Parses `GET /sub/…`; a refusal is a ready 400 (or 501, 503) response.
+/// A subscription request before its channels are opened.
+pub(crate) struct Request {
+    pub transport: Transport,
+    names: Vec<String>,
+    cursor: Option<Cursor>,
+    history: Option<u64>,
+    origin: Option<String>,
+    heartbeat: Duration,
+}
+
+impl Request {
+    fn names(&self) -> Vec<&str> {
+        self.names.iter().map(String::as_str).collect()
+    }
+
+    /// The subscription, its channels opened.
+    fn resolve(self, channels: Vec<Arc<Channel>>) -> Subscription {
+        let (positions, gaps) = subscription::start(channels, self.cursor.as_ref(), self.history);
+        Subscription { transport: self.transport, positions, gaps, origin: self.origin, heartbeat: self.heartbeat }
+    }
+}
+
+/// Parses `GET /sub/…` and opens its channels (a network broker may need a round trip for
+/// that); a refusal is a ready 400 (or 501, 503) response.
+pub(crate) async fn parse(head: &RequestHead, broker: &dyn Broker, config: &Config) -> Result<Subscription, Response> {
+    let request = parse_request(head, config)?;
+    let channels = subscription::open(broker, &request.names()).await.map_err(|r| r.response())?;
+    Ok(request.resolve(channels))
+}
+
+/// [`parse`] without waiting: `None` when a channel must be opened first (a shard thread then
+/// hands the request to the runtime).
+pub(crate) fn parse_ready(
+    head: &RequestHead,
+    broker: &dyn Broker,
+    config: &Config,
+) -> Option<Result<Subscription, Response>> {
+    let request = match parse_request(head, config) {
+        Ok(request) => request,
+        Err(response) => return Some(Err(response)),
+    };
+    Some(match subscription::ready(broker, &request.names())? {
+        Ok(channels) => Ok(request.resolve(channels)),
+        Err(refusal) => Err(refusal.response()),
+    })
+}
+
+/// Reads what `GET /sub/…` asks for; a refusal is a ready 400 (or 501) response.
 ///
 /// A WebSocket may name no channel (`GET /sub` with `Upgrade: websocket`) and subscribe later
 /// with ops; every other transport needs at least one.
-pub(crate) fn parse(head: &RequestHead, broker: &dyn Broker, config: &Config) -> Result<Subscription, Response> {
+fn parse_request(head: &RequestHead, config: &Config) -> Result<Request, Response> {
     let bad = |code: &'static str, reason: String| Refusal::bad(code, reason).response();
     let list = head.path().strip_prefix("/sub").unwrap_or("");
     let list = list.strip_prefix('/').unwrap_or(list);
@@ -68,7 +116,8 @@ pub(crate) fn parse(head: &RequestHead, broker: &dyn Broker, config: &Config) ->
     let names = if list.is_empty() && matches!(transport, Transport::WebSocket { .. }) {
         Vec::new()
     } else {
-        subscription::new_channel_names(list.split(','), &[]).map_err(|r| r.response())?
+        let names = subscription::new_channel_names(list.split(','), &[]).map_err(|r| r.response())?;
+        names.into_iter().map(str::to_string).collect()
     };
 
     // DESIGN: the Last-Event-ID header (sent by browsers on reconnect) wins over ?cursor=.
@@ -88,8 +137,7 @@ pub(crate) fn parse(head: &RequestHead, broker: &dyn Broker, config: &Config) ->
         Some(asked) => heartbeat_asked(&asked, config).map_err(|reason| bad("bad_heartbeat", reason))?,
         None => config.heartbeat_interval,
     };
-    let (positions, gaps) = subscription::start(broker, &names, cursor.as_ref(), history).map_err(|r| r.response())?;
-    Ok(Subscription { transport, positions, gaps, origin: crate::cors::allowed_origin(head, config), heartbeat })
+    Ok(Request { transport, names, cursor, history, origin: crate::cors::allowed_origin(head, config), heartbeat })
 }
 
 /// `?heartbeat=SECONDS` (a number, fractions allowed), clamped to `[heartbeat_min,

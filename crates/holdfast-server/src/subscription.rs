@@ -54,11 +54,11 @@ impl Refusal {
 impl From<ChannelError> for Refusal {
     /// A channel that could not be found or created: a bad name is the client's fault (400);
     /// `max_channels` reached is temporary (503, retry in a second: channels that hold nothing
-    /// are dropped every second).
+    /// are dropped every second), and so is an unreachable broker (503).
     fn from(error: ChannelError) -> Refusal {
         let status = match error {
             ChannelError::Name(_) => 400,
-            ChannelError::TooManyChannels(_) => 503,
+            ChannelError::TooManyChannels(_) | ChannelError::Unavailable(_) => 503,
         };
         Refusal { status, code: error.label(), reason: error.to_string() }
     }
@@ -94,20 +94,46 @@ pub(crate) fn parse_cursor(text: &str) -> Result<Cursor, Refusal> {
     Cursor::decode(text).map_err(|e| Refusal::bad("bad_cursor", e.to_string()))
 }
 
-/// Where each of `names` starts for a subscriber that resumes from `cursor` (for the channels it
-/// names) or else replays the last `history` messages (or starts now); the gaps to tell it about
-/// come with them. Creates the channels that do not exist yet.
+/// The channels `names` as held here, when every one is ready without a round trip to the broker
+/// (always, for the memory broker); `None` when one must be opened first ([`open`]), which the
+/// caller does off a shard thread. A refused name or `max_channels` is an answer.
+pub(crate) fn ready(broker: &dyn Broker, names: &[&str]) -> Option<Result<Vec<Arc<Channel>>, Refusal>> {
+    let mut channels = Vec::with_capacity(names.len());
+    for name in names {
+        match broker.ready(name)? {
+            Ok(channel) => channels.push(channel),
+            Err(error) => return Some(Err(error.into())),
+        }
+    }
+    Some(Ok(channels))
+}
+
+/// The channels `names`, opened (created) where needed: a network broker loads what it keeps of
+/// their history into the local rings first, so a cursor from another node resumes here.
+pub(crate) async fn open(broker: &dyn Broker, names: &[&str]) -> Result<Vec<Arc<Channel>>, Refusal> {
+    let mut channels = Vec::with_capacity(names.len());
+    for name in names {
+        let channel = match broker.ready(name) {
+            Some(ready) => ready?,
+            None => broker.open(name).await?,
+        };
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// Where each of `channels` starts for a subscriber that resumes from `cursor` (for the channels
+/// it names) or else replays the last `history` messages (or starts now); the gaps to tell it
+/// about come with them.
 pub(crate) fn start(
-    broker: &dyn Broker,
-    names: &[&str],
+    channels: Vec<Arc<Channel>>,
     cursor: Option<&Cursor>,
     history: Option<u64>,
-) -> Result<(Positions, Vec<Gap>), Refusal> {
-    let mut positions = Vec::with_capacity(names.len());
+) -> (Positions, Vec<Gap>) {
+    let mut positions = Vec::with_capacity(channels.len());
     let mut gaps = Vec::new();
-    for name in names {
-        let channel = broker.channel_or_create(name)?;
-        let from = match (cursor.and_then(|c| c.position(name)), history) {
+    for channel in channels {
+        let from = match (cursor.and_then(|c| c.position(&channel.name)), history) {
             (Some(position), _) => ReadFrom::After(position),
             (None, Some(n)) => ReadFrom::Last(n),
             (None, None) => ReadFrom::Now,
@@ -116,7 +142,7 @@ pub(crate) fn start(
         gaps.extend(gap);
         positions.push((channel, start));
     }
-    Ok((positions, gaps))
+    (positions, gaps)
 }
 
 /// The cursor for these positions: what a subscriber hands back to resume exactly here.
@@ -167,13 +193,24 @@ mod tests {
         })
     }
 
+    /// Opens (the memory broker never waits) and starts.
+    fn start_on(
+        b: &MemoryBroker,
+        names: &[&str],
+        cursor: Option<&Cursor>,
+        history: Option<u64>,
+    ) -> Result<(Positions, Vec<Gap>), Refusal> {
+        let channels = ready(b, names).expect("the memory broker is always ready")?;
+        Ok(start(channels, cursor, history))
+    }
+
     #[test]
     fn names_are_validated_deduplicated_and_capped_with_what_is_held() {
         assert_eq!(new_channel_names(["a", "b", "a"], &[]).unwrap(), vec!["a", "b"]);
         assert_eq!(new_channel_names(["a", "bad name"], &[]).unwrap_err().code, "bad_channel");
         let b = broker();
         let names: Vec<String> = (0..MAX_CHANNELS).map(|i| format!("c{i}")).collect();
-        let (held, _) = start(&b, &names.iter().map(String::as_str).collect::<Vec<_>>(), None, None).unwrap();
+        let (held, _) = start_on(&b, &names.iter().map(String::as_str).collect::<Vec<_>>(), None, None).unwrap();
         // Names already held cost nothing; one more is refused.
         let held: Vec<&str> = held.iter().map(|(c, _)| &*c.name).collect();
         assert!(new_channel_names(["c0", "c1"], &held).unwrap().is_empty());
@@ -190,12 +227,12 @@ mod tests {
         for i in 0..5 {
             b.publish("a", None, bytes::Bytes::from(format!("{i}")).into()).unwrap();
         }
-        let (now, gaps) = start(&b, &["a"], None, None).unwrap();
+        let (now, gaps) = start_on(&b, &["a"], None, None).unwrap();
         assert_eq!((now[0].1, gaps.len()), (5, 0));
-        let (replay, _) = start(&b, &["a"], None, Some(2)).unwrap();
+        let (replay, _) = start_on(&b, &["a"], None, Some(2)).unwrap();
         assert_eq!(replay[0].1, 3);
         let cursor = parse_cursor(&cursor_for(&[(replay[0].0.clone(), 4)])).unwrap();
-        let (resumed, _) = start(&b, &["a", "b"], Some(&cursor), Some(2)).unwrap();
+        let (resumed, _) = start_on(&b, &["a", "b"], Some(&cursor), Some(2)).unwrap();
         assert_eq!(
             resumed.iter().map(|(c, s)| (c.name.to_string(), *s)).collect::<Vec<_>>(),
             [("a".into(), 4), ("b".into(), 0)]

@@ -195,7 +195,7 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
             Subscribed::Ended(next) => return next,
         },
         Route::AdminConnections => router::admin_connections(server).await,
-        _ => router::respond(route, &head, body, server),
+        _ => router::respond(route, &head, body, server).await,
     };
     let persistence = Persistence::decide(
         head.version(),
@@ -244,7 +244,7 @@ async fn subscribe(
     buf: &mut BytesMut,
     served: u32,
 ) -> Subscribed {
-    let mut subscription = match transport::parse(head, &*server.broker, &server.config) {
+    let mut subscription = match transport::parse(head, &*server.broker, &server.config).await {
         Ok(subscription) => subscription,
         Err(refusal) => return Subscribed::Answer(refusal),
     };

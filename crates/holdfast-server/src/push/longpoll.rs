@@ -161,7 +161,7 @@ impl Shard {
             .and_then(Option::as_ref)
             .is_some_and(|sub| sub.longpoll.is_some_and(|reply| reply.answered().is_none()));
         let answer = match reason {
-            CloseReason::Shutdown | CloseReason::ChannelDeleted => Answer::Now,
+            CloseReason::Shutdown | CloseReason::ChannelDeleted | CloseReason::HistoryLost => Answer::Now,
             CloseReason::AdminDisconnect => Answer::NowAndClose,
             _ => return false,
         };
@@ -233,8 +233,10 @@ impl Shard {
             Ok(Some(head)) if is_plain_subscribe(&head) && !server.is_draining() => head,
             _ => return self.hand_to_runtime(server, index),
         };
-        let mut request = match crate::sub_request::parse(&head, &*server.broker, &server.config) {
-            Ok(request) if request.transport == crate::sub_request::Transport::LongPoll => request,
+        // A refusal, another transport, or a channel that a network broker must open first: the
+        // runtime serves it.
+        let mut request = match crate::sub_request::parse_ready(&head, &*server.broker, &server.config) {
+            Some(Ok(request)) if request.transport == crate::sub_request::Transport::LongPoll => request,
             _ => return self.hand_to_runtime(server, index),
         };
         // Take the head out of the socket (it is there: it was just peeked).

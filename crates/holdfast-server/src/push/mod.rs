@@ -92,6 +92,8 @@ struct Inbox {
     deleted: Vec<Arc<Channel>>,
     disconnect: Vec<Arc<Channel>>,
     queries: Vec<tokio::sync::oneshot::Sender<Vec<SubscriberInfo>>>,
+    /// WebSocket op answers that waited on a network broker: (slot, connection id, outcome).
+    deferred: Vec<(usize, u64, websocket::Deferred)>,
     draining: bool,
 }
 
@@ -401,6 +403,9 @@ impl Shard {
             for query in inbox.queries {
                 let _ = query.send(self.describe(Instant::now()));
             }
+            for (index, conn_id, outcome) in inbox.deferred {
+                self.resume_deferred(&server, index, conn_id, outcome);
+            }
             self.round_budget = ROUND_BUDGET;
             let mut cache = ReadCache::new();
             for (stream, conn, setup) in inbox.added.drain(..) {
@@ -420,10 +425,11 @@ impl Shard {
             for channel in inbox.deleted {
                 let started = (Instant::now(), thread_cpu_time());
                 let before = self.members_of(channel.id);
+                let reason = if channel.was_reset() { CloseReason::HistoryLost } else { CloseReason::ChannelDeleted };
                 self.for_each_member(channel.id, |shard, index| {
-                    shard.end(&server, index, CloseReason::ChannelDeleted, Some(&channel.name));
+                    shard.end(&server, index, reason, Some(&channel.name));
                 });
-                log_mass_close("channel deleted", &channel, self.id, before, started);
+                log_mass_close(reason.label(), &channel, self.id, before, started);
             }
             for channel in inbox.disconnect {
                 let started = (Instant::now(), thread_cpu_time());
@@ -518,13 +524,14 @@ impl Shard {
         }));
         let places: Box<[Place]> =
             setup.positions.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
-        let deleted = places.iter().find(|p| p.channel.is_deleted()).map(|p| p.channel.name.clone());
+        let deleted = places.iter().find(|p| p.channel.is_deleted()).map(|p| p.channel.clone());
         if let Some(sub) = self.slots[index].as_mut() {
             sub.places = places;
         }
-        // Deleted between its request and now: it missed the shard's notice.
-        if let Some(name) = deleted {
-            self.end(server, index, CloseReason::ChannelDeleted, Some(&name));
+        // Deleted (or reset) between its request and now: it missed the shard's notice.
+        if let Some(channel) = deleted {
+            let reason = if channel.was_reset() { CloseReason::HistoryLost } else { CloseReason::ChannelDeleted };
+            self.end(server, index, reason, Some(&channel.name));
             return None;
         }
         Some(index)
@@ -846,6 +853,7 @@ fn is_server_initiated(reason: CloseReason) -> bool {
             | CloseReason::SlowConsumer
             | CloseReason::SendTimeout
             | CloseReason::ChannelDeleted
+            | CloseReason::HistoryLost
             | CloseReason::AdminDisconnect
             | CloseReason::HeartbeatTimeout
             | CloseReason::Flooding

@@ -21,6 +21,7 @@
 //! | 4000 | `slow_consumer` (fell more than `max_pending_bytes` behind) or `send_timeout` | yes, with the last cursor |
 //! | 4001 | `channel_deleted` | not to that channel |
 //! | 4002 | `admin_disconnect` | yes, with the last cursor |
+//! | 4004 | `history_lost`: the broker lost the channel's history (new epoch) | yes, with the last cursor (a gap notice follows) |
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -112,6 +113,7 @@ pub(super) fn close_code(reason: CloseReason) -> (u16, &'static str) {
         CloseReason::Flooding => (close::POLICY_VIOLATION, "flooding"),
         CloseReason::ChannelDeleted => (4001, "channel_deleted"),
         CloseReason::AdminDisconnect => (4002, "admin_disconnect"),
+        CloseReason::HistoryLost => (4004, "history_lost"),
         _ => (close::NORMAL, ""),
     }
 }
@@ -245,7 +247,7 @@ impl Shard {
             Some("ping") => Ok(json!({"op": "pong"})),
             Some("subscribe") => self.subscribe(server, index, op),
             Some("unsubscribe") => channel_names(op).map(|names: Vec<String>| self.unsubscribe(index, &names)),
-            Some("publish") => publish(server, op),
+            Some("publish") => self.publish(server, index, op),
             Some(other) => Err(Refusal::bad(
                 "bad_op",
                 format!("unknown op {other:?}; use subscribe, unsubscribe, publish or ping"),
@@ -273,7 +275,25 @@ impl Shard {
         let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return Ok(Value::Null) };
         let held: Vec<&str> = sub.places.iter().map(|p| &*p.channel.name).collect();
         let new = subscription::new_channel_names(names.iter().map(String::as_str), &held)?;
-        let (added, gaps) = subscription::start(&*server.broker, &new, cursor.as_ref(), history)?;
+        let channels = match subscription::ready(&*server.broker, &new) {
+            Some(ready) => ready?,
+            None => {
+                // A network broker must open a channel first: off this thread, then the op runs
+                // again here with the channels held (answered then).
+                let broker = server.broker.clone();
+                let names: Vec<String> = new.iter().map(|name| name.to_string()).collect();
+                let op = op.clone();
+                self.defer(server, index, async move {
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    match subscription::open(&*broker, &names).await {
+                        Ok(held) => Deferred::Retry { op, held },
+                        Err(refusal) => Deferred::Answer(refusal.op()),
+                    }
+                });
+                return Ok(Value::Null);
+            }
+        };
+        let (added, gaps) = subscription::start(channels, cursor.as_ref(), history);
         let added: Vec<_> = added.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Ok(Value::Null) };
         let mut places = std::mem::take(&mut sub.places).into_vec();
@@ -453,9 +473,70 @@ fn channel_names(op: &Value) -> Result<Vec<String>, Refusal> {
         .collect()
 }
 
+/// An op's answer that had to wait on a network broker, handed back to the shard.
+pub(super) enum Deferred {
+    /// The answer to send.
+    Answer(Value),
+    /// Run the op again: the channels it needs are open now (and held until it has run).
+    Retry { op: Value, held: Vec<std::sync::Arc<holdfast_hub::Channel>> },
+}
+
+impl Shard {
+    /// `{"op":"publish",…}`: answered at once when the broker answers at once (the memory
+    /// broker), else when it has (a network broker; other ops may be answered meanwhile).
+    fn publish(&mut self, server: &Server, index: usize, op: &Value) -> Result<Value, Refusal> {
+        let (channel, published) = publish(server, op)?;
+        match holdfast_hub::ready_now(published) {
+            Ok(published) => published.map(|p| published_op(&channel, &p)),
+            Err(later) => {
+                self.defer(server, index, async move {
+                    Deferred::Answer(later.await.map_or_else(|refusal| refusal.op(), |p| published_op(&channel, &p)))
+                });
+                Ok(Value::Null)
+            }
+        }
+    }
+
+    /// Runs `work` on the runtime and hands its outcome back to this shard for the connection in
+    /// slot `index` (dropped if that connection is gone by then).
+    fn defer(&self, server: &Server, index: usize, work: impl std::future::Future<Output = Deferred> + Send + 'static) {
+        let Some(conn_id) = self.slots.get(index).and_then(Option::as_ref).map(|s| s.conn.id) else { return };
+        let shard = self.shared.clone();
+        server.runtime.spawn(async move {
+            let outcome = work.await;
+            shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).deferred.push((index, conn_id, outcome));
+            let _ = shard.waker.wake();
+        });
+    }
+
+    /// Takes back what [`Shard::defer`] handed off.
+    pub(super) fn resume_deferred(&mut self, server: &Server, index: usize, conn_id: u64, outcome: Deferred) {
+        if self.slots.get(index).and_then(Option::as_ref).map(|s| s.conn.id) != Some(conn_id) {
+            return;
+        }
+        let answer = match outcome {
+            Deferred::Answer(answer) => answer,
+            Deferred::Retry { op, held } => {
+                let answer = self.op(server, index, &op);
+                drop(held);
+                answer
+            }
+        };
+        self.reply(server, index, &answer);
+    }
+}
+
+fn published_op(channel: &str, published: &holdfast_hub::Published) -> Value {
+    json!({"op": "published", "channel": channel, "id": published.id})
+}
+
 /// `{"op":"publish","channel":…,"data":"text"}`, or `"json":<value>` (or `"data"` that is not a
-/// string) for a JSON message; `"event"` as `?event=`. Only with `ws_client_publish`.
-fn publish(server: &Server, op: &Value) -> Result<Value, Refusal> {
+/// string) for a JSON message; `"event"` as `?event=`. Only with `ws_client_publish`. Checked
+/// here; what comes back is the channel and the broker's answer to await.
+fn publish(
+    server: &Server,
+    op: &Value,
+) -> Result<(String, holdfast_hub::BrokerFuture<Result<holdfast_hub::Published, Refusal>>), Refusal> {
     if !server.config.ws_client_publish {
         return Err(Refusal {
             status: 403,
@@ -477,7 +558,7 @@ fn publish(server: &Server, op: &Value) -> Result<Value, Refusal> {
         Some(_) => return Err(Refusal::bad("bad_event", "event must be a string")),
     };
     let published = crate::publish::publish_message(&*server.broker, &server.stats, channel, event, payload)?;
-    Ok(json!({"op": "published", "channel": channel, "id": String::from_utf8_lossy(&published.message.cursor)}))
+    Ok((channel.to_string(), published))
 }
 
 /// For the shard: the decoder limit and the early bytes of a new WebSocket subscriber.

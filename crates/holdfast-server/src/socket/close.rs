@@ -34,6 +34,9 @@ pub enum CloseReason {
     SlowConsumer,
     /// The channel was deleted (`DELETE /pub/{channel}`).
     ChannelDeleted,
+    /// The broker lost the channel's history (a Redis restarted without persistence): the
+    /// channel goes on in a new epoch, and the subscriber resumes into it with a gap notice.
+    HistoryLost,
     /// WebSocket: nothing from the peer within `heartbeat_timeout`.
     HeartbeatTimeout,
     /// WebSocket: the peer broke the protocol (closed with 1002/1007/1009).
@@ -49,7 +52,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in the order `/admin/stats` lists them.
-    pub const ALL: [CloseReason; 20] = [
+    pub const ALL: [CloseReason; 21] = [
         CloseReason::PeerClosed,
         CloseReason::PeerAborted,
         CloseReason::IdleTimeout,
@@ -65,6 +68,7 @@ impl CloseReason {
         CloseReason::IoError,
         CloseReason::SlowConsumer,
         CloseReason::ChannelDeleted,
+        CloseReason::HistoryLost,
         CloseReason::HeartbeatTimeout,
         CloseReason::ProtocolError,
         CloseReason::WsClosed,
@@ -90,6 +94,7 @@ impl CloseReason {
             CloseReason::IoError => "io_error",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::ChannelDeleted => "channel_deleted",
+            CloseReason::HistoryLost => "history_lost",
             CloseReason::AdminDisconnect => "admin_disconnect",
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::ProtocolError => "protocol_error",
