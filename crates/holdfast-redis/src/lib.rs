@@ -49,6 +49,10 @@ const COUNT_TTL: Duration = Duration::from_secs(15);
 const COUNT_REFRESH: Duration = Duration::from_secs(5);
 /// Longest a Redis round trip may take before the request is answered 503.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Notes one channel keeps while it is read back; past it they are dropped, and the first note
+/// after the read back finds the ring behind and reads back again (so none is lost, and a read
+/// back that takes long under a flood of notes costs bounded memory).
+const EARLY_MAX: usize = 4096;
 /// Notes queued between the Redis connection and the task that applies them; past it the task
 /// reads everything back from the streams instead.
 const NOTE_QUEUE: usize = 65_536;
@@ -101,13 +105,15 @@ struct Feed {
     /// A sync is under way: notes wait in `early` and are applied after it.
     busy: bool,
     early: Vec<Note>,
+    /// Notes were dropped past [`EARLY_MAX`]: read back again once this read back is done.
+    overflowed: bool,
     /// One sync of this channel at a time.
     sync: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Feed {
     fn new() -> Feed {
-        Feed { busy: true, early: Vec::new(), sync: Arc::default() }
+        Feed { busy: true, early: Vec::new(), overflowed: false, sync: Arc::default() }
     }
 }
 
@@ -278,7 +284,11 @@ impl Inner {
         let Some(name) = feeds.get_key_value(name).map(|(name, _)| name.clone()) else { return };
         let Some(feed) = feeds.get_mut(&name) else { return };
         if feed.busy {
-            feed.early.push(note);
+            if feed.early.len() < EARLY_MAX {
+                feed.early.push(note);
+            } else {
+                feed.overflowed = true;
+            }
             return;
         }
         if let Err(note) = self.apply(&name, note) {
@@ -435,7 +445,10 @@ impl Inner {
         }
         let early = std::mem::take(&mut feed.early);
         feed.busy = false;
-        {
+        if std::mem::take(&mut feed.overflowed) {
+            feed.busy = true;
+            self.spawn_sync(name.clone());
+        } else {
             let mut pending = early.into_iter();
             for note in pending.by_ref() {
                 if let Err(note) = self.apply(name, note) {
@@ -498,7 +511,7 @@ impl Inner {
         ];
         let answer: Vec<Value> =
             call(&self, self.scripts.publish.evalsha_with_reload(&self.client, scripts::keys(&name), args)).await?;
-        let number = |i: usize| answer.get(i).and_then(|v| v.as_u64());
+        let number = |i: usize| answer.get(i).and_then(note::number);
         let (Some(epoch), Some(seq), Some(subscribers)) = (number(0), number(1), number(2)) else {
             return Err(unavailable(&self, "unexpected answer to publish"));
         };
@@ -515,7 +528,7 @@ impl Inner {
         if answer.is_empty() {
             return Ok(None);
         }
-        let number = |i: usize| answer.get(i).and_then(|v| v.as_u64());
+        let number = |i: usize| answer.get(i).and_then(note::number);
         let first = answer.get(3).and_then(|v| v.as_string()).and_then(|id| note::entry_seq(&id));
         let (Some(epoch), Some(seq), Some(messages), Some(first), Some(subscribers)) =
             (number(0), number(1), number(2), first, number(4))
@@ -680,5 +693,34 @@ impl Broker for RedisBroker {
 
     fn history_bytes(&self) -> u64 {
         self.inner.local.history_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_seed_lists_are_written_as_fred_reads_them() {
+        let (config, clustered) = fred_config("redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003").unwrap();
+        assert!(clustered);
+        assert_eq!(config.server.hosts().len(), 3);
+        let (_, clustered) = fred_config("redis://127.0.0.1:6379/0").unwrap();
+        assert!(!clustered);
+        assert!(fred_config("redis://[bad").is_err());
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(shown_url("redis://user:secret@host:6379/0"), "redis://…@host:6379/0");
+        assert_eq!(shown_url("redis://host:6379/0"), "redis://host:6379/0");
+    }
+
+    #[test]
+    fn keys_share_the_channel_hash_tag() {
+        let keys = scripts::keys("room:1");
+        assert_eq!(keys, ["hf:{room:1}:m", "hf:{room:1}:s", "hf:{room:1}:n", "hf:{room:1}"]);
+        assert_eq!(scripts::channel_of(&scripts::topic("room:1")), Some("room:1"));
+        assert_eq!(scripts::channel_of("other"), None);
     }
 }

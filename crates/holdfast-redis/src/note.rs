@@ -41,6 +41,16 @@ fn event_of(field: &str) -> Option<String> {
     (field != NO_EVENT).then(|| field.to_string())
 }
 
+/// A number Redis answered as an integer or as a string of digits.
+pub(crate) fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Integer(n) => u64::try_from(*n).ok(),
+        Value::String(s) => s.parse().ok(),
+        Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
 /// The sequence number of a stream entry id (`<seq>-0`).
 pub(crate) fn entry_seq(id: &str) -> Option<u64> {
     id.split('-').next()?.parse().ok()
@@ -66,9 +76,9 @@ pub(crate) struct Opened {
 impl Opened {
     pub(crate) fn parse(answer: Vec<Value>) -> Option<Opened> {
         let mut answer = answer.into_iter();
-        let epoch = u32::try_from(answer.next()?.as_u64()?).ok()?;
-        let seq = answer.next()?.as_u64()?;
-        let now_ms = answer.next()?.as_u64()?;
+        let epoch = u32::try_from(number(&answer.next()?)?).ok()?;
+        let seq = number(&answer.next()?)?;
+        let now_ms = number(&answer.next()?)?;
         let entries = answer.next()?.into_array().into_iter().map(Entry::parse).collect::<Option<Vec<_>>>()?;
         Some(Opened { epoch, seq, now_ms, entries })
     }
@@ -86,10 +96,66 @@ impl Entry {
                 b"e" => event = event_of(&value.as_string()?),
                 b"d" => data = value.into_bytes()?,
                 b"j" => is_json = value.as_bytes()? == b"1",
-                b"t" => at_ms = value.as_u64()?,
+                b"t" => at_ms = number(&value)?,
                 _ => {}
             }
         }
         Some(Entry { seq, event, payload: Payload { bytes: data, is_json }, at_ms })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_read_back_as_the_publish_script_writes_them() {
+        let Some(Note::Message { epoch, seq, event, payload }) =
+            Note::parse(Bytes::from_static(b"M 77 12 1 tick\n{\"a\":\"b c\\nd\"}"))
+        else {
+            panic!("a message note");
+        };
+        assert_eq!((epoch, seq, event.as_deref()), (77, 12, Some("tick")));
+        assert!(payload.is_json);
+        assert_eq!(&payload.bytes[..], b"{\"a\":\"b c\\nd\"}", "the data is every byte after the first line");
+
+        let Some(Note::Message { event, payload, .. }) = Note::parse(Bytes::from_static(b"M 1 1 0 *\n\xff\n\x00"))
+        else {
+            panic!("a message note");
+        };
+        assert_eq!(event, None, "* is no event");
+        assert_eq!(&payload.bytes[..], b"\xff\n\x00");
+        assert!(matches!(Note::parse(Bytes::from_static(b"D")), Some(Note::Deleted)));
+        for foreign in [&b"hello"[..], b"M 1 x 0 *\n", b"M 1 2\n", b"X 1 2 0 *\nd"] {
+            assert!(Note::parse(Bytes::copy_from_slice(foreign)).is_none(), "{foreign:?}");
+        }
+    }
+
+    #[test]
+    fn entries_and_the_open_answer_read_back() {
+        let entry = |id: &str, fields: &[&str]| {
+            Value::Array(vec![
+                Value::from(id),
+                Value::Array(fields.iter().map(|f| Value::Bytes(Bytes::copy_from_slice(f.as_bytes()))).collect()),
+            ])
+        };
+        let answer = vec![
+            Value::from("3000000000"),
+            Value::Integer(9),
+            Value::Integer(1_700_000_000_123),
+            Value::Array(vec![
+                entry("8-0", &["e", "*", "d", "eight", "j", "0", "t", "1700000000000"]),
+                entry("9-0", &["e", "ev", "d", "[9]", "j", "1", "t", "1700000000100"]),
+            ]),
+        ];
+        let opened = Opened::parse(answer).expect("parsed");
+        assert_eq!((opened.epoch, opened.seq, opened.now_ms), (3_000_000_000, 9, 1_700_000_000_123));
+        let seqs: Vec<u64> = opened.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [8, 9]);
+        assert_eq!(opened.entries[0].event, None);
+        assert_eq!(&opened.entries[1].payload.bytes[..], b"[9]");
+        assert!(opened.entries[1].payload.is_json);
+        assert_eq!(opened.entries[1].at_ms, 1_700_000_000_100);
+        assert_eq!(entry_seq("42-0"), Some(42));
     }
 }

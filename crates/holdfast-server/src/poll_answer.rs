@@ -31,7 +31,7 @@ pub(crate) fn collect(positions: &mut Positions, gaps: &mut Vec<Gap>) -> Vec<(us
     messages
 }
 
-/// Whether a poll has something to say now: messages, gaps, or a deleted channel.
+/// Whether a poll has something to say now: messages, gaps, or a deleted (or reset) channel.
 pub(crate) fn is_due(positions: &Positions, gaps: &[Gap], messages: &[(usize, Arc<Message>)]) -> bool {
     !messages.is_empty() || !gaps.is_empty() || positions.iter().any(|(c, _)| c.is_deleted())
 }
@@ -66,8 +66,13 @@ pub(crate) fn render(
         body.extend_from_slice(gaps.join(",").as_bytes());
         body.push(b']');
     }
-    let deleted: Vec<String> =
-        positions.iter().filter(|(c, _)| c.is_deleted()).map(|(c, _)| format!("\"{}\"", c.name)).collect();
+    // A channel reset by its broker (history lost) is not deleted: the next poll, with this
+    // cursor, lands in its new epoch with a gap.
+    let deleted: Vec<String> = positions
+        .iter()
+        .filter(|(c, _)| c.is_deleted() && !c.was_reset())
+        .map(|(c, _)| format!("\"{}\"", c.name))
+        .collect();
     if !deleted.is_empty() {
         body.extend_from_slice(format!(",\"deleted\":[{}]", deleted.join(",")).as_bytes());
     }
