@@ -189,6 +189,10 @@ pub trait Broker: Send + Sync {
     fn add_listener(&self, listener: Arc<dyn PublishListener>);
     /// What kind of broker this is, for `/admin/stats` (`memory`, `redis`).
     fn kind(&self) -> &'static str;
+    /// Whether the broker can be reached now (a network broker's connections are up).
+    fn connected(&self) -> bool {
+        true
+    }
     /// Drops expired history everywhere, and the channels left holding nothing (called every
     /// second).
     fn expire(&self);

@@ -678,6 +678,10 @@ impl Broker for RedisBroker {
         "redis"
     }
 
+    fn connected(&self) -> bool {
+        self.inner.client.is_connected() && self.inner.subscriber.is_connected()
+    }
+
     fn expire(&self) {
         self.inner.local.expire_unheld(UNHELD_ROUNDS);
         self.inner.tend();

@@ -80,8 +80,8 @@ return {epoch, seq, subscribers(KEYS[3], now)}
 
 /// Open or catch up. KEYS: meta, stream. ARGV: epoch if new, ttl ms, the epoch the node holds
 /// (`0`: none), the last seq it holds, max entries. Returns {epoch, seq, now_ms, entries}: the
-/// entries after the node's seq when its epoch is current, else the newest `max` (the node's
-/// ring starts again in this epoch).
+/// newest `max` entries, only those after the node's seq when its epoch is current (a ring holds
+/// `max` at most: older ones would be trimmed at once), oldest first.
 pub(crate) fn open() -> String {
     format!(
         "{COMMON}{}",
@@ -95,14 +95,11 @@ if not epoch then
 else
   seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 end
-local entries
-if ARGV[3] == epoch then
-  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[4] .. '-0', '+', 'COUNT', ARGV[5])
-else
-  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[5])
-  local n = #entries
-  for i = 1, math.floor(n / 2) do entries[i], entries[n - i + 1] = entries[n - i + 1], entries[i] end
-end
+local oldest = '-'
+if ARGV[3] == epoch then oldest = '(' .. ARGV[4] .. '-0' end
+local entries = redis.call('XREVRANGE', KEYS[2], '+', oldest, 'COUNT', ARGV[5])
+local n = #entries
+for i = 1, math.floor(n / 2) do entries[i], entries[n - i + 1] = entries[n - i + 1], entries[i] end
 return {epoch, seq, now_ms(), entries}
 "#
     )

@@ -42,6 +42,12 @@ pub(crate) fn render(server: &Server) -> Response {
     metric("subscribers", "gauge", "Subscribers by transport (long polls: those being held).", &subscribers);
     metric("channels", "gauge", "Channels.", &[("", server.broker.channel_count() as u64)]);
     metric(
+        "broker_up",
+        "gauge",
+        "1 while the broker can be reached (always, for the memory broker; Redis connections up, for Redis).",
+        &[("", u64::from(server.broker.connected()))],
+    );
+    metric(
         "channel_bytes",
         "gauge",
         "Estimated bytes of channel structures, the channel map and the publish-order index (not histories).",

@@ -205,6 +205,7 @@ fn admin_stats(server: &Server) -> Response {
             "closed": closed,
             "subscribers": subscribers,
             "broker": server.broker.kind(),
+            "broker_connected": server.broker.connected(),
             "channels": server.broker.channel_count(),
             "channel_bytes": server.broker.channel_bytes(),
             "history_bytes": server.broker.history_bytes(),
