@@ -55,7 +55,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const EARLY_MAX: usize = 4096;
 /// Notes queued between the Redis connection and the task that applies them; past it the task
 /// reads everything back from the streams instead.
-const NOTE_QUEUE: usize = 65_536;
+const NOTE_QUEUE: usize = 2048;
 
 /// What [`RedisBroker::connect`] needs.
 #[derive(Debug, Clone)]
@@ -128,12 +128,12 @@ impl RedisBroker {
                 c.connection_timeout = COMMAND_TIMEOUT;
                 c.internal_command_timeout = COMMAND_TIMEOUT;
             })
-            .with_performance_config(|p| {
-                p.default_command_timeout = COMMAND_TIMEOUT;
-                p.broadcast_channel_capacity = NOTE_QUEUE;
-            })
+            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
         let client = builder.build().map_err(|e| e.to_string())?;
+        // fred gives each client nine event queues of this capacity, allocated up front: only the
+        // subscriber's carries notes, so only it gets room for a burst.
+        builder.with_performance_config(|p| p.broadcast_channel_capacity = NOTE_QUEUE);
         let subscriber = builder.build_subscriber_client().map_err(|e| e.to_string())?;
         let inner = Arc::new(Inner {
             local: MemoryBroker::new(config.limits).with_max_channels(config.max_channels),
