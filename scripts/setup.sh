@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, on Debian as root (or via sudo):
 # curl, Python `requests`, `sseclient-py`, `websockets` and `prometheus-client`, Chromium, node + playwright-core
-# (tests/interop), nginx (the keep-alive bench's peer).
+# (tests/interop), nginx (the keep-alive bench's peer), redis-server and redis-cli (scale-out tests).
 # Idempotent and quick when all is there: apt-get, pip and npm run only for what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ command -v python3 >/dev/null 2>&1 || missing_apt+=(python3 python3-pip)
 command -v node >/dev/null 2>&1 || missing_apt+=(nodejs npm)
 # nginx: `holdfast bench keepalive` is tested against it (crates/holdfast/tests/bench_cli.rs).
 [ -x /usr/sbin/nginx ] || missing_apt+=(nginx)
+# redis-server (its dependency redis-tools brings redis-cli): the Redis broker's scale-out tests
+# start their own servers and a cluster (crates/holdfast-testkit/src/redis.rs).
+{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || missing_apt+=(redis-server)
 if [ ${#missing_apt[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing_apt[@]}"

@@ -193,6 +193,12 @@ pub trait Broker: Send + Sync {
     fn connected(&self) -> bool {
         true
     }
+    /// Waits until [`Broker::connected`], at most `within`: whether it is. The server waits for
+    /// this before it listens, so its first requests do not find the broker still connecting.
+    fn wait_connected(&self, within: Duration) -> BrokerFuture<bool> {
+        let _ = within;
+        Box::pin(std::future::ready(self.connected()))
+    }
     /// Drops expired history everywhere, and the channels left holding nothing (called every
     /// second).
     fn expire(&self);
@@ -443,7 +449,9 @@ impl MemoryBroker {
         let name: Arc<str> = name.into();
         let id = self.next_channel_id.fetch_add(1, Ordering::Relaxed);
         let bounds = HistoryBounds { messages: self.limits.messages, max_age: self.limits.max_age };
-        let channel = Arc::new(Channel::new(name.clone(), id, epoch, bounds, self.totals.clone()));
+        let mut channel = Channel::new(name.clone(), id, epoch, bounds, self.totals.clone());
+        channel.mirror = true;
+        let channel = Arc::new(channel);
         channel.start_after(last_seq);
         channels.insert(name, channel.clone());
         drop(channels);
@@ -834,6 +842,36 @@ mod tests {
         assert_ne!(again.epoch, old.epoch);
         let (_, gap) = again.start(ReadFrom::After(old));
         assert!(gap.is_some());
+    }
+
+    #[test]
+    fn adopted_rings_take_positions_from_elsewhere() {
+        let b = broker(u64::MAX);
+        let counter = Arc::new(Counter(AtomicU64::new(0)));
+        b.add_listener(counter.clone());
+        let (ring, new) = b.adopt("m", 7, 10).unwrap();
+        assert!(new);
+        assert_eq!(ring.head(), Position { epoch: 7, seq: 10 });
+        assert!(b.insert(&ring, 11, None, Bytes::from_static(b"11").into(), Duration::ZERO));
+        assert!(!b.insert(&ring, 11, None, Bytes::from_static(b"again").into(), Duration::ZERO), "a repeat");
+        assert_eq!(ring.info(), (1, 11, 11));
+        assert_eq!(counter.0.load(Ordering::Relaxed), 1, "listeners hear inserts");
+        // A cursor ahead of this copy (another node saw seq 12 first) starts there, not at 11.
+        assert_eq!(ring.start(ReadFrom::After(Position { epoch: 7, seq: 12 })), (12, None));
+        // Past the next position: what lay between could not be had.
+        assert!(b.insert(&ring, 14, Some("e"), Bytes::from_static(b"14").into(), Duration::ZERO));
+        assert_eq!(ring.info(), (1, 14, 14));
+        assert!(ring.read_after(11, 10).lost);
+        b.skip_to(&ring, 20);
+        assert_eq!(ring.info(), (0, 21, 20));
+        // The same epoch again: the same ring; another epoch: a reset (its subscribers are told).
+        assert!(Arc::ptr_eq(&b.adopt("m", 7, 0).unwrap().0, &ring));
+        let (again, new) = b.adopt("m", 8, 0).unwrap();
+        assert!(new && again.epoch == 8);
+        assert!(ring.is_deleted() && ring.was_reset());
+        assert_eq!(counter.0.load(Ordering::Relaxed), 102);
+        let (_, gap) = again.start(ReadFrom::After(Position { epoch: 7, seq: 20 }));
+        assert!(gap.is_some(), "a cursor from the lost epoch gets a gap");
     }
 
     struct Counter(AtomicU64);

@@ -109,6 +109,9 @@ pub struct Channel {
     unheld_rounds: std::sync::atomic::AtomicU32,
     /// When the channel was created (a never-published channel is dropped after a while).
     pub created: Instant,
+    /// A local copy of a channel another broker orders (see `MemoryBroker::adopt`): a cursor
+    /// ahead of it is not forged but from a node that heard of newer messages first.
+    pub(crate) mirror: bool,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +162,7 @@ impl Channel {
             reset: AtomicBool::new(false),
             unheld_rounds: Default::default(),
             created: Instant::now(),
+            mirror: false,
         }
     }
 
@@ -322,6 +326,10 @@ impl Channel {
                         first_available: history.first_seq(),
                     };
                     (before_first, Some(gap))
+                } else if self.mirror {
+                    // Beyond the newest: another node handed out that cursor before this copy
+                    // heard of the message; it starts there (never sends what it has seen).
+                    (asked.seq, None)
                 } else {
                     // A position beyond the newest (only a forged cursor) means "now".
                     (asked.seq.min(history.last_seq), None)

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use fred::types::config::Options;
 use fred::types::scripts::Script;
+use fred::types::FromValue;
 use fred::types::Message as PubSubMessage;
 use holdfast_hub::broker::BrokerFuture;
 use holdfast_hub::{
@@ -243,6 +245,17 @@ fn unavailable(inner: &Inner, why: impl std::fmt::Display) -> ChannelError {
     ChannelError::Unavailable(format!("redis at {}: {why}", inner.shown_url).into())
 }
 
+/// A Redis call with [`COMMAND_TIMEOUT`]: its error, or `None` when it took too long.
+async fn call_raw<T>(
+    inner: &Inner,
+    work: impl std::future::Future<Output = Result<T, fred::error::Error>>,
+) -> Result<T, Option<fred::error::Error>> {
+    if !inner.client.is_connected() {
+        return Err(Some(fred::error::Error::new(fred::error::ErrorKind::IO, "not connected")));
+    }
+    tokio::time::timeout(COMMAND_TIMEOUT, work).await.map_err(|_| None)?.map_err(Some)
+}
+
 /// A Redis call with [`COMMAND_TIMEOUT`].
 async fn call<T>(
     inner: &Inner,
@@ -259,6 +272,34 @@ async fn call<T>(
 }
 
 impl Inner {
+    /// Runs a script once. Never sent again after a reconnect (fred would resend a command that
+    /// was in flight when its connection dropped: a publish answered 503 would then be applied
+    /// later, after newer ones), and refused at once while disconnected. A Redis that lacks the
+    /// script (restarted; NOSCRIPT: nothing ran) gets it loaded, then it runs.
+    async fn run_script<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, ChannelError> {
+        let once = self.client.with_options(&Options {
+            max_attempts: Some(1),
+            fail_fast: true,
+            timeout: Some(COMMAND_TIMEOUT),
+            ..Default::default()
+        });
+        let first = call_raw(self, once.evalsha::<R, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())).await;
+        match first {
+            Err(Some(error)) if error.details().starts_with("NOSCRIPT") => {
+                call(self, script.load(&self.client)).await?;
+                call(self, once.evalsha(script.sha1().clone(), keys, args)).await
+            }
+            Err(Some(error)) => Err(unavailable(self, error)),
+            Err(None) => Err(unavailable(self, "no answer in time")),
+            Ok(value) => Ok(value),
+        }
+    }
+
     /// Milliseconds a channel's keys live in Redis without a publish or a holder's refresh.
     fn channel_ttl_ms(&self) -> u64 {
         (self.limits.max_age.max(Duration::from_secs(60)) + Duration::from_secs(60)).as_millis().min(u64::MAX as u128)
@@ -478,8 +519,7 @@ impl Inner {
             held_seq.to_string().into(),
             max.to_string().into(),
         ];
-        let answer: Vec<Value> =
-            call(self, self.scripts.open.evalsha_with_reload(&self.client, keys[..2].to_vec(), args)).await?;
+        let answer: Vec<Value> = self.run_script(&self.scripts.open, keys[..2].to_vec(), args).await?;
         let opened = note::Opened::parse(answer).ok_or_else(|| unavailable(self, "unexpected answer to open"))?;
         let first_seq = opened.entries.first().map_or(opened.seq, |e| e.seq - 1);
         let (channel, _) = self.local.adopt(name, opened.epoch, first_seq)?;
@@ -509,8 +549,7 @@ impl Inner {
             self.sharded_arg().into(),
             self.channel_ttl_ms().to_string().into(),
         ];
-        let answer: Vec<Value> =
-            call(&self, self.scripts.publish.evalsha_with_reload(&self.client, scripts::keys(&name), args)).await?;
+        let answer: Vec<Value> = self.run_script(&self.scripts.publish, scripts::keys(&name), args).await?;
         let number = |i: usize| answer.get(i).and_then(note::number);
         let (Some(epoch), Some(seq), Some(subscribers)) = (number(0), number(1), number(2)) else {
             return Err(unavailable(&self, "unexpected answer to publish"));
@@ -523,8 +562,7 @@ impl Inner {
     async fn info(self: Arc<Self>, name: String) -> Result<Option<ChannelInfo>, ChannelError> {
         validate_channel_name(&name)?;
         let keys = scripts::keys(&name)[..3].to_vec();
-        let answer: Vec<Value> =
-            call(&self, self.scripts.info.evalsha_with_reload(&self.client, keys, Vec::<Value>::new())).await?;
+        let answer: Vec<Value> = self.run_script(&self.scripts.info, keys, Vec::new()).await?;
         if answer.is_empty() {
             return Ok(None);
         }
@@ -542,8 +580,7 @@ impl Inner {
     async fn delete(self: Arc<Self>, name: String) -> Result<Option<u64>, ChannelError> {
         validate_channel_name(&name)?;
         let args: Vec<Value> = vec![self.sharded_arg().into()];
-        let answer: i64 =
-            call(&self, self.scripts.delete.evalsha_with_reload(&self.client, scripts::keys(&name), args)).await?;
+        let answer: i64 = self.run_script(&self.scripts.delete, scripts::keys(&name), args).await?;
         Ok(u64::try_from(answer).ok())
     }
 
@@ -607,8 +644,7 @@ impl Inner {
                     (COUNT_TTL.as_millis() as u64).to_string().into(),
                     inner.channel_ttl_ms().to_string().into(),
                 ];
-                let reported: Result<i64, _> =
-                    call(&inner, inner.scripts.report.evalsha_with_reload(&inner.client, keys, args)).await;
+                let reported: Result<i64, _> = inner.run_script(&inner.scripts.report, keys, args).await;
                 if reported.is_err() {
                     // Reported again next round.
                     lock(&inner.reported).remove(&name);
@@ -680,6 +716,22 @@ impl Broker for RedisBroker {
 
     fn connected(&self) -> bool {
         self.inner.client.is_connected() && self.inner.subscriber.is_connected()
+    }
+
+    fn wait_connected(&self, within: Duration) -> BrokerFuture<bool> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                if inner.client.is_connected() && inner.subscriber.is_connected() {
+                    return true;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
     }
 
     fn expire(&self) {

@@ -77,6 +77,9 @@ const FD_RESERVE: usize = 64;
 /// How often expired history is dropped from quiet channels.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long the server waits for a network broker's connection before it listens anyway.
+const BROKER_CONNECT_WAIT: Duration = Duration::from_secs(3);
+
 /// State shared by every connection of one server.
 pub(crate) struct Server {
     pub config: Config,
@@ -190,6 +193,12 @@ fn resume_in(runtime: tokio::runtime::Handle, server: &Arc<Server>) -> handover:
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     config::validate(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let server = Server::new(config)?;
+    if !server.broker.wait_connected(BROKER_CONNECT_WAIT).await {
+        tracing::warn!(
+            broker = %server.config.broker,
+            "the broker is not reachable yet; publishes and new subscriptions answer 503 until it is"
+        );
+    }
     tracing::info!(addr = %listener.local_addr()?, max_connections = server.max_connections, "holdfast listening");
     let expiry = tokio::spawn(expire_history(Arc::downgrade(&server)));
     listener::accept_loop(listener, &server, shutdown).await;

@@ -5,7 +5,8 @@
 //!
 //! [`interop`] runs third-party clients (Python libraries, headless Chromium) against it;
 //! [`hostile`] has floods, peers that never read, RSS sampling and a delivery-delay probe;
-//! [`proxy`] a TCP relay that can stop forwarding without closing (half-open links, NAT timeouts).
+//! [`proxy`] a TCP relay that can stop forwarding without closing (half-open links, NAT timeouts);
+//! [`redis`] real Redis servers (one, or a three-master cluster) for scale-out tests.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 pub mod hostile;
 pub mod interop;
 pub mod proxy;
+pub mod redis;
 
 /// Longest wait for any single expected event in a test.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);

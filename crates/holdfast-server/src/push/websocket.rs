@@ -486,7 +486,13 @@ impl Shard {
     /// broker), else when it has (a network broker; other ops may be answered meanwhile).
     fn publish(&mut self, server: &Server, index: usize, op: &Value) -> Result<Value, Refusal> {
         let (channel, published) = publish(server, op)?;
-        match holdfast_hub::ready_now(published) {
+        // Polled here once (the memory broker's answer is ready at once); a network broker's
+        // future needs the runtime's timers and I/O even for that first poll.
+        let now = {
+            let _runtime = server.runtime.enter();
+            holdfast_hub::ready_now(published)
+        };
+        match now {
             Ok(published) => published.map(|p| published_op(&channel, &p)),
             Err(later) => {
                 self.defer(server, index, async move {
