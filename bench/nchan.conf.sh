@@ -3,6 +3,7 @@
 # One channel, `bench`: POST /pub/bench publishes, GET /sub/bench subscribes with whatever the
 # request asks for (Accept: text/event-stream = SSE, Upgrade: websocket = WebSocket, else long
 # poll). Own prefix and config under $WORK; the Debian module is loaded with `load_module`.
+# `nchan_redis_conf` / `start_nchan_redis`: the same in Redis mode, any channel name.
 
 # Installs nginx-light and the Nchan module if missing (as root, as on the bench machine).
 need_nchan() {
@@ -52,6 +53,40 @@ start_nchan() {
     local deadline=$((SECONDS + 10))
     until [ "$(pgrep -c -P "$SERVER_PID" || true)" -ge "$workers" ]; do
         [ "$SECONDS" -lt "$deadline" ] || die "nginx did not start $workers workers"
+        sleep 0.1
+    done
+}
+
+# Nchan in Redis mode (bench/scaleout.sh): every channel's messages go through the Redis on port
+# $3, in the default `distributed` storage mode, so any number of these servers on one Redis act
+# as one. The Redis is named as the Nchan 1.3 docs ask (an `upstream` with `nchan_redis_server`,
+# `nchan_redis_pass` in the locations; `nchan_redis_url` + `nchan_use_redis on` do the same, with
+# a deprecation warning). Any channel: POST /pub/NAME, GET /sub/NAME. Writes the config for port
+# $2 with one worker into directory $1.
+nchan_redis_conf() {
+    nginx_conf_with "$1" "$2" 1 "load_module $(nchan_module);" \
+        "# Room for every message of the runs, and no subscriber timeout.
+    nchan_message_buffer_length 2000;
+    nchan_message_timeout 1h;
+    nchan_subscriber_timeout 0;
+    upstream bench_redis {
+        nchan_redis_server redis://127.0.0.1:$3;
+    }" \
+        'location = /healthz { return 200 "ok\n"; }
+        location = /nchan_status { nchan_stub_status; }
+        location ~ ^/pub/([\w.:-]+)$ { nchan_publisher; nchan_channel_id $1; nchan_redis_pass bench_redis; }
+        location ~ ^/sub/([\w.:-]+)$ { nchan_subscriber; nchan_channel_id $1; nchan_redis_pass bench_redis; }'
+}
+
+# Starts nginx+Nchan in Redis mode (one worker) on port $1 with the Redis on port $2; sets
+# SERVER_PID to the master. Waits until Nchan is connected to Redis (nchan_stub_status).
+start_nchan_redis() {
+    local port=$1 redis_port=$2 dir="$WORK/nchan-redis-$1" deadline
+    nchan_redis_conf "$dir" "$port" "$redis_port"
+    launch_nginx "$dir" "$port"
+    deadline=$((SECONDS + 10))
+    until curl -fs "http://127.0.0.1:$port/nchan_status" | grep -q '^redis connected servers: [1-9]'; do
+        [ "$SECONDS" -lt "$deadline" ] || die "nginx+Nchan on port $port did not connect to Redis (port $redis_port)"
         sleep 0.1
     done
 }

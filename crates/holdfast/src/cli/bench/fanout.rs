@@ -23,8 +23,17 @@
 //! (`server_cpu.rs`): a table, or with `--json` one JSON line per phase. `--procs P` spreads the
 //! subscribers over P child processes (`procs.rs`); this process then only publishes.
 //! `bench transports` runs this workload once per transport (`run_workload`).
+//!
+//! Several nodes of one cluster (`--server a,b,c`, `targets.rs`): subscriber `g` (numbered over
+//! all processes) subscribes to server `g mod S`, optionally from source address `--bind`
+//! `(g div S) mod B`, and the publisher POSTs to the first server, so every delivery on the
+//! other servers went through the cluster's broker. `--broker-pid` adds the broker's CPU seconds
+//! per phase (`broker_cpu_s`, to the microsecond from schedstat: a broker spends far less than a
+//! 10 ms clock tick on one message); `--pause-file` lets a script read the servers' memory with
+//! every subscriber open, before the first publish.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,12 +49,15 @@ use tokio::task::JoinSet;
 use super::procs::{self, Children, Role};
 use super::report::{self, Latency, Table};
 use super::server_cpu::ServerCpu;
+use super::targets::{self, Target};
 use super::EXIT_USAGE;
 
 /// The marker that starts every payload.
 const MARKER: &[u8] = b"hfb:";
 /// Longest wait for the last deliveries of a phase after its last publish.
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
+/// How often a paused client looks whether its `--pause-file` is gone.
+const PAUSE_POLL: Duration = Duration::from_millis(50);
 
 pub fn command() -> Command {
     let number = |name: &'static str, default: &'static str, help: &'static str| {
@@ -53,7 +65,22 @@ pub fn command() -> Command {
     };
     let command = Command::new("fanout")
         .about("N subscribers on one channel; publish at a rate or in a burst; deliveries/s, latency, loss")
-        .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port"))
+        .arg(Arg::new("server").long("server").value_name("ADDR[,ADDR…]").required(true).help(
+            "host:port; several: subscribers spread over them round-robin, publishes to the first",
+        ))
+        .arg(Arg::new("bind").long("bind").value_name("IP[,IP…]").default_value("").help(
+            "source addresses for the subscribers, round-robin (beyond one address's ephemeral ports)",
+        ))
+        .arg(
+            Arg::new("broker-pid")
+                .long("broker-pid")
+                .value_name("PID")
+                .value_parser(value_parser!(u32))
+                .help("a broker process (redis-server): its CPU seconds per phase (broker_cpu_s, from schedstat)"),
+        )
+        .arg(Arg::new("pause-file").long("pause-file").value_name("PATH").help(
+            "once every subscriber is open, write the subscribed line to PATH and wait until it is removed",
+        ))
         .arg(
             Arg::new("subscribe")
                 .long("subscribe")
@@ -86,21 +113,22 @@ pub(super) fn server_pid_arg(command: Command) -> Command {
     command.arg(
         Arg::new("server-pid")
             .long("server-pid")
-            .value_name("PID")
+            .value_name("PID[,PID…]")
             .value_parser(value_parser!(u32))
-            .help("the server's process, for its CPU time (default: found by the port it listens on)"),
+            .value_delimiter(',')
+            .help("the server's processes, for their CPU time (default: found by the ports they listen on)"),
     )
 }
 
-/// The server's processes for CPU figures: `--server-pid` and its children, or whatever holds
-/// the port's listening socket; `None` (with a note on stderr) when neither is found.
-pub(super) fn find_server_cpu(args: &ArgMatches, addr: SocketAddr, role: Role) -> Option<ServerCpu> {
+/// The servers' processes for CPU figures: each `--server-pid` and its children, or whatever
+/// holds each server's listening socket; `None` (with a note on stderr) when one is not found.
+pub(super) fn find_server_cpu(args: &ArgMatches, servers: &[Target], role: Role) -> Option<ServerCpu> {
     if role.is_child() {
         return None;
     }
-    let found = match args.get_one::<u32>("server-pid") {
-        Some(&pid) => ServerCpu::from_pid(pid),
-        None => ServerCpu::from_port(addr.port()),
+    let found = match args.get_many::<u32>("server-pid") {
+        Some(pids) => ServerCpu::merged(pids.map(|&pid| ServerCpu::from_pid(pid))),
+        None => ServerCpu::merged(servers.iter().map(|t| ServerCpu::from_port(t.addr.port()))),
     };
     match found {
         Ok(cpu) => Some(cpu),
@@ -112,16 +140,21 @@ pub(super) fn find_server_cpu(args: &ArgMatches, addr: SocketAddr, role: Role) -
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
-    let server = args.get_one::<String>("server").expect("required").clone();
-    let Some(addr) = server.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
-        eprintln!("holdfast bench fanout: cannot resolve --server {server}");
-        return ExitCode::from(EXIT_USAGE);
+    let parsed = targets::parse(args.get_one::<String>("server").expect("required"))
+        .and_then(|servers| Ok((servers, targets::parse_binds(args.get_one::<String>("bind").expect("default"))?)));
+    let (servers, binds) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("holdfast bench fanout: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     let get = |name: &str| *args.get_one::<u64>(name).expect("default");
     let role = Role::of(args);
     let plan = Plan {
-        addr,
-        host: server,
+        servers: servers.into(),
+        binds: binds.into(),
+        pause_file: args.get_one::<String>("pause-file").map(PathBuf::from),
         subscribe: args.get_one::<String>("subscribe").expect("default").clone(),
         publish: args.get_one::<String>("publish").expect("default").clone(),
         mode: if args.get_flag("websocket") {
@@ -150,7 +183,17 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let cpu = find_server_cpu(args, addr, role);
+    let cpu = find_server_cpu(args, &plan.servers, role);
+    let broker_cpu = match (role.is_child(), args.get_one::<u32>("broker-pid")) {
+        (false, Some(&pid)) => match ServerCpu::from_pid(pid) {
+            Ok(cpu) => Some(cpu),
+            Err(e) => {
+                eprintln!("holdfast bench fanout: --broker-pid: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        _ => None,
+    };
     let json = report::wants_json(args);
     // One thread: the client takes one core at most, leaving the rest to the server.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -169,7 +212,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             }
             Role::Alone => None,
         };
-        let lines = run_workload(&plan, children.as_mut(), cpu.as_ref()).await?;
+        let lines = run_workload(&plan, children.as_mut(), cpu.as_ref(), broker_cpu.as_ref()).await?;
         if let Some(children) = children {
             if !children.finish() {
                 return Err("a child failed".to_string());
@@ -193,7 +236,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         println!(
             "holdfast bench fanout: {} on {}, {} messages of {} B per phase at {}",
             plan.subscribe,
-            plan.host,
+            targets::hosts(&plan.servers),
             plan.messages,
             plan.size,
             if plan.rate == 0 { "full speed (burst)".to_string() } else { format!("{}/s", plan.rate) }
@@ -251,8 +294,12 @@ pub(super) enum Mode {
 /// One workload: what to open, publish and measure. `subscribers` is this process's share.
 #[derive(Clone)]
 pub(super) struct Plan {
-    pub addr: SocketAddr,
-    pub host: String,
+    /// Where subscribers connect, round-robin; the first also takes the publishes.
+    pub servers: Arc<[Target]>,
+    /// Source addresses for the subscribers, round-robin (none: the system's choice).
+    pub binds: Arc<[IpAddr]>,
+    /// Once subscribed: write the subscribed line here and wait until the file is removed.
+    pub pause_file: Option<PathBuf>,
     pub subscribe: String,
     pub publish: String,
     pub mode: Mode,
@@ -325,6 +372,7 @@ pub(super) async fn run_workload(
     plan: &Plan,
     mut children: Option<&mut Children>,
     cpu: Option<&ServerCpu>,
+    broker_cpu: Option<&ServerCpu>,
 ) -> Result<Vec<Value>, String> {
     let child = plan.role.is_child();
     let label = format!("{} subscribers", plan.subscribe);
@@ -364,6 +412,10 @@ pub(super) async fn run_workload(
         }
         return Ok(Vec::new());
     }
+    if let Some(path) = &plan.pause_file {
+        let line = json!({"phase": "subscribed", "subscribers": ready, "subscribe_seconds": subscribe_seconds});
+        pause(path, &line).await?;
+    }
     // Let the server register the last subscribers before publishing.
     tokio::time::sleep(plan.settle).await;
     let mut publisher = Publisher::connect(plan).await?;
@@ -374,6 +426,7 @@ pub(super) async fn run_workload(
             subscribers.shared.take();
         }
         let cpu_before = cpu.map(ServerCpu::seconds);
+        let broker_before = broker_cpu.map(ServerCpu::precise_seconds);
         let began_ns = mono_ns();
         let began = Instant::now();
         let bar = report::progress(plan.messages, &format!("phase {phase}: publishing"), false);
@@ -404,6 +457,10 @@ pub(super) async fn run_workload(
         bar.finish_and_clear();
         let server_cpu_s = match (cpu, cpu_before) {
             (Some(cpu), Some(before)) => Some(report::round3(cpu.seconds() - before)),
+            _ => None,
+        };
+        let broker_cpu_s = match (broker_cpu, broker_before) {
+            (Some(cpu), Some(before)) => Some(((cpu.precise_seconds() - before).max(0.0) * 1e6).round() / 1e6),
             _ => None,
         };
         let span_s = got.last_delivery_ns.map_or(0.0, |last| last.saturating_sub(began_ns) as f64 / 1e9);
@@ -437,9 +494,32 @@ pub(super) async fn run_workload(
         if let Role::Parent { procs } = plan.role {
             line["procs"] = json!(procs);
         }
+        if plan.servers.len() > 1 {
+            line["servers"] = json!(plan.servers.len());
+        }
+        if broker_cpu.is_some() {
+            line["broker_cpu_s"] = json!(broker_cpu_s);
+        }
         lines.push(line);
     }
     Ok(lines)
+}
+
+/// `--pause-file`: writes `line` to `path`, then waits until something removes the file.
+async fn pause(path: &Path, line: &Value) -> Result<(), String> {
+    std::fs::write(path, format!("{line}\n")).map_err(|e| format!("--pause-file {}: {e}", path.display()))?;
+    while path.exists() {
+        tokio::time::sleep(PAUSE_POLL).await;
+    }
+    Ok(())
+}
+
+/// The server subscriber `global` (numbered over all processes) connects to, and from where.
+fn route(plan: &Plan, global: u64) -> (&Target, Option<IpAddr>) {
+    let servers = plan.servers.len() as u64;
+    let server = &plan.servers[(global % servers) as usize];
+    let bind = (!plan.binds.is_empty()).then(|| plan.binds[((global / servers) % plan.binds.len() as u64) as usize]);
+    (server, bind)
 }
 
 /// Opens this process's subscribers, `plan.concurrency` at a time, each then read by its own task.
@@ -453,16 +533,18 @@ async fn open_all(plan: &Plan, bar: &ProgressBar) -> Result<Subscribers, String>
     let mut ready = 0;
     while opened < plan.subscribers || !pending.is_empty() {
         while opened < plan.subscribers && pending.len() < plan.concurrency.max(1) {
-            pending.spawn(open_subscriber(plan.clone()));
+            let (server, bind) = route(plan, plan.role.global(opened as u64));
+            let server = server.clone();
+            pending.spawn(open_subscriber(plan.clone(), server, bind));
             opened += 1;
         }
         match pending.join_next().await {
-            Some(Ok(Ok(stream))) => {
+            Some(Ok(Ok((stream, server)))) => {
                 ready += 1;
                 bar.inc(1);
                 let shared = shared.clone();
                 let plan = plan.clone();
-                tasks.spawn(async move { receive(stream, plan, shared).await });
+                tasks.spawn(async move { receive(stream, plan, server, shared).await });
             }
             Some(Ok(Err(e))) => return Err(format!("a subscriber failed to open: {e}")),
             Some(Err(e)) => return Err(e.to_string()),
@@ -503,19 +585,19 @@ fn merge_collected(lines: &[Value]) -> Result<Collected, String> {
     })
 }
 
-async fn open_subscriber(plan: Plan) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(plan.addr).await.map_err(|e| e.to_string())?;
+async fn open_subscriber(plan: Plan, server: Target, bind: Option<IpAddr>) -> Result<(TcpStream, Target), String> {
+    let mut stream = targets::connect(server.addr, bind).await.map_err(|e| format!("{}: {e}", server.host))?;
     let _ = stream.set_nodelay(true);
     if matches!(plan.mode, Mode::LongPoll | Mode::Poll) {
-        return Ok(stream);
+        return Ok((stream, server));
     }
     let request = match plan.mode {
         Mode::WebSocket => format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            plan.subscribe, plan.host
+            plan.subscribe, server.host
         ),
-        _ => format!("GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n", plan.subscribe, plan.host),
+        _ => format!("GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n", plan.subscribe, server.host),
     };
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     // Read the response head (and whatever prelude came with it) before counting it as open.
@@ -535,13 +617,13 @@ async fn open_subscriber(plan: Plan) -> Result<TcpStream, String> {
     if !status_ok {
         return Err(format!("answer: {}", String::from_utf8_lossy(&head[..head.len().min(200)])));
     }
-    Ok(stream)
+    Ok((stream, server))
 }
 
 /// Reads a subscriber's stream and records every marker found in it.
-async fn receive(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
+async fn receive(mut stream: TcpStream, plan: Plan, server: Target, shared: Arc<Shared>) {
     if matches!(plan.mode, Mode::LongPoll | Mode::Poll) {
-        return long_poll(stream, plan, shared).await;
+        return long_poll(stream, plan, server, shared).await;
     }
     let mut buf = vec![0u8; 16 * 1024];
     let mut carry = 0;
@@ -563,7 +645,7 @@ async fn receive(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
 /// (`"cursor":"…"` in the answer, sent back as `?cursor=`) or, with `header_cursor`, Nchan's
 /// (`Last-Modified` and `Etag` of the answer, sent back as `If-Modified-Since` and
 /// `If-None-Match`).
-async fn long_poll(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
+async fn long_poll(mut stream: TcpStream, plan: Plan, server: Target, shared: Arc<Shared>) {
     let mut cursor = String::new();
     let (mut last_modified, mut etag) = (String::new(), String::new());
     let mut buf = Vec::with_capacity(4096);
@@ -578,7 +660,7 @@ async fn long_poll(mut stream: TcpStream, plan: Plan, shared: Arc<Shared>) {
         if !last_modified.is_empty() {
             fields = format!("If-Modified-Since: {last_modified}\r\nIf-None-Match: {etag}\r\n");
         }
-        let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n{fields}\r\n", plan.host);
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n{fields}\r\n", server.host);
         if stream.write_all(request.as_bytes()).await.is_err() {
             return;
         }
@@ -728,9 +810,10 @@ struct Publisher {
 
 impl Publisher {
     pub(super) async fn connect(plan: &Plan) -> Result<Publisher, String> {
-        let stream = TcpStream::connect(plan.addr).await.map_err(|e| e.to_string())?;
+        let server = &plan.servers[0];
+        let stream = TcpStream::connect(server.addr).await.map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        Ok(Publisher { stream, path: plan.publish.clone(), host: plan.host.clone(), size: plan.size })
+        Ok(Publisher { stream, path: plan.publish.clone(), host: server.host.clone(), size: plan.size })
     }
 
     async fn publish(&mut self, seq: u64, sent_ns: u64, unix_us: u64) -> Result<(), String> {

@@ -3,12 +3,12 @@
 //!
 //! - `bench idle`: opens N keep-alive connections, one request each, then holds them idle
 //!   (server memory per idle connection).
-//! - `bench fanout`: N subscribers on one channel, messages at a rate or in a burst: deliveries/s,
-//!   latency percentiles, loss.
+//! - `bench fanout`: N subscribers on one channel (of one server, or spread over the nodes of a
+//!   cluster), messages at a rate or in a burst: deliveries/s, latency percentiles, loss.
 //! - `bench hostile`: N WebSocket peers that never read and flood pings or deflate bombs, while
 //!   probes measure an SSE subscriber's delivery delay, `/healthz` latency and the server's RSS.
 //! - `bench publish`: M messages over N channels on C pipelined keep-alive connections (server
-//!   memory per channel and per publish).
+//!   memory per channel and per publish; publish latency and publishes/s, at a set rate or not).
 //! - `bench keepalive`: N requests at concurrency C over persistent connections, then with a
 //!   connection per request: req/s, latency, and their ratio, against any HTTP/1.1 server.
 //! - `bench transports`: the fan-out workload over each Holdfast transport in turn, side by side:
@@ -22,7 +22,8 @@
 //!
 //! Shared by all: `report` (hdrhistogram latencies, the summary table at the end or `--json`
 //! lines, the progress bar on stderr), `procs` (`--procs P`: the bench spread over P processes
-//! and merged; not the SDK benches) and `response` (reading HTTP/1.1 responses of any server).
+//! and merged; not the SDK benches), `response` (reading HTTP/1.1 responses of any server) and
+//! `targets` (`--server a,b,c` and `--bind`: connections spread over servers and source addresses).
 
 mod failover;
 mod fanout;
@@ -36,6 +37,7 @@ mod report;
 mod response;
 mod sdk_memory;
 mod server_cpu;
+mod targets;
 mod transports;
 
 use std::process::ExitCode;

@@ -83,6 +83,16 @@ impl Role {
         }
     }
 
+    /// The number over all processes of this process's connection `local`: children take every
+    /// P-th (child I: I, I + P, I + 2P, …), so the numbers of all children together are 0..total
+    /// exactly when each opens its `share`.
+    pub fn global(&self, local: u64) -> u64 {
+        match *self {
+            Role::Child { index, of } => index + local * of,
+            Role::Alone | Role::Parent { .. } => local,
+        }
+    }
+
     pub fn is_child(&self) -> bool {
         matches!(self, Role::Child { .. })
     }
@@ -262,6 +272,22 @@ mod tests {
                 let shares: Vec<u64> = (0..of).map(|index| Role::Child { index, of }.share(total)).collect();
                 assert_eq!(shares.iter().sum::<u64>(), total);
                 assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1);
+            }
+        }
+    }
+
+    #[test]
+    fn global_numbers_of_the_shares_cover_the_total_once() {
+        for of in 1..6 {
+            for total in [0, 1, 5, 17, 600] {
+                let mut all: Vec<u64> = (0..of)
+                    .flat_map(|index| {
+                        let role = Role::Child { index, of };
+                        (0..role.share(total)).map(move |local| role.global(local))
+                    })
+                    .collect();
+                all.sort_unstable();
+                assert_eq!(all, (0..total).collect::<Vec<_>>());
             }
         }
     }

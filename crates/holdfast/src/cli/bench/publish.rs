@@ -9,8 +9,12 @@
 //! `--procs`: at most 1,024 connections, which one process holds.) The server must allow enough
 //! requests per connection (`--keepalive-requests`): a connection the server closes counts its
 //! unanswered requests as failed.
+//!
+//! `--rate R` paces the publishes (R a second over all connections: the batch that starts with
+//! message `i` is written at `i / R` s), for the latency of publishes to a channel whose
+//! subscribers could not take them at full speed; `--server a,b,c` spreads the connections over
+//! several nodes of one cluster (connection `w` to server `w mod S`).
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::report::{self, Latency, Table};
+use super::targets::{self, Target};
 use super::EXIT_USAGE;
 
 /// Bound on one batch's write and responses; a slower batch fails its connection.
@@ -30,7 +35,13 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn command() -> Command {
     let command = Command::new("publish")
         .about("Publish M messages over N channels (message i to channel PREFIX{i mod N}) on C connections")
-        .arg(Arg::new("server").long("server").value_name("ADDR").required(true).help("host:port of the server"))
+        .arg(
+            Arg::new("server")
+                .long("server")
+                .value_name("ADDR[,ADDR…]")
+                .required(true)
+                .help("host:port of the server; several: the connections spread over them round-robin"),
+        )
         .arg(
             Arg::new("channels")
                 .long("channels")
@@ -62,6 +73,14 @@ pub fn command() -> Command {
                 .default_value("32")
                 .help("requests written at once per connection before reading their answers"),
         )
+        .arg(
+            Arg::new("rate")
+                .long("rate")
+                .value_name("R")
+                .value_parser(value_parser!(u64))
+                .default_value("0")
+                .help("messages per second over all connections; 0 = each batch as soon as the last is answered"),
+        )
         .arg(Arg::new("prefix").long("prefix").value_name("P").default_value("bench-").help("channel name prefix"))
         .arg(
             Arg::new("size")
@@ -77,32 +96,36 @@ pub fn command() -> Command {
 /// What to publish.
 #[derive(Clone)]
 struct Plan {
-    addr: SocketAddr,
-    host: String,
+    /// Connection `w` publishes to server `w mod S`.
+    servers: Vec<Target>,
     channels: u64,
     messages: u64,
     connections: u64,
     pipeline: u64,
     prefix: String,
     payload: Vec<u8>,
+    /// Messages per second over all connections (0: unpaced).
+    rate: u64,
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
-    let server = args.get_one::<String>("server").expect("required");
-    let Some(addr) = server.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
-        eprintln!("holdfast bench publish: cannot resolve {server}");
-        return ExitCode::from(EXIT_USAGE);
+    let servers = match targets::parse(args.get_one::<String>("server").expect("required")) {
+        Ok(servers) => servers,
+        Err(e) => {
+            eprintln!("holdfast bench publish: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     let channels = *args.get_one::<u64>("channels").expect("required");
     let plan = Plan {
-        addr,
-        host: server.clone(),
+        servers,
         channels,
         messages: args.get_one::<u64>("messages").copied().unwrap_or(channels),
         connections: *args.get_one::<u64>("connections").expect("default"),
         pipeline: *args.get_one::<u64>("pipeline").expect("default"),
         prefix: args.get_one::<String>("prefix").expect("default").clone(),
         payload: vec![b'x'; *args.get_one::<u64>("size").expect("default") as usize],
+        rate: *args.get_one::<u64>("rate").expect("default"),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -120,7 +143,7 @@ async fn bench(plan: Plan, json: bool) -> ExitCode {
     let mut tasks = JoinSet::new();
     for worker in 0..plan.connections {
         let (plan, bar) = (plan.clone(), bar.clone());
-        tasks.spawn(async move { publish_share(&plan, worker, &bar).await });
+        tasks.spawn(async move { publish_share(&plan, worker, started, &bar).await });
     }
     let (mut ok, mut first_error) = (0u64, None);
     let mut latency = Latency::default();
@@ -137,7 +160,7 @@ async fn bench(plan: Plan, json: bool) -> ExitCode {
     let seconds = started.elapsed().as_secs_f64();
     let mut line = json!({
             "phase": "published",
-            "server": plan.host,
+            "server": targets::hosts(&plan.servers),
             "channels": plan.channels,
             "messages": plan.messages,
             "ok": ok,
@@ -146,6 +169,9 @@ async fn bench(plan: Plan, json: bool) -> ExitCode {
             "seconds": (seconds * 10.0).round() / 10.0,
             "per_second": (ok as f64 / seconds).round(),
     });
+    if plan.rate > 0 {
+        line["rate"] = json!(plan.rate);
+    }
     line.as_object_mut().expect("object").extend(latency.summary_json(""));
     if json {
         report::print_json(&line);
@@ -157,8 +183,11 @@ async fn bench(plan: Plan, json: bool) -> ExitCode {
         ]);
         table.row_of(&line, &keys);
         println!(
-            "holdfast bench publish: {} on {} connections, {} pipelined",
-            plan.host, plan.connections, plan.pipeline
+            "holdfast bench publish: {} on {} connections, {} pipelined{}",
+            targets::hosts(&plan.servers),
+            plan.connections,
+            plan.pipeline,
+            if plan.rate > 0 { format!(", {}/s", plan.rate) } else { String::new() }
         );
         table.print();
         if let Some(error) = line["first_error"].as_str() {
@@ -172,11 +201,18 @@ async fn bench(plan: Plan, json: bool) -> ExitCode {
     }
 }
 
-/// Publishes messages `worker`, `worker + C`, … on one connection; returns how many were answered
-/// 200, the error that stopped it, if any, and their latencies.
-async fn publish_share(plan: &Plan, worker: u64, bar: &ProgressBar) -> (u64, Option<String>, Latency) {
+/// Publishes messages `worker`, `worker + C`, … on one connection (with `plan.rate`, each batch at
+/// the time its first message is due after `started`); returns how many were answered 200, the
+/// error that stopped it, if any, and their latencies.
+async fn publish_share(
+    plan: &Plan,
+    worker: u64,
+    started: Instant,
+    bar: &ProgressBar,
+) -> (u64, Option<String>, Latency) {
     let mut latency = Latency::default();
-    let mut stream = match TcpStream::connect(plan.addr).await {
+    let server = &plan.servers[(worker % plan.servers.len() as u64) as usize];
+    let mut stream = match TcpStream::connect(server.addr).await {
         Ok(stream) => stream,
         Err(e) => return (0, Some(format!("connect: {e}")), latency),
     };
@@ -186,6 +222,10 @@ async fn publish_share(plan: &Plan, worker: u64, bar: &ProgressBar) -> (u64, Opt
     let mut requests = Vec::new();
     let mut input = Vec::with_capacity(64 * 1024);
     for batch in mine.chunks(plan.pipeline as usize) {
+        if plan.rate > 0 {
+            let due = started + Duration::from_secs_f64(batch[0] as f64 / plan.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
         requests.clear();
         for i in batch {
             let channel = i % plan.channels;
@@ -193,7 +233,7 @@ async fn publish_share(plan: &Plan, worker: u64, bar: &ProgressBar) -> (u64, Opt
                 format!(
                     "POST /pub/{}{channel} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
                     plan.prefix,
-                    plan.host,
+                    server.host,
                     plan.payload.len()
                 )
                 .as_bytes(),

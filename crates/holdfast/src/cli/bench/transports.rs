@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use super::fanout::{self, Mode, Plan};
 use super::procs::{self, Children, Role};
 use super::report::{self, Table};
+use super::targets::Target;
 use super::EXIT_USAGE;
 
 /// Every transport this bench knows, in the default order.
@@ -70,13 +71,15 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         eprintln!("holdfast bench transports: cannot resolve --server {server}");
         return ExitCode::from(EXIT_USAGE);
     };
+    let target = Target { addr, host: server.clone() };
     let get = |name: &str| *args.get_one::<u64>(name).expect("default");
     let role = Role::of(args);
     let transports: Vec<String> = args.get_many::<String>("transports").expect("default").cloned().collect();
     let channel = args.get_one::<String>("channel").expect("default").clone();
     let base = Plan {
-        addr,
-        host: server.clone(),
+        servers: vec![target].into(),
+        binds: Vec::new().into(),
+        pause_file: None,
         subscribe: String::new(),
         publish: String::new(),
         mode: Mode::Stream,
@@ -100,7 +103,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let cpu = fanout::find_server_cpu(args, addr, role);
+    let cpu = fanout::find_server_cpu(args, &base.servers, role);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -120,7 +123,7 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         let mut lines = Vec::new();
         for transport in &transports {
             let plan = plan_for(&base, transport, &channel, poll_interval);
-            for mut line in fanout::run_workload(&plan, children.as_mut(), cpu.as_ref()).await? {
+            for mut line in fanout::run_workload(&plan, children.as_mut(), cpu.as_ref(), None).await? {
                 line["phase"] = json!("transport");
                 line["transport"] = json!(transport);
                 line["path"] = json!(plan.subscribe);
@@ -185,7 +188,7 @@ fn print_table(base: &Plan, lines: &[Value]) {
             Role::Parent { procs } => format!("subscribers in {procs} processes"),
             _ => format!("{} subscribers", base.subscribers),
         },
-        base.host,
+        base.servers[0].host,
         base.messages,
         base.size,
         if base.rate == 0 { "full speed (burst)".to_string() } else { format!("{}/s", base.rate) }
