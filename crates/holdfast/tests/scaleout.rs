@@ -1048,3 +1048,49 @@ async fn websocket_subscribe_and_publish_ops_wait_on_redis_and_answer() {
     publisher.ws_send(TEXT, br#"{"op":"ping"}"#).await;
     assert_eq!(ws_json(&mut publisher).await["op"], "pong");
 }
+
+// ---- Delete across nodes ----
+
+/// `DELETE /pub/{channel}` on one node ends the channel everywhere: a subscriber on another node
+/// gets its `holdfast.closed` notice (`channel_deleted`) and the end of its stream, the answer
+/// counts the subscribers of every node, the history is gone on every node, and a new publish
+/// starts the channel again in a new epoch. The stats and metrics say which broker runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_on_one_node_ends_the_channel_on_every_node() {
+    let Some(redis) = RedisServer::start(Persistence::None).await else { return };
+    let nodes = nodes(&redis.url(), 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let old = publish_at(b.addr, "doomed", "before").await;
+    let mut sse = open_stream(a, "/sub/doomed", "Accept: text/event-stream\r\n").await;
+    wait_for_cluster_subscribers(b, "doomed", 1, WAIT).await;
+
+    let answer = request_at(b.addr, &format!("DELETE /pub/doomed {GET}\r\n")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["deleted"], true, "{}", answer.text());
+    assert_eq!(answer.json()["subscribers"], 1, "counted on every node: {}", answer.text());
+    let events = sse_events(&mut sse, &mut sse::Parser::default(), 1).await;
+    assert_eq!(events[0].event, "holdfast.closed", "{events:?}");
+    assert!(events[0].data.contains("channel_deleted"), "{events:?}");
+    let rest = within("the end of the deleted channel's stream", sse.read_to_close()).await;
+    assert!(rest.ends_with(b"0\r\n\r\n"), "the last chunk, then the close: {:?}", String::from_utf8_lossy(&rest));
+
+    for node in [a, b] {
+        let info = get(node, "/pub/doomed").await;
+        assert_eq!(info.status, 404, "gone on {}: {}", node.addr, info.text());
+    }
+    let again = request_at(a.addr, &format!("DELETE /pub/doomed {GET}\r\n")).await;
+    assert_eq!(again.status, 404, "{}", again.text());
+    // Published again: a new epoch, so the old cursor resumes with a gap, on either node.
+    publish_at(a.addr, "doomed", "after").await;
+    for node in [a, b] {
+        let poll = get(node, &format!("/sub/doomed?transport=poll&cursor={old}")).await;
+        let body = poll.json();
+        assert!(body["gap"].is_array(), "the old epoch's cursor gets a gap on {}: {body}", node.addr);
+        assert_eq!(body["messages"][0]["data"], "after", "{body}");
+    }
+
+    let stats = a.stats().await;
+    assert_eq!((stats["broker"].as_str(), stats["broker_connected"].as_bool()), (Some("redis"), Some(true)));
+    let metrics = get(a, "/metrics").await.text();
+    assert!(metrics.contains("holdfast_broker_up 1"), "{metrics}");
+}
