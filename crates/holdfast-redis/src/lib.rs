@@ -488,6 +488,8 @@ mod tests {
         assert_eq!(config.server.hosts().len(), 3);
         let (_, clustered) = fred_config("redis://127.0.0.1:6379/0").unwrap();
         assert!(!clustered);
+        let (config, clustered) = fred_config("redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=hf").unwrap();
+        assert!(!clustered && config.server.hosts().len() == 1);
         assert!(fred_config("redis://[bad").is_err());
     }
 

@@ -81,7 +81,8 @@ return {epoch, seq, subscribers(KEYS[3], now)}
 /// Open or catch up. KEYS: meta, stream. ARGV: epoch if new, ttl ms, the epoch the node holds
 /// (`0`: none), the last seq it holds, max entries. Returns {epoch, seq, now_ms, entries}: the
 /// newest `max` entries, only those after the node's seq when its epoch is current (a ring holds
-/// `max` at most: older ones would be trimmed at once), oldest first.
+/// `max` at most: older ones would be trimmed at once), oldest first. A node ahead of Redis (a
+/// failover lost acknowledged writes) moves the channel to a new epoch.
 pub(crate) fn open() -> String {
     format!(
         "{COMMON}{}",
@@ -94,6 +95,12 @@ if not epoch then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 else
   seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+  if ARGV[3] == epoch and tonumber(ARGV[4]) > seq then
+    -- The node saw newer messages than Redis has: writes were lost (a replica promoted before
+    -- it had them). Positions would be handed out twice; a new epoch makes every node reset.
+    epoch = ARGV[1]
+    redis.call('HSET', KEYS[1], 'epoch', epoch)
+  end
 end
 local oldest = '-'
 if ARGV[3] == epoch then oldest = '(' .. ARGV[4] .. '-0' end

@@ -384,7 +384,7 @@ pub const KEYS: &[Key] = &[
         broker,
         "memory",
         parse_broker,
-        "memory (this process), or redis://host:port/db or redis+cluster://host:port,host:port shared by several nodes"
+        "memory (this process), or redis://host:port/db, redis+cluster://host:port,host:port or redis-sentinel://host:port/db?sentinelServiceName=NAME shared by several nodes"
     ),
     key!(max_pending_bytes, "1MiB", parse_size_u64, "how far a streaming subscriber may fall behind before it is cut"),
     key!(cors_origins, "", parse_origins, "CORS origins allowed: empty = none, * = any, or a list of origins"),
@@ -473,11 +473,11 @@ fn parse_origins(value: &str) -> Result<Vec<String>, String> {
 
 fn parse_broker(value: &str) -> Result<String, String> {
     let value = value.trim();
-    let known = ["redis://", "redis+cluster://", "redis-cluster://"];
+    let known = ["redis://", "redis+cluster://", "redis-cluster://", "redis-sentinel://"];
     if value == "memory" || known.iter().any(|scheme| value.starts_with(scheme)) {
         Ok(value.to_string())
     } else {
-        Err("is not memory or a redis://, redis+cluster:// URL".to_string())
+        Err("is not memory or a redis://, redis+cluster://, redis-sentinel:// URL".to_string())
     }
 }
 

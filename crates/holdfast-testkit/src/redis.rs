@@ -32,6 +32,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Cluster nodes of a [`RedisCluster`]: the fewest masters `redis-cli --cluster create` accepts.
 const CLUSTER_MASTERS: usize = 3;
 
+/// How long a test Sentinel waits before it declares a silent primary down (ms).
+pub const SENTINEL_DOWN_AFTER_MS: u64 = 1000;
+
 /// Node timeout of cluster nodes, in milliseconds: short, so a test cluster settles quickly.
 const CLUSTER_NODE_TIMEOUT_MS: &str = "2000";
 
@@ -65,6 +68,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     args: Vec<String>,
+    /// A Sentinel: its configuration file (written in `dir`), given first, with `--sentinel`.
+    sentinel_config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -86,19 +91,43 @@ impl RedisServer {
         };
         let mut args: Vec<String> = ["--appendonly", appendonly].iter().map(|s| s.to_string()).collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        Some(RedisServer::spawn_on_free_port(args, |_| Vec::new()).await)
+        Some(RedisServer::spawn_on_free_port(args, |_| Vec::new(), None).await)
+    }
+
+    /// A Sentinel (`redis-server sentinel.conf --sentinel`) watching the primary on
+    /// `127.0.0.1:master` under `name`, quorum 1, which declares it down after
+    /// [`SENTINEL_DOWN_AFTER_MS`] and promotes a replica.
+    pub async fn start_sentinel(name: &str, master: u16) -> Option<RedisServer> {
+        if !redis_available() {
+            return None;
+        }
+        Some(RedisServer::spawn_on_free_port(Vec::new(), |_| Vec::new(), Some((name, master))).await)
     }
 
     /// Spawns with `args` plus whatever `per_port` adds for the chosen port, retrying on another
     /// port if the first one was taken between choosing it and the server binding it.
-    async fn spawn_on_free_port(args: Vec<String>, per_port: impl Fn(u16) -> Vec<String>) -> RedisServer {
+    async fn spawn_on_free_port(
+        args: Vec<String>,
+        per_port: impl Fn(u16) -> Vec<String>,
+        sentinel: Option<(&str, u16)>,
+    ) -> RedisServer {
         let dir = temp_dir();
         let mut last_log = String::new();
         for _ in 0..5 {
             let port = free_port();
             let mut all = args.clone();
             all.extend(per_port(port));
-            let mut server = RedisServer { port, dir: dir.clone(), args: all, child: None };
+            let sentinel_config = sentinel.map(|(name, master)| {
+                let path = dir.join("sentinel.conf");
+                let text = format!(
+                    "sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                     sentinel down-after-milliseconds {name} {SENTINEL_DOWN_AFTER_MS}\n\
+                     sentinel failover-timeout {name} 5000\n"
+                );
+                std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+                path
+            });
+            let mut server = RedisServer { port, dir: dir.clone(), args: all, sentinel_config, child: None };
             match server.spawn_and_wait().await {
                 Ok(()) => return server,
                 Err(log) => {
@@ -116,6 +145,9 @@ impl RedisServer {
     /// Spawns the process with the stored arguments and waits for PING; on failure gives the log.
     async fn spawn_and_wait(&mut self) -> Result<(), String> {
         let mut command = Command::new("redis-server");
+        if let Some(config) = &self.sentinel_config {
+            command.arg(config).arg("--sentinel");
+        }
         // SAFETY: runs in the forked child before exec; prctl(2) is async-signal-safe and touches
         // no memory of ours. It makes the kernel kill the server if the test process dies without
         // dropping it (a test binary killed by a timeout), so no server outlives its test.
@@ -275,7 +307,8 @@ impl RedisCluster {
             // The cluster bus port is chosen free too (by default it is port + 10000, which may be
             // taken or out of range).
             let node =
-                RedisServer::spawn_on_free_port(args, |_| vec!["--cluster-port".into(), free_port().to_string()]).await;
+                RedisServer::spawn_on_free_port(args, |_| vec!["--cluster-port".into(), free_port().to_string()], None)
+                    .await;
             nodes.push(node);
         }
         let mut create: Vec<String> = vec!["--cluster".into(), "create".into()];

@@ -1094,3 +1094,85 @@ async fn a_delete_on_one_node_ends_the_channel_on_every_node() {
     let metrics = get(a, "/metrics").await.text();
     assert!(metrics.contains("holdfast_broker_up 1"), "{metrics}");
 }
+
+// ---- Redis failover under Sentinel ----
+
+/// Waits until `server` answers `command` with text containing `wanted`.
+async fn wait_for_reply(server: &RedisServer, command: &str, wanted: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply = server.command(command).await;
+        if reply.contains(wanted) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{command} on {} never had {wanted:?}: {reply}", server.addr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `broker = "redis-sentinel://…"`: the primary dies mid-stream, Sentinel promotes its replica,
+/// the nodes follow it. Publishes answer 503 meanwhile and work again by themselves; a
+/// subscriber on the other node gets every acknowledged message once, in order (or, had the
+/// replica lacked some, a notice: never silence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_is_followed_and_loses_nothing_acknowledged() {
+    let Some(mut primary) = RedisServer::start(Persistence::None).await else { return };
+    let port = primary.port().to_string();
+    let replica = RedisServer::start_with(Persistence::None, &["--replicaof", "127.0.0.1", &port]).await.unwrap();
+    wait_for_reply(&replica, "INFO replication", "master_link_status:up").await;
+    let sentinel = RedisServer::start_sentinel("hf", primary.port()).await.unwrap();
+    wait_for_reply(&sentinel, "INFO sentinel", "slaves=1").await;
+    let url = format!("redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=hf", sentinel.port());
+    let nodes = nodes(&url, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut sse = open_stream(a, "/sub/failover", "Accept: text/event-stream\r\n").await;
+    wait_for_local(a, "sse", 1).await;
+
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for i in 1..=12 {
+        if i == 6 {
+            // Written to the replica already: replication of a few bytes takes microseconds.
+            wait_for_reply(&replica, "INFO replication", "master_link_status:up").await;
+            primary.kill();
+        }
+        let data = format!("m{i}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = try_publish_at(b.addr, "failover", &data).await;
+            if answer.status == 200 {
+                acked.push(data);
+                break;
+            }
+            assert_eq!(answer.status, 503, "{}", answer.text());
+            assert_eq!(answer.json()["error"], "broker_unavailable", "{}", answer.text());
+            refused += 1;
+            assert!(Instant::now() < deadline, "publishing did not come back after the failover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(refused > 0, "the primary's death was never seen: the test did not test a failover");
+    wait_for_reply(&sentinel, "INFO sentinel", &format!("address=127.0.0.1:{}", replica.port())).await;
+
+    let mut parser = sse::Parser::default();
+    let mut delivered = Vec::new();
+    let mut notice = None;
+    within("every acknowledged message, or a notice", async {
+        while delivered.len() < acked.len() && notice.is_none() {
+            for event in parser.feed(&sse.next_chunk().await) {
+                match event.event.as_str() {
+                    "message" => delivered.push(event.data),
+                    _ => notice = Some(event),
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(delivered, acked[..delivered.len()], "once each, in order (notice: {notice:?})");
+    if let Some(notice) = notice {
+        assert!(
+            notice.event == "holdfast.gap" || notice.data.contains("history_lost"),
+            "only a gap or history_lost may cut the stream short: {notice:?}"
+        );
+    }
+}
