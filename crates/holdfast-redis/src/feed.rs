@@ -61,10 +61,16 @@ pub(crate) async fn follow_reconnects(
         let Some(inner) = inner.upgrade() else { return };
         match received {
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Notes wait from now until each channel is read back: the Redis on the other
+                // side may be another one (a promoted replica) whose positions must be checked
+                // against the rings before any note is applied.
+                let names = inner.hold_notes();
                 if let Err(error) = inner.subscriber.resubscribe_all().await {
                     tracing::warn!(%error, "redis: subscribing again after a reconnect failed");
                 }
-                inner.sync_all();
+                for name in names {
+                    inner.spawn_sync(name);
+                }
                 tracing::info!(url = %inner.shown_url, "redis connection up; channels read back");
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -153,19 +159,21 @@ impl Inner {
 
     /// Reads every subscribed channel back from its stream (after a reconnect or a lag).
     pub(crate) fn sync_all(self: &Arc<Self>) {
-        let names: Vec<Arc<str>> = {
-            let mut feeds = lock(&self.feeds);
-            feeds
-                .iter_mut()
-                .map(|(name, feed)| {
-                    feed.busy = true;
-                    name.clone()
-                })
-                .collect()
-        };
-        for name in names {
+        for name in self.hold_notes() {
             self.spawn_sync(name);
         }
+    }
+
+    /// Makes every subscribed channel keep its notes for after a read back; gives their names.
+    fn hold_notes(&self) -> Vec<Arc<str>> {
+        let mut feeds = lock(&self.feeds);
+        feeds
+            .iter_mut()
+            .map(|(name, feed)| {
+                feed.busy = true;
+                name.clone()
+            })
+            .collect()
     }
 
     /// Opens a channel here: subscribes to its notes (first, so nothing published after the read

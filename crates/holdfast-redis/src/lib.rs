@@ -28,6 +28,7 @@ mod note;
 mod scripts;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,8 +80,10 @@ pub(crate) struct Inner {
     subscriber: SubscriberClient,
     /// A Redis Cluster: sharded pub/sub.
     sharded: bool,
-    /// This node's name in the subscriber counts.
+    /// This node's name in the subscriber counts and publish tokens.
     node: String,
+    /// Publishes sent: with `node`, each publish's token (see `scripts`).
+    publishes: AtomicU64,
     /// The URL without credentials, for error messages.
     shown_url: String,
     limits: HistoryLimits,
@@ -124,6 +127,7 @@ impl RedisBroker {
             subscriber,
             sharded,
             node: format!("{:016x}", fastrand::u64(..)),
+            publishes: AtomicU64::new(0),
             shown_url: shown_url(&config.url),
             limits: config.limits,
             scripts: Scripts {
@@ -273,6 +277,8 @@ impl Inner {
             (if payload.is_json { "1" } else { "0" }).into(),
             self.sharded_arg().into(),
             self.channel_ttl_ms().to_string().into(),
+            format!("{}:{}", self.node, self.publishes.fetch_add(1, Ordering::Relaxed)).into(),
+            scripts::DEDUPE_WINDOW.to_string().into(),
         ];
         let answer: Vec<Value> = self.run_script(&self.scripts.publish, scripts::keys(&name), args).await?;
         let number = |i: usize| answer.get(i).and_then(note::number);
@@ -502,7 +508,7 @@ mod tests {
     #[test]
     fn keys_share_the_channel_hash_tag() {
         let keys = scripts::keys("room:1");
-        assert_eq!(keys, ["hf:{room:1}:m", "hf:{room:1}:s", "hf:{room:1}:n", "hf:{room:1}"]);
+        assert_eq!(keys, ["hf:{room:1}:m", "hf:{room:1}:s", "hf:{room:1}:n", "hf:{room:1}", "hf:{room:1}:d"]);
         assert_eq!(scripts::channel_of(&scripts::topic("room:1")), Some("room:1"));
         assert_eq!(scripts::channel_of("other"), None);
     }

@@ -8,13 +8,22 @@
 //! - `hf:{name}:s`: the stream of its messages, entry id `<seq>-0`, fields `e` (event, `*` for
 //!   none), `d` (data), `j` (`1` for JSON), `t` (Redis time of the publish, ms);
 //! - `hf:{name}:n`: a hash of subscriber counts, one field per node: `"<count> <expires_ms>"`;
-//! - `hf:{name}`: the pub/sub channel every publish and delete is announced on.
+//! - `hf:{name}`: the pub/sub channel every publish and delete is announced on;
+//! - `hf:{name}:d`: the tokens of the channel's last [`DEDUPE_WINDOW`] publishes, scored by their
+//!   sequence numbers: a publish the Redis client sends again after a reconnect (its answer was
+//!   lost with the connection) is recognised and not appended twice.
 //!
 //! Times come from Redis (`TIME`), never from a node's clock, so nodes need no synced clocks.
 
 /// The keys of one channel, in the order the scripts take them.
 pub(crate) fn keys(name: &str) -> Vec<String> {
-    vec![format!("hf:{{{name}}}:m"), format!("hf:{{{name}}}:s"), format!("hf:{{{name}}}:n"), topic(name)]
+    vec![
+        format!("hf:{{{name}}}:m"),
+        format!("hf:{{{name}}}:s"),
+        format!("hf:{{{name}}}:n"),
+        topic(name),
+        format!("hf:{{{name}}}:d"),
+    ]
 }
 
 /// The pub/sub channel of a channel.
@@ -26,6 +35,9 @@ pub(crate) fn topic(name: &str) -> String {
 pub(crate) fn channel_of(topic: &str) -> Option<&str> {
     topic.strip_prefix("hf:{")?.strip_suffix('}')
 }
+
+/// Publishes per channel whose tokens are remembered (see `hf:{name}:d`).
+pub(crate) const DEDUPE_WINDOW: usize = 1024;
 
 /// Shared by the scripts: Redis time in ms, the live subscriber count (dropping the counts of
 /// nodes that stopped refreshing theirs), and publishing a note (sharded in a cluster).
@@ -52,8 +64,9 @@ local function announce(topic, note, sharded)
 end
 "#;
 
-/// Publish. KEYS: meta, stream, counts, topic. ARGV: epoch if new, maxlen, event (`*`: none),
-/// data, json (`0`/`1`), sharded (`0`/`1`), ttl ms. Returns {epoch, seq, subscribers}.
+/// Publish. KEYS: meta, stream, counts, topic, tokens. ARGV: epoch if new, maxlen, event (`*`:
+/// none), data, json (`0`/`1`), sharded (`0`/`1`), ttl ms, the publish's token. Returns {epoch,
+/// seq, subscribers}; for a token already applied, its position again (nothing is appended).
 ///
 /// The sequence number comes from the meta hash (`HINCRBY`), the entry goes into the stream
 /// trimmed to about `history_messages`, and the note to every node, all in one atomic step:
@@ -63,11 +76,18 @@ pub(crate) fn publish() -> String {
         "{COMMON}{}",
         r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local applied = redis.call('ZSCORE', KEYS[5], ARGV[8])
+if epoch and applied then
+  return {epoch, tonumber(applied), subscribers(KEYS[3], now_ms())}
+end
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('ZADD', KEYS[5], seq, ARGV[8])
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(tonumber(ARGV[9]) + 1))
+redis.call('PEXPIRE', KEYS[5], ARGV[7])
 local now = now_ms()
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[3], 'd', ARGV[4], 'j', ARGV[5], 't', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
@@ -97,9 +117,11 @@ else
   seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
   if ARGV[3] == epoch and tonumber(ARGV[4]) > seq then
     -- The node saw newer messages than Redis has: writes were lost (a replica promoted before
-    -- it had them). Positions would be handed out twice; a new epoch makes every node reset.
+    -- it had them). Positions would be handed out twice; a new epoch makes every node reset,
+    -- and the stream of the old one goes (resuming subscribers get a gap notice).
     epoch = ARGV[1]
     redis.call('HSET', KEYS[1], 'epoch', epoch)
+    redis.call('DEL', KEYS[2])
   end
 end
 local oldest = '-'
@@ -129,7 +151,7 @@ return {epoch, seq, redis.call('XLEN', KEYS[2]), first_id, subscribers(KEYS[3], 
     )
 }
 
-/// Delete. KEYS: meta, stream, counts, topic. ARGV: sharded. Returns -1 when the channel did not
+/// Delete. KEYS: meta, stream, counts, topic, tokens. ARGV: sharded. Returns -1 when the channel did not
 /// exist, else the subscribers it had; every node is told (`D`) and closes its subscribers.
 pub(crate) fn delete() -> String {
     format!(
@@ -137,7 +159,7 @@ pub(crate) fn delete() -> String {
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local count = subscribers(KEYS[3], now_ms())
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
 announce(KEYS[4], 'D', ARGV[1])
 return count
 "#
