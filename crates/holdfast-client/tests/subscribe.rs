@@ -7,22 +7,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use holdfast_client::{Event, Gap, Heartbeat, Message, State, Subscriber, SubscriberBuilder, Transport};
-use holdfast_server::Config;
+use holdfast_testkit::fast_pacing as fast;
 use holdfast_testkit::proxy::TestProxy;
 use holdfast_testkit::TestServer;
 
 /// Longest wait for one expected event.
 const WAIT: Duration = Duration::from_secs(15);
-
-/// Short intervals so that liveness tests take seconds: heartbeats every second (the server
-/// contract's `heartbeat_min` lowered to 1 s so that `?heartbeat=1` is honoured), long polls held
-/// 2 s, a quick drain.
-fn fast(config: &mut Config) {
-    config.heartbeat_interval = Duration::from_secs(1);
-    config.heartbeat_min = Duration::from_secs(1);
-    config.longpoll_timeout = Duration::from_secs(2);
-    config.shutdown_timeout = Duration::from_secs(2);
-}
 
 /// A subscriber with test pacing: 1 s heartbeats watched with k = 2, 50 ms backoff base.
 fn subscriber(servers: &[String], channel: &str, transport: Transport) -> SubscriberBuilder {

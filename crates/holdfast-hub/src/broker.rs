@@ -495,8 +495,8 @@ impl MemoryBroker {
     }
 
     /// Drops expired history everywhere, and the channels for which `drop_channel` says so (the
-    /// map's reference is the only one left when it is asked); returns the dropped ones.
-    fn expire_where(&self, drop_channel: impl Fn(&Arc<Channel>) -> bool) -> Vec<Arc<Channel>> {
+    /// map's reference is the only one left when it is asked).
+    fn expire_where(&self, drop_channel: impl Fn(&Arc<Channel>) -> bool) {
         let channels: Vec<Arc<Channel>> =
             self.channels.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         for channel in &channels {
@@ -512,18 +512,13 @@ impl MemoryBroker {
             self.compact_stripe(index, &mut entries);
             stripe.publish_front(&entries);
         }
-        let mut dropped = Vec::new();
         let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
         channels.retain(|_, channel| {
             // Held (a subscriber, a waiting long poll): no new reference can be taken from the
             // map while it is locked for writing, so the count cannot rise under us.
             let held = Arc::strong_count(channel) > 1;
             channel.note_held(held);
-            if held || !drop_channel(channel) {
-                return true;
-            }
-            dropped.push(channel.clone());
-            false
+            held || !drop_channel(channel)
         });
         // Give the table's room back once it is mostly empty (after a burst of channels expired),
         // keeping twice what is left so the next creations do not rehash at once. `shrink_to(k)`
@@ -532,12 +527,11 @@ impl MemoryBroker {
         if channels.capacity() > 2 * keep {
             channels.shrink_to(keep);
         }
-        dropped
     }
 
     /// For a network broker's local rings: drops expired history, and the rings nobody has held
-    /// for `unheld` expiry rounds (their history stays in the broker); returns the dropped ones.
-    pub fn expire_unheld(&self, unheld: u32) -> Vec<Arc<Channel>> {
+    /// for `unheld` expiry rounds (their history stays in the broker).
+    pub fn expire_unheld(&self, unheld: u32) {
         self.expire_where(|channel| channel.unheld_rounds() >= unheld)
     }
 }

@@ -193,30 +193,41 @@ pub(crate) fn unavailable(inner: &Inner, why: impl std::fmt::Display) -> Channel
     ChannelError::Unavailable(format!("redis at {}: {why}", inner.shown_url).into())
 }
 
-/// A Redis call with [`COMMAND_TIMEOUT`]: its error, or `None` when it took too long.
+/// Why a Redis call failed.
+enum CallError {
+    NotConnected,
+    Redis(fred::error::Error),
+    TimedOut,
+}
+
+impl CallError {
+    /// As the 503 answer tells it.
+    fn unavailable(self, inner: &Inner) -> ChannelError {
+        match self {
+            CallError::NotConnected => unavailable(inner, "not connected"),
+            CallError::Redis(error) => unavailable(inner, error),
+            CallError::TimedOut => unavailable(inner, "no answer in time"),
+        }
+    }
+}
+
+/// A Redis call with [`COMMAND_TIMEOUT`], refused at once while disconnected.
 async fn call_raw<T>(
     inner: &Inner,
     work: impl std::future::Future<Output = Result<T, fred::error::Error>>,
-) -> Result<T, Option<fred::error::Error>> {
+) -> Result<T, CallError> {
     if !inner.client.is_connected() {
-        return Err(Some(fred::error::Error::new(fred::error::ErrorKind::IO, "not connected")));
+        return Err(CallError::NotConnected);
     }
-    tokio::time::timeout(COMMAND_TIMEOUT, work).await.map_err(|_| None)?.map_err(Some)
+    tokio::time::timeout(COMMAND_TIMEOUT, work).await.map_err(|_| CallError::TimedOut)?.map_err(CallError::Redis)
 }
 
-/// A Redis call with [`COMMAND_TIMEOUT`].
+/// [`call_raw`], failing as the 503 answer tells it.
 pub(crate) async fn call<T>(
     inner: &Inner,
     work: impl std::future::Future<Output = Result<T, fred::error::Error>>,
 ) -> Result<T, ChannelError> {
-    if !inner.client.is_connected() {
-        return Err(unavailable(inner, "not connected"));
-    }
-    match tokio::time::timeout(COMMAND_TIMEOUT, work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(unavailable(inner, error)),
-        Err(_) => Err(unavailable(inner, "no answer in time")),
-    }
+    call_raw(inner, work).await.map_err(|e| e.unavailable(inner))
 }
 
 impl Inner {
@@ -238,13 +249,11 @@ impl Inner {
         });
         let first = call_raw(self, once.evalsha::<R, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())).await;
         match first {
-            Err(Some(error)) if error.details().starts_with("NOSCRIPT") => {
+            Err(CallError::Redis(error)) if error.details().starts_with("NOSCRIPT") => {
                 call(self, script.load(&self.client)).await?;
                 call(self, once.evalsha(script.sha1().clone(), keys, args)).await
             }
-            Err(Some(error)) => Err(unavailable(self, error)),
-            Err(None) => Err(unavailable(self, "no answer in time")),
-            Ok(value) => Ok(value),
+            result => result.map_err(|e| e.unavailable(self)),
         }
     }
 

@@ -48,14 +48,6 @@ async fn open_stream(server: &TestServer, target: &str) -> RawConn {
     conn
 }
 
-async fn upgrade(server: &TestServer, target: &str) -> RawConn {
-    let mut conn = server.connect().await;
-    conn.send(ws_upgrade_request(target, "").as_bytes()).await;
-    let head = conn.stream_head().await;
-    assert_eq!(head.status, 101, "WebSocket upgrade on {target}: {}", head.head);
-    conn
-}
-
 /// The next WebSocket data frame (pings skipped): opcode and payload.
 async fn ws_data(conn: &mut RawConn) -> (u8, Vec<u8>) {
     loop {
@@ -150,7 +142,7 @@ async fn poll_from(server: &TestServer, channels: &str, cursor: &str) -> (Vec<St
 #[tokio::test]
 async fn the_websocket_publish_op_refuses_a_bad_event_type_with_bad_event() {
     let server = TestServer::start(|c| c.ws_client_publish = true).await;
-    let mut conn = upgrade(&server, "/sub/c").await;
+    let mut conn = server.upgrade("/sub/c").await;
     for event in ["a b", "line\nbreak", "", &"e".repeat(65), "naïve"] {
         let answer = op(&mut conn, json!({"op": "publish", "channel": "c", "event": event, "data": "x"})).await;
         assert_eq!(
@@ -171,7 +163,7 @@ async fn the_websocket_publish_op_refuses_a_bad_event_type_with_bad_event() {
 async fn the_websocket_publish_op_publishes_json_from_json_or_non_string_data() {
     let server = TestServer::start(|c| c.ws_client_publish = true).await;
     let start = get(&server, "/sub/c?transport=poll").await.json()["cursor"].as_str().unwrap().to_string();
-    let mut conn = upgrade(&server, "/sub/other").await;
+    let mut conn = server.upgrade("/sub/other").await;
     let answer = op(&mut conn, json!({"op": "publish", "channel": "c", "json": {"a": [1, 2]}})).await;
     assert_eq!(answer["op"], "published", "{answer}");
     let answer = op(&mut conn, json!({"op": "publish", "channel": "c", "data": {"b": true}})).await;
@@ -253,7 +245,7 @@ async fn admin_disconnect_ends_ndjson_and_iframe_with_the_closed_notice_and_the_
 #[tokio::test]
 async fn admin_disconnect_sends_a_websocket_the_closed_notice_then_close_4002() {
     let server = TestServer::start(|_| {}).await;
-    let mut conn = upgrade(&server, "/sub/wd").await;
+    let mut conn = server.upgrade("/sub/wd").await;
     server.wait_for_subscribers("wd", 1).await;
     admin_disconnect(&server, "wd").await;
     closed_envelope(&ws_json(&mut conn).await, "wd", "admin_disconnect");
@@ -310,7 +302,7 @@ async fn a_websocket_heartbeat_timeout_sends_the_closed_notice_before_close_1001
         c.heartbeat_timeout = Duration::from_millis(400);
     })
     .await;
-    let mut conn = upgrade(&server, "/sub/hb").await;
+    let mut conn = server.upgrade("/sub/hb").await;
     let notice = tokio::time::timeout(Duration::from_secs(3), ws_json(&mut conn)).await.expect("a notice");
     closed_envelope(&notice, "hb", "heartbeat_timeout");
     let (opcode, payload) = ws_data(&mut conn).await;
@@ -372,7 +364,7 @@ async fn gap_notices_are_envelopes_with_an_id_that_resumes_without_a_gap() {
     let first = text.split("\n\n").next().unwrap();
     assert!(first.starts_with(&format!("id: {id}\nevent: holdfast.gap\ndata: ")), "SSE gap notice: {text:?}");
 
-    let mut ws = upgrade(&server, &format!("/sub/g?cursor={old}")).await;
+    let mut ws = server.upgrade(&format!("/sub/g?cursor={old}")).await;
     let gap = ws_json(&mut ws).await;
     assert_eq!((gap["event"].as_str(), gap["id"].as_str()), (Some("holdfast.gap"), Some(&*id)), "{gap}");
     assert_eq!(gap["json"]["first_available"], 4, "{gap}");
@@ -442,8 +434,8 @@ async fn a_json_publish_arrives_as_a_json_value_on_every_transport() {
     let mut sse = open_stream(&server, "/sub/j?transport=sse").await;
     let mut stream = open_stream(&server, "/sub/j?transport=stream").await;
     let mut iframe = open_stream(&server, "/sub/j?transport=iframe&callback=cb").await;
-    let mut ws = upgrade(&server, "/sub/j").await;
-    let mut raw = upgrade(&server, "/sub/j?format=raw").await;
+    let mut ws = server.upgrade("/sub/j").await;
+    let mut raw = server.upgrade("/sub/j?format=raw").await;
     server.wait_for_subscribers("j", 5).await;
     // After the count above: a held long poll counts too (item 11).
     let mut longpoll = server.connect().await;
@@ -484,7 +476,7 @@ async fn a_json_publish_arrives_as_a_json_value_on_every_transport() {
 async fn a_websocket_on_bare_sub_subscribes_by_op_and_gets_messages() {
     let server = TestServer::start(|_| {}).await;
     for (target, channel) in [("/sub", "room"), ("/sub/", "hall")] {
-        let mut conn = upgrade(&server, target).await;
+        let mut conn = server.upgrade(target).await;
         let answer = op(&mut conn, json!({"op": "subscribe", "channels": [channel]})).await;
         assert_eq!(answer["op"], "subscribed", "{target}: {answer}");
         assert_eq!(answer["channels"], json!([channel]), "{target}: {answer}");

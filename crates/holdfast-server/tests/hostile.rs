@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_proto::ws::deflate::MessageDeflater;
 use holdfast_testkit::hostile::{self, closed, mib, DelayProbe, Ending, RssSampler};
-use holdfast_testkit::{ws_client_frame, ws_upgrade_request, RawConn, TestServer};
+use holdfast_testkit::{ws_client_frame, RawConn, TestServer};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -34,14 +34,6 @@ const MIB: usize = 1024 * 1024;
 /// bench/); debug builds on two cores shared with the attacking client get 250 ms. (Measured
 /// without an attack, with 512 KiB messages going to another subscriber: median 1 ms, max 16 ms.)
 const DELAY_BOUND: Duration = Duration::from_millis(250);
-
-async fn upgrade(server: &TestServer, target: &str) -> RawConn {
-    let mut conn = server.connect().await;
-    conn.send(ws_upgrade_request(target, "").as_bytes()).await;
-    let head = conn.stream_head().await;
-    assert_eq!(head.status, 101, "{}", head.head);
-    conn
-}
 
 /// The next text frame as JSON (pings skipped).
 async fn text_json(conn: &mut RawConn) -> Value {
@@ -210,7 +202,7 @@ async fn a_blocked_subscriber_without_write_progress_for_send_timeout_is_cut() {
 async fn the_65th_channel_over_the_subscribe_op_is_refused_and_the_connection_stays_up() {
     let _only = hostile::exclusive().await;
     let server = TestServer::start(|_| {}).await;
-    let mut conn = upgrade(&server, "/sub/c0").await;
+    let mut conn = server.upgrade("/sub/c0").await;
     let names: Vec<String> = (1..64).map(|i| format!("c{i}")).collect();
     let answer = op(&mut conn, json!({"op": "subscribe", "channels": names})).await;
     assert_eq!(answer["op"], "subscribed", "64 channels in all is the cap, not over it: {answer}");
@@ -228,7 +220,7 @@ async fn the_65th_channel_over_the_subscribe_op_is_refused_and_the_connection_st
     assert_eq!(text_json(&mut conn).await["data"], "for me");
 
     // One op that would take a fresh connection from 1 to 65 channels: refused whole.
-    let mut conn = upgrade(&server, "/sub/d0").await;
+    let mut conn = server.upgrade("/sub/d0").await;
     let names: Vec<String> = (1..=64).map(|i| format!("d{i}")).collect();
     let answer = op(&mut conn, json!({"op": "subscribe", "channels": names})).await;
     assert_eq!(
@@ -245,7 +237,7 @@ async fn the_65th_channel_over_the_subscribe_op_is_refused_and_the_connection_st
 async fn a_subscribe_op_with_60000_channels_is_refused_fast_without_stalling_others() {
     let _only = hostile::exclusive().await;
     let server = TestServer::start(|_| {}).await;
-    let mut conn = upgrade(&server, "/sub/big").await;
+    let mut conn = server.upgrade("/sub/big").await;
     let names: Vec<String> = (0..60_000).map(|i| format!("ch{i}")).collect();
     let request = json!({"op": "subscribe", "channels": names}).to_string();
     assert!(request.len() < MIB, "under ws_max_message_bytes");

@@ -33,6 +33,15 @@ pub struct TestServer {
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+/// Short intervals so liveness tests take seconds: heartbeats every second (`heartbeat_min`
+/// lowered to 1 s so that `?heartbeat=1` is honoured), long polls held 2 s, a quick drain.
+pub fn fast_pacing(config: &mut Config) {
+    config.heartbeat_interval = Duration::from_secs(1);
+    config.heartbeat_min = Duration::from_secs(1);
+    config.longpoll_timeout = Duration::from_secs(2);
+    config.shutdown_timeout = Duration::from_secs(2);
+}
+
 impl TestServer {
     /// Starts a server with the default configuration changed by `configure`.
     pub async fn start(configure: impl FnOnce(&mut Config)) -> TestServer {
@@ -77,6 +86,15 @@ impl TestServer {
     /// Opens a raw connection to the server.
     pub async fn connect(&self) -> RawConn {
         RawConn::connect(self.addr).await
+    }
+
+    /// Opens a WebSocket on `target` (`/sub/…`), asserting the 101.
+    pub async fn upgrade(&self, target: &str) -> RawConn {
+        let mut conn = self.connect().await;
+        conn.send(ws_upgrade_request(target, "").as_bytes()).await;
+        let head = conn.stream_head().await;
+        assert_eq!(head.status, 101, "WebSocket upgrade on {target}: {}", head.head);
+        conn
     }
 
     /// Triggers a graceful shutdown and waits for `run` to return; gives how long that took.

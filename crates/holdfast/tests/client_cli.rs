@@ -7,18 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use holdfast_server::Config;
+use holdfast_testkit::fast_pacing as fast;
 use holdfast_testkit::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const WAIT: Duration = Duration::from_secs(15);
-
-fn fast(config: &mut Config) {
-    config.heartbeat_interval = Duration::from_secs(1);
-    config.heartbeat_min = Duration::from_secs(1);
-    config.longpoll_timeout = Duration::from_secs(2);
-    config.shutdown_timeout = Duration::from_secs(2);
-}
 
 /// A `holdfast sub` running in the background, its stdout and stderr read line by line.
 struct Sub {

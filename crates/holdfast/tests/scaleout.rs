@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use holdfast_client::{Event, Gap, Heartbeat, State, Subscriber, Transport};
 use holdfast_proto::sse;
 use holdfast_server::Config;
+use holdfast_testkit::fast_pacing as fast;
 use holdfast_testkit::redis::{Persistence, RedisCluster, RedisServer};
 use holdfast_testkit::{ws_upgrade_request, RawConn, RawResponse, TestServer};
 use serde_json::Value;
@@ -36,15 +37,6 @@ const PING: u8 = 0x9;
 const WAIT: Duration = Duration::from_secs(15);
 
 // ---- Nodes ----
-
-/// Test pacing on every node (as in the SDK's tests): 1 s heartbeats, long polls held 2 s, a
-/// quick drain.
-fn fast(config: &mut Config) {
-    config.heartbeat_interval = Duration::from_secs(1);
-    config.heartbeat_min = Duration::from_secs(1);
-    config.longpoll_timeout = Duration::from_secs(2);
-    config.shutdown_timeout = Duration::from_secs(2);
-}
 
 /// `n` nodes on `broker`, each with [`fast`] pacing changed by `configure`, each connected to
 /// Redis (see [`wait_until_connected`]).
@@ -206,14 +198,6 @@ async fn iframe(conn: &mut RawConn) -> Value {
     .await
 }
 
-async fn upgrade(node: &TestServer, target: &str) -> RawConn {
-    let mut conn = node.connect().await;
-    conn.send(ws_upgrade_request(target, "").as_bytes()).await;
-    let head = conn.stream_head().await;
-    assert_eq!(head.status, 101, "WebSocket upgrade on {target}: {}", head.head);
-    conn
-}
-
 /// The next WebSocket text frame as JSON (pings skipped).
 async fn ws_json(conn: &mut RawConn) -> Value {
     within("a WebSocket message", async {
@@ -248,7 +232,7 @@ async fn deliver_across_nodes_on_every_transport(broker: &str) {
     let mut sse = open_stream(a, "/sub/across", "Accept: text/event-stream\r\n").await;
     let mut stream = open_stream(a, "/sub/across?transport=stream", "").await;
     let mut frame = open_stream(a, "/sub/across?transport=iframe&callback=cb", "").await;
-    let mut ws = upgrade(a, "/sub/across").await;
+    let mut ws = a.upgrade("/sub/across").await;
     let cursor = cursor_now(a, channel).await;
     let mut poll = a.connect().await;
     poll.send(format!("GET /sub/across?cursor={cursor} {GET}\r\n").as_bytes()).await;
@@ -985,7 +969,7 @@ async fn channel_info_on_any_node_counts_the_subscribers_of_every_node() {
     for _ in 0..3 {
         on_b.push(open_stream(&nodes[1], "/sub/counted?transport=stream", "").await);
     }
-    let on_c = upgrade(&nodes[2], "/sub/counted").await;
+    let on_c = nodes[2].upgrade("/sub/counted").await;
     for node in &nodes {
         wait_for_cluster_subscribers(node, channel, 6, WAIT).await;
     }
@@ -1019,7 +1003,7 @@ async fn websocket_subscribe_and_publish_ops_wait_on_redis_and_answer() {
     // Some history first, published on B: A has never held the channel.
     let earlier = publish_at(b.addr, "wsops", "earlier").await;
 
-    let mut subscriber = upgrade(a, "/sub").await;
+    let mut subscriber = a.upgrade("/sub").await;
     let op = r#"{"op":"subscribe","channels":["wsops"],"history":5}"#;
     subscriber.ws_send(TEXT, op.as_bytes()).await;
     subscriber.ws_send(TEXT, br#"{"op":"ping"}"#).await;
@@ -1037,7 +1021,7 @@ async fn websocket_subscribe_and_publish_ops_wait_on_redis_and_answer() {
     assert!(replay > subscribed, "history after the answer: {answers:?}");
     assert_envelope(&answers[replay], "wsops", &earlier, "message", "earlier", "replayed history");
 
-    let mut publisher = upgrade(b, "/sub").await;
+    let mut publisher = b.upgrade("/sub").await;
     publisher.ws_send(TEXT, br#"{"op":"publish","channel":"wsops","data":"by op","event":"op"}"#).await;
     let published = ws_json(&mut publisher).await;
     assert_eq!(published["op"], "published", "{published}");
@@ -1227,4 +1211,43 @@ async fn positions_that_went_back_in_redis_move_the_channel_to_a_new_epoch() {
         assert!(Instant::now() < deadline, "m4 never reached node A: {body}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A peer that floods `publish` ops while Redis is stalled (`DEBUG SLEEP`): past the ops the
+/// connection may have waiting on the broker its input is paused, not dropped; once Redis
+/// answers, every op is answered, in order of the ids Redis gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_publish_ops_while_redis_stalls_is_paused_then_answered() {
+    let Some(redis) = RedisServer::start_with(Persistence::None, &["--enable-debug-command", "yes"]).await else {
+        return;
+    };
+    let nodes = nodes_with(&redis.url(), 1, |c| c.ws_client_publish = true).await;
+    let mut publisher = nodes[0].upgrade("/sub").await;
+    let stall = tokio::spawn({
+        let addr = redis.addr();
+        async move {
+            let mut conn = TcpStream::connect(addr).await.unwrap();
+            conn.write_all(b"DEBUG SLEEP 1\r\n").await.unwrap();
+            let mut reply = [0u8; 5];
+            conn.read_exact(&mut reply).await.unwrap();
+            assert_eq!(&reply, b"+OK\r\n", "Redis stalled");
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    const OPS: usize = 300;
+    let mut flood = Vec::new();
+    for i in 0..OPS {
+        let op = format!(r#"{{"op":"publish","channel":"flood","data":"{i}"}}"#);
+        flood.extend(holdfast_testkit::ws_client_frame(true, TEXT, op.as_bytes()));
+    }
+    publisher.send(&flood).await;
+    let mut published = 0;
+    while published < OPS {
+        let answer = ws_json(&mut publisher).await;
+        assert_eq!(answer["op"], "published", "{answer}");
+        published += 1;
+    }
+    stall.await.unwrap();
+    let info = get(&nodes[0], "/pub/flood").await.json();
+    assert_eq!(info["messages"], OPS, "{info}");
 }

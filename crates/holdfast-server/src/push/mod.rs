@@ -324,6 +324,9 @@ struct Shard {
     shortest_heartbeat: Duration,
     /// Compresses messages for permessage-deflate subscribers (each message once).
     deflater: SharedDeflater,
+    /// WebSocket ops out on the runtime (waiting on a network broker), by connection id; only
+    /// connections with some are here (see `websocket::MAX_DEFERRED_OPS`).
+    deferred_ops: HashMap<u64, u32>,
     /// The inbox's `added` of the previous round, emptied: given back to the inbox each round so
     /// a burst of subscribers fills the same vector instead of growing a new one every round
     /// (each growth leaves its smaller buffers in the allocator's thread caches, and the last
@@ -355,6 +358,7 @@ impl Shard {
             peek_buf: Vec::new(),
             shortest_heartbeat: Duration::MAX,
             deflater: SharedDeflater::default(),
+            deferred_ops: HashMap::new(),
             spare_added: Vec::new(),
         }
     }

@@ -36,6 +36,13 @@ use super::{clock_ms_at, ReadCache, Shard, MESSAGE_BUDGET, MESSAGE_BYTES_PER_SEC
 use crate::subscription::{self, Refusal};
 use crate::{CloseReason, Server};
 
+/// WebSocket ops of one connection that may wait on the broker at once (publish and subscribe
+/// ops a network broker answers later); past it the connection's input is not read until some
+/// are answered, so a peer that floods ops while Redis is slow holds at most this many tasks.
+const MAX_DEFERRED_OPS: u32 = 64;
+/// How long such a connection's input waits before it is looked at again (ms).
+const DEFERRED_PAUSE_MS: u64 = 5;
+
 /// WebSocket state of a subscriber.
 pub(super) struct WsPeer {
     pub decoder: Decoder,
@@ -158,6 +165,12 @@ impl Shard {
         let mut read_budget = READ_BUDGET;
         let mut message_budget = MESSAGE_BUDGET;
         loop {
+            // A peer whose ops wait on the broker (each a task on the runtime) is not read further
+            // until some are answered: what it can make the server hold stays bounded.
+            let conn_id = self.slots.get(index).and_then(Option::as_ref).map(|s| s.conn.id);
+            if conn_id.and_then(|id| self.deferred_ops.get(&id)).is_some_and(|&n| n >= MAX_DEFERRED_OPS) {
+                return self.more_input.push((index, now_ms + DEFERRED_PAUSE_MS));
+            }
             let step = {
                 let Some(peer) = self.slots.get_mut(index).and_then(Option::as_mut).and_then(|s| s.ws.as_mut()) else {
                     return;
@@ -505,8 +518,14 @@ impl Shard {
 
     /// Runs `work` on the runtime and hands its outcome back to this shard for the connection in
     /// slot `index` (dropped if that connection is gone by then).
-    fn defer(&self, server: &Server, index: usize, work: impl std::future::Future<Output = Deferred> + Send + 'static) {
+    fn defer(
+        &mut self,
+        server: &Server,
+        index: usize,
+        work: impl std::future::Future<Output = Deferred> + Send + 'static,
+    ) {
         let Some(conn_id) = self.slots.get(index).and_then(Option::as_ref).map(|s| s.conn.id) else { return };
+        *self.deferred_ops.entry(conn_id).or_default() += 1;
         let shard = self.shared.clone();
         server.runtime.spawn(async move {
             let outcome = work.await;
@@ -517,6 +536,12 @@ impl Shard {
 
     /// Takes back what [`Shard::defer`] handed off.
     pub(super) fn resume_deferred(&mut self, server: &Server, index: usize, conn_id: u64, outcome: Deferred) {
+        if let Some(out) = self.deferred_ops.get_mut(&conn_id) {
+            *out -= 1;
+            if *out == 0 {
+                self.deferred_ops.remove(&conn_id);
+            }
+        }
         if self.slots.get(index).and_then(Option::as_ref).map(|s| s.conn.id) != Some(conn_id) {
             return;
         }
