@@ -105,7 +105,8 @@ impl RequestHead {
         let target = self.target();
         let path = target.split_once('?').map_or(target, |(path, _)| path);
         for scheme in ["http://", "https://"] {
-            if path.len() >= scheme.len() && path[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            // `get`, not indexing: the target may hold multi-byte UTF-8 where the scheme would end.
+            if path.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme)) {
                 let rest = &path[scheme.len()..];
                 return rest.find('/').map_or("/", |i| &rest[i..]);
             }
@@ -379,6 +380,9 @@ mod tests {
             ("http://example.com", "/", None),
             ("http://example.com?x=1", "/", Some("x=1")),
             ("/healthz", "/healthz", None),
+            // Found by the fuzzer: multi-byte UTF-8 across the scheme's length panicked.
+            ("H=TT\u{44f}\u{48b}", "H=TT\u{44f}\u{48b}", None),
+            ("http:/\u{44f}x", "http:/\u{44f}x", None),
         ] {
             let request = format!("GET {target} HTTP/1.1\r\nHost: example.com\r\n\r\n");
             let head = assert_split_consistent(request.as_bytes(), &Limits::default()).unwrap().unwrap();
