@@ -35,6 +35,7 @@
 //!   the configuration, the counters), not the whole server; only the orchestrators (`listener`,
 //!   `conn`, `park`, `push`, `router` for the admin endpoints) see the `Server` state.
 
+mod assets;
 pub mod config;
 mod conn;
 mod cors;

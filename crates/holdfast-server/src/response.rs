@@ -38,8 +38,9 @@ impl Response {
     /// Writes the head into `out`. The body is not included (HEAD, and large bodies sent apart).
     pub fn encode_head(&self, out: &mut BytesMut, persistence: Persistence, version: Version, keepalive_secs: u64) {
         let mut head = ResponseHead::new(out, self.status).header("Server", b"holdfast");
-        // RFC 9110 §8.6, §15.3.5: no Content-Length (nor content) on 1xx and 204.
-        if self.status >= 200 && self.status != 204 {
+        // RFC 9110 §8.6, §15.3.5, §15.4.5: no Content-Length (nor content) on 1xx and 204; none
+        // on 304 either (it could only repeat the 200's length, which the cache already has).
+        if self.status >= 200 && self.status != 204 && self.status != 304 {
             head = head.header("Content-Type", self.content_type.as_bytes()).content_length(self.body.len() as u64);
         }
         for (name, value) in &self.headers {

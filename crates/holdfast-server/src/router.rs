@@ -33,6 +33,9 @@ pub(crate) enum Route {
     AdminDisconnect,
     /// `GET /admin/connections`: answered in the connection task (it asks the push shards).
     AdminConnections,
+    /// An embedded file (`/`, `/holdfast.js`, `/admin/`, `/demo/chat`, …): its index in
+    /// [`assets::ASSETS`](crate::assets::ASSETS).
+    Asset(usize),
     NotFound,
     /// The path exists but not for this method; the value is the `Allow` field.
     MethodNotAllowed(&'static str),
@@ -74,6 +77,9 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
             _ => Route::MethodNotAllowed("GET, OPTIONS"),
         };
     }
+    if let Some(index) = crate::assets::find(if path == "/admin" { "/admin/" } else { path }) {
+        return if get_or_head { Route::Asset(index) } else { Route::MethodNotAllowed(GET_HEAD) };
+    }
     match path {
         "/healthz" if get_or_head => Route::Healthz,
         "/admin/stats" if get_or_head => Route::AdminStats,
@@ -98,6 +104,7 @@ pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, serve
         Route::AdminStats => admin_stats(server),
         Route::Metrics => crate::metrics::render(server),
         Route::Echo => Response::new(200, "application/octet-stream", body),
+        Route::Asset(index) => crate::assets::serve(index, head),
         Route::Publish => cors::decorate(
             publish::publish(head, body, &*server.broker, &server.stats).await,
             cors::allowed_origin(head, &server.config).as_deref(),
