@@ -9,7 +9,7 @@
 //! Dependencies point one way, down this picture; nothing below imports anything above it.
 //!
 //! ```text
-//! listener ──> conn ──> router ─────────────> publish, metrics, cors
+//! listener ──> conn ──> router ─────────────> publish, metrics, cors, assets
 //!               │  └──> transport (poll, stream, websocket, ws_echo)
 //!               └─────> push (shards: streaming subscribers, WebSocket ops, held long polls)
 //!                        park (idle keep-alive connections)
@@ -31,6 +31,8 @@
 //! - `push`: the shards that own streaming sockets; an answered long poll's connection waits
 //!   there for its next request (a long poll is served there too, parsed with `sub_request`;
 //!   anything else goes back to a `conn` task through the function `run` gives it).
+//! - `assets`: the embedded web files (the browser client, the landing page, the dashboard, the
+//!   chat demo) with their ETags and gzipped bodies.
 //! - `router`, `publish`, `transport`: what to answer. Handlers take what they use (the broker,
 //!   the configuration, the counters), not the whole server; only the orchestrators (`listener`,
 //!   `conn`, `park`, `push`, `router` for the admin endpoints) see the `Server` state.
