@@ -119,10 +119,17 @@ pub(crate) fn serve(index: usize, head: &RequestHead) -> Response {
     } else {
         Response::new(200, asset.content_type, Bytes::from_static(asset.bytes))
     };
-    response
+    let response = response
         .with_header("ETag", prepared.etag.clone())
         .with_header("Cache-Control", asset.cache_control)
-        .with_header("Vary", "Accept-Encoding")
+        .with_header("Vary", "Accept-Encoding");
+    if asset.cache_control == LIBRARY {
+        // Pages on other origins load the client as a module script, which browsers fetch in
+        // CORS mode. It is public code, fetched without credentials: any origin may have it.
+        response.with_header("Access-Control-Allow-Origin", "*")
+    } else {
+        response
+    }
 }
 
 /// Whether `Accept-Encoding` lists gzip with a non-zero weight.
