@@ -42,6 +42,7 @@ pub mod config;
 mod conn;
 mod cors;
 mod handover;
+mod histogram;
 mod listener;
 mod metrics;
 mod park;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use holdfast_proto::http1::{Persistence, Version};
 use socket2::{SockRef, TcpKeepalive};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::conn;
@@ -96,9 +95,11 @@ async fn refuse_over_capacity(mut stream: TcpStream, server: Arc<Server>, conn: 
     let mut out = BytesMut::new();
     response.encode_head(&mut out, Persistence::Close, Version::Http11, 0);
     out.extend_from_slice(&response.body);
-    let written = tokio::time::timeout(REFUSE_LINGER, stream.write_all(&out)).await;
-    if matches!(written, Ok(Ok(()))) {
-        crate::socket::io::lingering_close(&mut stream, REFUSE_LINGER).await;
+    let deadline = tokio::time::Instant::now() + REFUSE_LINGER;
+    let written = crate::socket::io::write_all(&mut stream, &[&out], deadline, &server.stats).await;
+    if matches!(written, crate::socket::io::Write::Done) {
+        server.stats.responded(response.status);
+        crate::socket::io::lingering_close(&mut stream, REFUSE_LINGER, &server.stats).await;
     }
     drop(stream);
     server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::OverCapacity);

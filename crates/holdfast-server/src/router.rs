@@ -102,7 +102,7 @@ pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, serve
     match route {
         Route::Healthz => Response::new(200, "text/plain; charset=utf-8", &b"ok\n"[..]),
         Route::AdminStats => admin_stats(server),
-        Route::Metrics => crate::metrics::render(server),
+        Route::Metrics => crate::metrics::render(server, head),
         Route::Echo => Response::new(200, "application/octet-stream", body),
         Route::Asset(index) => crate::assets::serve(index, head),
         Route::Publish => cors::decorate(
@@ -221,6 +221,11 @@ fn admin_stats(server: &Server) -> Response {
             "rss_bytes": process_rss_bytes(),
             "uptime_seconds": server.started.elapsed().as_secs(),
             "draining": server.is_draining(),
+            "requests_by_status": snap.requests_by_status,
+            "connections_by_transport": snap.connections_by_transport,
+            "bytes_in": snap.bytes_in,
+            "bytes_out": snap.bytes_out,
+            "latency_seconds": snap.latency,
         }),
     )
     .with_header("Cache-Control", "no-store")

@@ -1,9 +1,15 @@
-//! Server-wide counters: connections, requests, and why connections closed.
+//! Server-wide counters: connections, requests and their status codes, why connections closed,
+//! bytes in and out, and the latency histograms.
 //!
-//! Plain atomics, updated with relaxed ordering: they are statistics, read by `/admin/stats`, and
-//! never used to synchronise anything.
+//! Plain atomics, updated with relaxed ordering: they are statistics, read by `/admin/stats` and
+//! `/metrics`, and never used to synchronise anything. The push shards count bytes and delivery
+//! latencies on their own and add them here once per round ([`Stats::absorb`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub use crate::histogram::HistogramSnapshot;
+use crate::histogram::{Histogram, LocalHistogram};
 
 use crate::socket::CloseReason;
 use crate::wire::frame::Format;
@@ -21,6 +27,55 @@ pub struct Stats {
     streaming: [AtomicU64; 5],
     messages_published: AtomicU64,
     messages_delivered: AtomicU64,
+    /// Responses by status code, 100 to 599 (index: code - 100).
+    by_status: StatusCounts,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    pub(crate) latency: Latency,
+}
+
+/// Lowest status code counted by code.
+const FIRST_STATUS: u16 = 100;
+/// Status codes counted (100 to 599): 4 KB, and counting one is one atomic add, no lock.
+const STATUSES: usize = 500;
+
+#[derive(Debug)]
+struct StatusCounts([AtomicU64; STATUSES]);
+
+impl Default for StatusCounts {
+    fn default() -> StatusCounts {
+        StatusCounts(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+/// The latency histograms.
+#[derive(Debug, Default)]
+pub(crate) struct Latency {
+    /// Publish to the message's bytes written to a live subscriber's socket (the push shards).
+    pub delivery: Histogram,
+    /// A publish (`POST /pub`, the WebSocket `publish` op) received to answered, broker included.
+    pub publish: Histogram,
+    /// A plain request's head read to its response written (every request but `/sub`).
+    pub request: Histogram,
+}
+
+/// What a push shard counted during a round, added to [`Stats`] at its end.
+#[derive(Debug, Default)]
+pub(crate) struct ShardTally {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub delivery: LocalHistogram,
+}
+
+/// The latency histograms at one moment; `/admin/stats` shows them as `latency_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LatencySnapshot {
+    /// Publish to the message's bytes written to a live subscriber's socket.
+    pub delivery: HistogramSnapshot,
+    /// A publish received to answered.
+    pub publish: HistogramSnapshot,
+    /// A plain request's head read to its response written.
+    pub request: HistogramSnapshot,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -44,6 +99,17 @@ pub struct StatsSnapshot {
     pub messages_published: u64,
     /// Message deliveries (one message to one subscriber).
     pub messages_delivered: u64,
+    /// Responses sent, by status code (those sent at least once).
+    pub requests_by_status: BTreeMap<u16, u64>,
+    /// Open connections by what they serve: `http` for those that are not subscribers (busy
+    /// with a request, idle, parked), then each subscriber transport.
+    pub connections_by_transport: BTreeMap<&'static str, u64>,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// The latency histograms.
+    pub latency: LatencySnapshot,
 }
 
 impl Stats {
@@ -81,6 +147,34 @@ impl Stats {
         self.messages_delivered.fetch_add(count, Relaxed);
     }
 
+    /// Counts a response sent with this status.
+    pub(crate) fn responded(&self, status: u16) {
+        if let Some(count) = status.checked_sub(FIRST_STATUS).and_then(|i| self.by_status.0.get(usize::from(i))) {
+            count.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts bytes read from a socket (one read system call).
+    pub(crate) fn received(&self, bytes: usize) {
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts bytes written to a socket (one write system call).
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.bytes_out.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Adds what a push shard counted, and empties its tally.
+    pub(crate) fn absorb(&self, tally: &mut ShardTally) {
+        if tally.bytes_in > 0 {
+            self.received(std::mem::take(&mut tally.bytes_in) as usize);
+        }
+        if tally.bytes_out > 0 {
+            self.sent(std::mem::take(&mut tally.bytes_out) as usize);
+        }
+        self.latency.delivery.absorb(&mut tally.delivery);
+    }
+
     pub(crate) fn parked(&self) {
         self.connections_parked.fetch_add(1, Relaxed);
     }
@@ -96,22 +190,40 @@ impl Stats {
 
     /// A copy of every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
+        let subscribers = vec![
+            ("sse", self.streaming[0].load(Relaxed)),
+            ("stream", self.streaming[1].load(Relaxed)),
+            ("iframe", self.streaming[2].load(Relaxed)),
+            ("websocket", self.streaming[3].load(Relaxed)),
+            ("longpoll", self.streaming[4].load(Relaxed)),
+        ];
+        let connections_open = self.connections_open.load(Relaxed);
+        let subscribing: u64 = subscribers.iter().map(|(_, n)| n).sum();
+        let mut connections_by_transport: BTreeMap<&'static str, u64> = subscribers.iter().copied().collect();
+        connections_by_transport.insert("http", connections_open.saturating_sub(subscribing));
         StatsSnapshot {
-            connections_open: self.connections_open.load(Relaxed),
+            connections_open,
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_parked: self.connections_parked.load(Relaxed),
             requests: self.requests.load(Relaxed),
             requests_reused: self.requests_reused.load(Relaxed),
             closed: CloseReason::ALL.iter().map(|r| (r.label(), self.closed[*r as usize].load(Relaxed))).collect(),
-            subscribers: vec![
-                ("sse", self.streaming[0].load(Relaxed)),
-                ("stream", self.streaming[1].load(Relaxed)),
-                ("iframe", self.streaming[2].load(Relaxed)),
-                ("websocket", self.streaming[3].load(Relaxed)),
-                ("longpoll", self.streaming[4].load(Relaxed)),
-            ],
+            subscribers,
             messages_published: self.messages_published.load(Relaxed),
             messages_delivered: self.messages_delivered.load(Relaxed),
+            requests_by_status: (FIRST_STATUS..)
+                .zip(&self.by_status.0)
+                .map(|(code, count)| (code, count.load(Relaxed)))
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+            connections_by_transport,
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            latency: LatencySnapshot {
+                delivery: self.latency.delivery.snapshot(),
+                publish: self.latency.publish.snapshot(),
+                request: self.latency.request.snapshot(),
+            },
         }
     }
 }
@@ -147,6 +259,32 @@ mod tests {
         let snap = stats.snapshot();
         assert_eq!(snap.connections_open, 1);
         assert_eq!(snap.closed.iter().find(|(l, _)| *l == "idle_timeout").unwrap().1, 1);
+    }
+
+    #[test]
+    fn statuses_count_by_code_and_odd_ones_are_ignored() {
+        let stats = Stats::default();
+        stats.responded(200);
+        stats.responded(200);
+        stats.responded(101);
+        stats.responded(599);
+        stats.responded(600);
+        stats.responded(42);
+        let snap = stats.snapshot();
+        assert_eq!(snap.requests_by_status.into_iter().collect::<Vec<_>>(), [(101, 1), (200, 2), (599, 1)]);
+    }
+
+    #[test]
+    fn http_connections_are_the_open_ones_that_do_not_subscribe() {
+        let stats = Stats::default();
+        for _ in 0..3 {
+            stats.connection_opened();
+        }
+        stats.subscriber_opened(Format::Sse);
+        let by_transport = stats.snapshot().connections_by_transport;
+        assert_eq!(by_transport["http"], 2);
+        assert_eq!(by_transport["sse"], 1);
+        assert_eq!(by_transport.len(), 6);
     }
 
     #[test]

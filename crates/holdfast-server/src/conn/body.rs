@@ -67,7 +67,7 @@ pub(crate) async fn consume(
     // client already started sending it.
     if head.expects_continue && buf.is_empty() {
         let deadline = Instant::now() + server.config.send_timeout;
-        if !matches!(write_all(stream, &[CONTINUE], deadline).await, Write::Done) {
+        if !matches!(write_all(stream, &[CONTINUE], deadline, &server.stats).await, Write::Done) {
             return Err(BodyError::Aborted);
         }
     }
@@ -82,7 +82,7 @@ pub(crate) async fn consume(
             Ok(Decoded::End) => break,
             Ok(Decoded::NeedMore) => {
                 let deadline = Instant::now() + server.config.body_timeout;
-                match read_more(stream, buf, deadline).await {
+                match read_more(stream, buf, deadline, &server.stats).await {
                     Read::Data => {}
                     Read::Timeout => return Err(BodyError::Timeout),
                     Read::Eof | Read::Failed(_) => return Err(BodyError::Aborted),

@@ -67,7 +67,7 @@ pub(crate) async fn serve(mut stream: TcpStream, server: Arc<Server>, mut conn: 
         },
         End::Close { reason, linger } => {
             if linger {
-                Box::pin(lingering_close(&mut stream, LINGER_TIMEOUT)).await;
+                Box::pin(lingering_close(&mut stream, LINGER_TIMEOUT, &server.stats)).await;
             }
             drop(stream);
             server.connection_closed(conn.id, conn.peer, conn.served, reason);
@@ -82,7 +82,9 @@ async fn drive(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, mu
             // Give the buffer back while idle: an idle connection holds no read memory.
             buf = BytesMut::new();
             match wait_idle(stream, server, idle, &mut buf).await {
-                Idle::Readable => {}
+                // What the wait read is the request's first bytes (counted here: the wait's future
+                // is part of every connection's, and stays smaller without it).
+                Idle::Readable => server.stats.received(buf.len()),
                 Idle::PeerClosed => return End::Close { reason: CloseReason::PeerClosed, linger: false },
                 Idle::Park => return End::Park(idle),
                 Idle::Expired => return End::Close { reason: idle.expiry, linger: false },
@@ -170,6 +172,8 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
         Ok(head) => head,
         Err(next) => return next,
     };
+    // Request and publish latency run from here to the response written.
+    let head_read = std::time::Instant::now();
     conn.served = conn.served.saturating_add(1);
     let route = router::route(&head, server);
 
@@ -207,6 +211,7 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
     if let Err(next) = send(stream, server, &response, &head, persistence).await {
         return next;
     }
+    observe_latency(server, route, head_read);
     match persistence {
         Persistence::KeepAlive { .. } => Next::Continue,
         Persistence::Close => {
@@ -295,8 +300,11 @@ async fn subscribe(
     };
     let (bytes, setup) = opened;
     let deadline = Instant::now() + server.config.send_timeout;
-    match write_all(stream, &[&bytes], deadline).await {
-        Write::Done => Subscribed::Streaming(setup),
+    match write_all(stream, &[&bytes], deadline, &server.stats).await {
+        Write::Done => {
+            server.stats.responded(if setup.framing.format.is_websocket() { 101 } else { 200 });
+            Subscribed::Streaming(setup)
+        }
         Write::Timeout => Subscribed::Ended(Next::close(CloseReason::SendTimeout)),
         Write::Failed(e) => Subscribed::Ended(Next::close(io_close_reason(&e))),
     }
@@ -320,9 +328,13 @@ async fn echo_websocket(stream: &mut TcpStream, server: &Server, head: &RequestH
     };
     let agreement = transport::websocket::negotiate_deflate(head, &server.config);
     let out = transport::websocket::switching_protocols(&accept, agreement, None, None);
-    if !matches!(write_all(stream, &[&out], Instant::now() + server.config.send_timeout).await, Write::Done) {
+    if !matches!(
+        write_all(stream, &[&out], Instant::now() + server.config.send_timeout, &server.stats).await,
+        Write::Done
+    ) {
         return Next::close(CloseReason::PeerAborted);
     }
+    server.stats.responded(101);
     let reason = transport::ws_echo::run(stream, server, std::mem::take(buf), agreement).await;
     Next::close(reason)
 }
@@ -338,7 +350,7 @@ async fn read_head(stream: &mut TcpStream, server: &Server, buf: &mut BytesMut) 
             Err(e) => return Err(refuse(stream, server, e).await),
         }
         let deadline = *deadline.get_or_insert_with(|| Instant::now() + server.config.header_timeout);
-        match read_more(stream, buf, deadline).await {
+        match read_more(stream, buf, deadline, &server.stats).await {
             Read::Data => {}
             // Closing between requests is the normal end of a persistent connection.
             Read::Eof if buf.is_empty() => return Err(Next::close(CloseReason::PeerClosed)),
@@ -364,14 +376,31 @@ async fn send_final(stream: &mut TcpStream, server: &Server, response: &Response
     let mut head = BytesMut::new();
     response.encode_head(&mut head, Persistence::Close, Version::Http11, 0);
     let deadline = Instant::now() + server.config.send_timeout;
-    match write_all(stream, &[&head, &response.body], deadline).await {
-        Write::Done => Next::Close { reason, linger: true },
+    match write_all(stream, &[&head, &response.body], deadline, &server.stats).await {
+        Write::Done => {
+            server.stats.responded(response.status);
+            Next::Close { reason, linger: true }
+        }
         Write::Timeout => Next::close(CloseReason::SendTimeout),
         Write::Failed(e) => Next::close(io_close_reason(&e)),
     }
 }
 
-/// Sends the response to a parsed request. HEAD gets GET's head and no body.
+/// Counts a plain request's latency (and a publish's) once its response is written: every
+/// request but a subscription (whose answer may wait for messages by design).
+fn observe_latency(server: &Server, route: Route, head_read: std::time::Instant) {
+    if route == Route::Subscribe {
+        return;
+    }
+    let took = head_read.elapsed();
+    server.stats.latency.request.observe(took);
+    if route == Route::Publish {
+        server.stats.latency.publish.observe(took);
+    }
+}
+
+/// Sends the response to a parsed request (counted by status once written). HEAD gets GET's
+/// head and no body.
 async fn send(
     stream: &mut TcpStream,
     server: &Server,
@@ -391,8 +420,13 @@ async fn send(
     // Most responses fit the socket buffer: one try without arming the send timer.
     if body.is_empty() {
         match stream.try_write(&out) {
-            Ok(n) if n == out.len() => return Ok(()),
+            Ok(n) if n == out.len() => {
+                server.stats.sent(n);
+                server.stats.responded(response.status);
+                return Ok(());
+            }
             Ok(n) => {
+                server.stats.sent(n);
                 let _ = out.split_to(n);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -400,9 +434,12 @@ async fn send(
         }
     }
     let deadline = Instant::now() + server.config.send_timeout;
-    let written = write_all(stream, &[&out, body], deadline).await;
+    let written = write_all(stream, &[&out, body], deadline, &server.stats).await;
     match written {
-        Write::Done => Ok(()),
+        Write::Done => {
+            server.stats.responded(response.status);
+            Ok(())
+        }
         Write::Timeout => Err(Next::close(CloseReason::SendTimeout)),
         Write::Failed(e) => Err(Next::close(io_close_reason(&e))),
     }

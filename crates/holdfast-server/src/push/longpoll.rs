@@ -120,6 +120,12 @@ impl Shard {
         reply.set_answered(persistence, reason);
         sub.longpoll = Some(reply);
         server.stats.delivered(messages.len() as u64);
+        // A held poll is answered as soon as it has news: what it carries was published while it
+        // waited (one that had news when it came was answered at once, untimed).
+        let now = Instant::now();
+        for (_, message) in &messages {
+            self.tally.delivery.observe(now.saturating_duration_since(message.published_at));
+        }
         self.send_answer(server, index, &response, persistence);
     }
 
@@ -141,9 +147,11 @@ impl Shard {
         sub.bytes_out += (head.len() + response.body.len()) as u64;
         out.push(head.freeze());
         out.push(response.body.clone());
-        if let Err(e) = out.write_to(&sub.stream) {
-            return self.close(server, index, crate::socket::io_close_reason(&e));
+        match out.write_to(&sub.stream) {
+            Ok(n) => self.tally.bytes_out += n as u64,
+            Err(e) => return self.close(server, index, crate::socket::io_close_reason(&e)),
         }
+        server.stats.responded(response.status);
         if out.is_empty() {
             return self.hand_back(server, index);
         }
@@ -244,7 +252,10 @@ impl Shard {
         while left > 0 {
             match sub.stream.read(&mut self.peek_buf[..left]) {
                 Ok(0) => return self.close(server, index, CloseReason::PeerAborted),
-                Ok(n) => left -= n,
+                Ok(n) => {
+                    left -= n;
+                    self.tally.bytes_in += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.close(server, index, crate::socket::io_close_reason(&e)),
             }

@@ -40,6 +40,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::handover::{Extra, LongPollReply, Resume, StreamSetup};
 use crate::socket::ConnState;
+use crate::stats::ShardTally;
 use crate::subscription::{channel_list, closed_json, cursor_of};
 use crate::wire::frame::{self, Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
 use crate::wire::pending::Pending;
@@ -310,6 +311,9 @@ struct Shard {
     /// answers) gather in `replies` and go out in one write when its turn ends.
     batching: Option<usize>,
     replies: Vec<u8>,
+    /// When each publish op answered in `replies` was read: its latency is observed once
+    /// `replies` is written.
+    publishes_answered: Vec<Instant>,
     /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and the low
     /// half of their connection id (a slot answered early may hold another connection by then).
     /// First in, first due: all wait the same `longpoll_timeout`. 16 bytes a held poll.
@@ -332,6 +336,9 @@ struct Shard {
     /// (each growth leaves its smaller buffers in the allocator's thread caches, and the last
     /// one is freed here, on a thread that seldom allocates and so never trims its cache).
     spare_added: Vec<Added>,
+    /// Bytes in and out and delivery latencies counted this round, added to the server's stats
+    /// at its end: no atomic per delivery on this thread.
+    tally: ShardTally,
 }
 
 /// Messages after a position, shared by the subscribers at that position during one round.
@@ -353,6 +360,7 @@ impl Shard {
             round_budget: ROUND_BUDGET,
             batching: None,
             replies: Vec::new(),
+            publishes_answered: Vec::new(),
             longpoll_deadlines: Default::default(),
             awaiting_deadlines: Default::default(),
             peek_buf: Vec::new(),
@@ -360,6 +368,7 @@ impl Shard {
             deflater: SharedDeflater::default(),
             deferred_ops: HashMap::new(),
             spare_added: Vec::new(),
+            tally: ShardTally::default(),
         }
     }
 
@@ -402,6 +411,7 @@ impl Shard {
                     drop(stream);
                     server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::Shutdown);
                 }
+                server.stats.absorb(&mut self.tally);
                 return;
             }
             for query in inbox.queries {
@@ -418,7 +428,7 @@ impl Shard {
                     if self.slots[index].as_ref().is_some_and(|s| s.ws.as_ref().is_some_and(|w| w.input.is_some())) {
                         self.read_input(&server, index);
                     }
-                    self.deliver(&server, index, &mut cache);
+                    self.deliver(&server, index, &mut cache, Timing::CatchUp);
                 }
             }
             // A subscriber with a shorter interval than any before brings the next scan forward.
@@ -444,7 +454,9 @@ impl Shard {
                 log_mass_close("admin disconnect", &channel, self.id, before, started);
             }
             for channel in inbox.dirty {
-                self.for_each_member(channel.id, |shard, index| shard.deliver(&server, index, &mut cache));
+                self.for_each_member(channel.id, |shard, index| {
+                    shard.deliver(&server, index, &mut cache, Timing::Live)
+                });
             }
             for event in events.iter().filter(|e| e.token() != WAKER_TOKEN) {
                 let index = event.token().0;
@@ -463,6 +475,7 @@ impl Shard {
                 self.heartbeats(&server, now);
                 next_heartbeat_scan = now + self.heartbeat_tick(&server);
             }
+            server.stats.absorb(&mut self.tally);
         }
     }
 
@@ -543,13 +556,13 @@ impl Shard {
 
     /// Writes everything after the subscriber's positions, in `writev`s of up to
     /// [`MESSAGES_PER_WRITE`] messages and about [`BATCH_BYTES`], until it is caught up or its
-    /// socket is full.
-    fn deliver(&mut self, server: &Server, index: usize, cache: &mut ReadCache) {
+    /// socket is full. `timing` says whether the messages count in the delivery latency.
+    fn deliver(&mut self, server: &Server, index: usize, cache: &mut ReadCache, timing: Timing) {
         if self.slots.get(index).and_then(Option::as_ref).is_some_and(|s| s.is_longpoll()) {
             return self.answer_longpoll(server, index, longpoll::Answer::IfDue);
         }
         loop {
-            match self.deliver_batch(server, index, cache) {
+            match self.deliver_batch(server, index, cache, timing) {
                 Step::More => continue,
                 Step::Done => return,
                 Step::Blocked => return self.want_writable(index, true),
@@ -558,7 +571,7 @@ impl Shard {
         }
     }
 
-    fn deliver_batch(&mut self, server: &Server, index: usize, cache: &mut ReadCache) -> Step {
+    fn deliver_batch(&mut self, server: &Server, index: usize, cache: &mut ReadCache, timing: Timing) -> Step {
         let max_pending = server.config.max_pending_bytes;
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Step::Done };
         if sub.pending.is_some() {
@@ -603,11 +616,21 @@ impl Shard {
         // Counted as accepted for sending: what is pending goes out later or the subscriber is cut.
         sub.bytes_out += gather.len() as u64;
         match write_gather(&sub.stream, &gather) {
-            Ok(written) if written == gather.len() => {}
-            Ok(written) => sub.pending = Some(Box::new(gather.tail_from(written))),
+            Ok(written) if written == gather.len() => self.tally.bytes_out += written as u64,
+            Ok(written) => {
+                self.tally.bytes_out += written as u64;
+                sub.pending = Some(Box::new(gather.tail_from(written)));
+            }
             Err(e) => return Step::Close(crate::socket::io_close_reason(&e)),
         }
-        sub.last_write = clock_ms_at(Instant::now());
+        let now = Instant::now();
+        if timing == Timing::Live {
+            // Timed at the write that carries them (a blocked subscriber's tail goes later).
+            for (_, message) in &batch[..taken] {
+                self.tally.delivery.observe(now.saturating_duration_since(message.published_at));
+            }
+        }
+        sub.last_write = clock_ms_at(now);
         server.stats.delivered(taken as u64);
         if sub.pending.is_some() {
             Step::Blocked
@@ -624,7 +647,10 @@ impl Shard {
         let Some(pending) = sub.pending.as_mut() else { return };
         match pending.write_to(&sub.stream) {
             Ok(0) => return,
-            Ok(_) => sub.last_write = clock_ms_at(Instant::now()),
+            Ok(n) => {
+                self.tally.bytes_out += n as u64;
+                sub.last_write = clock_ms_at(Instant::now());
+            }
             Err(e) => {
                 let reason = crate::socket::io_close_reason(&e);
                 return self.close(server, index, reason);
@@ -633,7 +659,7 @@ impl Shard {
         if pending.is_empty() {
             sub.pending = None;
             self.want_writable(index, false);
-            self.deliver(server, index, cache);
+            self.deliver(server, index, cache, Timing::Live);
         }
     }
 
@@ -687,6 +713,7 @@ impl Shard {
             match (&sub.stream).read(&mut scratch) {
                 Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
                 Ok(n) => {
+                    self.tally.bytes_in += n as u64;
                     budget = budget.saturating_sub(n);
                     self.round_budget = self.round_budget.saturating_sub(n);
                 }
@@ -730,7 +757,11 @@ impl Shard {
             }
             let beat = sub.framing.heartbeat();
             sub.bytes_out += beat.len() as u64;
-            match (&sub.stream).write(beat) {
+            let written = (&sub.stream).write(beat);
+            if let Ok(n) = written {
+                self.tally.bytes_out += n as u64;
+            }
+            match written {
                 Ok(n) if n == beat.len() => {}
                 Ok(n) => sub.pending = Some(pending_of(&beat[n..])),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => sub.pending = Some(pending_of(beat)),
@@ -789,11 +820,12 @@ impl Shard {
                 // and the close below sends it with the FIN in one segment (one transmission and
                 // one acknowledgement instead of two: a mass close costs ~30 % less CPU).
                 None => {
-                    let _ = socket2::SockRef::from(&sub.stream).send_with_flags(&out, libc::MSG_MORE);
+                    let sent = socket2::SockRef::from(&sub.stream).send_with_flags(&out, libc::MSG_MORE);
+                    self.tally.bytes_out += sent.unwrap_or(0) as u64;
                 }
                 Some(pending) => {
                     pending.push(out.into());
-                    let _ = pending.write_to(&sub.stream);
+                    self.tally.bytes_out += pending.write_to(&sub.stream).unwrap_or(0) as u64;
                 }
             }
         }
@@ -875,6 +907,17 @@ fn pending_of(bytes: &[u8]) -> Box<Pending> {
 fn clock_ms_at(at: Instant) -> u64 {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     at.saturating_duration_since(*EPOCH.get_or_init(Instant::now)).as_millis() as u64
+}
+
+/// Whether the messages a delivery writes count in the delivery latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    /// Published while the subscriber was subscribed: their latency is the server's.
+    Live,
+    /// What a subscriber is sent as it joins (history, a resumed cursor): their latency is their
+    /// age, not the server's. (What such a catch-up leaves for after its socket drained counts
+    /// as live: a rare case.)
+    CatchUp,
 }
 
 /// What one delivery step leaves to do.

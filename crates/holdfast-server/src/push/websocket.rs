@@ -158,6 +158,9 @@ impl Shard {
         self.write_own(server, index, &replies);
         self.replies = replies;
         self.replies.clear();
+        for received in self.publishes_answered.drain(..) {
+            server.stats.latency.publish.observe(received.elapsed());
+        }
     }
 
     fn read_frames(&mut self, server: &Server, index: usize) {
@@ -206,6 +209,7 @@ impl Shard {
                         Ok(n) => {
                             read_budget -= n;
                             self.round_budget = self.round_budget.saturating_sub(n);
+                            self.tally.bytes_in += n as u64;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) => {
@@ -245,22 +249,40 @@ impl Shard {
                 self.reply(server, index, &Refusal::bad("bad_op", "binary frames carry no ops; send JSON text").op())
             }
             Event::Text(text) => {
-                let answer = match serde_json::from_slice::<Value>(&text) {
-                    Ok(op) => self.op(server, index, &op),
-                    Err(e) => Refusal::bad("bad_json", format!("not JSON: {e}")).op(),
+                let received = Instant::now();
+                let (answer, is_publish) = match serde_json::from_slice::<Value>(&text) {
+                    Ok(op) => {
+                        (self.op(server, index, &op, received), op.get("op").and_then(Value::as_str) == Some("publish"))
+                    }
+                    Err(e) => (Refusal::bad("bad_json", format!("not JSON: {e}")).op(), false),
                 };
-                self.reply(server, index, &answer)
+                let alive = self.reply(server, index, &answer);
+                if alive && is_publish && !answer.is_null() {
+                    self.publish_answered(server, index, received);
+                }
+                alive
             }
         }
     }
 
-    /// One client op: subscribe, unsubscribe, publish, ping.
-    fn op(&mut self, server: &Server, index: usize, op: &Value) -> Value {
+    /// A publish op received at `received` is answered: its latency is observed now, or, while
+    /// this connection's answers gather, once they are written (at the end of its turn).
+    fn publish_answered(&mut self, server: &Server, index: usize, received: Instant) {
+        if self.batching == Some(index) {
+            self.publishes_answered.push(received);
+        } else {
+            server.stats.latency.publish.observe(received.elapsed());
+        }
+    }
+
+    /// One client op: subscribe, unsubscribe, publish, ping. `received`: when its frame was read
+    /// (a publish's latency runs from there).
+    fn op(&mut self, server: &Server, index: usize, op: &Value, received: Instant) -> Value {
         let result = match op.get("op").and_then(Value::as_str) {
             Some("ping") => Ok(json!({"op": "pong"})),
             Some("subscribe") => self.subscribe(server, index, op),
             Some("unsubscribe") => channel_names(op).map(|names: Vec<String>| self.unsubscribe(index, &names)),
-            Some("publish") => self.publish(server, index, op),
+            Some("publish") => self.publish(server, index, op, received),
             Some(other) => Err(Refusal::bad(
                 "bad_op",
                 format!("unknown op {other:?}; use subscribe, unsubscribe, publish or ping"),
@@ -357,7 +379,7 @@ impl Shard {
         }
         let mut cache = ReadCache::new();
         for pending in std::mem::take(&mut self.deliver_soon) {
-            self.deliver(server, pending, &mut cache);
+            self.deliver(server, pending, &mut cache, super::Timing::CatchUp);
         }
         sent
     }
@@ -372,6 +394,7 @@ impl Shard {
                 self.slots.get(index).and_then(Option::as_ref).map_or(0, |s| s.pending.as_ref().map_or(0, |p| p.len()));
             if (queued + self.replies.len() + bytes.len()) as u64 > server.config.max_pending_bytes {
                 self.replies.clear();
+                self.publishes_answered.clear();
                 self.batching = None;
                 self.close(server, index, CloseReason::Flooding);
                 return false;
@@ -396,7 +419,10 @@ impl Shard {
             return true;
         }
         let written = match (&sub.stream).write(bytes) {
-            Ok(n) => n,
+            Ok(n) => {
+                self.tally.bytes_out += n as u64;
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => {
                 let reason = crate::socket::io_close_reason(&e);
@@ -490,6 +516,8 @@ fn channel_names(op: &Value) -> Result<Vec<String>, Refusal> {
 pub(super) enum Deferred {
     /// The answer to send.
     Answer(Value),
+    /// A publish op's answer, and when its frame was read (for the publish latency).
+    Published { answer: Value, received: Instant },
     /// Run the op again: the channels it needs are open now (and held until it has run).
     Retry { op: Value, held: Vec<std::sync::Arc<holdfast_hub::Channel>> },
 }
@@ -497,7 +525,7 @@ pub(super) enum Deferred {
 impl Shard {
     /// `{"op":"publish",…}`: answered at once when the broker answers at once (the memory
     /// broker), else when it has (a network broker; other ops may be answered meanwhile).
-    fn publish(&mut self, server: &Server, index: usize, op: &Value) -> Result<Value, Refusal> {
+    fn publish(&mut self, server: &Server, index: usize, op: &Value, received: Instant) -> Result<Value, Refusal> {
         let (channel, published) = publish(server, op)?;
         // Polled here once (the memory broker's answer is ready at once); a network broker's
         // future needs the runtime's timers and I/O even for that first poll.
@@ -509,7 +537,8 @@ impl Shard {
             Ok(published) => published.map(|p| published_op(&channel, &p)),
             Err(later) => {
                 self.defer(server, index, async move {
-                    Deferred::Answer(later.await.map_or_else(|refusal| refusal.op(), |p| published_op(&channel, &p)))
+                    let answer = later.await.map_or_else(|refusal| refusal.op(), |p| published_op(&channel, &p));
+                    Deferred::Published { answer, received }
                 });
                 Ok(Value::Null)
             }
@@ -545,15 +574,24 @@ impl Shard {
         if self.slots.get(index).and_then(Option::as_ref).map(|s| s.conn.id) != Some(conn_id) {
             return;
         }
+        let mut published = None;
         let answer = match outcome {
             Deferred::Answer(answer) => answer,
+            Deferred::Published { answer, received } => {
+                published = Some(received);
+                answer
+            }
             Deferred::Retry { op, held } => {
-                let answer = self.op(server, index, &op);
+                let answer = self.op(server, index, &op, Instant::now());
                 drop(held);
                 answer
             }
         };
-        self.reply(server, index, &answer);
+        if self.reply(server, index, &answer) {
+            if let Some(received) = published {
+                self.publish_answered(server, index, received);
+            }
+        }
     }
 }
 

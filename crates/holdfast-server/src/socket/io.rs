@@ -9,6 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
+use crate::stats::Stats;
+
 /// First allocation for a request's bytes: a typical request head fits (browsers send 0.5–2 KiB).
 pub(crate) const READ_CHUNK: usize = 4096;
 
@@ -25,15 +27,18 @@ pub(crate) enum Read {
 }
 
 /// Reads what is available into `buf` (growing it by up to [`READ_CHUNK`]), waiting until
-/// `deadline` at most.
-pub(crate) async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, deadline: Instant) -> Read {
+/// `deadline` at most. The bytes read are counted in `stats`.
+pub(crate) async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, deadline: Instant, stats: &Stats) -> Read {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
     match timeout_at(deadline, stream.read_buf(buf)).await {
         Err(_) => Read::Timeout,
         Ok(Ok(0)) => Read::Eof,
-        Ok(Ok(_)) => Read::Data,
+        Ok(Ok(n)) => {
+            stats.received(n);
+            Read::Data
+        }
         Ok(Err(e)) => Read::Failed(e),
     }
 }
@@ -45,12 +50,19 @@ pub(crate) enum Write {
     Failed(io::Error),
 }
 
-/// Writes every byte of `parts` in order, within
-/// `deadline`.
-pub(crate) async fn write_all(stream: &mut TcpStream, parts: &[&[u8]], deadline: Instant) -> Write {
+/// Writes every byte of `parts` in order, within `deadline`, counting each write in `stats`.
+pub(crate) async fn write_all(stream: &mut TcpStream, parts: &[&[u8]], deadline: Instant, stats: &Stats) -> Write {
     let result = timeout_at(deadline, async {
         for part in parts {
-            stream.write_all(part).await?;
+            let mut part: &[u8] = part;
+            while !part.is_empty() {
+                let n = stream.write(part).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                stats.sent(n);
+                part = &part[n..];
+            }
         }
         Ok::<(), io::Error>(())
     })
@@ -66,7 +78,7 @@ pub(crate) async fn write_all(stream: &mut TcpStream, parts: &[&[u8]], deadline:
 /// the peer still sends (pipelined requests, a body we did not read) until it closes, `timeout`
 /// passes or a bound is read. Closing with unread input would make the kernel send RST, which can
 /// destroy the response before the peer reads it.
-pub(crate) async fn lingering_close(stream: &mut TcpStream, timeout: std::time::Duration) {
+pub(crate) async fn lingering_close(stream: &mut TcpStream, timeout: std::time::Duration, stats: &Stats) {
     /// Bytes discarded at most; a peer still sending after this is not waiting for a response.
     const LINGER_MAX_BYTES: usize = 256 * 1024;
     if stream.shutdown().await.is_err() {
@@ -77,7 +89,10 @@ pub(crate) async fn lingering_close(stream: &mut TcpStream, timeout: std::time::
     let mut discarded = 0;
     while discarded < LINGER_MAX_BYTES {
         match timeout_at(deadline, stream.read(&mut scratch)).await {
-            Ok(Ok(n)) if n > 0 => discarded += n,
+            Ok(Ok(n)) if n > 0 => {
+                stats.received(n);
+                discarded += n;
+            }
             _ => break,
         }
     }

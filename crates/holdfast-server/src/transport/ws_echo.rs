@@ -10,11 +10,10 @@ use bytes::BytesMut;
 use holdfast_proto::ws::codec::{Decoder, Event};
 use holdfast_proto::ws::deflate::{Agreement, MessageDeflater};
 use holdfast_proto::ws::{close, frame};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
-use crate::socket::io::{read_more, Read};
+use crate::socket::io::{read_more, write_all, Read, Write};
 use crate::{CloseReason, Server};
 
 /// How long the echo waits for a peer's next frame.
@@ -57,7 +56,7 @@ pub(crate) async fn run(
             }
             out.clear();
         }
-        match read_more(stream, &mut input, Instant::now() + IDLE).await {
+        match read_more(stream, &mut input, Instant::now() + IDLE, &server.stats).await {
             Read::Data => {}
             Read::Eof => return CloseReason::PeerClosed,
             Read::Timeout => return CloseReason::IdleTimeout,
@@ -75,5 +74,6 @@ fn put_message(out: &mut BytesMut, opcode: frame::OpCode, data: &[u8], deflater:
 }
 
 async fn send(stream: &mut TcpStream, server: &Server, bytes: &[u8]) -> bool {
-    matches!(timeout_at(Instant::now() + server.config.send_timeout, stream.write_all(bytes)).await, Ok(Ok(())))
+    let deadline = Instant::now() + server.config.send_timeout;
+    matches!(write_all(stream, &[bytes], deadline, &server.stats).await, Write::Done)
 }
