@@ -42,4 +42,22 @@ async function launch() {
   return { context, stop };
 }
 
-module.exports = { emit, launch };
+/**
+ * Launches the browser for pages that must not share storage (each `browser.newContext()` is
+ * a fresh profile: its own localStorage, BroadcastChannel and workers, as separate browsers would
+ * have). Returns { browser, stop }, with the same 60 s safety net as `launch`.
+ */
+async function launchBrowser() {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  let stopping = false;
+  const stop = async (code) => {
+    if (stopping) return;
+    stopping = true;
+    await browser.close().catch(() => {});
+    process.exit(code);
+  };
+  setTimeout(() => { emit({ type: 'timeout' }); stop(1); }, 60_000).unref();
+  return { browser, stop };
+}
+
+module.exports = { emit, launch, launchBrowser };

@@ -185,6 +185,8 @@ pub trait Broker: Send + Sync {
     /// Drops a channel and its history everywhere: the subscribers it had (on every node), or
     /// `None` if it did not exist.
     fn delete(&self, name: &str) -> BrokerFuture<Result<Option<u64>, ChannelError>>;
+    /// Every channel held here now (a network broker's local copies: what this node serves).
+    fn channels(&self) -> Vec<Arc<Channel>>;
     /// Registers a listener for every publish and delete.
     fn add_listener(&self, listener: Arc<dyn PublishListener>);
     /// What kind of broker this is, for `/admin/stats` (`memory`, `redis`).
@@ -236,7 +238,15 @@ pub struct MemoryBroker {
     /// The publish-order tickets: global order across stripes, from one atomic counter.
     next_ticket: AtomicU64,
     listeners: RwLock<Vec<Arc<dyn PublishListener>>>,
-    next_channel_id: AtomicU64,
+}
+
+/// Channel ids, from one counter for the whole process: a server may hold channels of several
+/// brokers (its own node-local one beside the configured one), and its push shards key
+/// channels by id.
+static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_channel_id() -> u64 {
+    NEXT_CHANNEL_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 impl MemoryBroker {
@@ -250,7 +260,6 @@ impl MemoryBroker {
             publish_order: (0..ORDER_STRIPES).map(|_| OrderStripe::default()).collect(),
             next_ticket: AtomicU64::new(0),
             listeners: RwLock::default(),
-            next_channel_id: AtomicU64::new(1),
         }
     }
 
@@ -261,7 +270,7 @@ impl MemoryBroker {
     }
 
     fn create(&self, name: Arc<str>) -> Arc<Channel> {
-        let id = self.next_channel_id.fetch_add(1, Ordering::Relaxed);
+        let id = next_channel_id();
         let bounds = HistoryBounds { messages: self.limits.messages, max_age: self.limits.max_age };
         Arc::new(Channel::new(name, id, new_epoch(id), bounds, self.totals.clone()))
     }
@@ -447,7 +456,7 @@ impl MemoryBroker {
             None => None,
         };
         let name: Arc<str> = name.into();
-        let id = self.next_channel_id.fetch_add(1, Ordering::Relaxed);
+        let id = next_channel_id();
         let bounds = HistoryBounds { messages: self.limits.messages, max_age: self.limits.max_age };
         let mut channel = Channel::new(name.clone(), id, epoch, bounds, self.totals.clone());
         channel.mirror = true;
@@ -582,6 +591,10 @@ impl Broker for MemoryBroker {
         let subscribers = MemoryBroker::channel(self, name).map(|c| c.subscribers.load(Ordering::Relaxed));
         let deleted = MemoryBroker::delete(self, name).and(subscribers);
         Box::pin(std::future::ready(Ok(deleted)))
+    }
+
+    fn channels(&self) -> Vec<Arc<Channel>> {
+        MemoryBroker::channels(self)
     }
 
     fn kind(&self) -> &'static str {

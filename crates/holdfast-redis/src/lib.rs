@@ -483,6 +483,10 @@ impl Broker for RedisBroker {
         self.inner.local.channel_count()
     }
 
+    fn channels(&self) -> Vec<Arc<Channel>> {
+        self.inner.local.channels()
+    }
+
     fn channel_bytes(&self) -> u64 {
         self.inner.local.channel_bytes()
     }

@@ -1,6 +1,7 @@
 //! The files Holdfast serves itself, embedded in the binary: the browser client
 //! (`/holdfast.js`, `/holdfast.d.ts`), the landing page (`/`), the dashboard (`/admin/`), the
-//! chat demo (`/demo/chat`) and the protocol (`/docs/protocol.md`).
+//! chat demo (`/demo/chat`) and the protocol (`/docs/protocol.md`). The dashboard is plain ES
+//! modules (`admin.js` imports `chart.js`, `connections.js`, `format.js`): no build step.
 //!
 //! Each answer carries a strong `ETag` (a hash of the bytes, so it changes with every release
 //! that changes the file) and is revalidated with `If-None-Match` (304, no body). Bodies are
@@ -57,6 +58,24 @@ pub(crate) const ASSETS: &[Asset] = &[
         content_type: JS,
         cache_control: PAGE,
         bytes: include_bytes!("../../../web/admin/admin.js"),
+    },
+    Asset {
+        path: "/admin/chart.js",
+        content_type: JS,
+        cache_control: PAGE,
+        bytes: include_bytes!("../../../web/admin/chart.js"),
+    },
+    Asset {
+        path: "/admin/connections.js",
+        content_type: JS,
+        cache_control: PAGE,
+        bytes: include_bytes!("../../../web/admin/connections.js"),
+    },
+    Asset {
+        path: "/admin/format.js",
+        content_type: JS,
+        cache_control: PAGE,
+        bytes: include_bytes!("../../../web/admin/format.js"),
     },
     Asset {
         path: "/admin/admin.css",

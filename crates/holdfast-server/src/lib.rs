@@ -20,7 +20,7 @@
 //! handover      what travels with a socket from the runtime to a shard
 //! wire          each streaming format's framing and notices; a socket's pending bytes
 //! socket        ConnState, idle deadlines, close reasons, socket I/O with deadlines
-//! stats, config, response, query
+//! stats, recent_closes, config, response, query
 //! ```
 //!
 //! - `listener`: the accept loop, the connection cap, socket options.
@@ -33,10 +33,13 @@
 //!   anything else goes back to a `conn` task through the function `run` gives it).
 //! - `assets`: the embedded web files (the browser client, the landing page, the dashboard, the
 //!   chat demo) with their ETags and gzipped bodies.
+//! - `admin_feed`: `GET /admin/events`, the dashboard's feed: a snapshot a second published on
+//!   an internal channel of the node-local broker, which viewers subscribe to like any stream.
 //! - `router`, `publish`, `transport`: what to answer. Handlers take what they use (the broker,
 //!   the configuration, the counters), not the whole server; only the orchestrators (`listener`,
 //!   `conn`, `park`, `push`, `router` for the admin endpoints) see the `Server` state.
 
+mod admin_feed;
 mod assets;
 pub mod config;
 mod conn;
@@ -50,6 +53,7 @@ mod poll_answer;
 mod publish;
 mod push;
 mod query;
+mod recent_closes;
 mod response;
 mod router;
 mod socket;
@@ -103,6 +107,12 @@ pub(crate) struct Server {
     next_connection_id: AtomicU64,
     pub parking: park::ParkingLot,
     pub broker: Arc<dyn Broker>,
+    /// Node-local channels only the server uses (the dashboard's feed), whatever `broker` is:
+    /// delivered by the push shards like any channel, never shared with other nodes.
+    pub local: Arc<MemoryBroker>,
+    pub feed: admin_feed::Feed,
+    /// The last connection closes, for the dashboard.
+    pub recent_closes: recent_closes::RecentCloses,
     pub push: Arc<push::PushHub>,
     pub started: Instant,
 }
@@ -139,6 +149,9 @@ impl Server {
         let server = Arc::new(Server {
             push: Arc::new(push),
             broker,
+            local: Arc::new(admin_feed::local_broker()),
+            feed: admin_feed::Feed::default(),
+            recent_closes: Default::default(),
             limits: config.limits(),
             parking,
             config,
@@ -155,6 +168,7 @@ impl Server {
         server.parking.start(poll, Arc::downgrade(&server), resume.clone())?;
         server.push.start(push_polls, Arc::downgrade(&server), resume)?;
         server.broker.add_listener(server.push.clone());
+        server.local.add_listener(server.push.clone());
         Ok(server)
     }
 
@@ -166,10 +180,25 @@ impl Server {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Counts and logs the end of a connection: the one place every close goes through.
+    /// Counts and logs the end of a connection that was not a streaming subscriber (requests,
+    /// polls, idle keep-alive): see [`Server::connection_closed_as`].
     pub fn connection_closed(&self, id: u64, peer: std::net::SocketAddr, served: u32, reason: CloseReason) {
+        self.connection_closed_as("http", id, peer, served, reason);
+    }
+
+    /// Counts, records (for the dashboard) and logs the end of a connection, which was last
+    /// serving `transport`: the one place every close goes through.
+    pub fn connection_closed_as(
+        &self,
+        transport: &'static str,
+        id: u64,
+        peer: std::net::SocketAddr,
+        served: u32,
+        reason: CloseReason,
+    ) {
         let open = self.stats.connection_closed(reason);
-        tracing::debug!(conn = id, %peer, requests = served, reason = reason.label(), "connection closed");
+        self.recent_closes.record(peer, transport, reason);
+        tracing::debug!(conn = id, %peer, requests = served, transport, reason = reason.label(), "connection closed");
         if open == 0 && self.is_draining() {
             self.all_closed.notify_waiters();
         }
@@ -205,9 +234,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     }
     tracing::info!(addr = %listener.local_addr()?, max_connections = server.max_connections, "holdfast listening");
     let expiry = tokio::spawn(expire_history(Arc::downgrade(&server)));
+    let feed = tokio::spawn(admin_feed::run(Arc::downgrade(&server)));
     listener::accept_loop(listener, &server, shutdown).await;
     drain(&server).await;
     expiry.abort();
+    feed.abort();
     Ok(())
 }
 

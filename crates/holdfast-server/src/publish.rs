@@ -20,7 +20,7 @@ fn channel_name(head: &RequestHead) -> Result<String, Response> {
     let raw = head.path().strip_prefix("/pub/").unwrap_or("");
     let name = percent_decode(raw, false)
         .ok_or_else(|| Response::error(400, "bad_channel", "channel name is not valid percent-encoded UTF-8"))?;
-    holdfast_hub::validate_channel_name(&name).map_err(|e| Response::error(400, "bad_channel", &e.to_string()))?;
+    crate::subscription::check_name(&name).map_err(|refusal| refusal.response())?;
     Ok(name.into_owned())
 }
 
@@ -54,8 +54,7 @@ pub(crate) fn publish_message(
     event: Option<&str>,
     payload: Payload,
 ) -> Result<BrokerFuture<Result<Published, Refusal>>, Refusal> {
-    holdfast_hub::validate_channel_name(channel)
-        .map_err(|e| Refusal::bad("bad_channel", format!("{e}: {channel:?}")))?;
+    crate::subscription::check_name(channel)?;
     if let Some(event) = event {
         let valid = !event.is_empty()
             && event.len() <= MAX_EVENT_LEN

@@ -33,6 +33,9 @@ pub(crate) enum Route {
     AdminDisconnect,
     /// `GET /admin/connections`: answered in the connection task (it asks the push shards).
     AdminConnections,
+    /// `GET /admin/events`: the dashboard's feed, an SSE stream handed to a push shard
+    /// (see `admin_feed`).
+    AdminEvents,
     /// An embedded file (`/`, `/holdfast.js`, `/admin/`, `/demo/chat`, …): its index in
     /// [`assets::ASSETS`](crate::assets::ASSETS).
     Asset(usize),
@@ -88,6 +91,8 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
         "/admin/disconnect" if method == Method::Post => Route::AdminDisconnect,
         "/admin/connections" if get_or_head => Route::AdminConnections,
         "/admin/connections" => Route::MethodNotAllowed(GET_HEAD),
+        "/admin/events" if method == Method::Get => Route::AdminEvents,
+        "/admin/events" => Route::MethodNotAllowed("GET"),
         "/admin/disconnect" => Route::MethodNotAllowed("POST"),
         "/_conformance/echo" if server.config.enable_conformance_echo => match method {
             Method::Post => Route::Echo,
@@ -120,7 +125,7 @@ pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, serve
         Route::Preflight => cors::preflight(head, &server.config),
         Route::AdminDisconnect => admin_disconnect(head, server),
         // Answered in conn::exchange (they wait on transports or shards); never routed here.
-        Route::Subscribe | Route::AdminConnections | Route::EchoWebSocket => {
+        Route::Subscribe | Route::AdminConnections | Route::AdminEvents | Route::EchoWebSocket => {
             Response::error(500, "internal", "subscription routed to the plain responder")
         }
         Route::NotFound => Response::error(404, "not_found", &format!("no resource at {}", head.path())),
@@ -135,6 +140,9 @@ pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, serve
 
 /// `GET /admin/connections`: streaming subscribers (from the push shards) and parked keep-alive
 /// connections, one object each; connections busy in a request are counted, not listed.
+/// `idle_seconds` is the time since the last byte either way (for a parked connection, since its
+/// last request), `bytes_in` what the peer sent since it became a subscriber (WebSocket frames;
+/// HTTP streaming subscribers send nothing after their request).
 pub(crate) async fn admin_connections(server: &Server) -> Response {
     let subscribers = server.push.list().await;
     let parked = server.parking.list();
@@ -150,11 +158,14 @@ pub(crate) async fn admin_connections(server: &Server) -> Response {
                 "age_seconds": s.age.as_secs_f64(),
                 "idle_seconds": s.idle.as_secs_f64(),
                 "requests": s.requests,
+                "bytes_in": s.bytes_in,
                 "bytes_out": s.bytes_out,
                 "pending_bytes": s.pending_bytes,
+                "heartbeat_seconds": s.heartbeat.as_secs_f64(),
             })
         })
         .collect();
+    let keepalive = server.config.keepalive_timeout;
     list.extend(parked.iter().map(|(conn, expires_in)| {
         serde_json::json!({
             "id": conn.id,
@@ -163,6 +174,7 @@ pub(crate) async fn admin_connections(server: &Server) -> Response {
             "state": "idle",
             "channels": [],
             "requests": conn.served,
+            "idle_seconds": keepalive.saturating_sub(*expires_in).as_secs_f64(),
             "expires_in_seconds": expires_in.as_secs_f64(),
         })
     }));
@@ -195,14 +207,18 @@ fn admin_disconnect(head: &RequestHead, server: &Server) -> Response {
 }
 
 fn admin_stats(server: &Server) -> Response {
+    Response::json(200, &stats_json(server)).with_header("Cache-Control", "no-store")
+}
+
+/// What `GET /admin/stats` answers; the dashboard's feed sends it too (`admin_feed`), so a field
+/// added here shows in both.
+pub(crate) fn stats_json(server: &Server) -> serde_json::Value {
     let snap = server.stats.snapshot();
     let subscribers: serde_json::Map<String, serde_json::Value> =
         snap.subscribers.iter().map(|(label, n)| (label.to_string(), (*n).into())).collect();
     let closed: serde_json::Map<String, serde_json::Value> =
         snap.closed.iter().map(|(label, n)| (label.to_string(), (*n).into())).collect();
-    Response::json(
-        200,
-        &serde_json::json!({
+    serde_json::json!({
             "connections_open": snap.connections_open,
             "connections_accepted": snap.connections_accepted,
             "connections_parked": snap.connections_parked,
@@ -226,7 +242,5 @@ fn admin_stats(server: &Server) -> Response {
             "bytes_in": snap.bytes_in,
             "bytes_out": snap.bytes_out,
             "latency_seconds": snap.latency,
-        }),
-    )
-    .with_header("Cache-Control", "no-store")
+    })
 }

@@ -51,6 +51,24 @@ impl Refusal {
     }
 }
 
+/// Checks a channel name a client gave (to `/pub`, `/sub` or a WebSocket op): 400 `bad_channel`
+/// for an invalid one, 403 `reserved_channel` for one only the server uses (the dashboard's feed).
+pub(crate) fn check_name(name: &str) -> Result<(), Refusal> {
+    holdfast_hub::validate_channel_name(name).map_err(|e| Refusal::bad("bad_channel", format!("{e}: {name:?}")))?;
+    if crate::admin_feed::is_reserved(name) {
+        return Err(Refusal {
+            status: 403,
+            code: "reserved_channel",
+            reason: format!(
+                "channel {name:?} is reserved: names starting with {:?} are the server's own (the dashboard's \
+                 feed is GET /admin/events)",
+                crate::admin_feed::RESERVED_PREFIX
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl From<ChannelError> for Refusal {
     /// A channel that could not be found or created: a bad name is the client's fault (400);
     /// `max_channels` reached is temporary (503, retry in a second: channels that hold nothing
@@ -74,7 +92,7 @@ pub(crate) fn new_channel_names<'a>(
     let room = MAX_CHANNELS.saturating_sub(held.len());
     let mut new: Vec<&str> = Vec::new();
     for name in names {
-        holdfast_hub::validate_channel_name(name).map_err(|e| Refusal::bad("bad_channel", format!("{e}: {name:?}")))?;
+        check_name(name)?;
         if new.contains(&name) || held.contains(&name) {
             continue;
         }

@@ -193,11 +193,13 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
     server.stats.request_served(conn.served > 1);
     let response = match route {
         Route::EchoWebSocket => return echo_websocket(stream, server, &head, buf).await,
-        Route::Subscribe => match subscribe(stream, server, &head, buf, conn.served).await {
-            Subscribed::Answer(response) => response,
-            Subscribed::Streaming(setup) => return Next::Stream(setup),
-            Subscribed::Ended(next) => return next,
-        },
+        Route::Subscribe | Route::AdminEvents => {
+            match subscribe(stream, server, &head, route, buf, conn.served).await {
+                Subscribed::Answer(response) => response,
+                Subscribed::Streaming(setup) => return Next::Stream(setup),
+                Subscribed::Ended(next) => return next,
+            }
+        }
         Route::AdminConnections => router::admin_connections(server).await,
         _ => router::respond(route, &head, body, server).await,
     };
@@ -246,10 +248,16 @@ async fn subscribe(
     stream: &mut TcpStream,
     server: &Server,
     head: &RequestHead,
+    route: Route,
     buf: &mut BytesMut,
     served: u32,
 ) -> Subscribed {
-    let mut subscription = match transport::parse(head, &*server.broker, &server.config).await {
+    let parsed = match route {
+        // The dashboard's feed: SSE on an internal channel of the node-local broker.
+        Route::AdminEvents => crate::admin_feed::subscription(server),
+        _ => transport::parse(head, &*server.broker, &server.config).await,
+    };
+    let mut subscription = match parsed {
         Ok(subscription) => subscription,
         Err(refusal) => return Subscribed::Answer(refusal),
     };

@@ -191,7 +191,7 @@ impl Shard {
         let Some(sub) = self.detach(server, index) else { return };
         let conn = sub.conn;
         drop(sub.stream);
-        server.connection_closed(conn.id, conn.peer, conn.served, reason);
+        server.connection_closed_as("longpoll", conn.id, conn.peer, conn.served, reason);
     }
 
     /// An answered long poll's connection stays in the shard for the client's next request: a

@@ -280,7 +280,11 @@ pub(crate) struct SubscriberInfo {
     pub age: Duration,
     pub idle: Duration,
     pub requests: u32,
+    /// Bytes the peer sent since it came to the shard (WebSocket frames).
+    pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Its heartbeat interval (a held long poll: `longpoll_timeout`).
+    pub heartbeat: Duration,
     pub blocked: bool,
     /// Bytes queued, not yet taken by the socket.
     pub pending_bytes: u64,
@@ -623,15 +627,20 @@ impl Shard {
             }
             Err(e) => return Step::Close(crate::socket::io_close_reason(&e)),
         }
+        // The dashboard's feed is the server talking about itself, not traffic: its deliveries
+        // count in neither `messages_delivered` nor the delivery latency.
+        let counted = sub.places.first().is_none_or(|p| crate::admin_feed::counts_deliveries(&p.channel));
         let now = Instant::now();
-        if timing == Timing::Live {
+        if timing == Timing::Live && counted {
             // Timed at the write that carries them (a blocked subscriber's tail goes later).
             for (_, message) in &batch[..taken] {
                 self.tally.delivery.observe(now.saturating_duration_since(message.published_at));
             }
         }
         sub.last_write = clock_ms_at(now);
-        server.stats.delivered(taken as u64);
+        if counted {
+            server.stats.delivered(taken as u64);
+        }
         if sub.pending.is_some() {
             Step::Blocked
         } else if taken < batch.len() || taken == MESSAGES_PER_WRITE {
@@ -675,9 +684,16 @@ impl Shard {
                 transport: transport(sub.framing),
                 channels: sub.places.iter().map(|p| p.channel.name.to_string()).collect(),
                 age: Duration::from_secs((clock_ms_at(now) / 1000).saturating_sub(u64::from(sub.opened))),
-                idle: Duration::from_millis(clock_ms_at(now).saturating_sub(sub.last_write)),
+                // The last byte either way (a WebSocket peer talks too).
+                idle: Duration::from_millis(
+                    clock_ms_at(now)
+                        .saturating_sub(sub.last_write)
+                        .min(sub.ws.as_ref().map_or(u64::MAX, |ws| ws.silence_ms(clock_ms_at(now)).into())),
+                ),
                 requests: sub.conn.served,
+                bytes_in: sub.ws.as_ref().map_or(0, |ws| ws.bytes_in),
                 bytes_out: sub.bytes_out,
+                heartbeat: Duration::from_millis(sub.heartbeat_ms.into()),
                 blocked: sub.pending.is_some(),
                 pending_bytes: sub.pending.as_ref().map_or(0, |p| p.len() as u64),
             })
@@ -837,7 +853,7 @@ impl Shard {
         // descriptor is not shared) and takes the socket out of the shard's epoll set (so no
         // `deregister` either: two system calls fewer per subscriber in a mass close).
         drop(sub.stream);
-        server.connection_closed(sub.conn.id, sub.conn.peer, sub.conn.served, reason);
+        server.connection_closed_as(sub.framing.format.label(), sub.conn.id, sub.conn.peer, sub.conn.served, reason);
     }
 
     /// Takes a subscriber out of the shard (its slot, its channels, the counts) and gives it to

@@ -61,11 +61,14 @@ pub(super) struct WsPeer {
     /// When the peer was last pinged for its silence (see [`WsPeer::wants_ping`]), on the same
     /// clock (wrapping).
     pinged_at: u32,
+    /// Bytes read from the peer in the shard (for `/admin/connections`).
+    pub bytes_in: u64,
 }
 
 impl WsPeer {
     /// `inflate`: permessage-deflate was agreed, so compressed messages are accepted.
     pub fn new(max_message: usize, early_input: BytesMut, inflate: bool) -> WsPeer {
+        let bytes_in = early_input.len() as u64;
         let input = (!early_input.is_empty()).then(|| Box::new(early_input));
         let decoder = if inflate { Decoder::with_deflate(max_message) } else { Decoder::new(max_message) };
         WsPeer {
@@ -75,6 +78,7 @@ impl WsPeer {
             credit: MESSAGE_BYTES_PER_SECOND as i32,
             credit_at: clock_ms_at(Instant::now()) as u32,
             pinged_at: clock_ms_at(Instant::now()) as u32,
+            bytes_in,
         }
     }
 
@@ -207,6 +211,7 @@ impl Shard {
                     match read_some(&sub.stream, peer, read_budget) {
                         Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
                         Ok(n) => {
+                            peer.bytes_in += n as u64;
                             read_budget -= n;
                             self.round_budget = self.round_budget.saturating_sub(n);
                             self.tally.bytes_in += n as u64;
