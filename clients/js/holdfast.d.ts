@@ -100,7 +100,16 @@ export interface SubscribeOptions {
   /** Reconnection backoff in seconds: wait a random time in `[0, min(cap, base · 2ⁿ)]`, n
    * counting waits since the last link that worked. Default `{ base: 1, cap: 30 }`. */
   backoff?: { base?: number; cap?: number };
+  /** A token for a server with authentication on (sent as `?token=`). A function is called for
+   * the first link and again whenever the server refuses the token (401) or ends the link with
+   * `token_expired` (WebSocket close 4003, or the notice): the subscription then resumes from its
+   * cursor with the new token, losing nothing. A static token the server refuses ends the
+   * subscription (`closed`), as does a 403 (the token does not grant these channels). */
+  token?: Token;
 }
+
+/** A token, or a function that gives a fresh one. */
+export type Token = string | (() => string | Promise<string>);
 
 /** A running subscription. */
 export interface Subscription {
@@ -124,6 +133,9 @@ export interface PublishOptions {
   /** Send `data` as JSON (`Content-Type: application/json`); subscribers get it in
    * `message.json`. Default: true for anything but a string, Blob, ArrayBuffer or typed array. */
   json?: boolean;
+  /** A token for a server with authentication on (sent as `?token=`); a function is called for
+   * each publish. */
+  token?: Token;
 }
 
 /** An error from the server: `status` and the JSON answer's `label` (`bad_channel`,

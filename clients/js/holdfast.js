@@ -40,10 +40,14 @@ export function subscribe(baseUrl, channels, options = {}) {
  * Publishes `data` to `channel`; resolves to the message's id (the cursor right after it).
  * Rejects with an Error carrying the server's `status`, `label` and `reason`.
  */
-export async function publish(baseUrl, channel, data, { event, json } = {}) {
+export async function publish(baseUrl, channel, data, { event, json, token } = {}) {
   // Strings, Blobs and bytes go as they are; anything else as JSON.
   json ??= !(typeof data == 'string' || data instanceof Blob || data instanceof ArrayBuffer || ArrayBuffer.isView(data));
-  const query = event ? `?event=${encodeURIComponent(event)}` : '';
+  const q = new URLSearchParams();
+  if (event) q.set('event', event);
+  token = typeof token == 'function' ? await token() : token;
+  if (token) q.set('token', token);
+  const query = q.size ? `?${q}` : '';
   const r = await fetch(`${base(baseUrl)}/pub/${encodeURIComponent(channel)}${query}`, {
     method: 'POST',
     headers: json ? { 'Content-Type': 'application/json' } : {},
@@ -57,12 +61,14 @@ export async function publish(baseUrl, channel, data, { event, json } = {}) {
 const base = (url) => new URL(url || '/', location.href).href.replace(/\/+$/, '');
 
 /** An Error from a refused request; `fatal` when retrying cannot cure it (a 400 from Holdfast:
- * a bad channel name or cursor), not for a proxy's refusal or a 503. */
+ * a bad channel name or cursor; a 403: the token does not grant it), not for a proxy's refusal
+ * or a 503; `auth` for a 401 (no token, a bad or an expired one: a new token may cure it). */
 async function refusal(r) {
   const j = await r.json().catch(() => ({}));
   const why = j.error ? `${j.error}${j.reason ? ': ' + j.reason : ''}` : r.statusText;
   return Object.assign(new Error(`${r.status} ${why}`), {
-    status: r.status, label: j.error, reason: j.reason, fatal: r.status == 400 && !!j.error,
+    status: r.status, label: j.error, reason: j.reason,
+    fatal: (r.status == 400 || r.status == 403) && !!j.error, auth: r.status == 401,
   });
 }
 
@@ -229,6 +235,9 @@ class Sub {
     if (this.cursor) q.set('cursor', this.cursor);
     else if (this.o.history) q.set('history', this.o.history);
     if (heartbeat) q.set('heartbeat', heartbeat);
+    // In the query, not an Authorization field: EventSource-style streams and WebSocket cannot
+    // set fields, and a cross-origin fetch with one would need a preflight per connection.
+    if (this.tok) q.set('token', this.tok);
     const url = `${this.base}/sub/${this.chans.map(encodeURIComponent).join(',')}?${q}`;
     return t == 'ws' ? url.replace(/^http/, 'ws') : url;
   }
@@ -241,20 +250,26 @@ class Sub {
     // What worked last time (on this page or another of this origin) goes first.
     if (list.includes(first)) list.unshift(...list.splice(list.indexOf(first), 1));
     let i = 0, n = 0; // i: the transport in use; n: waits since the last healthy link
+    let renew = false; // the last link ended for want of a (valid) token
     while (!this.done) {
       const t = list[i];
       this.transport = t;
       this.emit('connecting', { attempt: n });
-      const L = await this.link(t);
+      const L = (await this.authorize(renew)) || (await this.link(t));
       if (this.done) break;
+      // A static token the server refused cannot get better; a token callback is asked again.
+      if (L.auth && typeof o.token != 'function') L.fatal = true;
       if (L.fatal) {
         this.emit('closed', { cause: L.cause });
         break;
       }
+      renew = !!L.auth;
       let after = 0;
       if (L.healthy) n = 0;
-      else if (kept(this.base) == t) keep(this.base, null); // it failed: forget it
-      if (L.healthy || i == list.length - 1) {
+      else if (kept(this.base) == t && !L.auth) keep(this.base, null); // it failed: forget it
+      if (L.auth && L.healthy) {
+        // The token expired under a working link: come back at once with a new one.
+      } else if (L.auth || L.healthy || i == list.length - 1) {
         // A link that worked broke (come back on it), or every transport failed (the server is
         // down, most likely: start the list again). Full jitter: a random wait in
         // [0, min(cap, base·2^n)], so clients cut together do not come back together.
@@ -270,7 +285,21 @@ class Sub {
     this.bc?.close();
   }
 
-  /** Runs one link over transport `t` until it ends; gives {healthy, cause, fatal}. */
+  /** Takes the token for the next link: the `token` option's value, or what its callback gives
+   * (called again when `renew`: the server refused or expired the last one). Nothing, or a
+   * failed link ({cause, auth}) when the callback failed. */
+  async authorize(renew) {
+    const tk = this.o.token;
+    if (typeof tk != 'function') return void (this.tok = tk);
+    if (this.tok && !renew) return;
+    try {
+      this.tok = await tk();
+    } catch (e) {
+      return { cause: `the token callback failed: ${e?.message || e}`, auth: true };
+    }
+  }
+
+  /** Runs one link over transport `t` until it ends; gives {healthy, cause, fatal, auth}. */
   async link(t) {
     const ac = new AbortController();
     const L = (this.L = {
@@ -290,8 +319,8 @@ class Sub {
         keep(this.base, t);
         this.emit('connected', { heartbeat: sec });
       },
-      end: (cause, fatal) => {
-        if (!L.cause) Object.assign(L, { cause, fatal });
+      end: (cause, fatal, auth) => {
+        if (!L.cause) Object.assign(L, { cause, fatal, auth });
         ac.abort();
       },
     });
@@ -299,10 +328,11 @@ class Sub {
     try {
       await LINKS[t](this, L);
     } catch (e) {
-      L.end(e.message, e.fatal);
+      L.end(e.message, e.fatal, e.auth);
     }
     clearTimeout(L.timer);
     if (L.note && !L.fatal) L.cause = `closed by the server: ${L.note}`;
+    if (L.note == 'token_expired') L.auth = true;
     return L;
   }
 
@@ -353,7 +383,8 @@ const LINKS = {
     };
     w.onclose = (e) => {
       clearTimeout(ping);
-      fail(new Error(open ? `WebSocket closed (${e.code}${e.reason ? ' ' + e.reason : ''})` : 'WebSocket refused'));
+      const why = open ? `WebSocket closed (${e.code}${e.reason ? ' ' + e.reason : ''})` : 'WebSocket refused';
+      fail(Object.assign(new Error(why), { auth: e.code == 4003 })); // 4003: token_expired
     };
   }),
 
