@@ -404,7 +404,7 @@ for (const id of ['top-subscribers', 'top-rate']) {
 const CLOSE_TONES = {
   slow_consumer: 'warn', send_timeout: 'warn', flooding: 'bad', heartbeat_timeout: 'warn', protocol_error: 'bad',
   bad_request: 'bad', io_error: 'bad', over_capacity: 'bad', history_lost: 'warn',
-  admin_disconnect: 'info', channel_deleted: 'info', shutdown: 'info',
+  admin_disconnect: 'info', channel_deleted: 'info', shutdown: 'info', token_expired: 'info',
 };
 let closesKey = '';
 

@@ -93,6 +93,43 @@ pub struct Config {
     pub push_threads: usize,
     /// How log lines are written to stderr.
     pub log_format: LogFormat,
+    /// Access control: the HS256 shared secret tokens are signed with (empty = none).
+    pub jwt_secret: Secret,
+    /// Access control: a PEM public key file (RSA, EC or Ed25519) tokens are signed for (empty = none).
+    pub jwt_public_key: String,
+    /// Access control: accept tokens without `exp` (they never expire).
+    pub jwt_allow_no_exp: bool,
+    /// Access control: serve `/metrics` without a token.
+    pub metrics_public: bool,
+}
+
+/// A secret setting (`jwt_secret`): its `Debug` form never shows it, so a configuration printed
+/// in a log line or a panic message does not leak it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether none is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_string())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"[redacted]\"" })
+    }
 }
 
 /// How log lines are written.
@@ -244,6 +281,10 @@ impl Default for Config {
             worker_threads: 0,
             push_threads: 0,
             log_format: LogFormat::Text,
+            jwt_secret: Secret::default(),
+            jwt_public_key: String::new(),
+            jwt_allow_no_exp: false,
+            metrics_public: false,
         };
         // The table is the one place defaults are written; a bad default is a bug caught by tests.
         for key in KEYS {
@@ -405,6 +446,10 @@ pub const KEYS: &[Key] = &[
         parse_log_format,
         "log lines on stderr: text (coloured on a terminal) or json (one object a line)"
     ),
+    key!(jwt_secret, "", parse_secret, "HS256 secret for access tokens; with it (or jwt_public_key) every endpoint but the public pages needs a token"),
+    key!(jwt_public_key, "", parse_public_key, "PEM public key file for access tokens (RS256, ES256 or EdDSA, from the key type)"),
+    key!(jwt_allow_no_exp, "false", parse_bool, "accept access tokens without exp (they never expire)"),
+    key!(metrics_public, "false", parse_bool, "serve /metrics without a token when access control is on"),
 ];
 
 /// A duration: plain seconds (`75`, `0.5`) or a number with a unit (`500ms`, `75s`, `2m`, `1h`).
@@ -487,6 +532,18 @@ fn parse_log_format(value: &str) -> Result<LogFormat, String> {
         "json" => Ok(LogFormat::Json),
         _ => Err("is not a log format (text or json)".to_string()),
     }
+}
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    Ok(Secret::from(value))
+}
+
+/// A key file path, read and checked now, so a bad key stops the server at start (exit 2).
+fn parse_public_key(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    crate::auth::load_public_key(value).map(|_| value.to_string())
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -660,7 +717,7 @@ mod tests {
             assert_eq!(config.ws_deflate, want, "{text}");
         }
         assert!(config.set("ws_deflate", "maybe").is_err());
-        assert_eq!(KEYS.iter().filter(|k| k.kind == ValueKind::Bool).count(), 3);
+        assert_eq!(KEYS.iter().filter(|k| k.kind == ValueKind::Bool).count(), 5);
         assert!(KEYS.iter().filter(|k| k.kind == ValueKind::List).all(|k| k.name == "cors_origins"));
     }
 

@@ -35,6 +35,8 @@ pub(crate) enum Extra {
     Callback(Box<str>),
     /// The CORS origin to allow in a long poll's answer.
     Origin(Box<str>),
+    /// A WebSocket's token rights, for its subscribe and publish ops (access control on).
+    Grants(Box<crate::auth::Grants>),
 }
 
 /// How to answer a held long poll, decided when its request was read. Packed into 8 bytes: it

@@ -41,6 +41,7 @@
 
 mod admin_feed;
 mod assets;
+mod auth;
 pub mod config;
 mod conn;
 mod cors;
@@ -115,6 +116,8 @@ pub(crate) struct Server {
     pub recent_closes: recent_closes::RecentCloses,
     pub push: Arc<push::PushHub>,
     pub started: Instant,
+    /// Access control (`jwt_secret`, `jwt_public_key`); `None` when off.
+    pub auth: Option<auth::Auth>,
 }
 
 impl Server {
@@ -145,6 +148,7 @@ impl Server {
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("broker: {e}")))?,
             )
         };
+        let auth = auth::Auth::from_config(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (push, push_polls) = push::PushHub::new(config.push_shards())?;
         let server = Arc::new(Server {
             push: Arc::new(push),
@@ -163,6 +167,7 @@ impl Server {
             all_closed: Notify::new(),
             next_connection_id: AtomicU64::new(1),
             started: Instant::now(),
+            auth,
         });
         let resume = resume_in(tokio::runtime::Handle::current(), &server);
         server.parking.start(poll, Arc::downgrade(&server), resume.clone())?;
@@ -306,7 +311,7 @@ pub async fn connection_future_size() -> usize {
     let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
     let (stream, peer) = listener.accept().await.expect("accept");
     let server = Server::new(Config::default()).expect("server");
-    let state = socket::ConnState { id: 0, peer, served: 0 };
+    let state = socket::ConnState { id: 0, peer, served: 0, token_deadline: 0 };
     let idle = socket::IdleDeadline::first_request(&server.config);
     let future = conn::serve(stream, server, state, idle);
     let size = std::mem::size_of_val(&future);

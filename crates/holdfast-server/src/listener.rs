@@ -62,7 +62,7 @@ fn is_resource_exhaustion(error: &io::Error) -> bool {
 
 fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
     server.stats.connection_opened();
-    let conn = ConnState { id: server.next_connection_id(), peer, served: 0 };
+    let conn = ConnState { id: server.next_connection_id(), peer, served: 0, token_deadline: 0 };
     if server.stats.connections_open() > server.max_connections as u64 {
         tokio::spawn(refuse_over_capacity(stream, server.clone(), conn));
         return;

@@ -191,17 +191,27 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
 
     // Counted before responding, so /admin/stats includes the request asking for it.
     server.stats.request_served(conn.served > 1);
-    let response = match route {
-        Route::EchoWebSocket => return echo_websocket(stream, server, &head, buf).await,
-        Route::Subscribe | Route::AdminEvents => {
-            match subscribe(stream, server, &head, route, buf, conn.served).await {
-                Subscribed::Answer(response) => response,
-                Subscribed::Streaming(setup) => return Next::Stream(setup),
-                Subscribed::Ended(next) => return next,
+    // Access control (`auth`): 401/403 here, before any handler; what the token grants goes with
+    // a subscription (its deadline in the connection, its rights to a WebSocket's ops).
+    let admitted = crate::auth::admit(route, &head, server);
+    let response = match admitted {
+        Err(refusal) => crate::cors::decorate(refusal, crate::cors::allowed_origin(&head, &server.config).as_deref()),
+        Ok(grants) => {
+            // The subscription this request may open ends when its token expires.
+            conn.token_deadline = grants.as_ref().map_or(0, |g| g.deadline);
+            match route {
+                Route::EchoWebSocket => return echo_websocket(stream, server, &head, buf).await,
+                Route::Subscribe | Route::AdminEvents => {
+                    match subscribe(stream, server, &head, route, buf, conn.served, grants).await {
+                        Subscribed::Answer(response) => response,
+                        Subscribed::Streaming(setup) => return Next::Stream(setup),
+                        Subscribed::Ended(next) => return next,
+                    }
+                }
+                Route::AdminConnections => router::admin_connections(server).await,
+                _ => router::respond(route, &head, body, server).await,
             }
         }
-        Route::AdminConnections => router::admin_connections(server).await,
-        _ => router::respond(route, &head, body, server).await,
     };
     let persistence = Persistence::decide(
         head.version(),
@@ -251,6 +261,7 @@ async fn subscribe(
     route: Route,
     buf: &mut BytesMut,
     served: u32,
+    grants: Option<crate::auth::Grants>,
 ) -> Subscribed {
     let parsed = match route {
         // The dashboard's feed: SSE on an internal channel of the node-local broker.
@@ -288,7 +299,11 @@ async fn subscribe(
         }
         Transport::WebSocket { raw } => {
             match transport::websocket::open(head, &server.config, subscription, raw, early_frames(buf)) {
-                Ok(opened) => opened,
+                // Its ops are checked against what the token grants.
+                Ok((bytes, mut setup)) => {
+                    setup.extra = grants.map(|g| Box::new(crate::handover::Extra::Grants(Box::new(g))));
+                    (bytes, setup)
+                }
                 Err(refusal) => return Subscribed::Answer(refusal),
             }
         }

@@ -129,6 +129,26 @@ impl Shard {
         self.send_answer(server, index, &response, persistence);
     }
 
+    /// Answers a held long poll whose token expired: 401 `token_expired` (the client gets a new
+    /// token and polls again from its cursor, which the answer does not move).
+    pub(super) fn answer_longpoll_expired(&mut self, server: &Server, index: usize) {
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        let Some(mut reply) = sub.longpoll else { return };
+        if reply.answered().is_some() {
+            return;
+        }
+        let mut response = crate::auth::Rejection::Expired.response();
+        if let Some(Extra::Origin(origin)) = sub.extra.as_deref() {
+            response = crate::cors::decorate(response, Some(origin));
+        }
+        let (persistence, reason) = reply.persistence();
+        let (persistence, reason) =
+            if server.is_draining() { (Persistence::Close, CloseReason::Shutdown) } else { (persistence, reason) };
+        reply.set_answered(persistence, reason);
+        sub.longpoll = Some(reply);
+        self.send_answer(server, index, &response, persistence);
+    }
+
     /// Writes a long poll's answer (its `longpoll` says it is answered); the connection goes on
     /// (or closes) once its socket has taken all of it.
     fn send_answer(
@@ -238,7 +258,12 @@ impl Shard {
         };
         let mut bytes = BytesMut::from(&self.peek_buf[..peeked]);
         let head = match holdfast_proto::http1::parse_request(&mut bytes, &server.limits) {
-            Ok(Some(head)) if is_plain_subscribe(&head) && !server.is_draining() => head,
+            // With access control on, the runtime serves it (and checks its token).
+            Ok(Some(head))
+                if is_plain_subscribe(&head) && !server.is_draining() && !crate::auth::is_enabled(server) =>
+            {
+                head
+            }
             _ => return self.hand_to_runtime(server, index),
         };
         // A refusal, another transport, or a channel that a network broker must open first: the

@@ -477,6 +477,9 @@ impl Shard {
             let now = Instant::now();
             if now >= next_heartbeat_scan {
                 self.heartbeats(&server, now);
+                if crate::auth::is_enabled(&server) {
+                    self.expire_tokens(&server);
+                }
                 next_heartbeat_scan = now + self.heartbeat_tick(&server);
             }
             server.stats.absorb(&mut self.tally);
@@ -798,6 +801,28 @@ impl Shard {
         }
     }
 
+    /// Ends the subscriptions whose token has expired (checked with the heartbeat scan, at
+    /// least once a second): a held long poll is answered 401, the others are closed with
+    /// `token_expired` (the notice and their cursor first; WebSocket 4003). A long-poll
+    /// connection waiting for its next request is left alone: that request brings a token.
+    fn expire_tokens(&mut self, server: &Server) {
+        let now = crate::auth::unix_now();
+        let expired: Vec<usize> = (0..self.slots.len())
+            .filter(|&index| {
+                self.slots[index]
+                    .as_ref()
+                    .is_some_and(|sub| !sub.is_awaiting() && crate::auth::is_expired(sub.conn.token_deadline, now))
+            })
+            .collect();
+        for index in expired {
+            if self.slots[index].as_ref().is_some_and(|sub| sub.longpoll.is_some()) {
+                self.answer_longpoll_expired(server, index);
+            } else {
+                self.close(server, index, CloseReason::TokenExpired);
+            }
+        }
+    }
+
     /// Ends a subscription; see [`Shard::end`].
     fn close(&mut self, server: &Server, index: usize, reason: CloseReason) {
         self.end(server, index, reason, None);
@@ -909,6 +934,7 @@ fn is_server_initiated(reason: CloseReason) -> bool {
             | CloseReason::AdminDisconnect
             | CloseReason::HeartbeatTimeout
             | CloseReason::Flooding
+            | CloseReason::TokenExpired
     )
 }
 

@@ -21,6 +21,7 @@
 //! | 4000 | `slow_consumer` (fell more than `max_pending_bytes` behind) or `send_timeout` | yes, with the last cursor |
 //! | 4001 | `channel_deleted` | not to that channel |
 //! | 4002 | `admin_disconnect` | yes, with the last cursor |
+//! | 4003 | `token_expired`: the token the connection was opened with expired | yes, with a new token and the last cursor |
 //! | 4004 | `history_lost`: the broker lost the channel's history (new epoch) | yes, with the last cursor (a gap notice follows) |
 
 use std::io::{self, Read, Write};
@@ -125,6 +126,7 @@ pub(super) fn close_code(reason: CloseReason) -> (u16, &'static str) {
         CloseReason::ChannelDeleted => (4001, "channel_deleted"),
         CloseReason::AdminDisconnect => (4002, "admin_disconnect"),
         CloseReason::HistoryLost => (4004, "history_lost"),
+        CloseReason::TokenExpired => (4003, "token_expired"),
         _ => (close::NORMAL, ""),
     }
 }
@@ -302,6 +304,9 @@ impl Shard {
     /// messages after it.
     fn subscribe(&mut self, server: &Server, index: usize, op: &Value) -> Result<Value, Refusal> {
         let names = channel_names(op)?;
+        for name in &names {
+            crate::auth::check_op(server, self.grants(index), false, name)?;
+        }
         let cursor = match op.get("cursor") {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) if text.is_empty() => None,
@@ -531,6 +536,9 @@ impl Shard {
     /// `{"op":"publish",…}`: answered at once when the broker answers at once (the memory
     /// broker), else when it has (a network broker; other ops may be answered meanwhile).
     fn publish(&mut self, server: &Server, index: usize, op: &Value, received: Instant) -> Result<Value, Refusal> {
+        if let Some(channel) = op.get("channel").and_then(Value::as_str) {
+            crate::auth::check_op(server, self.grants(index), true, channel)?;
+        }
         let (channel, published) = publish(server, op)?;
         // Polled here once (the memory broker's answer is ready at once); a network broker's
         // future needs the runtime's timers and I/O even for that first poll.
@@ -547,6 +555,14 @@ impl Shard {
                 });
                 Ok(Value::Null)
             }
+        }
+    }
+
+    /// What the token of the connection in slot `index` grants (access control on).
+    fn grants(&self, index: usize) -> Option<&crate::auth::Grants> {
+        match self.slots.get(index)?.as_ref()?.extra.as_deref() {
+            Some(crate::handover::Extra::Grants(grants)) => Some(&**grants),
+            _ => None,
         }
     }
 

@@ -48,11 +48,14 @@ pub enum CloseReason {
     /// WebSocket: the peer sent frames (pings, ops) faster than it read their answers, until
     /// those answers passed `max_pending_bytes` (close 1008).
     Flooding,
+    /// The token the subscription was opened with expired (`exp`): SSE, NDJSON and iframe get
+    /// the `holdfast.closed` notice, WebSocket closes with 4003, a held long poll gets 401.
+    TokenExpired,
 }
 
 impl CloseReason {
     /// Every reason, in the order `/admin/stats` lists them.
-    pub const ALL: [CloseReason; 21] = [
+    pub const ALL: [CloseReason; 22] = [
         CloseReason::PeerClosed,
         CloseReason::PeerAborted,
         CloseReason::IdleTimeout,
@@ -74,6 +77,7 @@ impl CloseReason {
         CloseReason::WsClosed,
         CloseReason::AdminDisconnect,
         CloseReason::Flooding,
+        CloseReason::TokenExpired,
     ];
 
     /// The label used in logs and `/admin/stats`.
@@ -100,6 +104,7 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::WsClosed => "ws_closed",
             CloseReason::Flooding => "flooding",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 }

@@ -21,6 +21,10 @@ pub(crate) struct ConnState {
     pub peer: SocketAddr,
     /// Requests answered so far on this connection.
     pub served: u32,
+    /// Unix seconds at which the token of the subscription it serves expires (0 = none; access
+    /// control off or a token without `exp`). Four bytes in what was padding: every subscriber
+    /// slot has a `ConnState`, and this costs it nothing.
+    pub token_deadline: u32,
 }
 
 /// When an idle connection expires, and how that close is labelled.
