@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use holdfast_proto::Limits;
 
+use crate::limits::parse_cidrs;
+pub use crate::limits::Cidr;
+
 /// Push shards at most: one bit each in a channel's `subscriber_shards` (a `u64`).
 pub const MAX_PUSH_THREADS: usize = 64;
 
@@ -44,6 +47,20 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Open connections; 0 = derived from the file-descriptor limit.
     pub max_connections: usize,
+    /// Open connections from one client (an IPv4 address or an IPv6 /64, always the TCP peer);
+    /// 0 = no limit.
+    pub max_connections_per_ip: u32,
+    /// New connections a second from one client (a token bucket); 0 = no limit.
+    pub new_connections_per_ip_per_second: f64,
+    /// New connections one client may open at once; 0 = one second's worth.
+    pub new_connections_per_ip_burst: u32,
+    /// Publishes a second from one client (`POST /pub`, the WebSocket op); 0 = no limit.
+    pub publishes_per_ip_per_second: f64,
+    /// Publishes one client may make at once; 0 = one second's worth.
+    pub publishes_per_ip_burst: u32,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded: for=` name the client (publish limit, admin
+    /// list, logs); empty = none.
+    pub trusted_proxies: Vec<Cidr>,
     /// TCP keepalive: idle time before the first probe.
     pub tcp_keepalive_idle: Duration,
     /// TCP keepalive: time between probes.
@@ -257,6 +274,12 @@ impl Default for Config {
             max_uri_bytes: 0,
             max_body_bytes: 0,
             max_connections: 0,
+            max_connections_per_ip: 0,
+            new_connections_per_ip_per_second: 0.0,
+            new_connections_per_ip_burst: 0,
+            publishes_per_ip_per_second: 0.0,
+            publishes_per_ip_burst: 0,
+            trusted_proxies: Vec::new(),
             tcp_keepalive_idle: Duration::ZERO,
             tcp_keepalive_interval: Duration::ZERO,
             tcp_keepalive_count: 0,
@@ -365,6 +388,9 @@ macro_rules! value_kind {
     (parse_origins) => {
         ValueKind::List
     };
+    (parse_cidrs) => {
+        ValueKind::List
+    };
     ($other:ident) => {
         ValueKind::Single
     };
@@ -402,6 +428,41 @@ pub const KEYS: &[Key] = &[
     key!(max_uri_bytes, "8KiB", parse_size_usize, "request-target length (414 above)"),
     key!(max_body_bytes, "1MiB", parse_size_u64, "request body size (413 above)"),
     key!(max_connections, "0", parse_count_usize, "open connections, 0 = from the file-descriptor limit (503 above)"),
+    // The limits per client are off by default: offices, schools and mobile carriers put many
+    // users behind one address (NAT, CGNAT), and a limit on by default would refuse them without
+    // the operator knowing why. `max_connections` bounds the server meanwhile; an instance on the
+    // open internet should set them (README, "Limits per client").
+    key!(
+        max_connections_per_ip,
+        "0",
+        parse_count_u32,
+        "open connections from one client IP (IPv6: its /64; always the TCP peer), 0 = no limit (429 above)"
+    ),
+    key!(
+        new_connections_per_ip_per_second,
+        "0",
+        parse_rate,
+        "new connections a second from one client IP (token bucket), 0 = no limit (429 above)"
+    ),
+    key!(
+        new_connections_per_ip_burst,
+        "0",
+        parse_count_u32,
+        "new connections one client IP may open at once, 0 = one second's worth"
+    ),
+    key!(
+        publishes_per_ip_per_second,
+        "0",
+        parse_rate,
+        "publishes a second from one client IP (POST /pub and the WebSocket op), 0 = no limit (429 above)"
+    ),
+    key!(publishes_per_ip_burst, "0", parse_count_u32, "publishes one client IP may make at once, 0 = one second's worth"),
+    key!(
+        trusted_proxies,
+        "",
+        parse_cidrs,
+        "proxies (CIDRs) whose X-Forwarded-For / Forwarded name the client for the publish limit and logs"
+    ),
     key!(tcp_keepalive_idle, "60s", parse_duration, "TCP keepalive: idle time before the first probe"),
     key!(tcp_keepalive_interval, "10s", parse_duration, "TCP keepalive: time between probes"),
     key!(
@@ -498,6 +559,14 @@ fn parse_size_usize(value: &str) -> Result<usize, String> {
 
 fn parse_count_usize(value: &str) -> Result<usize, String> {
     value.parse().map_err(|_| "is not a whole number".to_string())
+}
+
+/// Events a second: a number, fractions allowed (`0.5` = one every two seconds).
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err("is not a rate (events a second, e.g. 10 or 0.5; 0 = no limit)".to_string()),
+    }
 }
 
 fn parse_count_u32(value: &str) -> Result<u32, String> {
@@ -718,7 +787,24 @@ mod tests {
         }
         assert!(config.set("ws_deflate", "maybe").is_err());
         assert_eq!(KEYS.iter().filter(|k| k.kind == ValueKind::Bool).count(), 5);
-        assert!(KEYS.iter().filter(|k| k.kind == ValueKind::List).all(|k| k.name == "cors_origins"));
+        let lists = ["cors_origins", "trusted_proxies"];
+        assert!(KEYS.iter().filter(|k| k.kind == ValueKind::List).all(|k| lists.contains(&k.name)));
+    }
+
+    #[test]
+    fn client_limit_keys_take_rates_and_cidr_lists() {
+        let mut config = Config::default();
+        config.set("publishes_per_ip_per_second", "0.5").unwrap();
+        assert_eq!(config.publishes_per_ip_per_second, 0.5);
+        assert!(config.set("publishes_per_ip_per_second", "-1").is_err());
+        assert!(config.set("new_connections_per_ip_per_second", "fast").is_err());
+        config.set("trusted_proxies", "10.0.0.0/8, 2001:db8::/32").unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        let line = config.set("trusted_proxies", "10.0.0.0/40").unwrap_err().to_string();
+        assert!(line.contains("trusted_proxies") && line.contains("prefix"), "{line}");
+        let array = temp_file("proxies.toml", "trusted_proxies = [\"127.0.0.1\", \"::1\"]\n");
+        config.apply_file(&array).unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
     }
 
     #[test]

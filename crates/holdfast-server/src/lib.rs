@@ -20,6 +20,7 @@
 //! handover      what travels with a socket from the runtime to a shard
 //! wire          each streaming format's framing and notices; a socket's pending bytes
 //! socket        ConnState, idle deadlines, close reasons, socket I/O with deadlines
+//! limits        limits per client IP: the table of clients, token buckets, trusted proxies
 //! stats, recent_closes, config, response, query
 //! ```
 //!
@@ -47,6 +48,7 @@ mod conn;
 mod cors;
 mod handover;
 mod histogram;
+mod limits;
 mod listener;
 mod metrics;
 mod park;
@@ -116,6 +118,8 @@ pub(crate) struct Server {
     pub recent_closes: recent_closes::RecentCloses,
     pub push: Arc<push::PushHub>,
     pub started: Instant,
+    /// Limits per client IP (`max_connections_per_ip`, the rates, `trusted_proxies`).
+    pub client_limits: limits::ClientLimits,
     /// Access control (`jwt_secret`, `jwt_public_key`); `None` when off.
     pub auth: Option<auth::Auth>,
 }
@@ -157,6 +161,7 @@ impl Server {
             feed: admin_feed::Feed::default(),
             recent_closes: Default::default(),
             limits: config.limits(),
+            client_limits: limits::ClientLimits::new(&config),
             parking,
             config,
             stats: Arc::default(),
@@ -201,9 +206,36 @@ impl Server {
         served: u32,
         reason: CloseReason,
     ) {
+        self.client_limits.release(peer.ip());
+        self.count_close(transport, id, peer, served, reason);
+    }
+
+    /// Counts and logs a connection refused at accept (`max_connections`, the limits per client):
+    /// it was never counted as its client's, so it is not released.
+    pub fn connection_refused(&self, conn: socket::ConnState, reason: CloseReason) {
+        self.count_close("http", conn.id, conn.peer, conn.served, reason);
+    }
+
+    fn count_close(
+        &self,
+        transport: &'static str,
+        id: u64,
+        peer: std::net::SocketAddr,
+        served: u32,
+        reason: CloseReason,
+    ) {
         let open = self.stats.connection_closed(reason);
         self.recent_closes.record(peer, transport, reason);
-        tracing::debug!(conn = id, %peer, requests = served, transport, reason = reason.label(), "connection closed");
+        // Behind a trusted proxy, the client it named (the TCP peer is the proxy).
+        match self.client_limits.forget_client(id) {
+            Some(client) => tracing::debug!(
+                conn = id, peer = %client, via = %peer, requests = served, transport, reason = reason.label(),
+                "connection closed"
+            ),
+            None => {
+                tracing::debug!(conn = id, %peer, requests = served, transport, reason = reason.label(), "connection closed")
+            }
+        }
         if open == 0 && self.is_draining() {
             self.all_closed.notify_waiters();
         }
@@ -269,13 +301,14 @@ async fn drain(server: &Arc<Server>) {
     tracing::info!("stopped");
 }
 
-/// Ages histories of channels nobody publishes to.
+/// Ages histories of channels nobody publishes to, and drops idle clients from the limits' table.
 async fn expire_history(server: std::sync::Weak<Server>) {
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
     loop {
         tick.tick().await;
         let Some(server) = server.upgrade() else { return };
         server.broker.expire();
+        server.client_limits.sweep();
     }
 }
 

@@ -12,6 +12,7 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::conn;
+use crate::limits::{Admission, ClientLimit};
 use crate::response::Response;
 use crate::socket::{ConnState, IdleDeadline};
 use crate::{CloseReason, Server};
@@ -19,7 +20,7 @@ use crate::{CloseReason, Server};
 /// Pause after EMFILE/ENFILE/ENOMEM before accepting again: the pending connection stays in the
 /// backlog, and retrying at once would spin a core while nothing can change.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// How long a refused (503) connection lingers for its request bytes before closing.
+/// How long a refused (503, 429) connection lingers for its request bytes before closing.
 const REFUSE_LINGER: Duration = Duration::from_millis(500);
 
 pub(crate) async fn accept_loop(listener: TcpListener, server: &Arc<Server>, shutdown: impl Future<Output = ()>) {
@@ -64,7 +65,37 @@ fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
     server.stats.connection_opened();
     let conn = ConnState { id: server.next_connection_id(), peer, served: 0, token_deadline: 0 };
     if server.stats.connections_open() > server.max_connections as u64 {
-        tokio::spawn(refuse_over_capacity(stream, server.clone(), conn));
+        let response = Response::error(503, "over_capacity", "the server is at its connection limit; retry shortly")
+            .with_header("Retry-After", "1");
+        tokio::spawn(refuse(stream, server.clone(), conn, response, CloseReason::OverCapacity));
+        return;
+    }
+    // The limits per client, on the TCP peer (a proxy's connections are its own): decided before
+    // a byte is read, as a TLS handshake will be decided after it.
+    let refusal = match server.client_limits.admit(peer.ip()) {
+        Admission::Admitted => None,
+        Admission::TooManyConnections => Some((
+            ClientLimit::Connections,
+            Response::error(
+                429,
+                "too_many_connections",
+                "this address has as many connections open as it may (max_connections_per_ip); close one first",
+            )
+            .with_header("Retry-After", "1"),
+            CloseReason::TooManyConnections,
+        )),
+        Admission::RateLimited(wait) => Some((
+            ClientLimit::NewConnections,
+            crate::limits::rate_limited(
+                wait,
+                "this address opens connections too fast (new_connections_per_ip_per_second)",
+            ),
+            CloseReason::RateLimited,
+        )),
+    };
+    if let Some((limit, response, reason)) = refusal {
+        server.stats.limited(limit);
+        tokio::spawn(refuse(stream, server.clone(), conn, response, reason));
         return;
     }
     let idle = IdleDeadline::first_request(&server.config);
@@ -88,10 +119,9 @@ pub(crate) fn configure_socket(socket: SockRef<'_>, config: &crate::Config) {
     }
 }
 
-/// Beyond `max_connections`: 503 with `Retry-After`, then close.
-async fn refuse_over_capacity(mut stream: TcpStream, server: Arc<Server>, conn: ConnState) {
-    let response = Response::error(503, "over_capacity", "the server is at its connection limit; retry shortly")
-        .with_header("Retry-After", "1");
+/// Beyond `max_connections` (503) or a limit per client (429): the answer, with `Retry-After`,
+/// written before anything is read; then close.
+async fn refuse(mut stream: TcpStream, server: Arc<Server>, conn: ConnState, response: Response, reason: CloseReason) {
     let mut out = BytesMut::new();
     response.encode_head(&mut out, Persistence::Close, Version::Http11, 0);
     out.extend_from_slice(&response.body);
@@ -102,7 +132,7 @@ async fn refuse_over_capacity(mut stream: TcpStream, server: Arc<Server>, conn: 
         crate::socket::io::lingering_close(&mut stream, REFUSE_LINGER, &server.stats).await;
     }
     drop(stream);
-    server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::OverCapacity);
+    server.connection_refused(conn, reason);
 }
 
 #[cfg(test)]

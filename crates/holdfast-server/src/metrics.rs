@@ -36,6 +36,7 @@ pub(crate) fn render(server: &Server, head: &RequestHead) -> Response {
         channel_bytes: server.broker.channel_bytes(),
         history_bytes: server.broker.history_bytes(),
         rss_bytes: process_rss_bytes(),
+        clients_tracked: server.client_limits.tracked() as u64,
     };
     let mut registry = Registry::with_prefix("holdfast");
     registry.register_collector(Box::new(figures));
@@ -72,6 +73,7 @@ struct Figures {
     channel_bytes: u64,
     history_bytes: u64,
     rss_bytes: u64,
+    clients_tracked: u64,
 }
 
 impl Collector for Figures {
@@ -102,6 +104,21 @@ impl Collector for Figures {
             "Connections closed, by reason.",
             None,
             family("reason", s.closed.iter().map(|(reason, n)| (*reason, counter(*n)))),
+        )?;
+        one(
+            &mut out,
+            "client_limit_refusals",
+            "Connections (429 at accept) and publishes (429, WebSocket error op) refused by a limit per client IP, \
+             by limit.",
+            None,
+            family("limit", s.limited.iter().map(|(limit, n)| (*limit, counter(*n)))),
+        )?;
+        one(
+            &mut out,
+            "clients_tracked",
+            "Client IPs (IPv6: /64s) the limits per client hold an entry for.",
+            None,
+            gauge(self.clients_tracked),
         )?;
         one(&mut out, "requests", "HTTP requests answered.", None, counter(s.requests))?;
         one(
@@ -234,6 +251,7 @@ mod tests {
             channel_bytes: 10,
             history_bytes: 20,
             rss_bytes: 30,
+            clients_tracked: 4,
         };
         let mut registry = Registry::with_prefix("holdfast");
         registry.register_collector(Box::new(figures));
@@ -261,6 +279,8 @@ mod tests {
             "holdfast_process_resident_memory_bytes 30\n",
             "holdfast_requests_by_status_total{code=\"200\"} 1\n",
             "holdfast_connections_by_transport{transport=\"http\"} 0\n",
+            "holdfast_client_limit_refusals_total{limit=\"publishes_per_ip\"} 0\n",
+            "holdfast_clients_tracked 4\n",
             "# TYPE holdfast_request_latency_seconds histogram\n",
             "holdfast_request_latency_seconds_bucket{le=\"0.0025\"} 1\n",
             "holdfast_request_latency_seconds_bucket{le=\"+Inf\"} 1\n",

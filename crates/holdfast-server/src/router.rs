@@ -151,7 +151,7 @@ pub(crate) async fn admin_connections(server: &Server) -> Response {
         .map(|s| {
             serde_json::json!({
                 "id": s.id,
-                "peer": s.peer.to_string(),
+                "peer": server.client_limits.shown_peer(s.id, s.peer),
                 "transport": s.transport,
                 "state": if s.blocked { "blocked" } else { "streaming" },
                 "channels": s.channels,
@@ -218,6 +218,8 @@ pub(crate) fn stats_json(server: &Server) -> serde_json::Value {
         snap.subscribers.iter().map(|(label, n)| (label.to_string(), (*n).into())).collect();
     let closed: serde_json::Map<String, serde_json::Value> =
         snap.closed.iter().map(|(label, n)| (label.to_string(), (*n).into())).collect();
+    let limited: serde_json::Map<String, serde_json::Value> =
+        snap.limited.iter().map(|(label, n)| (label.to_string(), (*n).into())).collect();
     serde_json::json!({
             "connections_open": snap.connections_open,
             "connections_accepted": snap.connections_accepted,
@@ -226,6 +228,8 @@ pub(crate) fn stats_json(server: &Server) -> serde_json::Value {
             "requests_total": snap.requests,
             "requests_reused": snap.requests_reused,
             "closed": closed,
+            "limited": limited,
+            "clients_tracked": server.client_limits.tracked(),
             "subscribers": subscribers,
             "broker": server.broker.kind(),
             "broker_connected": server.broker.connected(),

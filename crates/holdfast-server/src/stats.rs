@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub use crate::histogram::HistogramSnapshot;
 use crate::histogram::{Histogram, LocalHistogram};
 
+use crate::limits::ClientLimit;
 use crate::socket::CloseReason;
 use crate::wire::frame::Format;
 
@@ -23,6 +24,8 @@ pub struct Stats {
     requests: AtomicU64,
     requests_reused: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
+    /// Refusals by limit per client (connections, new connections, publishes).
+    limited: [AtomicU64; ClientLimit::ALL.len()],
     /// Open subscribers by format (sse, stream, iframe, websocket, held long polls).
     streaming: [AtomicU64; 5],
     messages_published: AtomicU64,
@@ -93,6 +96,8 @@ pub struct StatsSnapshot {
     pub requests_reused: u64,
     /// Closed connections by reason.
     pub closed: Vec<(&'static str, u64)>,
+    /// Connections and publishes refused by a limit per client, by limit.
+    pub limited: Vec<(&'static str, u64)>,
     /// Open subscribers by transport.
     pub subscribers: Vec<(&'static str, u64)>,
     /// Messages published.
@@ -122,6 +127,11 @@ impl Stats {
     pub(crate) fn connection_closed(&self, reason: CloseReason) -> u64 {
         self.closed[reason as usize].fetch_add(1, Relaxed);
         self.connections_open.fetch_sub(1, Relaxed) - 1
+    }
+
+    /// Counts a connection or publish refused by a limit per client.
+    pub(crate) fn limited(&self, limit: ClientLimit) {
+        self.limited[limit as usize].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn request_served(&self, reused: bool) {
@@ -208,6 +218,7 @@ impl Stats {
             requests: self.requests.load(Relaxed),
             requests_reused: self.requests_reused.load(Relaxed),
             closed: CloseReason::ALL.iter().map(|r| (r.label(), self.closed[*r as usize].load(Relaxed))).collect(),
+            limited: ClientLimit::ALL.iter().map(|l| (l.label(), self.limited[*l as usize].load(Relaxed))).collect(),
             subscribers,
             messages_published: self.messages_published.load(Relaxed),
             messages_delivered: self.messages_delivered.load(Relaxed),

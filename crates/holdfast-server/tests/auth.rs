@@ -386,6 +386,25 @@ async fn a_held_long_poll_is_answered_401_when_its_token_expires() {
 }
 
 #[tokio::test]
+async fn a_long_poll_held_in_its_task_is_answered_401_when_its_token_expires_too() {
+    // A request pipelined behind the long poll keeps the poll in the connection's task (not a
+    // push shard); its token's expiry answers it all the same, and the next request follows.
+    let server = TestServer::start(|c| {
+        c.jwt_secret = SECRET.into();
+        c.longpoll_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let short = mint(json!({"channels": ["chat:*"], "exp": now() + 2}));
+    let mut conn = server.connect().await;
+    let poll = format!("GET /sub/chat:x HTTP/1.1\r\nHost: t\r\n{}\r\n", bearer(&short));
+    conn.send(format!("{poll}GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await;
+    let answer = tokio::time::timeout(Duration::from_secs(6), conn.response()).await.expect("answered at expiry");
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.json()["error"], "token_expired");
+    assert_eq!(conn.response().await.status, 200);
+}
+
+#[tokio::test]
 async fn tokens_are_not_listed_in_admin_connections() {
     let server = auth_server().await;
     let token = full_token();

@@ -211,6 +211,16 @@ impl RawConn {
         RawConn { stream, buf: Vec::new() }
     }
 
+    /// Connects to `addr` from the address `source` (on Linux every address of 127/8 is on the
+    /// loopback interface: each is a client of its own to the server's limits per client IP).
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> RawConn {
+        let socket = if source.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+        let socket = socket.expect("a client socket");
+        socket.bind(SocketAddr::new(source, 0)).unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        let stream = socket.connect(addr).await.expect("connect to the test server");
+        RawConn { stream, buf: Vec::new() }
+    }
+
     /// Sends bytes as they are.
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write to the server");

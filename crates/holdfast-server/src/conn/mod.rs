@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use self::body::{Body, BodyError};
 use crate::handover::StreamSetup;
+use crate::limits::{ClientLimit, PublishCheck};
 use crate::poll_answer;
 use crate::response::Response;
 use crate::router::Route;
@@ -177,7 +178,10 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
     conn.served = conn.served.saturating_add(1);
     let route = router::route(&head, server);
 
-    let (body, body_fate) = match body::consume(stream, server, &head, route.wants_body(), buf).await {
+    // `publishes_per_ip_per_second`: decided before the body is read (then drained or not read).
+    let limited = if matches!(route, Route::Publish) { publish_limited(server, conn, &head) } else { None };
+    let wants_body = route.wants_body() && limited.is_none();
+    let (body, body_fate) = match body::consume(stream, server, &head, wants_body, buf).await {
         Ok(Body::Read(bytes)) => (bytes, None),
         Ok(Body::Discarded) => (Default::default(), None),
         Ok(Body::Unread) => (Default::default(), Some(CloseReason::BodyNotRead)),
@@ -204,12 +208,22 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
                 Route::Subscribe | Route::AdminEvents => {
                     match subscribe(stream, server, &head, route, buf, conn.served, grants).await {
                         Subscribed::Answer(response) => response,
-                        Subscribed::Streaming(setup) => return Next::Stream(setup),
+                        Subscribed::Streaming(setup) => {
+                            // Behind a trusted proxy: the client it names, for the admin list, the logs
+                            // and a WebSocket's publish limit.
+                            if setup.framing.format != Format::LongPoll {
+                                server.client_limits.remember_client(conn.id, conn.peer.ip(), &head);
+                            }
+                            return Next::Stream(setup);
+                        }
                         Subscribed::Ended(next) => return next,
                     }
                 }
                 Route::AdminConnections => router::admin_connections(server).await,
-                _ => router::respond(route, &head, body, server).await,
+                _ => match limited {
+                    Some(refusal) => refusal,
+                    None => router::respond(route, &head, body, server).await,
+                },
             }
         }
     };
@@ -242,6 +256,23 @@ async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState,
             Next::Close { reason, linger: !buf.is_empty() || body_fate.is_some() }
         }
     }
+}
+
+/// `publishes_per_ip_per_second`: 429 `rate_limited` for a publish over its client's rate (the
+/// client a trusted proxy names, else the peer).
+fn publish_limited(server: &Server, conn: &ConnState, head: &RequestHead) -> Option<Response> {
+    let limits = &server.client_limits;
+    if !limits.limits_publishes() {
+        return None;
+    }
+    let (PublishCheck::Limited(wait) | PublishCheck::Flooding(wait)) =
+        limits.publish(limits.client_ip(conn.peer.ip(), head))
+    else {
+        return None;
+    };
+    server.stats.limited(ClientLimit::Publishes);
+    let refusal = crate::limits::rate_limited(wait, "this address publishes too fast (publishes_per_ip_per_second)");
+    Some(crate::cors::decorate(refusal, crate::cors::allowed_origin(head, &server.config).as_deref()))
 }
 
 /// What a subscription request became.

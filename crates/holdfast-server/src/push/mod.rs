@@ -870,7 +870,10 @@ impl Shard {
                 }
             }
         }
-        if matches!(reason, CloseReason::SlowConsumer | CloseReason::SendTimeout | CloseReason::Flooding) {
+        if matches!(
+            reason,
+            CloseReason::SlowConsumer | CloseReason::SendTimeout | CloseReason::Flooding | CloseReason::RateLimited
+        ) {
             tracing::info!(conn = sub.conn.id, peer = %sub.conn.peer, reason = reason.label(), "subscriber cut");
         }
         // Closing the descriptor is the whole close: the kernel sends the FIN behind the bytes
@@ -934,6 +937,7 @@ fn is_server_initiated(reason: CloseReason) -> bool {
             | CloseReason::AdminDisconnect
             | CloseReason::HeartbeatTimeout
             | CloseReason::Flooding
+            | CloseReason::RateLimited
             | CloseReason::TokenExpired
     )
 }

@@ -17,6 +17,7 @@
 //! | 1001 | `heartbeat_timeout`: nothing heard for `heartbeat_timeout` | yes, with the last cursor |
 //! | 1002 / 1007 / 1009 | protocol error / invalid UTF-8 / message too big | no: fix the client |
 //! | 1008 | `flooding`: sent pings or ops faster than it read the answers | no: fix the client |
+//! | 1008 | `rate_limited`: kept publishing far over `publishes_per_ip_per_second` | no: slow down |
 //! | 1012 | `shutdown`: the server is restarting | yes, with the last cursor (maybe elsewhere) |
 //! | 4000 | `slow_consumer` (fell more than `max_pending_bytes` behind) or `send_timeout` | yes, with the last cursor |
 //! | 4001 | `channel_deleted` | not to that channel |
@@ -123,6 +124,7 @@ pub(super) fn close_code(reason: CloseReason) -> (u16, &'static str) {
         CloseReason::SlowConsumer => (4000, "slow_consumer"),
         CloseReason::SendTimeout => (4000, "send_timeout"),
         CloseReason::Flooding => (close::POLICY_VIOLATION, "flooding"),
+        CloseReason::RateLimited => (close::POLICY_VIOLATION, "rate_limited"),
         CloseReason::ChannelDeleted => (4001, "channel_deleted"),
         CloseReason::AdminDisconnect => (4002, "admin_disconnect"),
         CloseReason::HistoryLost => (4004, "history_lost"),
@@ -539,6 +541,9 @@ impl Shard {
         if let Some(channel) = op.get("channel").and_then(Value::as_str) {
             crate::auth::check_op(server, self.grants(index), true, channel)?;
         }
+        if server.config.ws_client_publish && !self.within_publish_rate(server, index)? {
+            return Ok(Value::Null);
+        }
         let (channel, published) = publish(server, op)?;
         // Polled here once (the memory broker's answer is ready at once); a network broker's
         // future needs the runtime's timers and I/O even for that first poll.
@@ -563,6 +568,36 @@ impl Shard {
         match self.slots.get(index)?.as_ref()?.extra.as_deref() {
             Some(crate::handover::Extra::Grants(grants)) => Some(&**grants),
             _ => None,
+        }
+    }
+
+    /// `publishes_per_ip_per_second` for a publish op of the connection in slot `index`, by the
+    /// client a trusted proxy named at its upgrade, else its peer: over the rate, the error op
+    /// `rate_limited`; still going far over it, the connection is closed (1008 `rate_limited`)
+    /// and this is `Ok(false)`.
+    fn within_publish_rate(&mut self, server: &Server, index: usize) -> Result<bool, Refusal> {
+        let limits = &server.client_limits;
+        if !limits.limits_publishes() {
+            return Ok(true);
+        }
+        let Some(conn) = self.slots.get(index).and_then(Option::as_ref).map(|s| s.conn) else { return Ok(false) };
+        let client = limits.remembered_client(conn.id).unwrap_or(conn.peer.ip());
+        match limits.publish(client) {
+            crate::limits::PublishCheck::Allowed => Ok(true),
+            crate::limits::PublishCheck::Limited(wait) => {
+                server.stats.limited(crate::limits::ClientLimit::Publishes);
+                let secs = crate::limits::retry_after_secs(wait);
+                Err(Refusal {
+                    status: 429,
+                    code: "rate_limited",
+                    reason: format!("publishing too fast (publishes_per_ip_per_second); retry in {secs} s"),
+                })
+            }
+            crate::limits::PublishCheck::Flooding(_) => {
+                server.stats.limited(crate::limits::ClientLimit::Publishes);
+                self.close(server, index, CloseReason::RateLimited);
+                Ok(false)
+            }
         }
     }
 

@@ -48,6 +48,11 @@ pub enum CloseReason {
     /// WebSocket: the peer sent frames (pings, ops) faster than it read their answers, until
     /// those answers passed `max_pending_bytes` (close 1008).
     Flooding,
+    /// Refused at accept: its client has `max_connections_per_ip` open (429).
+    TooManyConnections,
+    /// Refused at accept (429), its client over `new_connections_per_ip_per_second`; or a
+    /// WebSocket that kept publishing far over `publishes_per_ip_per_second` (close 1008).
+    RateLimited,
     /// The token the subscription was opened with expired (`exp`): SSE, NDJSON and iframe get
     /// the `holdfast.closed` notice, WebSocket closes with 4003, a held long poll gets 401.
     TokenExpired,
@@ -55,7 +60,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in the order `/admin/stats` lists them.
-    pub const ALL: [CloseReason; 22] = [
+    pub const ALL: [CloseReason; 24] = [
         CloseReason::PeerClosed,
         CloseReason::PeerAborted,
         CloseReason::IdleTimeout,
@@ -77,6 +82,8 @@ impl CloseReason {
         CloseReason::WsClosed,
         CloseReason::AdminDisconnect,
         CloseReason::Flooding,
+        CloseReason::TooManyConnections,
+        CloseReason::RateLimited,
         CloseReason::TokenExpired,
     ];
 
@@ -104,6 +111,8 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::WsClosed => "ws_closed",
             CloseReason::Flooding => "flooding",
+            CloseReason::TooManyConnections => "too_many_connections",
+            CloseReason::RateLimited => "rate_limited",
             CloseReason::TokenExpired => "token_expired",
         }
     }

@@ -25,16 +25,28 @@ pub(crate) enum Answer {
     ClientGone,
 }
 
-/// Answers a poll; holds it first when `hold` (long poll) and nothing is pending.
-pub(crate) async fn answer(stream: &TcpStream, server: &Server, mut sub: Subscription, hold: bool) -> Answer {
+/// Answers a poll; holds it first when `hold` (long poll) and nothing is pending, at most until
+/// its token expires (`token_deadline`, unix seconds, 0 = never): then the answer is 401
+/// `token_expired`, as from a push shard.
+pub(crate) async fn answer(
+    stream: &TcpStream,
+    server: &Server,
+    mut sub: Subscription,
+    hold: bool,
+    token_deadline: u32,
+) -> Answer {
     let mut messages = collect(&mut sub.positions, &mut sub.gaps);
     if messages.is_empty() && hold {
         let held = Held::new(server, &sub);
-        let waited = wait(stream, server, &mut sub).await;
+        let waited = wait(stream, server, &mut sub, token_deadline).await;
         drop(held);
         match waited {
             Some(found) => messages = found,
             None => return Answer::ClientGone,
+        }
+        if messages.is_empty() && crate::auth::is_expired(token_deadline, crate::auth::unix_now()) {
+            let expired = crate::auth::Rejection::Expired.response();
+            return Answer::Respond(crate::cors::decorate(expired, sub.origin.as_deref()));
         }
     }
     server.stats.delivered(messages.len() as u64);
@@ -71,8 +83,17 @@ impl Drop for Held<'_> {
 
 /// Waits for messages; `None` if the client disconnected first. A graceful shutdown answers at
 /// once with what there is (nothing), so the client gets its cursor rather than a cut.
-async fn wait(stream: &TcpStream, server: &Server, sub: &mut Subscription) -> Option<Vec<(usize, Arc<Message>)>> {
-    let deadline = tokio::time::Instant::now() + server.config.longpoll_timeout;
+async fn wait(
+    stream: &TcpStream,
+    server: &Server,
+    sub: &mut Subscription,
+    token_deadline: u32,
+) -> Option<Vec<(usize, Arc<Message>)>> {
+    let mut deadline = tokio::time::Instant::now() + server.config.longpoll_timeout;
+    if token_deadline != 0 {
+        let left = u64::from(token_deadline).saturating_sub(crate::auth::unix_now());
+        deadline = deadline.min(tokio::time::Instant::now() + std::time::Duration::from_secs(left));
+    }
     let mut watch_client = true;
     let draining = server.drain_started.notified();
     tokio::pin!(draining);
