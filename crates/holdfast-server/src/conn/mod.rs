@@ -323,7 +323,8 @@ async fn subscribe(
     let opened = match subscription.transport.clone() {
         Transport::Poll | Transport::LongPoll => {
             let hold = subscription.transport == Transport::LongPoll;
-            return match transport::poll::answer(stream, server, subscription, hold).await {
+            let token_deadline = grants.as_ref().map_or(0, |g| g.deadline);
+            return match transport::poll::answer(stream, server, subscription, hold, token_deadline).await {
                 transport::poll::Answer::Respond(response) => Subscribed::Answer(response),
                 transport::poll::Answer::ClientGone => Subscribed::Ended(Next::close(CloseReason::PeerClosed)),
             };
