@@ -248,9 +248,13 @@ fn need(route: Route, head: &RequestHead, auth: &Auth) -> Need {
         percent_decode(raw, false).map_or_else(|| raw.to_string(), Cow::into_owned)
     };
     match route {
-        Route::Healthz | Route::Asset(_) | Route::Preflight | Route::NotFound | Route::MethodNotAllowed(_) => {
-            Need::Nothing
-        }
+        // (`OriginRefused`: already a 403 from the origin check, with or without a token.)
+        Route::Healthz
+        | Route::Asset(_)
+        | Route::Preflight
+        | Route::NotFound
+        | Route::MethodNotAllowed(_)
+        | Route::OriginRefused => Need::Nothing,
         Route::Metrics if auth.metrics_public => Need::Nothing,
         Route::Metrics
         | Route::AdminStats

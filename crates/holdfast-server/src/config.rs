@@ -94,7 +94,8 @@ pub struct Config {
     pub broker: String,
     /// How far (in bytes) a streaming subscriber may fall behind before it is cut (`slow_consumer`).
     pub max_pending_bytes: u64,
-    /// Origins allowed by CORS: empty = none, `*` = any, else the listed origins.
+    /// Origins allowed by CORS: empty = none, `*` = any, else the listed origins and subdomain
+    /// patterns (`https://*.example.com`).
     pub cors_origins: Vec<String>,
     /// WebSocket: a peer that sends nothing (not even a pong) for this long is closed.
     pub heartbeat_timeout: Duration,
@@ -191,9 +192,10 @@ impl Config {
         .min(MAX_PUSH_THREADS)
     }
 
-    /// Whether CORS allows this origin.
+    /// Whether `cors_origins` allows this origin: `*`, a listed origin, or a pattern
+    /// (`https://*.example.com`: one or more labels before `example.com`, same scheme and port).
     pub fn allows_origin(&self, origin: &str) -> bool {
-        self.cors_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        self.cors_origins.iter().any(|entry| crate::origin::matches(entry, origin))
     }
 
     /// Sets one key from its string form, as any source gives it.
@@ -489,7 +491,12 @@ pub const KEYS: &[Key] = &[
         "memory (this process), or redis://host:port/db, redis+cluster://host:port,host:port or redis-sentinel://host:port/db?sentinelServiceName=NAME shared by several nodes"
     ),
     key!(max_pending_bytes, "1MiB", parse_size_u64, "how far a streaming subscriber may fall behind before it is cut"),
-    key!(cors_origins, "", parse_origins, "CORS origins allowed: empty = none, * = any, or a list of origins"),
+    key!(
+        cors_origins,
+        "",
+        parse_origins,
+        "other origins whose pages may read (CORS), publish and act here: empty = none, * = any, or a list of origins and patterns like https://*.example.com"
+    ),
     key!(heartbeat_timeout, "60s", parse_duration, "WebSocket: close a peer silent (no pong, no frame) for this long"),
     key!(ws_max_message_bytes, "1MiB", parse_size_usize, "WebSocket: largest message a client may send (1009 above)"),
     key!(ws_client_publish, "false", parse_bool, "WebSocket: allow clients to publish with {\"op\":\"publish\"}"),
@@ -579,10 +586,10 @@ fn parse_addr(value: &str) -> Result<SocketAddr, String> {
 
 fn parse_origins(value: &str) -> Result<Vec<String>, String> {
     let origins: Vec<String> = value.split(',').map(str::trim).filter(|o| !o.is_empty()).map(String::from).collect();
-    match origins.iter().find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))) {
-        Some(bad) => Err(format!("has {bad:?}, which is not * or an origin like https://example.com")),
-        None => Ok(origins),
+    for origin in &origins {
+        crate::origin::check_entry(origin).map_err(|problem| format!("has {origin:?}, {problem}"))?;
     }
+    Ok(origins)
 }
 
 fn parse_broker(value: &str) -> Result<String, String> {
@@ -747,6 +754,13 @@ mod tests {
         assert_eq!(config.cors_origins, ["https://a.example", "https://b.example"]);
         assert!(config.allows_origin("https://b.example") && !config.allows_origin("https://c.example"));
 
+        let patterns =
+            temp_file("patterns.toml", "cors_origins = [\"https://*.example.com\", \"http://127.0.0.1:8000\"]\n");
+        let mut config = Config::default();
+        config.apply_file(&patterns).unwrap();
+        assert!(config.allows_origin("https://a.example.com") && config.allows_origin("http://127.0.0.1:8000"));
+        assert!(!config.allows_origin("https://example.com") && !config.allows_origin("http://a.example.com"));
+
         let string = temp_file("string.toml", "cors_origins = \"https://a.example, https://b.example\"\n");
         let mut config = Config::default();
         config.apply_file(&string).unwrap();
@@ -767,6 +781,8 @@ mod tests {
             ("listen = [\"127.0.0.1:1\"]\n", "listen", "got array"),
             ("[ws_deflate]\nvalue = true\n", "ws_deflate", "got table"),
             ("cors_origins = [\"ftp://a.example\"]\n", "cors_origins", "not * or an origin"),
+            ("cors_origins = [\"https://*.com\"]\n", "cors_origins", "top-level domain"),
+            ("cors_origins = [\"https://a.*.example.com\"]\n", "cors_origins", "whole leftmost label"),
             ("no_such_key = [1]\n", "no_such_key", "unknown configuration key"),
         ];
         for (text, key, problem) in cases {

@@ -21,7 +21,7 @@
 //! wire          each streaming format's framing and notices; a socket's pending bytes
 //! socket        ConnState, idle deadlines, close reasons, socket I/O with deadlines
 //! limits        limits per client IP: the table of clients, token buckets, trusted proxies
-//! stats, recent_closes, config, response, query
+//! stats, recent_closes, config, response, query, origin (what an Origin is; cors_origins entries)
 //! ```
 //!
 //! - `listener`: the accept loop, the connection cap, socket options.
@@ -51,6 +51,7 @@ mod histogram;
 mod limits;
 mod listener;
 mod metrics;
+mod origin;
 mod park;
 mod poll_answer;
 mod publish;

@@ -42,6 +42,9 @@ pub(crate) enum Route {
     NotFound,
     /// The path exists but not for this method; the value is the `Allow` field.
     MethodNotAllowed(&'static str),
+    /// A state change (not GET, HEAD or OPTIONS) sent by a page whose `Origin` may not act here
+    /// (`cors::origin_may_act`): 403, whatever the path and whatever credentials it carries.
+    OriginRefused,
 }
 
 const GET_HEAD: &str = "GET, HEAD";
@@ -54,6 +57,11 @@ impl Route {
 }
 
 pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
+    // First, before any credential is looked at: a cross-site page must not act with the
+    // browser's cookies (SECURITY.md, "Cross-site requests").
+    if cors::changes_state(head) && !cors::origin_may_act(head, &server.config) {
+        return Route::OriginRefused;
+    }
     let method = head.method();
     let get_or_head = matches!(method, Method::Get | Method::Head);
     let path = head.path();
@@ -128,6 +136,7 @@ pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, serve
         Route::Subscribe | Route::AdminConnections | Route::AdminEvents | Route::EchoWebSocket => {
             Response::error(500, "internal", "subscription routed to the plain responder")
         }
+        Route::OriginRefused => cors::origin_refusal("publish, delete or act"),
         Route::NotFound => Response::error(404, "not_found", &format!("no resource at {}", head.path())),
         Route::MethodNotAllowed(allow) => Response::error(
             405,

@@ -102,6 +102,8 @@ fn invalid_values_exit_2_with_one_line_naming_the_key() {
         (vec!["--keepalive-timeout", "soon"], vec![], "keepalive_timeout (from --keepalive-timeout)"),
         (vec![], vec![("HOLDFAST_MAX_BODY_BYTES", "lots")], "max_body_bytes (from HOLDFAST_MAX_BODY_BYTES)"),
         (vec!["--listen", "nowhere"], vec![], "listen (from --listen)"),
+        (vec!["--cors-origins", "https://*.com"], vec![], "cors_origins (from --cors-origins)"),
+        (vec![], vec![("HOLDFAST_CORS_ORIGINS", "https://a.*.example.com")], "whole leftmost label"),
         (vec!["--keepalive-requests", "0"], vec![], "keepalive_requests"),
         (vec!["--log-format", "xml"], vec![], "log_format (from --log-format)"),
         (vec![], vec![("HOLDFAST_LOG_FORMAT", "yaml")], "log_format (from HOLDFAST_LOG_FORMAT)"),

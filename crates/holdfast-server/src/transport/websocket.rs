@@ -86,15 +86,14 @@ pub(crate) fn refusal(error: HandshakeError) -> Response {
 }
 
 /// Browsers always send `Origin` on WebSocket handshakes, and WebSocket has no CORS: a page from
-/// any site could open one. Allowed: no Origin (non-browser clients), the server's own origin
-/// (same host), or an origin in `cors_origins`. Anything else gets 403.
+/// any site could open one, and with it read channels and (`ws_client_publish`) publish. So the
+/// handshake takes the rule of state changes (`cors::origin_may_act`): no Origin (non-browser
+/// clients), the server's own origin, or one `cors_origins` allows; anything else, `null`
+/// included, gets 403.
 pub(crate) fn check_origin(head: &RequestHead, config: &Config) -> Result<(), Response> {
-    let Some(origin) = head.header("origin").and_then(|o| std::str::from_utf8(o).ok()) else { return Ok(()) };
-    let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-    let same_origin = origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
-    if same_origin || config.allows_origin(origin) {
+    if crate::cors::origin_may_act(head, config) {
         Ok(())
     } else {
-        Err(Response::error(403, "origin_not_allowed", "this Origin may not open a WebSocket here (cors_origins)"))
+        Err(crate::cors::origin_refusal("open a WebSocket"))
     }
 }
