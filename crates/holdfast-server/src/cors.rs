@@ -11,7 +11,8 @@ use crate::response::Response;
 /// Methods a cross-origin page may use.
 const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 /// Request headers a cross-origin page may send (EventSource sends Last-Event-ID on reconnect).
-const ALLOW_HEADERS: &str = "Content-Type, Last-Event-ID, Holdfast-Event, Cache-Control";
+/// `Authorization`: a page of an allowed origin may send its access token as a Bearer field.
+const ALLOW_HEADERS: &str = "Content-Type, Last-Event-ID, Holdfast-Event, Cache-Control, Authorization";
 /// How long a browser may cache a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
 
