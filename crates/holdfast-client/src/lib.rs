@@ -58,6 +58,13 @@
 //!   last interval that survived and hold it for the subscriber's life (a new subscriber probes
 //!   afresh). Reported in [`State::Connected`] and [`State::HeartbeatSettled`]. Applies to the
 //!   streaming transports and WebSocket.
+//! * **Tokens** ([`SubscriberBuilder::token_source`]): for a server with access control, a
+//!   callback asked for a token for the first link and again whenever the server refuses the one
+//!   in hand (401) or ends the link with `token_expired` (WebSocket close 4003, the
+//!   `holdfast.closed` notice, a long poll's 401); the subscriber then reconnects at once (no
+//!   backoff after a healthy link) and resumes from its cursor, so nothing is lost. Sent as
+//!   `Authorization: Bearer`, never in the URL. A fixed [`SubscriberBuilder::token`] that the
+//!   server refuses, or any 403, is a fatal `Err`.
 //!
 //! Both need a tokio runtime (with the time and I/O drivers) where they are polled.
 //!
@@ -75,6 +82,7 @@ mod pool;
 mod publisher;
 mod reconnect;
 mod subscriber;
+mod token;
 mod transport;
 
 pub use error::{Error, Result};

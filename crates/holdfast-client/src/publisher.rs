@@ -17,7 +17,9 @@
 //! id differs). Timeouts, refused connections and any error after the answer began are never
 //! retried.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +28,7 @@ use futures_util::StreamExt;
 use crate::error::{self, Error, Result};
 use crate::pool::{http_client, HttpPool};
 use crate::subscriber::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_SERVER};
+use crate::token::{self, TokenSource};
 use crate::transport::{normalize_server, percent_encode};
 
 /// Default bound on one publish (connect, send, answer).
@@ -79,6 +82,7 @@ pub struct PublisherBuilder {
     concurrency: usize,
     max_idle: Option<usize>,
     pool: Option<HttpPool>,
+    token: Option<TokenSource>,
 }
 
 impl Default for PublisherBuilder {
@@ -91,6 +95,7 @@ impl Default for PublisherBuilder {
             concurrency: DEFAULT_BATCH_CONCURRENCY,
             max_idle: None,
             pool: None,
+            token: None,
         }
     }
 }
@@ -141,6 +146,25 @@ impl PublisherBuilder {
         self
     }
 
+    /// An access token, sent as `Authorization: Bearer` with every publish; a refusal of it
+    /// (401, 403) is the publish's `Err`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(TokenSource::Static(token.into()));
+        self
+    }
+
+    /// Tokens from a callback: asked before the first publish and kept; when the server refuses
+    /// the kept one (401), asked once more and the publish is sent again once.
+    pub fn token_source<F, Fut, E>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, E>> + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        self.token = Some(TokenSource::callback(f));
+        self
+    }
+
     /// Builds the publisher.
     pub fn build(self) -> Result<Publisher> {
         let server = normalize_server(&self.server)?;
@@ -158,13 +182,14 @@ impl PublisherBuilder {
             concurrency: self.concurrency,
             pool_idle_timeout: self.pool_idle_timeout,
             warned: AtomicBool::new(false),
+            token: self.token,
+            current: Mutex::new(None),
         })
     }
 }
 
 /// Publishes messages to one server over a keep-alive pool. Cheap to share (`&self` methods;
 /// wrap it in an `Arc` to share across tasks).
-#[derive(Debug)]
 pub struct Publisher {
     http: reqwest::Client,
     server: String,
@@ -173,6 +198,21 @@ pub struct Publisher {
     pool_idle_timeout: Duration,
     /// The warning about the server's keep-alive timeout was logged.
     warned: AtomicBool,
+    token: Option<TokenSource>,
+    /// The token last fetched from the source (kept until the server refuses it).
+    current: Mutex<Option<String>>,
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("server", &self.server)
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Publisher {
@@ -186,17 +226,65 @@ impl Publisher {
         PublisherBuilder::default()
     }
 
-    /// Publishes `data` to `channel` (`POST /pub/{channel}?event=`).
+    /// The same publisher, sending this access token (see [`PublisherBuilder::token`]).
+    pub fn with_token(mut self, token: impl Into<String>) -> Publisher {
+        self.token = Some(TokenSource::Static(token.into()));
+        *self.current.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        self
+    }
+
+    /// The same publisher, taking tokens from a callback (see [`PublisherBuilder::token_source`]).
+    pub fn with_token_source<F, Fut, E>(mut self, f: F) -> Publisher
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, E>> + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        self.token = Some(TokenSource::callback(f));
+        *self.current.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        self
+    }
+
+    /// The token to send: the kept one, or a fresh one from the source.
+    async fn token(&self, renew: bool) -> Result<Option<String>> {
+        let Some(source) = &self.token else { return Ok(None) };
+        if !renew {
+            if let Some(token) = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                return Ok(Some(token));
+            }
+        }
+        let token = source.fetch().await?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        Ok(Some(token))
+    }
+
+    /// Publishes `data` to `channel` (`POST /pub/{channel}?event=`). With a token source, a 401
+    /// asks it once more and sends the publish again once (a refused publish was not published).
     pub async fn publish(&self, channel: &str, data: impl Into<Bytes>, event: Option<&str>) -> Result<PublishedId> {
+        let data = data.into();
+        match self.publish_with(channel, data.clone(), event, false).await {
+            Err(e) if token::is_unauthorized(&e) && self.token.as_ref().is_some_and(TokenSource::can_renew) => {
+                self.publish_with(channel, data, event, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn publish_with(&self, channel: &str, data: Bytes, event: Option<&str>, renew: bool) -> Result<PublishedId> {
+        let token = self.token(renew).await?;
         let mut url = format!("{}/pub/{}", self.server, percent_encode(channel));
         if let Some(event) = event {
             url.push_str("?event=");
             url.push_str(&percent_encode(event));
         }
-        let body = data.into();
+        let body = data;
         let mut retried = false;
         let response = loop {
-            let sent = self.http.post(&url).body(body.clone()).timeout(self.timeout).send().await;
+            let mut post = self.http.post(&url).body(body.clone()).timeout(self.timeout);
+            if let Some(token) = &token {
+                post = post.bearer_auth(token);
+            }
+            let sent = post.send().await;
             match sent {
                 Ok(response) => break response,
                 Err(e) if !retried && closed_before_answer(&e) => {

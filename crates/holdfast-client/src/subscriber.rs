@@ -8,6 +8,7 @@
 //! consumer that stops polling for a while is not mistaken for a dead link; it reads what waited).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +21,11 @@ use crate::event::{Event, State, Transport};
 use crate::heartbeat::{AfterHeartbeat, Heartbeat, Tuner};
 use crate::pool::{http_client, HttpPool};
 use crate::reconnect::{Backoff, Servers, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP};
+use crate::token::{self, TokenSource};
 use crate::transport::{self, Ended, Item, Link, SubRequest};
+
+/// The `holdfast.closed` reason (and WebSocket close reason) of a link whose token expired.
+const TOKEN_EXPIRED: &str = "token_expired";
 
 /// The server's default listen address.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
@@ -53,6 +58,7 @@ pub struct SubscriberBuilder {
     poll_interval: Duration,
     pool_idle_timeout: Duration,
     pool: Option<HttpPool>,
+    token: Option<TokenSource>,
 }
 
 impl Default for SubscriberBuilder {
@@ -71,6 +77,7 @@ impl Default for SubscriberBuilder {
             poll_interval: DEFAULT_POLL_INTERVAL,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             pool: None,
+            token: None,
         }
     }
 }
@@ -173,6 +180,31 @@ impl SubscriberBuilder {
         self
     }
 
+    /// An access token for a server with access control, sent as `Authorization: Bearer` on
+    /// every request and on the WebSocket handshake. A static token the server refuses (401), or
+    /// any 403, ends the stream with that `Err`; use [`SubscriberBuilder::token_source`] for
+    /// tokens that expire.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(TokenSource::Static(token.into()));
+        self
+    }
+
+    /// Tokens from a callback: asked for the first link, and again whenever the server refuses
+    /// the token in hand (401) or ends the link with `token_expired` (WebSocket close 4003, the
+    /// `holdfast.closed` notice, a long poll's 401). The subscriber then reconnects at once (no
+    /// backoff after a healthy link) and resumes from its cursor, losing nothing. A token
+    /// refused just after being asked for, or an `Err` from the callback, backs off and asks
+    /// again.
+    pub fn token_source<F, Fut, E>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, E>> + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        self.token = Some(TokenSource::callback(f));
+        self
+    }
+
     /// Checks the settings and builds the subscriber. Nothing connects until it is polled.
     pub fn build(self) -> Result<Subscriber> {
         if self.channels.is_empty() {
@@ -206,6 +238,8 @@ impl SubscriberBuilder {
             out: VecDeque::new(),
             items: Vec::new(),
             done: false,
+            token: None,
+            fresh_token: false,
             settings: self,
         };
         let stream = futures_util::stream::unfold(driver, |mut driver| async move {
@@ -298,6 +332,11 @@ struct Driver {
     items: Vec<Item>,
     /// A fatal error was yielded: the stream ends.
     done: bool,
+    /// The token in hand; `None` when one is to be asked for before the next request.
+    token: Option<String>,
+    /// The token in hand came from the source and no request has accepted it yet: a 401 now is
+    /// not an expiry but a source handing out bad tokens, so it backs off.
+    fresh_token: bool,
 }
 
 impl Driver {
@@ -353,6 +392,7 @@ impl Driver {
             cursor: self.cursor.as_deref(),
             history: if self.cursor.is_none() { self.history } else { None },
             heartbeat: self.tuner.ask(),
+            token: self.token.as_deref(),
         }
     }
 
@@ -367,6 +407,9 @@ impl Driver {
         // was published in between, silently. The server names the start in `Holdfast-Cursor`
         // (before any history it replays), which becomes the cursor at once. A server that does
         // not say (an older one) gets a short poll first for the position.
+        if let Err(e) = self.ensure_token().await {
+            return self.failed(e, false);
+        }
         let server = self.servers.current().to_string();
         let opened = Link::open(transport, &self.request(), self.settings.connect_timeout).await;
         let opened = match opened {
@@ -381,6 +424,7 @@ impl Driver {
         };
         match opened {
             Ok(mut link) => {
+                self.fresh_token = false;
                 if self.cursor.is_none() {
                     self.cursor = link.start.take();
                 }
@@ -459,6 +503,10 @@ impl Driver {
                 let cause = format!("no byte for {watch:?} (heartbeat {interval:?} × {k}): the link is dead");
                 self.lost(cause, true, healthy);
             }
+            Err(Some(Ended::TokenExpired)) => self.token_refused("the token expired".into(), healthy),
+            Err(Some(Ended::Closed(_))) if closed.as_deref() == Some(TOKEN_EXPIRED) => {
+                self.token_refused("the token expired".into(), healthy)
+            }
             Err(Some(Ended::Closed(words))) => match closed {
                 // A planned close: come back to the same server, except when it is going away.
                 Some(reason) => self.lost(format!("closed by the server: {reason}"), reason == "shutdown", healthy),
@@ -499,6 +547,7 @@ impl Driver {
 
     /// Sends one poll and queues what it answered; gives the announced interval.
     async fn poll_request(&mut self, transport: Transport) -> Result<Option<Duration>> {
+        self.ensure_token().await?;
         let server = self.servers.current().to_string();
         let url = SubRequest { heartbeat: None, ..self.request() }.url(transport);
         let timeout = match (&self.phase, transport) {
@@ -510,7 +559,11 @@ impl Driver {
             }
             _ => self.settings.connect_timeout,
         };
-        let response = self.http()?.get(&url).timeout(timeout).send().await.map_err(|e| {
+        let mut get = self.http()?.get(&url).timeout(timeout);
+        if let Some(token) = &self.token {
+            get = get.bearer_auth(token);
+        }
+        let response = get.send().await.map_err(|e| {
             if e.is_timeout() {
                 Error::timeout(format!("no answer to a poll of {server} within {timeout:?}"))
             } else {
@@ -520,6 +573,7 @@ impl Driver {
         if !response.status().is_success() {
             return Err(transport::refusal(response).await);
         }
+        self.fresh_token = false;
         let announced = transport::heartbeat_header(response.headers());
         let body = response.bytes().await.map_err(|e| error::from_reqwest("reading a poll answer", e))?;
         let mut items = std::mem::take(&mut self.items);
@@ -543,8 +597,40 @@ impl Driver {
         self.out.push_back(Ok(event));
     }
 
+    /// Asks the token source for a token when none is in hand.
+    async fn ensure_token(&mut self) -> Result<()> {
+        let Some(source) = &self.settings.token else { return Ok(()) };
+        if self.token.is_none() {
+            self.token = Some(source.fetch().await?);
+            self.fresh_token = source.can_renew();
+        }
+        Ok(())
+    }
+
+    /// The server refused or expired the token: with a source, drop it (a new one is asked for
+    /// before the next request) and come back at once to the same server after a healthy link or
+    /// a token that had been accepted, else after a backoff. Polling resumes by itself.
+    fn token_refused(&mut self, cause: String, healthy: bool) {
+        let at_once = healthy || !self.fresh_token;
+        self.token = None;
+        self.fresh_token = false;
+        if at_once {
+            self.backoff.reset();
+            self.out.push_back(Ok(Event::State(State::Reconnecting { attempt: 0, after: Duration::ZERO, cause })));
+            if !matches!(self.phase, Phase::Polling { .. }) {
+                self.phase = Phase::Connect;
+            }
+        } else {
+            self.lost(cause, false, false);
+        }
+    }
+
     /// An error: fatal ones end the stream, the rest reconnect to the next server.
     fn failed(&mut self, e: Error, healthy: bool) {
+        let renewable = self.settings.token.as_ref().is_some_and(TokenSource::can_renew);
+        if renewable && token::is_unauthorized(&e) {
+            return self.token_refused(e.to_string(), healthy);
+        }
         if !e.is_transient() {
             self.out.push_back(Err(e));
             self.done = true;

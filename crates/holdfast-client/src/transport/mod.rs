@@ -100,6 +100,8 @@ pub(crate) struct SubRequest<'a> {
     pub cursor: Option<&'a str>,
     pub history: Option<u32>,
     pub heartbeat: Option<Duration>,
+    /// The access token, sent as `Authorization: Bearer` (never in the URL, which logs keep).
+    pub token: Option<&'a str>,
 }
 
 impl SubRequest<'_> {
@@ -218,6 +220,9 @@ pub(crate) enum Ended {
     Closed(String),
     /// An error (reset, protocol violation, a WebSocket error op).
     Failed(Error),
+    /// The server ended the link because its token expired (WebSocket close 4003; the streaming
+    /// transports say it with a `holdfast.closed` notice, seen by the subscriber).
+    TokenExpired,
 }
 
 impl Link {
@@ -230,14 +235,14 @@ impl Link {
     ) -> Result<Link, Error> {
         let url = request.url(transport);
         if transport == Transport::Ws {
-            let (link, announced, start) = ws::WsLink::open(&url, connect_timeout).await?;
+            let (link, announced, start) = ws::WsLink::open(&url, request.token, connect_timeout).await?;
             return Ok(Link { kind: LinkKind::Ws(link), announced, start });
         }
         let (accept, decoder) = match transport {
             Transport::Sse => ("text/event-stream", Decoder::Sse(sse::SseParser::default())),
             _ => ("application/x-ndjson", Decoder::Ndjson(ndjson::NdjsonParser::default())),
         };
-        let (stream, announced, start) = stream::StreamLink::open(&url, accept, connect_timeout).await?;
+        let (stream, announced, start) = stream::StreamLink::open(&url, accept, request.token, connect_timeout).await?;
         Ok(Link { kind: LinkKind::Http { stream, decoder }, announced, start })
     }
 
@@ -277,6 +282,7 @@ mod tests {
             cursor: Some("xy_z-"),
             history: Some(3),
             heartbeat: Some(Duration::from_millis(5500)),
+            token: Some("secret"),
         };
         assert_eq!(
             r.url(Transport::Sse),

@@ -67,6 +67,7 @@ impl StreamLink {
     pub(crate) async fn open(
         url: &str,
         accept: &str,
+        token: Option<&str>,
         connect_timeout: Duration,
     ) -> Result<(StreamLink, Option<Duration>, Option<String>), Error> {
         let parsed = reqwest::Url::parse(url).map_err(|e| Error::invalid(format!("URL {url}: {e}")))?;
@@ -77,9 +78,16 @@ impl StreamLink {
             target.push('?');
             target.push_str(query);
         }
-        let request = format!(
-            "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: {accept}\r\nUser-Agent: holdfast-client\r\n\r\n"
+        let mut request = format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: {accept}\r\nUser-Agent: holdfast-client\r\n"
         );
+        if let Some(token) = token {
+            if token.bytes().any(|b| b.is_ascii_control()) {
+                return Err(Error::invalid("a token with control characters"));
+            }
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        request.push_str("\r\n");
         let exchange = async {
             // An IPv6 literal is bracketed in the URL and the Host field, not for connect().
             let address = host.trim_start_matches('[').trim_end_matches(']');

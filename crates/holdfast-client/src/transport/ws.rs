@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
@@ -21,6 +22,9 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// clients send; what it sends is a published message, at most `max_body_bytes` plus envelope).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
+/// The close code the server ends a WebSocket with when its token expired (`token_expired`).
+const TOKEN_EXPIRED_CLOSE: u16 = 4003;
+
 pub(crate) struct WsLink {
     socket: WebSocketStream<TcpStream>,
 }
@@ -29,6 +33,7 @@ impl WsLink {
     /// Connects and upgrades; gives the link, its `Holdfast-Heartbeat` and its `Holdfast-Cursor`.
     pub(crate) async fn open(
         url: &str,
+        token: Option<&str>,
         connect_timeout: Duration,
     ) -> Result<(WsLink, Option<Duration>, Option<String>), Error> {
         let uri: tungstenite::http::Uri = url.parse().map_err(|_| Error::invalid(format!("WebSocket URL {url}")))?;
@@ -46,7 +51,14 @@ impl WsLink {
                 .await
                 .map_err(|e| Error::connect(format!("connect to {host}:{port}"), Some(Box::new(e) as _)))?;
             let _ = tcp.set_nodelay(true);
-            tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await.map_err(handshake_error)
+            let mut request = url.into_client_request().map_err(handshake_error)?;
+            if let Some(token) = token {
+                let value = format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| Error::invalid("a token that cannot go in a header"))?;
+                request.headers_mut().insert(tungstenite::http::header::AUTHORIZATION, value);
+            }
+            tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await.map_err(handshake_error)
         };
         let (socket, response) = match tokio::time::timeout(connect_timeout, handshake).await {
             Err(_) => return Err(Error::timeout(format!("WebSocket handshake with {host}:{port}"))),
@@ -89,6 +101,10 @@ impl WsLink {
             WsMessage::Ping(_) => {
                 out.push(Item::Heartbeat);
                 Ok(())
+            }
+            // The server's close code for an expired token (docs/protocol.md, "Access control").
+            WsMessage::Close(Some(frame)) if u16::from(frame.code) == TOKEN_EXPIRED_CLOSE => {
+                Err(Some(Ended::TokenExpired))
             }
             WsMessage::Close(frame) => Err(Some(Ended::Closed(close_words(frame.as_ref())))),
             WsMessage::Binary(_) => Err(Some(Ended::Failed(Error::protocol("a binary frame on a JSON subscription")))),

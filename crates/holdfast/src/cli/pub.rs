@@ -1,4 +1,4 @@
-//! `holdfast pub [--server URL] CHANNEL [MESSAGE | -] [--event NAME]`: publishes one message, or
+//! `holdfast pub [--server URL] [--token TOKEN] CHANNEL [MESSAGE | -] [--event NAME]`: publishes one message, or
 //! each line of stdin (no MESSAGE, or `-`), in order, printing the id of each. On a failure it
 //! prints one line saying why and exits with 1.
 
@@ -19,6 +19,14 @@ pub fn command() -> Command {
                 .default_value(holdfast_client::DEFAULT_SERVER)
                 .help("the server's base URL"),
         )
+        .arg(
+            Arg::new("token")
+                .long("token")
+                .value_name("TOKEN")
+                .env("HOLDFAST_TOKEN")
+                .hide_env_values(true)
+                .help("access token for a server with access control (sent as Authorization: Bearer)"),
+        )
         .arg(Arg::new("channel").value_name("CHANNEL").required(true).help("the channel to publish to"))
         .arg(Arg::new("message").value_name("MESSAGE").help("the message; `-` or none: stdin, one message per line"))
         .arg(Arg::new("event").long("event").value_name("NAME").help("the event type (default: message)"))
@@ -31,7 +39,11 @@ pub fn run(args: &ArgMatches) -> ExitCode {
     let message = args.get_one::<String>("message").filter(|m| *m != "-");
     let result = super::runtime().and_then(|runtime| {
         runtime.block_on(async {
-            let publisher = Publisher::new(server.as_str()).map_err(|e| e.to_string())?;
+            let mut publisher = Publisher::builder().server(server.as_str());
+            if let Some(token) = args.get_one::<String>("token") {
+                publisher = publisher.token(token.clone());
+            }
+            let publisher = publisher.build().map_err(|e| e.to_string())?;
             match message {
                 Some(message) => publish(&publisher, channel, message.clone(), event).await,
                 None => {

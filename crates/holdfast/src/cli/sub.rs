@@ -1,5 +1,5 @@
 //! `holdfast sub [--server URL]... CHANNEL[,CHANNEL...] [--transport T] [--cursor C] [--history N]
-//! [--json] [--heartbeat SECONDS|adaptive]`: subscribes until interrupted. Payloads go to stdout,
+//! [--json] [--heartbeat SECONDS|adaptive] [--token TOKEN]`: subscribes until interrupted. Payloads go to stdout,
 //! one per line (raw, or one JSON object `{"channel","event","data","id"}` with `--json`), flushed
 //! line by line; the link's story (connections, reconnections, failovers, gaps, close notices) goes
 //! to stderr in plain words. A refusal that retrying cannot cure ends it with exit code 1.
@@ -35,6 +35,14 @@ pub fn command() -> Command {
                 .default_value("ws")
                 .value_parser(["ws", "sse", "longpoll", "poll", "stream"])
                 .help("how messages come"),
+        )
+        .arg(
+            Arg::new("token")
+                .long("token")
+                .value_name("TOKEN")
+                .env("HOLDFAST_TOKEN")
+                .hide_env_values(true)
+                .help("access token for a server with access control (sent as Authorization: Bearer)"),
         )
         .arg(Arg::new("cursor").long("cursor").value_name("C").help("resume after this cursor (a message's id)"))
         .arg(
@@ -105,6 +113,9 @@ fn subscribe(args: &ArgMatches) -> Result<(), String> {
             *args.get_one::<Duration>("backoff_base").expect("defaulted"),
             *args.get_one::<Duration>("backoff_cap").expect("defaulted"),
         );
+    if let Some(token) = args.get_one::<String>("token") {
+        builder = builder.token(token.clone());
+    }
     if let Some(servers) = args.get_many::<String>("server") {
         builder = builder.servers(servers.cloned());
     }
