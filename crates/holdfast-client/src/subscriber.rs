@@ -616,7 +616,7 @@ impl Driver {
         self.fresh_token = false;
         if at_once {
             self.backoff.reset();
-            self.out.push_back(Ok(Event::State(State::Reconnecting { attempt: 0, after: Duration::ZERO, cause })));
+            self.out.push_back(Ok(Event::State(State::Reconnecting { attempt: 1, after: Duration::ZERO, cause })));
             if !matches!(self.phase, Phase::Polling { .. }) {
                 self.phase = Phase::Connect;
             }

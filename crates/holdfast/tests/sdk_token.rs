@@ -1,6 +1,6 @@
 //! Access tokens in the client SDK and the CLI, against a real server with `jwt_secret`: a
 //! subscriber with a token source whose tokens live 2–3 s gets every message across several
-//! expiries, once and in order, over SSE, WebSocket and long poll (the server ends the link with
+//! expiries, once and in order, over SSE, NDJSON, WebSocket and long poll (the server ends the link with
 //! `token_expired`; the subscriber asks for a new token and resumes from its cursor); a refused
 //! static token ends the stream with `Err`; a publisher's source is asked again after a 401;
 //! `holdfast sub --token` and `holdfast pub --token` work, and fail readably without one.
@@ -77,7 +77,11 @@ async fn survives_expiries_over(transport: Transport) {
     while got.len() < N {
         match next(&mut sub, deadline).await {
             Ok(Event::Message(m)) => got.push(m.text().unwrap().to_string()),
-            Ok(Event::State(State::Reconnecting { cause, .. })) if cause.contains("token") || cause.contains("401") => {
+            Ok(Event::State(State::Reconnecting { cause, after, .. }))
+                if cause.contains("token") || cause.contains("401") =>
+            {
+                // After a healthy link the subscriber comes back at once, without backoff.
+                assert_eq!(after, Duration::ZERO, "{transport:?}: {cause}");
                 expiries += 1
             }
             Ok(_) => {}
@@ -100,6 +104,11 @@ async fn a_token_source_survives_expiries_over_sse() {
 #[tokio::test]
 async fn a_token_source_survives_expiries_over_websocket() {
     survives_expiries_over(Transport::Ws).await;
+}
+
+#[tokio::test]
+async fn a_token_source_survives_expiries_over_ndjson() {
+    survives_expiries_over(Transport::Stream).await;
 }
 
 #[tokio::test]
