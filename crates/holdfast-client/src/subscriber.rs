@@ -402,14 +402,14 @@ impl Driver {
             self.phase = Phase::Polling { interval: None, connected: false, next: None };
             return;
         }
+        if let Err(e) = self.ensure_token().await {
+            return self.failed(e, false);
+        }
         // Without a cursor a streaming subscription starts at "now" and carries no position until
         // its first message: a reconnect before that would start at a later "now" and miss what
         // was published in between, silently. The server names the start in `Holdfast-Cursor`
         // (before any history it replays), which becomes the cursor at once. A server that does
         // not say (an older one) gets a short poll first for the position.
-        if let Err(e) = self.ensure_token().await {
-            return self.failed(e, false);
-        }
         let server = self.servers.current().to_string();
         let opened = Link::open(transport, &self.request(), self.settings.connect_timeout).await;
         let opened = match opened {

@@ -64,3 +64,23 @@ impl fmt::Debug for TokenSource {
 pub(crate) fn is_unauthorized(e: &Error) -> bool {
     e.status() == Some(401)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        let shown = format!("{:?}", TokenSource::Static("s3cret".into()));
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!TokenSource::Static("s3cret".into()).can_renew());
+    }
+
+    #[tokio::test]
+    async fn a_callback_error_is_transient_and_names_the_source() {
+        let source = TokenSource::callback(|| async { Err::<String, _>("issuer down") });
+        let e = source.fetch().await.unwrap_err();
+        assert!(e.is_transient() && e.to_string().contains("token source: issuer down"), "{e}");
+        assert!(source.can_renew());
+    }
+}
