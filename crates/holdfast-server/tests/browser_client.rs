@@ -291,7 +291,10 @@ async fn admin_disconnect_is_survived_on_websocket_and_sse_without_loss_or_dupli
         browser.connected(page, 1).await;
     }
     // Cut before the first message: the pages resume from the position the stream's head named.
-    // Publish at once, while they are away (they wait up to a second before coming back).
+    // Publish at once, while they are away (they wait up to a second before coming back). A page
+    // is "connected" at its link's first byte, which the server writes before the push shard
+    // takes the subscriber in: wait until both count.
+    server.wait_for_subscribers("outage", 2).await;
     assert_eq!(server.disconnect("outage").await, 2);
     let mut ids = publish_range(&server, "outage", 1, 3).await;
     for (page, _) in pages {
@@ -302,6 +305,7 @@ async fn admin_disconnect_is_survived_on_websocket_and_sse_without_loss_or_dupli
         browser.messages(page, 6).await;
     }
     // And cut again after some messages.
+    server.wait_for_subscribers("outage", 2).await;
     assert_eq!(server.disconnect("outage").await, 2);
     ids.extend(publish_range(&server, "outage", 7, 9).await);
     for (page, _) in pages {
