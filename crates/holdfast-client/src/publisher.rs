@@ -227,20 +227,23 @@ impl Publisher {
     }
 
     /// The same publisher, sending this access token (see [`PublisherBuilder::token`]).
-    pub fn with_token(mut self, token: impl Into<String>) -> Publisher {
-        self.token = Some(TokenSource::Static(token.into()));
-        *self.current.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
-        self
+    pub fn with_token(self, token: impl Into<String>) -> Publisher {
+        self.with_source(TokenSource::Static(token.into()))
     }
 
     /// The same publisher, taking tokens from a callback (see [`PublisherBuilder::token_source`]).
-    pub fn with_token_source<F, Fut, E>(mut self, f: F) -> Publisher
+    pub fn with_token_source<F, Fut, E>(self, f: F) -> Publisher
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<String, E>> + Send + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.token = Some(TokenSource::callback(f));
+        self.with_source(TokenSource::callback(f))
+    }
+
+    /// Takes tokens from `source` from now on, forgetting the one kept from the previous source.
+    fn with_source(mut self, source: TokenSource) -> Publisher {
+        self.token = Some(source);
         *self.current.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
         self
     }

@@ -440,8 +440,12 @@ async fn the_dashboard_follows_subscribers_lists_them_and_disconnects_a_channel(
 
     // Screenshots: desktop and phone.
     if std::env::var_os("HOLDFAST_UPDATE_SCREENSHOTS").is_some() {
-        // Fill the charts a little more for the pictures.
-        tokio::time::sleep(Duration::from_secs(15)).await;
+        // Fill the charts a little more for the pictures: 15 more snapshots of the feed the
+        // page draws them from (a second apart).
+        let (mut feed, _) = Feed::open(&server).await;
+        for _ in 0..15 {
+            feed.next_stats(IO_TIMEOUT).await.expect("the feed's next snapshot");
+        }
     }
     let desktop = screenshot_path("dashboard.png");
     let phone = screenshot_path("dashboard-phone.png");
