@@ -6,7 +6,8 @@
 //! [`interop`] runs third-party clients (Python libraries, headless Chromium) against it;
 //! [`hostile`] has floods, peers that never read, RSS sampling and a delivery-delay probe;
 //! [`proxy`] a TCP relay that can stop forwarding without closing (half-open links, NAT timeouts);
-//! [`redis`] real Redis servers (one, or a three-master cluster) for scale-out tests.
+//! [`redis`] real Redis servers (one, or a three-master cluster) for scale-out tests;
+//! [`tls`] a throw-away certificate authority and server certificates for TLS tests.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ pub mod hostile;
 pub mod interop;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 
 /// Longest wait for any single expected event in a test.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
