@@ -21,6 +21,9 @@ enum Kind {
     Refused { status: Option<u16>, label: Option<String>, reason: Option<String> },
     /// The server's bytes did not follow the protocol.
     Protocol(String),
+    /// TLS failed: the server's certificate was not trusted (unknown CA, another name, expired),
+    /// or the two sides could not agree (a plain-HTTP server, no common version or cipher).
+    Tls(String),
     /// The caller's input was unusable (a bad server URL).
     Invalid(String),
 }
@@ -49,6 +52,10 @@ impl Error {
         Error { kind: Kind::Invalid(what.into()), source: None }
     }
 
+    pub(crate) fn tls(what: impl Into<String>) -> Error {
+        Error { kind: Kind::Tls(what.into()), source: None }
+    }
+
     /// The server could not be reached, or the connection broke before the answer was complete.
     pub fn is_connect(&self) -> bool {
         matches!(self.kind, Kind::Connect(_))
@@ -69,9 +76,17 @@ impl Error {
         matches!(self.kind, Kind::Protocol(_))
     }
 
-    /// The caller's input was unusable (for example a server URL that is not `http://host:port`).
+    /// The caller's input was unusable (for example a server URL that is not
+    /// `http[s]://host:port`, or a root certificate PEM without a certificate).
     pub fn is_invalid(&self) -> bool {
         matches!(self.kind, Kind::Invalid(_))
+    }
+
+    /// TLS with an `https://` server failed: its certificate is not trusted (a CA the client was
+    /// not given, see [`TlsOptions`](crate::TlsOptions); another host name; expired), or the
+    /// handshake could not complete (a plain-HTTP server on that port). Not transient.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, Kind::Tls(_))
     }
 
     /// The HTTP status of a refusal.
@@ -100,14 +115,16 @@ impl Error {
     }
 
     /// Whether trying again later can help: not for a refusal the server will repeat (a 4xx
-    /// other than 408 and 429), a protocol violation, or invalid input.
+    /// other than 408 and 429), a protocol violation, invalid input, or a TLS failure (a
+    /// certificate the client does not trust is a matter of configuration, like a 403: retrying
+    /// would only hide it, and stopping is the safe answer to an impostor).
     pub fn is_transient(&self) -> bool {
         match &self.kind {
             Kind::Connect(_) | Kind::Timeout(_) => true,
             Kind::Refused { status: Some(s), .. } => *s >= 500 || *s == 408 || *s == 429,
             // WebSocket error ops and refusals without a status are answers to what was asked.
             Kind::Refused { status: None, .. } => false,
-            Kind::Protocol(_) | Kind::Invalid(_) => false,
+            Kind::Protocol(_) | Kind::Invalid(_) | Kind::Tls(_) => false,
         }
     }
 }
@@ -131,6 +148,7 @@ impl fmt::Display for Error {
             }
             Kind::Protocol(what) => write!(f, "protocol error: {what}")?,
             Kind::Invalid(what) => write!(f, "invalid: {what}")?,
+            Kind::Tls(what) => write!(f, "TLS failed: {what}")?,
         }
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;
@@ -176,8 +194,12 @@ pub(crate) fn from_answer(status: u16, body: &[u8]) -> Error {
     Error::refused(Some(status), field("error"), reason)
 }
 
-/// Classifies a reqwest error (timeouts, connection failures, the rest as connection trouble).
+/// Classifies a reqwest error (timeouts, TLS failures, connection failures, the rest as
+/// connection trouble).
 pub(crate) fn from_reqwest(what: &str, e: reqwest::Error) -> Error {
+    if let Some(tls) = rustls_cause(&e) {
+        return Error { kind: Kind::Tls(format!("{what}: {}", crate::tls::explain(tls))), source: Some(Box::new(e)) };
+    }
     if e.is_timeout() {
         return Error { kind: Kind::Timeout(what.to_string()), source: Some(Box::new(e)) };
     }
@@ -185,6 +207,23 @@ pub(crate) fn from_reqwest(what: &str, e: reqwest::Error) -> Error {
         return Error { kind: Kind::Invalid(what.to_string()), source: Some(Box::new(e)) };
     }
     Error::connect(what, Some(Box::new(e) as Source))
+}
+
+/// The rustls error somewhere in an error's chain. `io::Error::source` skips the error an
+/// `io::Error` wraps (it gives that error's own source), so each `io::Error` is opened by hand
+/// (hyper-util wraps rustls's `io::Error` in another).
+pub(crate) fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 #[cfg(test)]

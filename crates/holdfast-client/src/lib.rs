@@ -82,6 +82,7 @@ mod pool;
 mod publisher;
 mod reconnect;
 mod subscriber;
+mod tls;
 mod token;
 mod transport;
 
@@ -97,3 +98,4 @@ pub use subscriber::{
     Subscriber, SubscriberBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_FACTOR, DEFAULT_POLL_INTERVAL,
     DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_SERVER,
 };
+pub use tls::TlsOptions;

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::error::{self, Result};
 use crate::subscriber::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT};
+use crate::tls::TlsOptions;
 
 /// Default number of idle connections an [`HttpPool`] keeps per server.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 16;
@@ -44,7 +45,8 @@ impl HttpPool {
     /// A pool with the defaults: idle connections dropped after
     /// [`DEFAULT_POOL_IDLE_TIMEOUT`](crate::DEFAULT_POOL_IDLE_TIMEOUT), at most
     /// [`DEFAULT_POOL_MAX_IDLE`] kept per server, connects bounded by
-    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT).
+    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT), `https://` servers checked
+    /// against the default [`TlsOptions`] (the web PKI).
     pub fn new() -> Result<HttpPool> {
         HttpPool::with(DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_MAX_IDLE)
     }
@@ -53,14 +55,35 @@ impl HttpPool {
     /// `keepalive_timeout`), bounds connects by `connect_timeout` and keeps at most `max_idle`
     /// idle connections per server (0: a new connection for every request).
     pub fn with(idle_timeout: Duration, connect_timeout: Duration, max_idle: usize) -> Result<HttpPool> {
-        Ok(HttpPool { client: http_client(idle_timeout, connect_timeout, max_idle)? })
+        HttpPool::with_tls(idle_timeout, connect_timeout, max_idle, &TlsOptions::default())
+    }
+
+    /// As [`HttpPool::with`], checking `https://` servers against `tls` (a private CA, say). The
+    /// pool's TLS options are the ones its requests use, whatever the publishers and
+    /// subscribers that share it were given.
+    pub fn with_tls(
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+        max_idle: usize,
+        tls: &TlsOptions,
+    ) -> Result<HttpPool> {
+        Ok(HttpPool { client: http_client(idle_timeout, connect_timeout, max_idle, tls)? })
     }
 }
 
 /// The reqwest client behind publishers and polls: a keep-alive pool whose idle timeout is below
-/// the server's, plain HTTP/1.1, no proxy lookup.
-pub(crate) fn http_client(idle: Duration, connect: Duration, max_idle: usize) -> Result<reqwest::Client> {
+/// the server's, HTTP/1.1 (over TLS with the SDK's rustls configuration for `https://`), no
+/// proxy lookup.
+pub(crate) fn http_client(
+    idle: Duration,
+    connect: Duration,
+    max_idle: usize,
+    tls: &TlsOptions,
+) -> Result<reqwest::Client> {
     reqwest::Client::builder()
+        // Always given (reqwest is built without a provider of its own, so it must never make
+        // one); the same roots, ALPN and session cache as the SDK's other links.
+        .use_preconfigured_tls(tls.client_config())
         .pool_idle_timeout(idle)
         .pool_max_idle_per_host(max_idle)
         .connect_timeout(connect)

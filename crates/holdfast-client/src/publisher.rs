@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 use crate::error::{self, Error, Result};
 use crate::pool::{http_client, HttpPool};
 use crate::subscriber::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_SERVER};
+use crate::tls::{TlsOptions, TlsSetting};
 use crate::token::{self, TokenSource};
 use crate::transport::{normalize_server, percent_encode};
 
@@ -83,6 +84,7 @@ pub struct PublisherBuilder {
     max_idle: Option<usize>,
     pool: Option<HttpPool>,
     token: Option<TokenSource>,
+    tls: TlsSetting,
 }
 
 impl Default for PublisherBuilder {
@@ -96,12 +98,14 @@ impl Default for PublisherBuilder {
             max_idle: None,
             pool: None,
             token: None,
+            tls: TlsSetting::default(),
         }
     }
 }
 
 impl PublisherBuilder {
-    /// The server (`http://host:port`; default [`DEFAULT_SERVER`]).
+    /// The server (`http://host:port`, or `https://host:port` for TLS, see
+    /// [`PublisherBuilder::tls`]; default [`DEFAULT_SERVER`]).
     pub fn server(mut self, url: impl Into<String>) -> Self {
         self.server = url.into();
         self
@@ -165,14 +169,29 @@ impl PublisherBuilder {
         self
     }
 
+    /// How an `https://` server's certificate is checked (default: [`TlsOptions::default`],
+    /// the web PKI). Not used with [`PublisherBuilder::http_pool`]: the pool has its own.
+    pub fn tls(mut self, tls: &TlsOptions) -> Self {
+        self.tls.set(tls);
+        self
+    }
+
+    /// Also trusts the CA certificate(s) in `pem` (see [`TlsOptions::root_certificate_pem`]);
+    /// a PEM without a usable certificate makes [`PublisherBuilder::build`] fail.
+    pub fn root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls.add_pem(pem.as_ref());
+        self
+    }
+
     /// Builds the publisher.
     pub fn build(self) -> Result<Publisher> {
         let server = normalize_server(&self.server)?;
+        let tls = self.tls.resolve()?;
         let http = match &self.pool {
             Some(pool) => pool.client.clone(),
             None => {
                 let max_idle = self.max_idle.unwrap_or(self.concurrency);
-                http_client(self.pool_idle_timeout, self.connect_timeout, max_idle)?
+                http_client(self.pool_idle_timeout, self.connect_timeout, max_idle, &tls)?
             }
         };
         Ok(Publisher {

@@ -21,6 +21,7 @@ use crate::event::{Event, State, Transport};
 use crate::heartbeat::{AfterHeartbeat, Heartbeat, Tuner};
 use crate::pool::{http_client, HttpPool};
 use crate::reconnect::{Backoff, Servers, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP};
+use crate::tls::{TlsOptions, TlsSetting};
 use crate::token::{self, TokenSource};
 use crate::transport::{self, Ended, Item, Link, SubRequest};
 
@@ -59,6 +60,7 @@ pub struct SubscriberBuilder {
     pool_idle_timeout: Duration,
     pool: Option<HttpPool>,
     token: Option<TokenSource>,
+    tls: TlsSetting,
 }
 
 impl Default for SubscriberBuilder {
@@ -78,12 +80,14 @@ impl Default for SubscriberBuilder {
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             pool: None,
             token: None,
+            tls: TlsSetting::default(),
         }
     }
 }
 
 impl SubscriberBuilder {
-    /// Adds a server (`http://host:port`). Several servers make a failover list, tried in order:
+    /// Adds a server (`http://host:port`, or `https://host:port` for TLS on every transport, see
+    /// [`SubscriberBuilder::tls`]). Several servers make a failover list, tried in order:
     /// the subscriber stays on one while it is healthy, moves to the next on a failure, and comes
     /// back to the first only after the last failed. None given: [`DEFAULT_SERVER`].
     pub fn server(mut self, url: impl Into<String>) -> Self {
@@ -205,6 +209,24 @@ impl SubscriberBuilder {
         self
     }
 
+    /// How an `https://` server's certificate is checked, on every transport (default:
+    /// [`TlsOptions::default`], the web PKI). Polls through a [`SubscriberBuilder::http_pool`]
+    /// use the pool's instead. A certificate the subscriber does not trust ends the stream with
+    /// an `Err` ([`Error::is_tls`]).
+    pub fn tls(mut self, tls: &TlsOptions) -> Self {
+        self.tls.set(tls);
+        self
+    }
+
+    /// Also trusts the CA certificate(s) in `pem` (see [`TlsOptions::root_certificate_pem`]);
+    /// a PEM without a usable certificate makes [`SubscriberBuilder::build`] fail. For many
+    /// subscribers, build one [`TlsOptions`] and pass it to each with
+    /// [`SubscriberBuilder::tls`]: they then share it and its session cache.
+    pub fn root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls.add_pem(pem.as_ref());
+        self
+    }
+
     /// Checks the settings and builds the subscriber. Nothing connects until it is polled.
     pub fn build(self) -> Result<Subscriber> {
         if self.channels.is_empty() {
@@ -223,6 +245,7 @@ impl SubscriberBuilder {
         }
         let servers = if self.servers.is_empty() { vec![DEFAULT_SERVER.to_string()] } else { self.servers.clone() };
         let servers = servers.iter().map(|s| transport::normalize_server(s)).collect::<Result<Vec<_>>>()?;
+        let tls = self.tls.resolve()?;
         let http = self.pool.as_ref().map(|pool| pool.client.clone());
         let channel_path = self.channels.iter().map(|c| transport::percent_encode(c)).collect::<Vec<_>>().join(",");
         let driver = Driver {
@@ -234,6 +257,7 @@ impl SubscriberBuilder {
             cursor: self.cursor.clone(),
             history: self.history,
             http,
+            tls,
             phase: Phase::Start,
             out: VecDeque::new(),
             items: Vec::new(),
@@ -326,6 +350,8 @@ struct Driver {
     /// The HTTP client for polls: the shared pool's, or one of the subscriber's own, built when
     /// first needed (see [`Driver::http`]).
     http: Option<reqwest::Client>,
+    /// How `https://` servers are checked (the streaming links, and polls without a pool).
+    tls: TlsOptions,
     phase: Phase,
     out: VecDeque<Result<Event>>,
     /// Scratch for one read's items.
@@ -377,8 +403,12 @@ impl Driver {
             return Ok(http.clone());
         }
         let streaming = self.settings.transport.is_streaming();
-        let http =
-            http_client(self.settings.pool_idle_timeout, self.settings.connect_timeout, usize::from(!streaming))?;
+        let http = http_client(
+            self.settings.pool_idle_timeout,
+            self.settings.connect_timeout,
+            usize::from(!streaming),
+            &self.tls,
+        )?;
         if !streaming {
             self.http = Some(http.clone());
         }
@@ -411,14 +441,14 @@ impl Driver {
         // (before any history it replays), which becomes the cursor at once. A server that does
         // not say (an older one) gets a short poll first for the position.
         let server = self.servers.current().to_string();
-        let opened = Link::open(transport, &self.request(), self.settings.connect_timeout).await;
+        let opened = Link::open(transport, &self.request(), &self.tls, self.settings.connect_timeout).await;
         let opened = match opened {
             Ok(link) if self.cursor.is_none() && link.start.is_none() => {
                 drop(link);
                 if let Err(e) = self.poll_request(Transport::Poll).await {
                     return self.failed(e, false);
                 }
-                Link::open(transport, &self.request(), self.settings.connect_timeout).await
+                Link::open(transport, &self.request(), &self.tls, self.settings.connect_timeout).await
             }
             other => other,
         };

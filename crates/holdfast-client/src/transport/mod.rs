@@ -4,6 +4,7 @@
 
 mod envelope;
 mod ndjson;
+mod socket;
 mod sse;
 mod stream;
 mod ws;
@@ -14,6 +15,7 @@ use reqwest::header::HeaderMap;
 
 use crate::error::{self, Error};
 use crate::event::{Event, Transport};
+use crate::tls::TlsOptions;
 
 pub(crate) use envelope::poll_answer;
 
@@ -93,7 +95,7 @@ impl LineBuffer {
 /// What a `/sub` request asks for.
 #[derive(Debug, Clone)]
 pub(crate) struct SubRequest<'a> {
-    /// The server's base URL (`http://host:port`, no trailing slash).
+    /// The server's base URL (`http[s]://host:port`, no trailing slash).
     pub server: &'a str,
     /// The channel list as the path names it (`a,b`, each percent-encoded).
     pub channels: &'a str,
@@ -105,7 +107,7 @@ pub(crate) struct SubRequest<'a> {
 }
 
 impl SubRequest<'_> {
-    /// The URL for `transport` (the WebSocket one with a `ws://` scheme).
+    /// The URL for `transport` (the WebSocket one with a `ws://` or `wss://` scheme).
     pub(crate) fn url(&self, transport: Transport) -> String {
         let mut url = format!("{}/sub/{}", self.server, self.channels);
         let mut sep = '?';
@@ -133,6 +135,9 @@ impl SubRequest<'_> {
             if let Some(rest) = url.strip_prefix("http://") {
                 return format!("ws://{rest}");
             }
+            if let Some(rest) = url.strip_prefix("https://") {
+                return format!("wss://{rest}");
+            }
         }
         url
     }
@@ -153,12 +158,12 @@ pub(crate) fn percent_encode(text: &str) -> String {
     out
 }
 
-/// The base URL of a server as given (`http://host:port`, a trailing `/` dropped); only plain
-/// HTTP for now.
+/// The base URL of a server as given (`http://host:port` or `https://host:port`, a trailing `/`
+/// dropped).
 pub(crate) fn normalize_server(server: &str) -> Result<String, Error> {
     let url = reqwest::Url::parse(server).map_err(|e| Error::invalid(format!("server URL {server:?}: {e}")))?;
-    if url.scheme() != "http" || url.host_str().is_none() {
-        return Err(Error::invalid(format!("server URL {server:?}: only http://host[:port] is supported")));
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(Error::invalid(format!("server URL {server:?}: only http[s]://host[:port] is supported")));
     }
     Ok(server.trim_end_matches('/').to_string())
 }
@@ -231,18 +236,20 @@ impl Link {
     pub(crate) async fn open(
         transport: Transport,
         request: &SubRequest<'_>,
+        tls: &TlsOptions,
         connect_timeout: Duration,
     ) -> Result<Link, Error> {
         let url = request.url(transport);
         if transport == Transport::Ws {
-            let (link, announced, start) = ws::WsLink::open(&url, request.token, connect_timeout).await?;
+            let (link, announced, start) = ws::WsLink::open(&url, request.token, tls, connect_timeout).await?;
             return Ok(Link { kind: LinkKind::Ws(link), announced, start });
         }
         let (accept, decoder) = match transport {
             Transport::Sse => ("text/event-stream", Decoder::Sse(sse::SseParser::default())),
             _ => ("application/x-ndjson", Decoder::Ndjson(ndjson::NdjsonParser::default())),
         };
-        let (stream, announced, start) = stream::StreamLink::open(&url, accept, request.token, connect_timeout).await?;
+        let (stream, announced, start) =
+            stream::StreamLink::open(&url, accept, request.token, tls, connect_timeout).await?;
         Ok(Link { kind: LinkKind::Http { stream, decoder }, announced, start })
     }
 
@@ -302,10 +309,27 @@ mod tests {
     }
 
     #[test]
-    fn servers_must_be_plain_http() {
+    fn servers_are_http_or_https_roots() {
         assert_eq!(normalize_server("http://127.0.0.1:7700/").unwrap(), "http://127.0.0.1:7700");
-        assert!(normalize_server("https://example.com").unwrap_err().is_invalid());
-        assert!(normalize_server("nonsense").unwrap_err().is_invalid());
+        assert_eq!(normalize_server("https://example.com").unwrap(), "https://example.com");
+        assert_eq!(normalize_server("https://[::1]:7700/").unwrap(), "https://[::1]:7700");
+        for bad in ["nonsense", "ws://example.com", "ftp://example.com"] {
+            assert!(normalize_server(bad).unwrap_err().is_invalid(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn websocket_urls_follow_the_scheme() {
+        let r = SubRequest {
+            server: "https://h:1",
+            channels: "a",
+            cursor: None,
+            history: None,
+            heartbeat: None,
+            token: None,
+        };
+        assert_eq!(r.url(Transport::Ws), "wss://h:1/sub/a");
+        assert_eq!(r.url(Transport::Sse), "https://h:1/sub/a?transport=sse");
     }
 
     #[test]

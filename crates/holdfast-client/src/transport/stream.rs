@@ -1,25 +1,29 @@
-//! The HTTP streaming link (SSE and NDJSON): one `GET` over a bare `TcpStream`, its response
-//! head parsed with httparse, its body (chunked, Content-Length or until close) decoded by the
+//! The HTTP streaming link (SSE and NDJSON): one `GET` over a bare socket (TCP, or TLS over TCP
+//! for `https://`: one code path, through `AsyncRead`/`AsyncWrite`), its response head parsed with
+//! httparse, its body (chunked, Content-Length or until close) decoded by the
 //! same sans-IO decoder as the server's (`holdfast_proto::http1::BodyDecoder`).
 //!
 //! Why not reqwest, as for polls: an open hyper response costs a connection task, an 8 KiB read
 //! buffer, a write buffer and the channels between them, about 20 KB per subscription held (the
 //! SDK memory bench, `bench/sdk.sh`). This link keeps the socket, a decoder of a few words and
 //! the bytes of an incomplete chunk (none, most of the time): reads go through one scratch buffer
-//! per thread, and what they bring is decoded and handed on at once.
+//! per thread, and what they bring is decoded and handed on at once. Over TLS, rustls adds its own
+//! buffers (the record being received, the plaintext not yet read), a few more kilobytes.
 
 use std::cell::RefCell;
-use std::io::ErrorKind;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use holdfast_proto::http1::{BodyDecoder, BodyFraming, Decoded};
 use holdfast_proto::Limits;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
+use super::socket::{Endpoint, Socket};
 use super::{usable_cursor, Ended, CURSOR_HEADER, HEARTBEAT_HEADER};
 use crate::error::{self, Error};
+use crate::tls::TlsOptions;
 
 /// Largest response head accepted (the server's is about 250 B).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -44,7 +48,7 @@ enum Body {
 
 /// An open streaming response.
 pub(crate) struct StreamLink {
-    socket: TcpStream,
+    socket: Socket,
     body: Body,
     /// Bytes read and not yet decoded: an incomplete chunk-size line or chunk; empty when idle.
     pending: BytesMut,
@@ -61,25 +65,27 @@ struct Head {
 }
 
 impl StreamLink {
-    /// Connects, sends `GET url` with `Accept: accept`, reads the head within `connect_timeout`.
-    /// An error status becomes a refusal with what its body said. Gives the link, its
-    /// `Holdfast-Heartbeat` and its `Holdfast-Cursor`.
+    /// Connects (with TLS for `https://`, trusting what `tls` says), sends `GET url` with
+    /// `Accept: accept`, reads the head within `connect_timeout`. An error status becomes a
+    /// refusal with what its body said. Gives the link, its `Holdfast-Heartbeat` and its
+    /// `Holdfast-Cursor`.
     pub(crate) async fn open(
         url: &str,
         accept: &str,
         token: Option<&str>,
+        tls: &TlsOptions,
         connect_timeout: Duration,
     ) -> Result<(StreamLink, Option<Duration>, Option<String>), Error> {
         let parsed = reqwest::Url::parse(url).map_err(|e| Error::invalid(format!("URL {url}: {e}")))?;
-        let host = parsed.host_str().ok_or_else(|| Error::invalid(format!("URL {url}: no host")))?.to_string();
-        let port = parsed.port_or_known_default().unwrap_or(80);
+        let to = Endpoint::of(url)?;
+        let authority = to.authority();
         let mut target = parsed.path().to_string();
         if let Some(query) = parsed.query() {
             target.push('?');
             target.push_str(query);
         }
         let mut request = format!(
-            "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: {accept}\r\nUser-Agent: holdfast-client\r\n"
+            "GET {target} HTTP/1.1\r\nHost: {authority}\r\nAccept: {accept}\r\nUser-Agent: holdfast-client\r\n"
         );
         if let Some(token) = token {
             if token.bytes().any(|b| b.is_ascii_control()) {
@@ -89,12 +95,7 @@ impl StreamLink {
         }
         request.push_str("\r\n");
         let exchange = async {
-            // An IPv6 literal is bracketed in the URL and the Host field, not for connect().
-            let address = host.trim_start_matches('[').trim_end_matches(']');
-            let mut socket = TcpStream::connect((address, port))
-                .await
-                .map_err(|e| Error::connect(format!("connect to {host}:{port}"), Some(Box::new(e) as _)))?;
-            let _ = socket.set_nodelay(true);
+            let mut socket = Socket::connect(&to, tls).await?;
             socket
                 .write_all(request.as_bytes())
                 .await
@@ -115,7 +116,7 @@ impl StreamLink {
             Ok::<_, Error>((socket, head))
         };
         let (socket, (head, pending)) = match tokio::time::timeout(connect_timeout, exchange).await {
-            Err(_) => return Err(Error::timeout(format!("no answer from {host}:{port} within {connect_timeout:?}"))),
+            Err(_) => return Err(Error::timeout(format!("no answer from {authority} within {connect_timeout:?}"))),
             Ok(result) => result?,
         };
         // No sensible limit on a stream's length; the parsers bound each line.
@@ -211,23 +212,28 @@ impl StreamLink {
     }
 }
 
-/// Waits until the socket is readable, then appends what it has (through the thread's scratch
-/// buffer) to `buf`. Gives the byte count, 0 at end of stream.
-async fn read_some(socket: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, Error> {
-    loop {
-        socket.readable().await.map_err(|e| Error::connect("reading the stream", Some(Box::new(e) as _)))?;
-        let read = SCRATCH.with(|scratch| {
+/// Waits until the socket has bytes, then appends them (read through the thread's scratch
+/// buffer, borrowed only within one poll) to `buf`. Gives the byte count, 0 at end of stream.
+async fn read_some<S: AsyncRead + Unpin>(socket: &mut S, buf: &mut BytesMut) -> Result<usize, Error> {
+    let read = std::future::poll_fn(|cx| {
+        SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let n = socket.try_read(&mut scratch)?;
-            buf.extend_from_slice(&scratch[..n]);
-            Ok::<usize, std::io::Error>(n)
-        });
-        match read {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(Error::connect("reading the stream", Some(Box::new(e) as _))),
-        }
-    }
+            let mut into = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *socket).poll_read(cx, &mut into) {
+                Poll::Ready(Ok(())) => {
+                    buf.extend_from_slice(into.filled());
+                    Poll::Ready(Ok(into.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    });
+    read.await.map_err(|e| match error::rustls_cause(&e) {
+        // A TLS alert or a corrupt record mid-stream: the link failed (retried like a reset).
+        Some(tls) => Error::connect(format!("reading the stream: TLS: {tls}"), None),
+        None => Error::connect("reading the stream", Some(Box::new(e) as _)),
+    })
 }
 
 /// Parses a complete response head at the front of `buf`; gives it and its length.

@@ -1,19 +1,22 @@
 //! The WebSocket link (tokio-tungstenite, an RFC 6455 implementation independent of the
 //! server's). The subscription and its cursor go in the handshake's URL; each text frame is a
 //! JSON envelope, a ping is a heartbeat (tungstenite answers it with a pong on the next read), a
-//! close frame ends the link with its code.
+//! close frame ends the link with its code. tungstenite runs over the same socket as the
+//! streaming link (TCP, or TLS for `wss://`, connected and checked by the SDK): it brings no TLS
+//! of its own.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
+use super::socket::{Endpoint, Socket};
 use super::{cursor_header, envelope, heartbeat_header, Ended, Item};
 use crate::error::Error;
+use crate::tls::TlsOptions;
 
 /// Read buffer per socket: tungstenite's default is 128 KiB, which at 10,000 subscribers would be
 /// 1.3 GB; envelopes are small and a larger message simply takes several reads.
@@ -26,19 +29,19 @@ const MAX_MESSAGE_BYTES: usize = 16 << 20;
 const TOKEN_EXPIRED_CLOSE: u16 = 4003;
 
 pub(crate) struct WsLink {
-    socket: WebSocketStream<TcpStream>,
+    socket: WebSocketStream<Socket>,
 }
 
 impl WsLink {
-    /// Connects and upgrades; gives the link, its `Holdfast-Heartbeat` and its `Holdfast-Cursor`.
+    /// Connects (with TLS for `wss://`, trusting what `tls` says) and upgrades; gives the link,
+    /// its `Holdfast-Heartbeat` and its `Holdfast-Cursor`.
     pub(crate) async fn open(
         url: &str,
         token: Option<&str>,
+        tls: &TlsOptions,
         connect_timeout: Duration,
     ) -> Result<(WsLink, Option<Duration>, Option<String>), Error> {
-        let uri: tungstenite::http::Uri = url.parse().map_err(|_| Error::invalid(format!("WebSocket URL {url}")))?;
-        let host = uri.host().ok_or_else(|| Error::invalid(format!("WebSocket URL {url}")))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let to = Endpoint::of(url)?;
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)
             // Only pongs and a close go out: write them at once.
@@ -47,10 +50,7 @@ impl WsLink {
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
         let handshake = async {
-            let tcp = TcpStream::connect((host, port))
-                .await
-                .map_err(|e| Error::connect(format!("connect to {host}:{port}"), Some(Box::new(e) as _)))?;
-            let _ = tcp.set_nodelay(true);
+            let socket = Socket::connect(&to, tls).await?;
             let mut request = url.into_client_request().map_err(handshake_error)?;
             if let Some(token) = token {
                 let value = format!("Bearer {token}")
@@ -58,10 +58,10 @@ impl WsLink {
                     .map_err(|_| Error::invalid("a token that cannot go in a header"))?;
                 request.headers_mut().insert(tungstenite::http::header::AUTHORIZATION, value);
             }
-            tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await.map_err(handshake_error)
+            tokio_tungstenite::client_async_with_config(request, socket, Some(config)).await.map_err(handshake_error)
         };
         let (socket, response) = match tokio::time::timeout(connect_timeout, handshake).await {
-            Err(_) => return Err(Error::timeout(format!("WebSocket handshake with {host}:{port}"))),
+            Err(_) => return Err(Error::timeout(format!("WebSocket handshake with {}", to.authority()))),
             Ok(result) => result?,
         };
         let announced = heartbeat_header(response.headers());

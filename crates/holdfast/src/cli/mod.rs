@@ -47,6 +47,25 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
+/// `--cacert FILE` (env `HOLDFAST_CACERT`) of `pub` and `sub`, as curl's: the CA certificate(s)
+/// an `https://` server's certificate must chain to.
+fn cacert_arg() -> Arg {
+    Arg::new("cacert").long("cacert").value_name("FILE").env("HOLDFAST_CACERT").help(
+        "PEM file of the CA certificate(s) to check an https:// server against, instead of the \
+         public web PKI roots (as curl's --cacert)",
+    )
+}
+
+/// The TLS options `--cacert` asks for: only the CAs in the file (as curl does: the file
+/// replaces the default roots), or the SDK's default (the web PKI) without it.
+fn cacert_tls(args: &clap::ArgMatches) -> Result<holdfast_client::TlsOptions, String> {
+    let Some(path) = args.get_one::<String>("cacert") else { return Ok(holdfast_client::TlsOptions::default()) };
+    let pem = std::fs::read(path).map_err(|e| format!("--cacert {path}: {e}"))?;
+    let tls =
+        holdfast_client::TlsOptions::new().root_certificate_pem(pem).map_err(|e| format!("--cacert {path}: {e}"))?;
+    Ok(tls.web_pki_roots(false))
+}
+
 /// The flag of one configuration key, also read from `HOLDFAST_<KEY>`.
 fn key_arg(key: &Key) -> Arg {
     let arg = Arg::new(key.name)

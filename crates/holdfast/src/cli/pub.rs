@@ -1,4 +1,4 @@
-//! `holdfast pub [--server URL] [--token TOKEN] CHANNEL [MESSAGE | -] [--event NAME]`: publishes one message, or
+//! `holdfast pub [--server URL] [--token TOKEN] [--cacert FILE] CHANNEL [MESSAGE | -] [--event NAME]`: publishes one message, or
 //! each line of stdin (no MESSAGE, or `-`), in order, printing the id of each. On a failure it
 //! prints one line saying why and exits with 1.
 
@@ -17,8 +17,9 @@ pub fn command() -> Command {
                 .value_name("URL")
                 .env("HOLDFAST_SERVER")
                 .default_value(holdfast_client::DEFAULT_SERVER)
-                .help("the server's base URL"),
+                .help("the server's base URL (https:// for TLS)"),
         )
+        .arg(super::cacert_arg())
         .arg(
             Arg::new("token")
                 .long("token")
@@ -39,7 +40,8 @@ pub fn run(args: &ArgMatches) -> ExitCode {
     let message = args.get_one::<String>("message").filter(|m| *m != "-");
     let result = super::runtime().and_then(|runtime| {
         runtime.block_on(async {
-            let mut publisher = Publisher::builder().server(server.as_str());
+            let tls = super::cacert_tls(args)?;
+            let mut publisher = Publisher::builder().server(server.as_str()).tls(&tls);
             if let Some(token) = args.get_one::<String>("token") {
                 publisher = publisher.token(token.clone());
             }

@@ -1,5 +1,5 @@
 //! `holdfast sub [--server URL]... CHANNEL[,CHANNEL...] [--transport T] [--cursor C] [--history N]
-//! [--json] [--heartbeat SECONDS|adaptive] [--token TOKEN]`: subscribes until interrupted. Payloads go to stdout,
+//! [--json] [--heartbeat SECONDS|adaptive] [--token TOKEN] [--cacert FILE]`: subscribes until interrupted. Payloads go to stdout,
 //! one per line (raw, or one JSON object `{"channel","event","data","id"}` with `--json`), flushed
 //! line by line; the link's story (connections, reconnections, failovers, gaps, close notices) goes
 //! to stderr in plain words. A refusal that retrying cannot cure ends it with exit code 1.
@@ -20,13 +20,11 @@ const ADAPTIVE: Heartbeat =
 pub fn command() -> Command {
     Command::new("sub")
         .about("Subscribe to channels: payloads on stdout, one per line; connection states and gaps on stderr")
-        .arg(
-            Arg::new("server")
-                .long("server")
-                .value_name("URL")
-                .action(ArgAction::Append)
-                .help("a server's base URL; repeat for failover, tried in order [default: http://127.0.0.1:7700]"),
-        )
+        .arg(Arg::new("server").long("server").value_name("URL").action(ArgAction::Append).help(
+            "a server's base URL (https:// for TLS); repeat for failover, tried in order \
+                     [default: http://127.0.0.1:7700]",
+        ))
+        .arg(super::cacert_arg())
         .arg(Arg::new("channels").value_name("CHANNEL[,CHANNEL...]").required(true).help("channels, comma-separated"))
         .arg(
             Arg::new("transport")
@@ -109,6 +107,7 @@ fn subscribe(args: &ArgMatches) -> Result<(), String> {
     let mut builder = Subscriber::builder()
         .channels(args.get_one::<String>("channels").expect("required").split(',').filter(|c| !c.is_empty()))
         .transport(transport)
+        .tls(&super::cacert_tls(args)?)
         .backoff(
             *args.get_one::<Duration>("backoff_base").expect("defaulted"),
             *args.get_one::<Duration>("backoff_cap").expect("defaulted"),

@@ -12,6 +12,12 @@
 //! Responses that are not 2xx count as `non_2xx`; requests that fail (timeout, reset, a bad
 //! response) as `errors`, each followed by a new connection.
 //!
+//! With `--tls` every connection speaks TLS (rustls, ring, ALPN http/1.1) and close mode pays a
+//! full handshake per request (the client resumes no session), so the ratio shows what
+//! keep-alive saves over TLS; the handshake is inside the first request's latency. The
+//! certificate is checked against `--cacert` (else the web PKI roots), or not at all with
+//! `--insecure-skip-verify`.
+//!
 //! The client runs on one thread by default (`--threads`), like `wrk -t1`, so on a 2-core machine
 //! the server keeps the other core. `bench/keepalive.sh` runs wrk on the same server in the same
 //! run to check that this client is not the bottleneck (bench/RESULTS.md).
@@ -32,6 +38,7 @@ use tokio::task::JoinSet;
 use super::procs::{self, Children, Role};
 use super::report::{self, Latency, Table};
 use super::response::Conn;
+use super::tls::{self, Stream};
 use super::EXIT_USAGE;
 
 /// The modes, in the order they run by default.
@@ -60,7 +67,7 @@ pub fn command() -> Command {
                 .default_value("keepalive,close")
                 .help("modes to run, in order"),
         );
-    procs::args(report::json_arg(command))
+    procs::args(report::json_arg(tls::args(command)))
 }
 
 /// What to send and how.
@@ -74,6 +81,9 @@ struct Plan {
     timeout: Duration,
     modes: Vec<String>,
     role: Role,
+    /// `--tls`: the client configuration, and the name the certificate must carry.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    name: rustls::pki_types::ServerName<'static>,
 }
 
 pub fn run(args: &ArgMatches) -> ExitCode {
@@ -84,6 +94,13 @@ pub fn run(args: &ArgMatches) -> ExitCode {
     };
     let get = |name: &str| *args.get_one::<u64>(name).expect("default");
     let role = Role::of(args);
+    let (tls, name) = match tls::config(args).and_then(|tls| Ok((tls, tls::server_name(&server)?))) {
+        Ok(both) => both,
+        Err(e) => {
+            eprintln!("holdfast bench keepalive: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let plan = Plan {
         addr,
         server,
@@ -93,6 +110,8 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         timeout: Duration::from_millis(get("timeout-ms")),
         modes: args.get_many::<String>("modes").expect("default").cloned().collect(),
         role,
+        tls,
+        name,
     };
     let json = report::wants_json(args);
     let threads = get("threads") as usize;
@@ -211,6 +230,7 @@ impl Outcome {
             "mode": mode,
             "server": plan.server,
             "path": plan.path,
+            "tls": plan.tls.is_some(),
             "requests": done + self.errors,
             "concurrency": plan.concurrency,
             "ok": self.ok,
@@ -242,8 +262,9 @@ async fn run_mode(plan: &Plan, keep_alive: bool, bar: &ProgressBar) -> Outcome {
     let mut workers = JoinSet::new();
     for _ in 0..plan.concurrency.min(plan.requests) {
         let (issued, request, bar) = (issued.clone(), request.clone(), bar.clone());
-        let (addr, total, timeout) = (plan.addr, plan.requests, plan.timeout);
-        workers.spawn(async move { worker(addr, &request, keep_alive, total, timeout, &issued, &bar).await });
+        let to = Target { addr: plan.addr, tls: plan.tls.clone(), name: plan.name.clone() };
+        let (total, timeout) = (plan.requests, plan.timeout);
+        workers.spawn(async move { worker(&to, &request, keep_alive, total, timeout, &issued, &bar).await });
     }
     let mut outcome = Outcome::default();
     while let Some(joined) = workers.join_next().await {
@@ -259,9 +280,16 @@ async fn run_mode(plan: &Plan, keep_alive: bool, bar: &ProgressBar) -> Outcome {
     outcome
 }
 
+/// Where a worker connects, and how.
+struct Target {
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
 /// One worker: takes requests from the shared count until `total` have been issued.
 async fn worker(
-    addr: SocketAddr,
+    to: &Target,
     request: &[u8],
     keep_alive: bool,
     total: u64,
@@ -270,15 +298,16 @@ async fn worker(
     bar: &ProgressBar,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<Conn<Stream>> = None;
     let mut opened_before = false;
     let mut unreported = 0;
     while issued.fetch_add(1, Ordering::Relaxed) < total {
         let began = Instant::now();
         let exchange = async {
             if conn.is_none() {
-                let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-                let _ = stream.set_nodelay(true);
+                let tcp = TcpStream::connect(to.addr).await.map_err(|e| format!("connect: {e}"))?;
+                let _ = tcp.set_nodelay(true);
+                let stream = Stream::over(tcp, to.tls.as_ref(), &to.name).await?;
                 if keep_alive && opened_before {
                     outcome.reconnects += 1;
                 }
@@ -287,6 +316,8 @@ async fn worker(
             }
             let c = conn.as_mut().expect("connected above");
             c.stream.write_all(request).await.map_err(|e| format!("write: {e}"))?;
+            // A TLS stream buffers what it encrypts until flushed; plain TCP has nothing to flush.
+            c.stream.flush().await.map_err(|e| format!("write: {e}"))?;
             c.read_response(false).await
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -338,6 +369,7 @@ fn merge(mode: &str, parts: &[Value]) -> Result<Value, String> {
         "mode": mode,
         "server": procs::first(parts, "server"),
         "path": procs::first(parts, "path"),
+        "tls": procs::first(parts, "tls"),
         "procs": parts.len(),
         "requests": procs::sum(parts, "requests"),
         "concurrency": procs::sum(parts, "concurrency"),
@@ -362,7 +394,8 @@ fn summary_line(lines: &[Value]) -> Value {
         (Some(k), Some(c)) if c > 0.0 => Some((k / c * 100.0).round() / 100.0),
         _ => None,
     };
-    json!({"phase": "summary", "keepalive_req_per_s": rate("keepalive"), "close_req_per_s": rate("close"),
+    let tls = lines.first().map_or(Value::Null, |l| l["tls"].clone());
+    json!({"phase": "summary", "tls": tls, "keepalive_req_per_s": rate("keepalive"), "close_req_per_s": rate("close"),
            "ratio_keepalive_close": ratio})
 }
 
@@ -397,9 +430,10 @@ fn print_table(plan: &Plan, lines: &[Value], summary: &Value) {
         table.row_of(line, &keys);
     }
     println!(
-        "holdfast bench keepalive: GET {} on {}, concurrency {}{}",
+        "holdfast bench keepalive: GET {} on {}{}, concurrency {}{}",
         plan.path,
         plan.server,
+        if plan.tls.is_some() { " over TLS (close: a full handshake per request)" } else { "" },
         lines.first().map_or(Value::Null, |l| l["concurrency"].clone()),
         match plan.role {
             Role::Parent { procs } => format!(", {procs} processes"),

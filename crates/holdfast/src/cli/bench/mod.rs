@@ -38,6 +38,7 @@ mod response;
 mod sdk_memory;
 mod server_cpu;
 mod targets;
+mod tls;
 mod transports;
 
 use std::process::ExitCode;

@@ -7,8 +7,7 @@
 use bytes::{Buf, BytesMut};
 use holdfast_proto::http1::{BodyDecoder, BodyFraming, Decoded};
 use holdfast_proto::Limits;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Header fields parsed per response; more is an error (servers send well under this).
 const MAX_HEADERS: usize = 64;
@@ -27,9 +26,9 @@ pub struct Answer {
     pub keep_alive: bool,
 }
 
-/// One client connection and its read buffer.
-pub struct Conn {
-    pub stream: TcpStream,
+/// One client connection (a TCP stream, or TLS over one) and its read buffer.
+pub struct Conn<S> {
+    pub stream: S,
     buf: BytesMut,
 }
 
@@ -50,8 +49,8 @@ struct Head {
     keep_alive: bool,
 }
 
-impl Conn {
-    pub fn new(stream: TcpStream) -> Conn {
+impl<S: AsyncRead + Unpin> Conn<S> {
+    pub fn new(stream: S) -> Conn<S> {
         Conn { stream, buf: BytesMut::with_capacity(16 * 1024) }
     }
 
@@ -208,7 +207,7 @@ mod tests {
                     tokio::task::yield_now().await;
                 }
             });
-            let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+            let mut conn = Conn::new(tokio::net::TcpStream::connect(addr).await.unwrap());
             let a = conn.read_response(false).await.unwrap();
             assert_eq!((a.status, a.body_bytes, a.keep_alive), (200, 5, true));
             let b = conn.read_response(false).await.unwrap();
