@@ -5,7 +5,8 @@
 // Opens one page per PAGE_URL (its origin is the page's origin), prints {"type":"ready"}, then
 // takes commands on stdin, one JSON object a line:
 //   {"page":0,"socket":"a","open":"/sub/room"}   new WebSocket(URL); a path starting with "/" means
-//                                                'ws://' + location.host + path (same origin)
+//                                                'ws://' (or 'wss://' on an https page) +
+//                                                location.host + path (same origin)
 //   {"page":0,"socket":"a","send":"text"}        socket.send(text)
 // Every WebSocket event goes to stdout as one JSON line:
 //   {"page":0,"socket":"a","type":"open","extensions":"…"} (the negotiated extensions, usually "")
@@ -31,7 +32,8 @@ async function main() {
     await page.evaluate(() => {
       window.holdfastSockets = {};
       window.holdfastOpen = (name, url) => {
-        const target = url.startsWith('/') ? `ws://${location.host}${url}` : url;
+        const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+        const target = url.startsWith('/') ? `${scheme}://${location.host}${url}` : url;
         const socket = new WebSocket(target);
         socket.binaryType = 'arraybuffer';
         const report = (record) => holdfastReport({ socket: name, ...record });

@@ -119,6 +119,11 @@ pub struct Config {
     pub jwt_allow_no_exp: bool,
     /// Access control: serve `/metrics` without a token.
     pub metrics_public: bool,
+    /// TLS: the certificate chain (PEM, the server's certificate first); with `tls_key`, the
+    /// listener speaks TLS only. Empty = plain HTTP. Reloaded on SIGHUP.
+    pub tls_cert: String,
+    /// TLS: the private key (PEM: PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: String,
 }
 
 /// A secret setting (`jwt_secret`): its `Debug` form never shows it, so a configuration printed
@@ -310,6 +315,8 @@ impl Default for Config {
             jwt_public_key: String::new(),
             jwt_allow_no_exp: false,
             metrics_public: false,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         };
         // The table is the one place defaults are written; a bad default is a bug caught by tests.
         for key in KEYS {
@@ -518,6 +525,8 @@ pub const KEYS: &[Key] = &[
     key!(jwt_public_key, "", parse_public_key, "PEM public key file for access tokens (RS256, ES256 or EdDSA, from the key type)"),
     key!(jwt_allow_no_exp, "false", parse_bool, "accept access tokens without exp (they never expire)"),
     key!(metrics_public, "false", parse_bool, "serve /metrics without a token when access control is on"),
+    key!(tls_cert, "", parse_path, "PEM certificate chain; with tls_key the listener speaks TLS (HTTPS, WSS) only; reloaded on SIGHUP"),
+    key!(tls_key, "", parse_path, "PEM private key of tls_cert (PKCS#8, PKCS#1 or SEC1)"),
 ];
 
 /// A duration: plain seconds (`75`, `0.5`) or a number with a unit (`500ms`, `75s`, `2m`, `1h`).
@@ -622,6 +631,11 @@ fn parse_public_key(value: &str) -> Result<String, String> {
     crate::auth::load_public_key(value).map(|_| value.to_string())
 }
 
+/// A file's path, read when the server starts (and, for TLS, on SIGHUP).
+fn parse_path(value: &str) -> Result<String, String> {
+    Ok(value.to_string())
+}
+
 fn parse_bool(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
@@ -655,6 +669,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.heartbeat_min > config.heartbeat_max {
         return bad("heartbeat_min", "must not be above heartbeat_max");
+    }
+    if config.tls_cert.is_empty() != config.tls_key.is_empty() {
+        return bad("tls_cert", "tls_cert and tls_key go together: set both (TLS) or neither (plain HTTP)");
     }
     if config.keepalive_timeout.is_zero() || config.header_timeout.is_zero() || config.body_timeout.is_zero() {
         return bad("timeouts", "keepalive_timeout, header_timeout and body_timeout must be above 0");

@@ -74,7 +74,7 @@ pub(crate) fn origin_may_act(head: &RequestHead, config: &Config) -> bool {
         return false;
     }
     let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-    origin::is_own(origin, origin::SERVED_SCHEME, host) || config.allows_origin(origin)
+    origin::is_own(origin, origin::served_scheme(config), host) || config.allows_origin(origin)
 }
 
 /// The answer to a state change (or a WebSocket handshake) from an origin that may not act.

@@ -131,7 +131,7 @@ pub(crate) fn held_longpoll(
 /// (waiting for the next request, parking it if none comes within `park_after`). Given to the
 /// parking lot and the push shards at start, so they do not depend on the connection loop.
 pub(crate) type Resume =
-    Arc<dyn Fn(std::net::TcpStream, crate::socket::ConnState, crate::socket::IdleDeadline) + Send + Sync>;
+    Arc<dyn Fn(crate::socket::StdLink, crate::socket::ConnState, crate::socket::IdleDeadline) + Send + Sync>;
 
 /// A heartbeat interval as [`StreamSetup::heartbeat_ms`] (saturating at about 49 days).
 pub(crate) fn heartbeat_ms(interval: std::time::Duration) -> u32 {

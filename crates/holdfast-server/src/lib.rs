@@ -123,6 +123,8 @@ pub(crate) struct Server {
     pub client_limits: limits::ClientLimits,
     /// Access control (`jwt_secret`, `jwt_public_key`); `None` when off.
     pub auth: Option<auth::Auth>,
+    /// TLS (`tls_cert`, `tls_key`); `None` for plain HTTP.
+    pub tls: Option<socket::tls::ServerTls>,
 }
 
 impl Server {
@@ -154,6 +156,12 @@ impl Server {
             )
         };
         let auth = auth::Auth::from_config(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = if config.tls_cert.is_empty() {
+            None
+        } else {
+            let loaded = socket::tls::ServerTls::load(config.tls_cert.as_ref(), config.tls_key.as_ref());
+            Some(loaded.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?)
+        };
         let (push, push_polls) = push::PushHub::new(config.push_shards())?;
         let server = Arc::new(Server {
             push: Arc::new(push),
@@ -174,6 +182,7 @@ impl Server {
             next_connection_id: AtomicU64::new(1),
             started: Instant::now(),
             auth,
+            tls,
         });
         let resume = resume_in(tokio::runtime::Handle::current(), &server);
         server.parking.start(poll, Arc::downgrade(&server), resume.clone())?;
@@ -250,7 +259,7 @@ fn resume_in(runtime: tokio::runtime::Handle, server: &Arc<Server>) -> handover:
     Arc::new(move |stream, conn, idle| {
         let Some(server) = server.upgrade() else { return };
         runtime.spawn(async move {
-            match tokio::net::TcpStream::from_std(stream) {
+            match socket::TaskLink::from_std(stream) {
                 Ok(stream) => conn::serve(stream, server, conn, idle).await,
                 Err(_) => server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
             }
@@ -270,14 +279,45 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             "the broker is not reachable yet; publishes and new subscriptions answer 503 until it is"
         );
     }
-    tracing::info!(addr = %listener.local_addr()?, max_connections = server.max_connections, "holdfast listening");
+    let scheme = if server.tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %listener.local_addr()?, scheme, max_connections = server.max_connections, "holdfast listening");
+    // SIGHUP is taken over before the first connection (with or without TLS), so a reload sent
+    // as soon as the server listens (`systemctl reload`) cannot meet the default action, which
+    // ends the process.
+    let reload = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => Some(tokio::spawn(reload_on_sighup(Arc::downgrade(&server), hangups))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; nothing will be reloaded");
+            None
+        }
+    };
     let expiry = tokio::spawn(expire_history(Arc::downgrade(&server)));
     let feed = tokio::spawn(admin_feed::run(Arc::downgrade(&server)));
     listener::accept_loop(listener, &server, shutdown).await;
     drain(&server).await;
     expiry.abort();
     feed.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     Ok(())
+}
+
+/// SIGHUP reads `tls_cert` and `tls_key` again: new connections get the new certificate, open
+/// ones keep their sessions (nothing is dropped). A bad file is logged and the old one kept.
+/// Without TLS there is nothing to reload yet; the signal is logged and the server goes on.
+async fn reload_on_sighup(server: std::sync::Weak<Server>, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        let Some(server) = server.upgrade() else { return };
+        let Some(tls) = &server.tls else {
+            tracing::info!("SIGHUP: nothing to reload (no tls_cert)");
+            continue;
+        };
+        match tls.reload() {
+            Ok(()) => tracing::info!(cert = %server.config.tls_cert, "TLS certificate reloaded"),
+            Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays in use"),
+        }
+    }
 }
 
 async fn drain(server: &Arc<Server>) {
@@ -347,7 +387,7 @@ pub async fn connection_future_size() -> usize {
     let server = Server::new(Config::default()).expect("server");
     let state = socket::ConnState { id: 0, peer, served: 0, token_deadline: 0 };
     let idle = socket::IdleDeadline::first_request(&server.config);
-    let future = conn::serve(stream, server, state, idle);
+    let future = conn::serve(socket::TaskLink::new(stream, None), server, state, idle);
     let size = std::mem::size_of_val(&future);
     drop((future, client));
     size

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::conn;
 use crate::limits::{Admission, ClientLimit};
 use crate::response::Response;
-use crate::socket::{ConnState, IdleDeadline};
+use crate::socket::{ConnState, IdleDeadline, TaskLink};
 use crate::{CloseReason, Server};
 
 /// Pause after EMFILE/ENFILE/ENOMEM before accepting again: the pending connection stays in the
@@ -98,8 +98,19 @@ fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
         tokio::spawn(refuse(stream, server.clone(), conn, response, reason));
         return;
     }
+    let tls = match &server.tls {
+        None => None,
+        Some(tls) => match tls.session() {
+            Ok(session) => Some(session),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a TLS session");
+                drop(stream);
+                return server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError);
+            }
+        },
+    };
     let idle = IdleDeadline::first_request(&server.config);
-    tokio::spawn(conn::serve(stream, server.clone(), conn, idle));
+    tokio::spawn(conn::serve(TaskLink::new(stream, tls), server.clone(), conn, idle));
 }
 
 /// TCP_NODELAY (responses are complete when written; Nagle would hold the tail) and TCP
@@ -121,7 +132,15 @@ pub(crate) fn configure_socket(socket: SockRef<'_>, config: &crate::Config) {
 
 /// Beyond `max_connections` (503) or a limit per client (429): the answer, with `Retry-After`,
 /// written before anything is read; then close.
-async fn refuse(mut stream: TcpStream, server: Arc<Server>, conn: ConnState, response: Response, reason: CloseReason) {
+///
+/// On a TLS listener the connection is closed before the handshake instead: an answer would
+/// need the handshake the refusal is there to spare.
+async fn refuse(stream: TcpStream, server: Arc<Server>, conn: ConnState, response: Response, reason: CloseReason) {
+    if server.tls.is_some() {
+        drop(stream);
+        return server.connection_refused(conn, reason);
+    }
+    let mut stream = TaskLink::new(stream, None);
     let mut out = BytesMut::new();
     response.encode_head(&mut out, Persistence::Close, Version::Http11, 0);
     out.extend_from_slice(&response.body);

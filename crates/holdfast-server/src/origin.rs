@@ -8,9 +8,16 @@
 //! exactly. Comparisons ignore ASCII case (browsers send hosts in lower case; configurations may
 //! not be written so).
 
-/// The scheme of the server's own pages. The listener speaks plain HTTP; once it speaks TLS this
-/// becomes a property of the connection, handed to [`is_own`] by its caller.
-pub(crate) const SERVED_SCHEME: &str = "http";
+/// The scheme of the server's own pages: `https` when the listener speaks TLS (it then speaks
+/// nothing else), else `http`. A page served over TLS has an `https://` origin, and an
+/// `http://` origin naming the same host is another origin (and no page of ours).
+pub(crate) fn served_scheme(config: &crate::config::Config) -> &'static str {
+    if config.tls_cert.is_empty() {
+        "http"
+    } else {
+        "https"
+    }
+}
 
 /// An origin split into its parts, borrowed from its text.
 struct Parts<'a> {

@@ -15,7 +15,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::AsRawFd;
+
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::handover::Resume;
-use crate::socket::{ConnState, IdleDeadline};
+use crate::socket::{ConnState, IdleDeadline, StdLink};
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -59,7 +59,7 @@ struct Slot {
 }
 
 struct Parked {
-    stream: std::net::TcpStream,
+    stream: StdLink,
     conn: ConnState,
     idle: IdleDeadline,
 }
@@ -87,10 +87,10 @@ impl ParkingLot {
     /// draining, or the socket cannot be registered) the connection is handed back to be closed.
     pub fn park(
         &self,
-        stream: std::net::TcpStream,
+        stream: StdLink,
         conn: ConnState,
         idle: IdleDeadline,
-    ) -> Result<(), (std::net::TcpStream, ConnState, CloseReason)> {
+    ) -> Result<(), (StdLink, ConnState, CloseReason)> {
         let mut lot = self.shared.lot.lock().unwrap_or_else(|e| e.into_inner());
         if lot.closing {
             return Err((stream, conn, CloseReason::Shutdown));

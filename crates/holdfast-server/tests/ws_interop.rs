@@ -279,6 +279,54 @@ async fn chromium_websocket_same_origin_receives_envelopes_and_publishes_with_op
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_websocket_over_wss_receives_envelopes_and_publishes_with_ops() {
+    let ca = holdfast_testkit::tls::TestCa::new();
+    let (cert, key) = (ca.cert_path().display().to_string(), ca.key_path().display().to_string());
+    let mut server = TestServer::start(move |c| {
+        c.ws_client_publish = true;
+        c.tls_cert = cert;
+        c.tls_key = key;
+    })
+    .await;
+    let mut node = browser_command("browser_websocket.js");
+    node.arg(format!("https://localhost:{}/healthz", server.addr.port()));
+    node.env("HOLDFAST_IGNORE_HTTPS_ERRORS", "1");
+    let mut client = Client::spawn(node);
+    let ready = client.next(IO_TIMEOUT * 3).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    let mut reports = Reports::new();
+    client.command(open(0, "a", "/sub/sroom"));
+    client.command(open(0, "b", "/sub/stalk"));
+    reports.until(&mut client, "2 opens", |r| ["a", "b"].iter().all(|s| r.of(0, s, "open").len() == 1)).await;
+
+    let (addr, ca_pem) = (server.addr, ca.ca_pem());
+    let id = tokio::task::spawn_blocking(move || {
+        let mut stream = holdfast_testkit::tls::connect(addr, &ca_pem).expect("TLS connect");
+        let request = b"POST /pub/sroom HTTP/1.1\r\nHost: localhost\r\nContent-Length: 13\r\n\r\nover wss://!!";
+        let (status, head, body) = holdfast_testkit::tls::exchange(&mut stream, request).expect("publish");
+        assert_eq!(status, 200, "{head}");
+        serde_json::from_slice::<Value>(&body).unwrap()["id"].clone()
+    })
+    .await
+    .unwrap();
+    reports.until(&mut client, "the envelope on a", |r| r.of(0, "a", "message").len() == 1).await;
+    let want = json!({"id": id, "channel": "sroom", "event": "message", "data": "over wss://!!"});
+    assert_eq!(reports.json(0, "a")[0], want, "{:?}", reports.seen);
+
+    // The page publishes over its socket a (an https page's own origin); b gets it.
+    let op = json!({"op": "publish", "channel": "stalk", "data": "from an https page"});
+    client.command(send(0, "a", &op));
+    reports.until(&mut client, "the message on b", |r| r.of(0, "b", "message").len() == 1).await;
+    assert_eq!(reports.json(0, "b")[0]["data"], "from an https page", "{:?}", reports.seen);
+
+    reports.seen.extend(client.finish().await);
+    for socket in ["a", "b"] {
+        assert!(reports.of(0, socket, "error").is_empty(), "{socket}: {:?}", reports.seen);
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn chromium_websocket_with_permessage_deflate_both_ways() {
     let mut server = TestServer::start(|c| {

@@ -95,3 +95,99 @@ impl Drop for TestCa {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A blocking TLS client connection that trusts `ca` (one TestCa), for tests that need to see
+/// the bytes (and the certificate served). Run it off the runtime's threads (`spawn_blocking`
+/// or a plain thread) when the server runs in the same runtime.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// Connects to `addr` over TLS (server name `localhost`), completing the handshake.
+pub fn connect(addr: std::net::SocketAddr, ca_pem: &str) -> std::io::Result<TlsStream> {
+    handshake(std::net::TcpStream::connect(addr)?, ca_pem)
+}
+
+/// As [`connect`], from the local address `source` (127.0.0.2, …: another client for the
+/// limits per IP).
+pub fn connect_from(addr: std::net::SocketAddr, source: std::net::IpAddr, ca_pem: &str) -> std::io::Result<TlsStream> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+    socket.connect(&addr.into())?;
+    handshake(socket.into(), ca_pem)
+}
+
+fn handshake(tcp: std::net::TcpStream, ca_pem: &str) -> std::io::Result<TlsStream> {
+    tcp.set_read_timeout(Some(crate::IO_TIMEOUT))?;
+    tcp.set_write_timeout(Some(crate::IO_TIMEOUT))?;
+    let mut conn = rustls::ClientConnection::new(client_config(ca_pem), "localhost".try_into().expect("name"))
+        .map_err(std::io::Error::other)?;
+    let mut tcp = tcp;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// A client configuration (ring, TLS 1.2 and 1.3, ALPN http/1.1) trusting `ca_pem` only.
+pub fn client_config(ca_pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("add the CA");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+/// The certificate the server presented (DER).
+pub fn served_certificate(stream: &TlsStream) -> Vec<u8> {
+    stream.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default()
+}
+
+/// The DER of the PEM certificate at `path` (the first one).
+pub fn certificate_der(path: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_file(path).expect("certificate PEM").to_vec()
+}
+
+/// Writes `request` and reads one response (head and a Content-Length body) from a blocking
+/// TLS stream: (status, head, body).
+pub fn exchange(stream: &mut TlsStream, request: &[u8]) -> std::io::Result<(u16, String, Vec<u8>)> {
+    use std::io::{Read, Write};
+    stream.write_all(request)?;
+    stream.flush()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok((status, head, buf[head_end..head_end + length].to_vec()))
+}

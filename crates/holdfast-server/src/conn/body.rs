@@ -1,10 +1,10 @@
 //! Reading or discarding a request body, with `Expect: 100-continue` handled before the first
 //! body byte is read (RFC 9110 §10.1.1).
 
+use crate::socket::TaskLink;
 use bytes::{Bytes, BytesMut};
 use holdfast_proto::http1::{BodyDecoder, BodyFraming, Decoded, RequestHead};
 use holdfast_proto::ParseError;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::socket::io::{read_more, write_all, Read, Write};
@@ -39,7 +39,7 @@ pub(crate) enum BodyError {
 
 /// Reads the body into memory when `keep`, else discards it within [`DISCARD_LIMIT`].
 pub(crate) async fn consume(
-    stream: &mut TcpStream,
+    stream: &mut TaskLink,
     server: &Server,
     head: &RequestHead,
     keep: bool,

@@ -18,10 +18,10 @@ mod body;
 
 use std::sync::Arc;
 
+use crate::socket::TaskLink;
 use bytes::BytesMut;
 use holdfast_proto::http1::{parse_request, Persistence, RequestHead, Version};
 use holdfast_proto::ParseError;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use self::body::{Body, BodyError};
@@ -47,11 +47,11 @@ enum End {
 }
 
 /// Serves a connection until it closes or is parked.
-pub(crate) async fn serve(mut stream: TcpStream, server: Arc<Server>, mut conn: ConnState, idle: IdleDeadline) {
+pub(crate) async fn serve(mut stream: TaskLink, server: Arc<Server>, mut conn: ConnState, idle: IdleDeadline) {
     match drive(&mut stream, &server, &mut conn, idle).await {
         End::Park(idle) => {
             let parked = match stream.into_std() {
-                Ok(std_stream) => server.parking.park(std_stream, conn, idle),
+                Ok(link) => server.parking.park(link, conn, idle),
                 Err(_) => return server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
             };
             match parked {
@@ -63,7 +63,7 @@ pub(crate) async fn serve(mut stream: TcpStream, server: Arc<Server>, mut conn: 
             }
         }
         End::Stream(setup) => match stream.into_std() {
-            Ok(std_stream) => server.push.add(std_stream, conn, setup),
+            Ok(link) => server.push.add(link, conn, setup),
             Err(_) => server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
         },
         End::Close { reason, linger } => {
@@ -76,7 +76,7 @@ pub(crate) async fn serve(mut stream: TcpStream, server: Arc<Server>, mut conn: 
     }
 }
 
-async fn drive(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, mut idle: IdleDeadline) -> End {
+async fn drive(stream: &mut TaskLink, server: &Server, conn: &mut ConnState, mut idle: IdleDeadline) -> End {
     let mut buf = BytesMut::new();
     loop {
         if buf.is_empty() {
@@ -87,6 +87,7 @@ async fn drive(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, mu
                 // is part of every connection's, and stays smaller without it).
                 Idle::Readable => server.stats.received(buf.len()),
                 Idle::PeerClosed => return End::Close { reason: CloseReason::PeerClosed, linger: false },
+                Idle::PlainHttp => return refuse_plain_http(stream, server).await,
                 Idle::Park => return End::Park(idle),
                 Idle::Expired => return End::Close { reason: idle.expiry, linger: false },
                 Idle::Draining => return End::Close { reason: CloseReason::Shutdown, linger: false },
@@ -105,6 +106,8 @@ async fn drive(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, mu
 enum Idle {
     /// Bytes were read into the buffer.
     Readable,
+    /// A plain HTTP request came to the TLS listener.
+    PlainHttp,
     /// The peer closed (or reset) between requests.
     PeerClosed,
     Park,
@@ -118,7 +121,7 @@ enum Idle {
 /// readable), so a wake-up is only believed once a read returns bytes: the buffer is allocated
 /// for that read and given back if it finds nothing. That read is the request's first read, so
 /// checking costs no extra system call.
-async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline, buf: &mut BytesMut) -> Idle {
+async fn wait_idle(stream: &mut TaskLink, server: &Server, idle: IdleDeadline, buf: &mut BytesMut) -> Idle {
     let draining = server.drain_started.notified();
     tokio::pin!(draining);
     draining.as_mut().enable();
@@ -140,13 +143,30 @@ async fn wait_idle(stream: &TcpStream, server: &Server, idle: IdleDeadline, buf:
                     Ok(_) => return Idle::Readable,
                     // Nothing after all; tokio cleared its readiness, so the next wait waits.
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => *buf = BytesMut::new(),
-                    Err(_) => return Idle::PeerClosed,
+                    Err(e) if crate::socket::tls::is_plain_http(&e) => return Idle::PlainHttp,
+                    Err(e) => {
+                        if stream.tls.is_some() {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                        }
+                        return Idle::PeerClosed;
+                    }
                 }
             }
             _ = &mut wake => {
                 return if std::time::Instant::now() >= idle.at { Idle::Expired } else { Idle::Park };
             }
         }
+    }
+}
+
+/// A plain HTTP request on the TLS listener: 400 in plain text, as nginx answers it, so the
+/// mistake (`http://` for `https://`) is plain to see rather than a closed connection.
+async fn refuse_plain_http(stream: &mut TaskLink, server: &Server) -> End {
+    stream.tls = None;
+    let response = Response::error(400, "plain_http_on_tls_port", "this port speaks TLS: use https:// (or wss://)");
+    match send_final(stream, server, &response, CloseReason::BadRequest).await {
+        Next::Close { reason, linger } => End::Close { reason, linger },
+        _ => End::Close { reason: CloseReason::BadRequest, linger: false },
     }
 }
 
@@ -168,7 +188,7 @@ impl Next {
 }
 
 /// Reads one request, answers it, and says whether the connection goes on.
-async fn exchange(stream: &mut TcpStream, server: &Server, conn: &mut ConnState, buf: &mut BytesMut) -> Next {
+async fn exchange(stream: &mut TaskLink, server: &Server, conn: &mut ConnState, buf: &mut BytesMut) -> Next {
     let head = match read_head(stream, server, buf).await {
         Ok(head) => head,
         Err(next) => return next,
@@ -286,7 +306,7 @@ enum Subscribed {
 }
 
 async fn subscribe(
-    stream: &mut TcpStream,
+    stream: &mut TaskLink,
     server: &Server,
     head: &RequestHead,
     route: Route,
@@ -376,7 +396,7 @@ fn early_frames(buf: &mut BytesMut) -> BytesMut {
 }
 
 /// `GET /_conformance/echo` upgraded to WebSocket (Autobahn).
-async fn echo_websocket(stream: &mut TcpStream, server: &Server, head: &RequestHead, buf: &mut BytesMut) -> Next {
+async fn echo_websocket(stream: &mut TaskLink, server: &Server, head: &RequestHead, buf: &mut BytesMut) -> Next {
     let accept = match holdfast_proto::ws::handshake::validate(head) {
         Ok(accept) => accept,
         Err(e) => return send_final(stream, server, &transport::websocket::refusal(e), CloseReason::BadRequest).await,
@@ -395,7 +415,7 @@ async fn echo_websocket(stream: &mut TcpStream, server: &Server, head: &RequestH
 }
 
 /// Reads until a whole request head is parsed, within `header_timeout`.
-async fn read_head(stream: &mut TcpStream, server: &Server, buf: &mut BytesMut) -> Result<RequestHead, Next> {
+async fn read_head(stream: &mut TaskLink, server: &Server, buf: &mut BytesMut) -> Result<RequestHead, Next> {
     // Armed only when a read is needed: a request that arrived whole costs no clock read.
     let mut deadline = None;
     loop {
@@ -421,13 +441,13 @@ async fn read_head(stream: &mut TcpStream, server: &Server, buf: &mut BytesMut) 
 
 /// Answers a request that cannot be served, then closes (the byte stream can no longer be
 /// trusted to hold a next request where we would look for it).
-async fn refuse(stream: &mut TcpStream, server: &Server, error: ParseError) -> Next {
+async fn refuse(stream: &mut TaskLink, server: &Server, error: ParseError) -> Next {
     let response = Response::error(error.status(), error.label(), error.reason());
     send_final(stream, server, &response, CloseReason::BadRequest).await
 }
 
 /// Sends a response that ends the connection.
-async fn send_final(stream: &mut TcpStream, server: &Server, response: &Response, reason: CloseReason) -> Next {
+async fn send_final(stream: &mut TaskLink, server: &Server, response: &Response, reason: CloseReason) -> Next {
     let mut head = BytesMut::new();
     response.encode_head(&mut head, Persistence::Close, Version::Http11, 0);
     let deadline = Instant::now() + server.config.send_timeout;
@@ -457,7 +477,7 @@ fn observe_latency(server: &Server, route: Route, head_read: std::time::Instant)
 /// Sends the response to a parsed request (counted by status once written). HEAD gets GET's
 /// head and no body.
 async fn send(
-    stream: &mut TcpStream,
+    stream: &mut TaskLink,
     server: &Server,
     response: &Response,
     head: &RequestHead,

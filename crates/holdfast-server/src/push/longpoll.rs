@@ -18,11 +18,10 @@
 use std::io;
 use std::time::Instant;
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
-
 use bytes::BytesMut;
 use holdfast_proto::http1::Persistence;
+use std::os::fd::AsRawFd;
+
 use mio::unix::SourceFd;
 
 use super::{clock_ms_at, Shard};
@@ -167,7 +166,7 @@ impl Shard {
         sub.bytes_out += (head.len() + response.body.len()) as u64;
         out.push(head.freeze());
         out.push(response.body.clone());
-        match out.write_to(&sub.stream) {
+        match out.write_to(&mut self.sessions.link(index, &sub.stream)) {
             Ok(n) => self.tally.bytes_out += n as u64,
             Err(e) => return self.close(server, index, crate::socket::io_close_reason(&e)),
         }
@@ -208,7 +207,7 @@ impl Shard {
         if let Persistence::KeepAlive { .. } = persistence {
             return self.await_next_request(server, index);
         }
-        let Some(sub) = self.detach(server, index) else { return };
+        let Some((sub, _)) = self.detach(server, index) else { return };
         let conn = sub.conn;
         drop(sub.stream);
         server.connection_closed_as("longpoll", conn.id, conn.peer, conn.served, reason);
@@ -250,7 +249,7 @@ impl Shard {
             self.peek_buf.resize(limit, 0);
         }
         let limit = limit.min(self.peek_buf.len());
-        let peeked = match sub.stream.peek(&mut self.peek_buf[..limit]) {
+        let peeked = match self.sessions.link(index, &sub.stream).peek(&mut self.peek_buf[..limit]) {
             Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => return,
@@ -275,7 +274,7 @@ impl Shard {
         // Take the head out of the socket (it is there: it was just peeked).
         let mut left = head.wire_len();
         while left > 0 {
-            match sub.stream.read(&mut self.peek_buf[..left]) {
+            match self.sessions.link(index, &sub.stream).read(&mut self.peek_buf[..left]) {
                 Ok(0) => return self.close(server, index, CloseReason::PeerAborted),
                 Ok(n) => {
                     left -= n;
@@ -320,10 +319,11 @@ impl Shard {
     /// A connection waiting here whose next request the shard does not serve: to a runtime task
     /// (its bytes still in the socket), out of this shard's poller first.
     fn hand_to_runtime(&mut self, server: &Server, index: usize) {
-        let Some(sub) = self.detach(server, index) else { return };
+        let Some((sub, tls)) = self.detach(server, index) else { return };
         let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
         let super::Subscriber { stream, conn, .. } = *sub;
-        (self.resume)(stream, conn, IdleDeadline::between_requests(&server.config))
+        let link = crate::socket::StdLink { socket: stream, tls };
+        (self.resume)(link, conn, IdleDeadline::between_requests(&server.config))
     }
 
     /// Connections that waited `park_after` here without a next request go to the runtime,
@@ -371,8 +371,8 @@ impl Shard {
         if sub.is_awaiting() {
             return self.next_request(server, index);
         }
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-        match socket2::SockRef::from(&sub.stream).peek(&mut byte) {
+        let mut byte = [0u8; 1];
+        match self.sessions.link(index, &sub.stream).peek(&mut byte) {
             Ok(0) => self.close(server, index, CloseReason::PeerClosed),
             // Its next request, early: read once the answer is out (no new readiness comes for
             // bytes already there).

@@ -28,7 +28,7 @@ mod members;
 mod websocket;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, Weak};
@@ -39,7 +39,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::handover::{Extra, LongPollReply, Resume, StreamSetup};
-use crate::socket::ConnState;
+use crate::socket::tls::TlsSession;
+use crate::socket::{ConnState, LinkMut, StdLink};
 use crate::stats::ShardTally;
 use crate::subscription::{channel_list, closed_json, cursor_of};
 use crate::wire::frame::{self, Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
@@ -72,7 +73,7 @@ const MAX_TICK: Duration = Duration::from_secs(1);
 const ADDED_KEPT: usize = 64;
 
 /// A socket handed to a shard, with what the transport set up.
-type Added = (std::net::TcpStream, ConnState, StreamSetup);
+type Added = (StdLink, ConnState, StreamSetup);
 
 /// All shards of a server.
 pub(crate) struct PushHub {
@@ -128,7 +129,7 @@ impl PushHub {
     }
 
     /// Hands a subscriber's socket (head already sent) to a shard.
-    pub fn add(&self, stream: std::net::TcpStream, conn: ConnState, setup: StreamSetup) {
+    pub fn add(&self, stream: StdLink, conn: ConnState, setup: StreamSetup) {
         let index = self.next_shard.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.shards.len();
         let shard = &self.shards[index];
         shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).added.push((stream, conn, setup));
@@ -216,6 +217,7 @@ struct Place {
 
 /// One streaming subscriber.
 struct Subscriber {
+    /// Its socket; on a TLS listener its session is in the shard's `sessions`.
     stream: std::net::TcpStream,
     conn: ConnState,
     framing: Framing,
@@ -297,6 +299,9 @@ struct Shard {
     /// Boxed: an empty or spare slot costs 8 bytes instead of a whole subscriber, which matters
     /// when the vector's capacity doubles past 16k subscribers.
     slots: Vec<Option<Box<Subscriber>>>,
+    /// On a TLS listener, each subscriber's TLS session by slot: beside the slots rather than
+    /// in them, so a plain subscriber's slot keeps its 128-byte size class.
+    sessions: Sessions,
     free: Vec<usize>,
     /// This shard's number: its bit in channels' `subscriber_shards`.
     id: usize,
@@ -355,6 +360,7 @@ impl Shard {
             shared,
             server,
             slots: Vec::new(),
+            sessions: Sessions::default(),
             free: Vec::new(),
             by_channel: HashMap::new(),
             id,
@@ -502,17 +508,12 @@ impl Shard {
         }
     }
 
-    fn insert(
-        &mut self,
-        server: &Server,
-        stream: std::net::TcpStream,
-        conn: ConnState,
-        setup: StreamSetup,
-    ) -> Option<usize> {
+    fn insert(&mut self, server: &Server, stream: StdLink, conn: ConnState, setup: StreamSetup) -> Option<usize> {
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
         });
+        let StdLink { socket: stream, tls } = stream;
         let fd = stream.as_raw_fd();
         if let Err(e) = self.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE) {
             tracing::warn!(error = %e, "cannot register a subscriber");
@@ -527,6 +528,9 @@ impl Shard {
         if setup.framing.format == frame::Format::LongPoll {
             let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
             self.longpoll_deadlines.push_back(longpoll::Deadline::new(due, index, &conn));
+        }
+        if let Some(tls) = tls {
+            self.sessions.0.insert(index, tls);
         }
         self.slots[index] = Some(Box::new(Subscriber {
             stream,
@@ -622,7 +626,7 @@ impl Shard {
         }
         // Counted as accepted for sending: what is pending goes out later or the subscriber is cut.
         sub.bytes_out += gather.len() as u64;
-        match write_gather(&sub.stream, &gather) {
+        match write_gather(&mut self.sessions.link(index, &sub.stream), &gather) {
             Ok(written) if written == gather.len() => self.tally.bytes_out += written as u64,
             Ok(written) => {
                 self.tally.bytes_out += written as u64;
@@ -657,7 +661,7 @@ impl Shard {
     fn flush(&mut self, server: &Server, index: usize, cache: &mut ReadCache) {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         let Some(pending) = sub.pending.as_mut() else { return };
-        match pending.write_to(&sub.stream) {
+        match pending.write_to(&mut self.sessions.link(index, &sub.stream)) {
             Ok(0) => return,
             Ok(n) => {
                 self.tally.bytes_out += n as u64;
@@ -729,7 +733,7 @@ impl Shard {
             if budget == 0 || self.round_budget == 0 {
                 return self.more_input.push((index, 0));
             }
-            match (&sub.stream).read(&mut scratch) {
+            match self.sessions.link(index, &sub.stream).read(&mut scratch) {
                 Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
                 Ok(n) => {
                     self.tally.bytes_in += n as u64;
@@ -776,7 +780,7 @@ impl Shard {
             }
             let beat = sub.framing.heartbeat();
             sub.bytes_out += beat.len() as u64;
-            let written = (&sub.stream).write(beat);
+            let written = self.sessions.link(index, &sub.stream).write(beat);
             if let Ok(n) = written {
                 self.tally.bytes_out += n as u64;
             }
@@ -841,7 +845,7 @@ impl Shard {
             self.flush_replies(server, index);
             self.batching = None;
         }
-        let Some(mut sub) = self.detach(server, index) else { return };
+        let Some((mut sub, mut tls)) = self.detach(server, index) else { return };
         if is_server_initiated(reason) && !sub.is_longpoll() {
             let mut out = Vec::new();
             let cursor = sub.cursor();
@@ -861,12 +865,13 @@ impl Shard {
                 // and the close below sends it with the FIN in one segment (one transmission and
                 // one acknowledgement instead of two: a mass close costs ~30 % less CPU).
                 None => {
-                    let sent = socket2::SockRef::from(&sub.stream).send_with_flags(&out, libc::MSG_MORE);
+                    let sent = LinkMut { socket: &sub.stream, tls: tls.as_deref_mut() }.send_last(&out);
                     self.tally.bytes_out += sent.unwrap_or(0) as u64;
                 }
                 Some(pending) => {
                     pending.push(out.into());
-                    self.tally.bytes_out += pending.write_to(&sub.stream).unwrap_or(0) as u64;
+                    let mut link = LinkMut { socket: &sub.stream, tls: tls.as_deref_mut() };
+                    self.tally.bytes_out += pending.write_to(&mut link).unwrap_or(0) as u64;
                 }
             }
         }
@@ -887,8 +892,9 @@ impl Shard {
     /// Takes a subscriber out of the shard (its slot, its channels, the counts) and gives it to
     /// the caller, who closes its connection (which takes it out of the poller too) or, to hand
     /// it over, deregisters it first.
-    fn detach(&mut self, server: &Server, index: usize) -> Option<Box<Subscriber>> {
+    fn detach(&mut self, server: &Server, index: usize) -> Option<(Box<Subscriber>, Option<Box<TlsSession>>)> {
         let sub = self.slots.get_mut(index).and_then(Option::take)?;
+        let tls = self.sessions.0.remove(&index);
         self.free.push(index);
         for place in sub.places.iter() {
             self.leave(index, place);
@@ -898,7 +904,7 @@ impl Shard {
         if !(sub.is_longpoll() && sub.places.is_empty()) {
             server.stats.subscriber_closed(sub.framing.format);
         }
-        Some(sub)
+        Some((sub, tls))
     }
 }
 
@@ -999,12 +1005,24 @@ fn behind_bytes(sub: &Subscriber, cache: &mut ReadCache) -> u64 {
     pending + queued
 }
 
+/// The TLS sessions of a shard's subscribers, by slot (empty on a plain listener).
+#[derive(Default)]
+struct Sessions(HashMap<usize, Box<TlsSession>>);
+
+impl Sessions {
+    /// The connection of the subscriber in slot `index`, whose socket is `stream`.
+    fn link<'a>(&'a mut self, index: usize, stream: &'a std::net::TcpStream) -> LinkMut<'a> {
+        let tls = if self.0.is_empty() { None } else { self.0.get_mut(&index).map(|tls| &mut **tls) };
+        LinkMut { socket: stream, tls }
+    }
+}
+
 /// One `writev` of the whole gather. A short count means the socket buffer is full (it is
 /// non-blocking): the caller keeps the rest and waits for writability rather than retrying now.
-fn write_gather(stream: &std::net::TcpStream, gather: &Gather<'_>) -> io::Result<usize> {
+fn write_gather(stream: &mut LinkMut<'_>, gather: &Gather<'_>) -> io::Result<usize> {
     let slices = gather.slices();
     loop {
-        match (&*stream).write_vectored(&slices) {
+        match stream.write_vectored(&slices) {
             Ok(0) if gather.len() > 0 => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),

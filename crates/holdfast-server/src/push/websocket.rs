@@ -25,7 +25,7 @@
 //! | 4003 | `token_expired`: the token the connection was opened with expired | yes, with a new token and the last cursor |
 //! | 4004 | `history_lost`: the broker lost the channel's history (new epoch) | yes, with the last cursor (a gap notice follows) |
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -35,6 +35,7 @@ use holdfast_proto::ws::{close, frame};
 use serde_json::{json, Value};
 
 use super::{clock_ms_at, ReadCache, Shard, MESSAGE_BUDGET, MESSAGE_BYTES_PER_SECOND, READ_BUDGET};
+use crate::socket::LinkMut;
 use crate::subscription::{self, Refusal};
 use crate::{CloseReason, Server};
 
@@ -212,7 +213,7 @@ impl Shard {
                     }
                     let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
                     let Some(peer) = sub.ws.as_mut() else { return };
-                    match read_some(&sub.stream, peer, read_budget) {
+                    match read_some(&mut self.sessions.link(index, &sub.stream), peer, read_budget) {
                         Ok(0) => return self.close(server, index, CloseReason::PeerClosed),
                         Ok(n) => {
                             peer.bytes_in += n as u64;
@@ -430,7 +431,7 @@ impl Shard {
             pending.push(Bytes::copy_from_slice(bytes));
             return true;
         }
-        let written = match (&sub.stream).write(bytes) {
+        let written = match self.sessions.link(index, &sub.stream).write(bytes) {
             Ok(n) => {
                 self.tally.bytes_out += n as u64;
                 n
@@ -489,11 +490,11 @@ fn decode_one(peer: &mut WsPeer) -> Step {
 }
 
 /// Reads up to `budget` bytes (at most 8 KiB) into the peer's input. `Ok(0)` at EOF.
-fn read_some(stream: &std::net::TcpStream, peer: &mut WsPeer, budget: usize) -> io::Result<usize> {
+fn read_some(stream: &mut LinkMut<'_>, peer: &mut WsPeer, budget: usize) -> io::Result<usize> {
     let mut scratch = [0u8; 8192];
     let want = budget.min(scratch.len());
     loop {
-        match (&*stream).read(&mut scratch[..want]) {
+        match stream.read(&mut scratch[..want]) {
             Ok(0) => return Ok(0),
             Ok(n) => {
                 peer.last_heard = clock_ms_at(Instant::now()) as u32;

@@ -3,10 +3,9 @@
 //! The read buffer exists only while a request is being read: it is created when bytes arrive
 //! and dropped when the connection goes idle, so an idle connection holds no buffer.
 
+use super::TaskLink;
 use bytes::BytesMut;
 use std::io;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use crate::stats::Stats;
@@ -28,7 +27,7 @@ pub(crate) enum Read {
 
 /// Reads what is available into `buf` (growing it by up to [`READ_CHUNK`]), waiting until
 /// `deadline` at most. The bytes read are counted in `stats`.
-pub(crate) async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, deadline: Instant, stats: &Stats) -> Read {
+pub(crate) async fn read_more(stream: &mut TaskLink, buf: &mut BytesMut, deadline: Instant, stats: &Stats) -> Read {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -51,7 +50,7 @@ pub(crate) enum Write {
 }
 
 /// Writes every byte of `parts` in order, within `deadline`, counting each write in `stats`.
-pub(crate) async fn write_all(stream: &mut TcpStream, parts: &[&[u8]], deadline: Instant, stats: &Stats) -> Write {
+pub(crate) async fn write_all(stream: &mut TaskLink, parts: &[&[u8]], deadline: Instant, stats: &Stats) -> Write {
     let result = timeout_at(deadline, async {
         for part in parts {
             let mut part: &[u8] = part;
@@ -78,17 +77,19 @@ pub(crate) async fn write_all(stream: &mut TcpStream, parts: &[&[u8]], deadline:
 /// the peer still sends (pipelined requests, a body we did not read) until it closes, `timeout`
 /// passes or a bound is read. Closing with unread input would make the kernel send RST, which can
 /// destroy the response before the peer reads it.
-pub(crate) async fn lingering_close(stream: &mut TcpStream, timeout: std::time::Duration, stats: &Stats) {
+pub(crate) async fn lingering_close(stream: &mut TaskLink, timeout: std::time::Duration, stats: &Stats) {
     /// Bytes discarded at most; a peer still sending after this is not waiting for a response.
     const LINGER_MAX_BYTES: usize = 256 * 1024;
     if stream.shutdown().await.is_err() {
         return;
     }
     let deadline = Instant::now() + timeout;
-    let mut scratch = vec![0u8; 4096];
+    let mut scratch = BytesMut::new();
     let mut discarded = 0;
     while discarded < LINGER_MAX_BYTES {
-        match timeout_at(deadline, stream.read(&mut scratch)).await {
+        scratch.clear();
+        scratch.reserve(4096);
+        match timeout_at(deadline, stream.read_buf(&mut scratch)).await {
             Ok(Ok(n)) if n > 0 => {
                 stats.received(n);
                 discarded += n;

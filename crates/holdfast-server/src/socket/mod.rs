@@ -6,12 +6,15 @@
 
 mod close;
 pub(crate) mod io;
+mod link;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
 pub use self::close::CloseReason;
+pub(crate) use self::link::{LinkMut, StdLink, TaskLink};
 use crate::config::Config;
 
 /// What a connection carries between requests (and into the parking lot): kept small.

@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::socket::TaskLink;
 use holdfast_hub::{Channel, Message};
-use tokio::net::TcpStream;
 
 use super::Subscription;
 use crate::poll_answer::{collect, render};
@@ -29,7 +29,7 @@ pub(crate) enum Answer {
 /// its token expires (`token_deadline`, unix seconds, 0 = never): then the answer is 401
 /// `token_expired`, as from a push shard.
 pub(crate) async fn answer(
-    stream: &TcpStream,
+    stream: &mut TaskLink,
     server: &Server,
     mut sub: Subscription,
     hold: bool,
@@ -84,7 +84,7 @@ impl Drop for Held<'_> {
 /// Waits for messages; `None` if the client disconnected first. A graceful shutdown answers at
 /// once with what there is (nothing), so the client gets its cursor rather than a cut.
 async fn wait(
-    stream: &TcpStream,
+    stream: &mut TaskLink,
     server: &Server,
     sub: &mut Subscription,
     token_deadline: u32,
@@ -125,12 +125,12 @@ async fn wait(
 }
 
 /// Completes when the peer closes (true) or sends bytes (false); it reads nothing.
-async fn client_gone(stream: &TcpStream) -> bool {
+async fn client_gone(stream: &mut TaskLink) -> bool {
     loop {
         if std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await.is_err() {
             return true;
         }
-        match crate::socket::peek(stream) {
+        match stream.peek_input() {
             Ok(0) => return true,
             Ok(_) => return false,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,

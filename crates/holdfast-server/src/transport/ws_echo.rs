@@ -6,11 +6,11 @@
 //! its own (no context takeover) with the window the client allowed, so Autobahn's cases 12 and
 //! 13 test both directions.
 
+use crate::socket::TaskLink;
 use bytes::BytesMut;
 use holdfast_proto::ws::codec::{Decoder, Event};
 use holdfast_proto::ws::deflate::{Agreement, MessageDeflater};
 use holdfast_proto::ws::{close, frame};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::socket::io::{read_more, write_all, Read, Write};
@@ -21,7 +21,7 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Echoes until the close handshake, a protocol error or the peer leaving.
 pub(crate) async fn run(
-    stream: &mut TcpStream,
+    stream: &mut TaskLink,
     server: &Server,
     mut input: BytesMut,
     agreement: Option<Agreement>,
@@ -73,7 +73,7 @@ fn put_message(out: &mut BytesMut, opcode: frame::OpCode, data: &[u8], deflater:
     }
 }
 
-async fn send(stream: &mut TcpStream, server: &Server, bytes: &[u8]) -> bool {
+async fn send(stream: &mut TaskLink, server: &Server, bytes: &[u8]) -> bool {
     let deadline = Instant::now() + server.config.send_timeout;
     matches!(write_all(stream, &[bytes], deadline, &server.stats).await, Write::Done)
 }

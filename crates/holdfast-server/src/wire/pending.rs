@@ -7,7 +7,7 @@
 //! Its length is what the subscriber is charged against `max_pending_bytes`.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 
 use bytes::{Buf, Bytes};
 
@@ -41,7 +41,7 @@ impl Pending {
 
     /// Writes as much as the socket takes. `Ok(n)` with the bytes written (0 when the socket is
     /// full); the rest stays queued.
-    pub fn write_to(&mut self, mut stream: &std::net::TcpStream) -> io::Result<usize> {
+    pub fn write_to(&mut self, stream: &mut crate::socket::LinkMut<'_>) -> io::Result<usize> {
         let mut written = 0;
         while !self.is_empty() {
             let slices: Vec<IoSlice<'_>> = self.pieces.iter().take(PIECES_PER_WRITE).map(|p| IoSlice::new(p)).collect();
@@ -90,6 +90,7 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
+        let mut server = crate::socket::LinkMut { socket: &server, tls: None };
         let big = Bytes::from(vec![7u8; 8 << 20]);
         let mut pending = Pending::default();
         pending.push(Bytes::from_static(b"head:"));
@@ -98,7 +99,7 @@ mod tests {
         let total = pending.len();
         assert_eq!(total, 5 + (8 << 20) - 1 + 4);
         // The socket takes part of it; what is left is exactly the rest.
-        let first = pending.write_to(&server).unwrap();
+        let first = pending.write_to(&mut server).unwrap();
         assert!(first > 0 && first < total, "{first}");
         assert_eq!(pending.len(), total - first);
         let reader = std::thread::spawn(move || {
@@ -107,7 +108,7 @@ mod tests {
             all
         });
         while !pending.is_empty() {
-            pending.write_to(&server).unwrap();
+            pending.write_to(&mut server).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let all = reader.join().unwrap();

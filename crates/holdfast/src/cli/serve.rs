@@ -36,17 +36,22 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         let signals = ShutdownSignals::install();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            .map_err(|e| (ExitCode::FAILURE, format!("cannot listen on {}: {e}", config.listen)))?;
         tracing::info!(fd_limit, "starting");
-        holdfast_server::run(listener, config, signals.first()).await.map_err(|e| e.to_string())
+        holdfast_server::run(listener, config, signals.first()).await.map_err(|e| {
+            // A setting the server cannot use (a TLS certificate or key file, a broker URL) is
+            // the configuration's fault, as a bad value is: exit code 2.
+            let code = if e.kind() == std::io::ErrorKind::InvalidInput { EXIT_USAGE.into() } else { ExitCode::FAILURE };
+            (code, e.to_string())
+        })
     });
     // Connections still open after the drain bound are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(line) => {
+        Err((code, line)) => {
             eprintln!("holdfast: {line}");
-            ExitCode::FAILURE
+            code
         }
     }
 }
