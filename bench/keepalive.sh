@@ -13,7 +13,16 @@
 # "other%": CPU used by anything but the server and wrk (/proc/stat), i.e. other load on the
 # machine that skews that run.
 #
+# TLS=1 runs the same over TLS (issue 14): a throw-away CA and an ECDSA P-256 server certificate
+# for 127.0.0.1/localhost are made with the openssl CLI; Holdfast gets them as `--tls-cert` /
+# `--tls-key`, nginx as `listen … ssl` with `ssl_protocols TLSv1.2 TLSv1.3;` (1.22's default has
+# no 1.3) and `ssl_session_cache off;` (session tickets as by default). Both clients then open a
+# new TLS connection per request in close mode with a full handshake each: `holdfast bench
+# keepalive --tls --cacert CA` resumes no session, and wrk (OpenSSL) does not try to. So the
+# keep-alive/close ratio is what keep-alive saves over TLS.
+#
 # Environment (all optional):
+#   TLS=0 (1: over TLS, see above)
 #   REPS=3  DURATION=10s  CONNS=50  THREADS=1  KEEPALIVE_REQUESTS=1000000
 #   CLIENTS="holdfast wrk"   REQUESTS=1000000 (holdfast bench, keep-alive)  CLOSE_REQUESTS=300000
 #   MODES="keepalive close"  SERVERS="holdfast nginx" (also: holdfast-1w, one tokio worker; baseline,
@@ -35,6 +44,7 @@ SERVERS=${SERVERS:-"holdfast nginx"}
 CLIENTS=${CLIENTS:-"holdfast wrk"}
 REQUESTS=${REQUESTS:-1000000}
 CLOSE_REQUESTS=${CLOSE_REQUESTS:-300000}
+TLS=${TLS:-0}
 
 need curl curl
 need ss iproute2
@@ -42,6 +52,32 @@ need wrk wrk
 need jq jq
 case " $SERVERS " in *" nginx "*) need nginx nginx-light ;; esac
 BIN=$(holdfast_bin)
+SCHEME=http HOLDFAST_TLS=() BENCH_TLS=() NGINX_LISTEN_TLS=""
+if [ "$TLS" = 1 ]; then
+    need openssl openssl
+    # A CA and a server certificate it signs (rustls, like browsers, refuses a self-signed
+    # certificate that is its own CA as a server's). ECDSA P-256: what most TLS sites serve.
+    T="$WORK/tls"
+    mkdir -p "$T"
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -subj "/CN=holdfast bench CA" -keyout "$T/ca.key" -out "$T/ca.pem" &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+                -keyout "$T/key.pem" -out "$T/req.pem" &&
+            printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+                "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$T/ext.cnf" &&
+            openssl x509 -req -in "$T/req.pem" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -days 2 \
+                -extfile "$T/ext.cnf" -out "$T/cert.pem"
+    } 2>"$T/openssl.log" || die "openssl could not make the certificates: $(cat "$T/openssl.log")"
+    # wait_healthy (lib.sh) checks the servers over https with the CA.
+    SCHEME=https CACERT="$T/ca.pem"
+    HOLDFAST_TLS=(--tls-cert "$T/cert.pem" --tls-key "$T/key.pem")
+    BENCH_TLS=(--tls --cacert "$T/ca.pem")
+    # One line: it goes into a sed replacement.
+    NGINX_LISTEN_TLS="ssl; ssl_certificate $T/cert.pem; ssl_certificate_key $T/key.pem;"
+    NGINX_LISTEN_TLS+=" ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off;"
+    "$BIN" serve --help | grep -q -- '--tls-cert' || die "$BIN has no --tls-cert: this Holdfast has no TLS"
+fi
 case " $SERVERS " in *" baseline "*) BASE_BIN=$(baseline_bin) ;; esac
 log "load average: $(cut -d" " -f1-3 /proc/loadavg)"
 TICK=$(getconf CLK_TCK)
@@ -50,15 +86,28 @@ declare -A PORT PID
 for server in $SERVERS; do
     PORT[$server]=$(free_port)
     case $server in
-        holdfast) start_holdfast "$BIN" "${PORT[$server]}" --keepalive-requests "$KEEPALIVE_REQUESTS" ;;
-        baseline) start_holdfast "$BASE_BIN" "${PORT[$server]}" --keepalive-requests "$KEEPALIVE_REQUESTS" ;;
+        holdfast) start_holdfast "$BIN" "${PORT[$server]}" --keepalive-requests "$KEEPALIVE_REQUESTS" "${HOLDFAST_TLS[@]}" ;;
+        baseline)
+            start_holdfast "$BASE_BIN" "${PORT[$server]}" --keepalive-requests "$KEEPALIVE_REQUESTS" "${HOLDFAST_TLS[@]}"
+            ;;
         # Diagnostic, not in the default set: the same binary on a one-thread tokio runtime
         # (tokio reads TOKIO_WORKER_THREADS), to see what two workers cost on two shared cores.
         holdfast-1w)
             HOLDFAST_ENV="${HOLDFAST_ENV:-} TOKIO_WORKER_THREADS=1" \
-                start_holdfast "$BIN" "${PORT[$server]}" --keepalive-requests "$KEEPALIVE_REQUESTS"
+                start_holdfast "$BIN" "${PORT[$server]}" --keepalive-requests "$KEEPALIVE_REQUESTS" "${HOLDFAST_TLS[@]}"
             ;;
-        nginx) start_nginx "${PORT[$server]}" "keepalive_requests $KEEPALIVE_REQUESTS;" ;;
+        nginx)
+            if [ "$TLS" = 1 ]; then
+                # lib.sh's config with its one listener made TLS.
+                dir="$WORK/nginx-${PORT[$server]}"
+                nginx_conf "$dir" "${PORT[$server]}" "keepalive_requests $KEEPALIVE_REQUESTS;"
+                sed -i "s|listen 127.0.0.1:${PORT[$server]};|listen 127.0.0.1:${PORT[$server]} $NGINX_LISTEN_TLS|" \
+                    "$dir/nginx.conf"
+                launch_nginx "$dir" "${PORT[$server]}"
+            else
+                start_nginx "${PORT[$server]}" "keepalive_requests $KEEPALIVE_REQUESTS;"
+            fi
+            ;;
     esac
     PID[$server]=$SERVER_PID
 done
@@ -91,13 +140,13 @@ run_client() {
     if [ "$client" = wrk ]; then
         [ "$mode" = close ] && header=(-H 'Connection: close')
         { time wrk -t"$THREADS" -c"$CONNS" -d"$duration" --latency "${header[@]}" \
-            "http://127.0.0.1:${PORT[$server]}/healthz" >"$WORK/client.out"; } 2>"$WORK/client.time"
+            "$SCHEME://127.0.0.1:${PORT[$server]}/healthz" >"$WORK/client.out"; } 2>"$WORK/client.time"
     else
         n=$REQUESTS
         [ "$mode" = close ] && n=$CLOSE_REQUESTS
         # A short warm-up run (like wrk's) is the caller's; this one is measured.
         { time "$BIN" bench keepalive --json --server "127.0.0.1:${PORT[$server]}" --modes "$mode" \
-            --requests "$n" --concurrency "$CONNS" --threads "$THREADS" >"$WORK/client.out"; } 2>"$WORK/client.time" ||
+            --requests "$n" --concurrency "$CONNS" --threads "$THREADS" "${BENCH_TLS[@]}" >"$WORK/client.out"; } 2>"$WORK/client.time" ||
             true
     fi
     w1=$EPOCHREALTIME
@@ -153,6 +202,7 @@ for rep in $(seq "$REPS"); do
 done
 
 echo
+[ "$TLS" = 1 ] && echo "over TLS (ECDSA P-256; close: a new connection and a full handshake per request)"
 echo "summary (medians of $REPS; -c$CONNS -t$THREADS; wrk -d$DURATION; holdfast bench $REQUESTS keep-alive / $CLOSE_REQUESTS close requests; keepalive_requests $KEEPALIVE_REQUESTS on both)"
 FMT='%-9s %-11s %-9s %10s %8s %8s %6s\n'
 # shellcheck disable=SC2059

@@ -85,10 +85,12 @@ free_port() {
 # Resident set size of one process in KiB (Rss of /proc/PID/smaps_rollup).
 rss_kb() { awk '/^Rss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
 
-# Waits (up to $2 s, default 10) until http://127.0.0.1:$1/healthz answers 200.
+# Waits (up to $2 s, default 10) until http://127.0.0.1:$1/healthz answers 200; with SCHEME=https
+# and CACERT=FILE, https:// checked against that CA (keepalive.sh TLS=1).
 wait_healthy() {
-    local deadline=$((SECONDS + ${2:-10}))
-    until curl -fs -o /dev/null "http://127.0.0.1:$1/healthz"; do
+    local deadline=$((SECONDS + ${2:-10})) tls=()
+    [ "${SCHEME:-http}" = https ] && tls=(--cacert "$CACERT")
+    until curl -fs "${tls[@]}" -o /dev/null "${SCHEME:-http}://127.0.0.1:$1/healthz"; do
         [ "$SECONDS" -lt "$deadline" ] || die "nothing answers on port $1"
         sleep 0.1
     done

@@ -74,6 +74,27 @@
 //! message took. About 5 KB (SSE) and 9 KB (WebSocket) of client memory per subscription at
 //! 10,000 in one process. Polls and publishes go through a reqwest client: one per publisher and
 //! per polling subscriber, unless they are given one shared [`HttpPool`].
+//!
+//! # TLS
+//!
+//! Name a server `https://host:port` and every path speaks TLS: publishes and polls, the SSE and
+//! NDJSON streams, WebSocket (as `wss://`). rustls with the ring provider, ALPN `http/1.1`. The
+//! server's certificate is checked against the web PKI (Mozilla's roots, compiled in) unless
+//! [`TlsOptions`] say otherwise; a private CA is added from PEM:
+//!
+//! ```no_run
+//! # fn demo() -> holdfast_client::Result<()> {
+//! use holdfast_client::{Publisher, Subscriber, TlsOptions};
+//! let tls = TlsOptions::new().root_certificate_pem(std::fs::read("ca.pem").expect("ca.pem"))?;
+//! let publisher = Publisher::builder().server("https://127.0.0.1:7700").tls(&tls).build()?;
+//! let sub = Subscriber::builder().server("https://127.0.0.1:7700").channel("room").tls(&tls).build()?;
+//! # Ok(()) }
+//! ```
+//!
+//! A certificate the client does not trust fails with [`Error::is_tls`]: a publish returns it, a
+//! subscriber yields it and ends (it is configuration, not a passing failure). There is no switch
+//! to skip verification. Over TLS a link also holds rustls's state and buffers (the record being
+//! received, plaintext not yet read): more memory per subscription than the figures above.
 
 mod error;
 mod event;
