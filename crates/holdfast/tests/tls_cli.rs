@@ -167,3 +167,62 @@ async fn without_the_ca_pub_and_sub_fail_at_once_saying_why() {
     .await;
     assert!(!ok && err.contains("--cacert") && err.contains("CERTIFICATE"), "{err}");
 }
+
+/// Runs `holdfast bench keepalive ARGS --json` off the runtime; gives (success, lines by phase).
+async fn bench_keepalive(args: Vec<String>) -> (bool, Vec<serde_json::Value>, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(BIN)
+            .args(["bench", "keepalive", "--json"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run holdfast bench keepalive");
+        let lines = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        (output.status.success(), lines, String::from_utf8_lossy(&output.stderr).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
+fn phase<'a>(lines: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    lines.iter().find(|l| l["phase"] == name).unwrap_or_else(|| panic!("no {name} line in {lines:?}"))
+}
+
+#[tokio::test]
+async fn bench_keepalive_over_tls_checks_the_certificate_and_reports_both_modes() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca).await;
+    let host = format!("127.0.0.1:{}", server.addr.port());
+    let cacert = ca.ca_path().to_str().unwrap().to_string();
+    let common = |extra: &[&str]| {
+        let mut args: Vec<String> = ["--server", &host, "--requests", "120", "--concurrency", "3", "--tls"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    for verify in [vec!["--cacert", cacert.as_str()], vec!["--insecure-skip-verify"]] {
+        let (ok, lines, err) = bench_keepalive(common(&verify)).await;
+        assert!(ok, "{verify:?}: {err} {lines:?}");
+        for mode in ["keepalive", "close"] {
+            let line = phase(&lines, mode);
+            assert_eq!(
+                (line["ok"].as_u64(), line["errors"].as_u64(), line["tls"].as_bool()),
+                (Some(120), Some(0), Some(true)),
+                "{line}"
+            );
+        }
+        // Three connections (three handshakes) for the keep-alive run, and none lost.
+        assert_eq!(phase(&lines, "keepalive")["reconnects"], 0);
+        assert_eq!(phase(&lines, "summary")["tls"], true);
+    }
+    // The default roots (the web PKI) do not trust the test CA: every request fails, saying why.
+    let (ok, lines, _) = bench_keepalive(common(&["--modes", "keepalive"])).await;
+    let line = phase(&lines, "keepalive");
+    assert!(!ok && line["errors"] == 120, "{line}");
+    assert!(line["first_error"].as_str().unwrap().contains("UnknownIssuer"), "{line}");
+}
