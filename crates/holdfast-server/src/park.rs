@@ -1,7 +1,7 @@
 //! The parking lot: idle keep-alive connections live here, outside the tokio runtime.
 //!
 //! An idle connection in tokio costs a task (≥ 256 B cell) plus a reactor slot (256 B) plus the
-//! allocator's rounding (../shared/MEMORY.md measured ≈ 515–1,150 B). Parked, it costs one slot
+//! allocator's rounding (measured ≈ 515–1,150 B in all). Parked, it costs one slot
 //! here (the socket, its connection state, a deadline: under 100 B) and an epoll item in the
 //! kernel. When bytes arrive the socket goes back to tokio in a fresh task; when its deadline
 //! passes it is closed here.
@@ -13,8 +13,9 @@
 //! What it does not own: deciding when to park (the connection loop does, after `park_after`).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
+use std::os::fd::AsRawFd;
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
@@ -23,6 +24,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::handover::Resume;
+use crate::socket::tls::TlsSession;
 use crate::socket::{ConnState, IdleDeadline, StdLink};
 use crate::{CloseReason, Server};
 
@@ -50,6 +52,9 @@ struct Lot {
     /// When the thread will next wake by itself; a park with an earlier deadline wakes it.
     next_wake: Option<Instant>,
     closing: bool,
+    /// On a TLS listener, each parked connection's TLS session by slot: beside the slots, so a
+    /// plain connection's slot does not grow by the pointer.
+    sessions: HashMap<u32, Box<TlsSession>>,
 }
 
 #[derive(Default)]
@@ -59,7 +64,7 @@ struct Slot {
 }
 
 struct Parked {
-    stream: StdLink,
+    stream: std::net::TcpStream,
     conn: ConnState,
     idle: IdleDeadline,
 }
@@ -102,7 +107,7 @@ impl ParkingLot {
                 (lot.slots.len() - 1) as u32
             }
         };
-        let fd = stream.as_raw_fd();
+        let fd = stream.socket.as_raw_fd();
         if let Err(e) = self.shared.registry.register(&mut SourceFd(&fd), Token(index as usize), Interest::READABLE) {
             tracing::warn!(error = %e, "cannot park a connection");
             lot.free.push(index);
@@ -112,7 +117,11 @@ impl ParkingLot {
         slot.generation = slot.generation.wrapping_add(1);
         let generation = slot.generation;
         let at = idle.at;
+        let StdLink { socket: stream, tls } = stream;
         slot.parked = Some(Parked { stream, conn, idle });
+        if let Some(tls) = tls {
+            lot.sessions.insert(index, tls);
+        }
         lot.deadlines.push(Reverse((at, index, generation)));
         let wake_earlier = lot.next_wake.is_none_or(|wake| at < wake);
         drop(lot);
@@ -148,11 +157,12 @@ impl Drop for ParkingLot {
 
 impl Lot {
     /// Takes a parked connection out of its slot and out of the poller.
-    fn take(&mut self, registry: &Registry, index: usize) -> Option<Parked> {
-        let parked = self.slots.get_mut(index)?.parked.take()?;
-        let _ = registry.deregister(&mut SourceFd(&parked.stream.as_raw_fd()));
+    fn take(&mut self, registry: &Registry, index: usize) -> Option<(StdLink, ConnState, IdleDeadline)> {
+        let Parked { stream, conn, idle } = self.slots.get_mut(index)?.parked.take()?;
+        let _ = registry.deregister(&mut SourceFd(&stream.as_raw_fd()));
         self.free.push(index as u32);
-        Some(parked)
+        let tls = if self.sessions.is_empty() { None } else { self.sessions.remove(&(index as u32)) };
+        Some((StdLink { socket: stream, tls }, conn, idle))
     }
 }
 
@@ -193,15 +203,15 @@ fn run(mut poll: Poll, shared: Arc<Shared>, server: Weak<Server>, resume: Resume
         let Some(server) = server.upgrade() else {
             return;
         };
-        for Parked { stream, conn, idle } in ready.drain(..) {
+        for (stream, conn, idle) in ready.drain(..) {
             server.stats.unparked();
             resume(stream, conn, idle);
         }
-        for parked in expired.drain(..) {
+        for (stream, conn, idle) in expired.drain(..) {
             server.stats.unparked();
-            let reason = if closing { CloseReason::Shutdown } else { parked.idle.expiry };
-            drop(parked.stream);
-            server.connection_closed(parked.conn.id, parked.conn.peer, parked.conn.served, reason);
+            let reason = if closing { CloseReason::Shutdown } else { idle.expiry };
+            drop(stream);
+            server.connection_closed(conn.id, conn.peer, conn.served, reason);
         }
         if closing {
             return;

@@ -1,5 +1,6 @@
-//! TLS (`tls_cert`, `tls_key`): HTTP/1.1 keep-alive, SSE, long polls and WebSocket over TLS on
-//! the same code paths as plain text, against curl, Python and a rustls client; connections that
+//! TLS (`tls_cert`, `tls_key`): HTTP/1.1 keep-alive, SSE and long polls over TLS on the same
+//! code paths as plain text, against curl and a rustls client (WebSocket over `wss://`: every
+//! Python `websockets` case and Chromium, in ws_interop.rs); connections that
 //! park and come back; a subscriber that never reads; plain HTTP on the TLS port; the limits per
 //! client before the handshake; a certificate reload (SIGHUP) under load that drops nothing.
 
@@ -7,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use holdfast_testkit::interop::{require, Client};
+use holdfast_testkit::interop::require;
 use holdfast_testkit::tls::{self, TestCa, TlsStream};
 use holdfast_testkit::{TestServer, IO_TIMEOUT};
 use serde_json::Value;
@@ -180,29 +181,6 @@ async fn a_tls_keepalive_connection_parks_comes_back_and_long_polls_are_answered
         assert_eq!(status, 200);
     })
     .await;
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_websockets_over_wss_gets_its_envelopes() {
-    require("python3", "python3", &["--version"]);
-    require("Python websockets (13 or later)", "python3", &["-c", "import websockets.asyncio.client"]);
-    let ca = TestCa::new();
-    let mut server = tls_server(&ca, |_| {}).await;
-    let mut command = Command::new("python3");
-    command.args(["ws_client.py", "envelopes", &https(&server, ""), "wss-envelopes"]);
-    // Python's default TLS context (urllib and websockets alike) trusts this file.
-    command.env("SSL_CERT_FILE", ca.ca_path());
-    let mut client = Client::spawn(command);
-    let report = client.next(IO_TIMEOUT * 2).await;
-    client.finish().await;
-    let frames = report["frames"].as_array().unwrap_or_else(|| panic!("{report}"));
-    assert_eq!(frames.len(), 3, "{report}");
-    for (frame, id) in frames.iter().zip(report["published"].as_array().unwrap()) {
-        let envelope: Value = serde_json::from_str(frame["text"].as_str().unwrap()).unwrap();
-        assert_eq!(&envelope["id"], id, "{report}");
-        assert_eq!(envelope["channel"], "wss-envelopes");
-    }
     server.stop().await;
 }
 

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use holdfast_testkit::interop::{browser_command, cors_pages, require, Client, Reports};
+use holdfast_testkit::tls::TestCa;
 use holdfast_testkit::{TestServer, IO_TIMEOUT};
 use serde_json::{json, Value};
 
@@ -27,13 +28,107 @@ async fn python_report(args: &[&str]) -> Value {
     report
 }
 
-/// `ws_client.py CASE ARGS…` (Python `websockets`, asyncio API).
-async fn websockets_client(args: &[&str]) -> Value {
+/// `ws_client.py CASE ARGS…` (Python `websockets`, asyncio API); over TLS when `ca` is given
+/// (the base URLs are then `https://`, which the script turns into `wss://`).
+async fn websockets_client(args: &[&str], ca: Option<&TestCa>) -> Value {
     require("python3", "python3", &["--version"]);
     require("Python websockets (13 or later)", "python3", &["-c", "import websockets.asyncio.client"]);
-    let mut all = vec!["ws_client.py"];
-    all.extend_from_slice(args);
-    python_report(&all).await
+    let mut command = Command::new("python3");
+    command.arg("ws_client.py").args(args);
+    if let Some(ca) = ca {
+        // Python's default TLS context (urllib and websockets alike) trusts this file.
+        command.env("SSL_CERT_FILE", ca.ca_path());
+    }
+    let mut client = Client::spawn(command);
+    let report = client.next(PYTHON_REPORT).await;
+    client.finish().await;
+    report
+}
+
+/// A server for the Python cases: plain, or TLS with a throw-away CA. Every case runs both ways:
+/// WebSocket over `wss://` must behave as over `ws://`.
+struct PyServer {
+    server: TestServer,
+    ca: Option<std::sync::Arc<TestCa>>,
+}
+
+impl PyServer {
+    async fn start(tls: bool, configure: impl FnOnce(&mut holdfast_server::Config)) -> PyServer {
+        PyServer::start_with(tls.then(|| std::sync::Arc::new(TestCa::new())), configure).await
+    }
+
+    /// A second server with the same certificate (one CA for a script that talks to both).
+    async fn beside(other: &PyServer, configure: impl FnOnce(&mut holdfast_server::Config)) -> PyServer {
+        PyServer::start_with(other.ca.clone(), configure).await
+    }
+
+    async fn start_with(
+        ca: Option<std::sync::Arc<TestCa>>,
+        configure: impl FnOnce(&mut holdfast_server::Config),
+    ) -> PyServer {
+        let files = ca.as_ref().map(|ca| (ca.cert_path().display().to_string(), ca.key_path().display().to_string()));
+        let server = TestServer::start(move |config| {
+            if let Some((cert, key)) = files {
+                config.tls_cert = cert;
+                config.tls_key = key;
+            }
+            configure(config);
+        })
+        .await;
+        PyServer { server, ca }
+    }
+
+    /// The base URL the script gets (`http://…` or `https://…`).
+    fn base(&self) -> String {
+        match self.ca {
+            None => self.server.url(""),
+            Some(_) => format!("https://localhost:{}", self.server.addr.port()),
+        }
+    }
+
+    async fn client(&self, case: &str, args: &[&str]) -> Value {
+        let base = self.base();
+        let mut all = vec![case, &base];
+        all.extend_from_slice(args);
+        websockets_client(&all, self.ca.as_deref()).await
+    }
+
+    /// `GET /admin/stats`, over TLS when the server speaks it.
+    async fn stats(&self) -> Value {
+        match &self.ca {
+            None => self.server.stats().await,
+            Some(ca) => {
+                let (addr, ca_pem) = (self.server.addr, ca.ca_pem());
+                tokio::task::spawn_blocking(move || {
+                    let mut stream = holdfast_testkit::tls::connect(addr, &ca_pem).expect("TLS connect");
+                    let request = b"GET /admin/stats HTTP/1.1\r\nHost: localhost\r\n\r\n";
+                    let (_, _, body) = holdfast_testkit::tls::exchange(&mut stream, request).expect("stats");
+                    serde_json::from_slice::<Value>(&body).expect("stats JSON")
+                })
+                .await
+                .unwrap()
+            }
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.server.stop().await;
+    }
+}
+
+/// Two tests from one case: over `ws://` and over `wss://`.
+macro_rules! plain_and_tls {
+    ($case:ident: $plain:ident, $tls:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $plain() {
+            $case(false).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $tls() {
+            $case(true).await
+        }
+    };
 }
 
 /// A field of a report that is a string.
@@ -47,10 +142,11 @@ fn envelope(frame: &Value) -> Value {
     serde_json::from_str(text(frame, "/text")).unwrap_or_else(|e| panic!("not JSON ({e}): {frame}"))
 }
 
-#[tokio::test]
-async fn python_websockets_gets_json_envelopes_with_the_publish_ids() {
-    let mut server = TestServer::start(|_| {}).await;
-    let report = websockets_client(&["envelopes", &server.url(""), "py-envelopes"]).await;
+plain_and_tls!(envelopes_case: python_websockets_gets_json_envelopes_with_the_publish_ids, python_websockets_over_wss_gets_json_envelopes_with_the_publish_ids);
+
+async fn envelopes_case(tls: bool) {
+    let mut server = PyServer::start(tls, |_| {}).await;
+    let report = server.client("envelopes", &["py-envelopes"]).await;
     let published = report["published"].as_array().unwrap();
     let frames = report["frames"].as_array().unwrap();
     assert_eq!(frames.len(), 3, "{report}");
@@ -65,20 +161,22 @@ async fn python_websockets_gets_json_envelopes_with_the_publish_ids() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn python_websockets_raw_format_sends_text_and_binary_frames() {
-    let mut server = TestServer::start(|_| {}).await;
-    let report = websockets_client(&["raw", &server.url(""), "py-raw"]).await;
+plain_and_tls!(raw_case: python_websockets_raw_format_sends_text_and_binary_frames, python_websockets_over_wss_raw_format_sends_text_and_binary_frames);
+
+async fn raw_case(tls: bool) {
+    let mut server = PyServer::start(tls, |_| {}).await;
+    let report = server.client("raw", &["py-raw"]).await;
     let frames = &report["frames"];
     assert_eq!(frames[0], json!({"kind": "text", "text": "h\u{e9}llo \u{2713} \u{1f600}"}), "UTF-8: {report}");
     assert_eq!(frames[1], json!({"kind": "binary", "hex": "ff00"}), "not UTF-8: {report}");
     server.stop().await;
 }
 
-#[tokio::test]
-async fn python_websockets_resumes_exactly_after_its_cursor() {
-    let mut server = TestServer::start(|_| {}).await;
-    let report = websockets_client(&["resume", &server.url(""), "py-resume"]).await;
+plain_and_tls!(resume_case: python_websockets_resumes_exactly_after_its_cursor, python_websockets_over_wss_resumes_exactly_after_its_cursor);
+
+async fn resume_case(tls: bool) {
+    let mut server = PyServer::start(tls, |_| {}).await;
+    let report = server.client("resume", &["py-resume"]).await;
     let published: Vec<&str> = report["published"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(published.len(), 7, "{report}");
     let first: Vec<&str> = report["first"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
@@ -93,11 +191,12 @@ async fn python_websockets_resumes_exactly_after_its_cursor() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn python_websockets_client_ops() {
-    let mut open = TestServer::start(|c| c.ws_client_publish = true).await;
-    let mut closed = TestServer::start(|c| c.ws_client_publish = false).await;
-    let report = websockets_client(&["ops", &open.url(""), &closed.url(""), "ops"]).await;
+plain_and_tls!(ops_case: python_websockets_client_ops, python_websockets_over_wss_client_ops);
+
+async fn ops_case(tls: bool) {
+    let mut open = PyServer::start(tls, |c| c.ws_client_publish = true).await;
+    let mut closed = PyServer::beside(&open, |c| c.ws_client_publish = false).await;
+    let report = websockets_client(&["ops", &open.base(), &closed.base(), "ops"], open.ca.as_deref()).await;
 
     assert_eq!(report["pong"], json!({"op": "pong"}), "{report}");
     assert_eq!(report["subscribed"]["op"], "subscribed", "{report}");
@@ -141,15 +240,16 @@ async fn python_websockets_client_ops() {
     closed.stop().await;
 }
 
-#[tokio::test]
-async fn python_websockets_answers_server_pings_and_stays_open_while_quiet() {
+plain_and_tls!(heartbeat_case: python_websockets_answers_server_pings_and_stays_open_while_quiet, python_websockets_over_wss_answers_server_pings_and_stays_open_while_quiet);
+
+async fn heartbeat_case(tls: bool) {
     // The timeout is shorter than the quiet spell: only the library's pongs keep it open.
-    let mut server = TestServer::start(|c| {
+    let mut server = PyServer::start(tls, |c| {
         c.heartbeat_interval = Duration::from_millis(200);
         c.heartbeat_timeout = Duration::from_millis(600);
     })
     .await;
-    let report = websockets_client(&["heartbeat", &server.url(""), "py-heartbeat", "1.5"]).await;
+    let report = server.client("heartbeat", &["py-heartbeat", "1.5"]).await;
     assert_eq!(report["received_while_quiet"], json!([]), "{report}");
     assert_eq!(report["state"], "OPEN", "open after 1.5 s (7 intervals) of no messages: {report}");
     let pings = report["pings"].as_array().unwrap();
@@ -401,14 +501,15 @@ async fn chromium_websocket_cross_origin_needs_cors_origins() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn python_websockets_negotiates_deflate_and_both_sides_compress() {
-    let mut server = TestServer::start(|c| {
+plain_and_tls!(deflate_case: python_websockets_negotiates_deflate_and_both_sides_compress, python_websockets_over_wss_negotiates_deflate_and_both_sides_compress);
+
+async fn deflate_case(tls: bool) {
+    let mut server = PyServer::start(tls, |c| {
         c.ws_deflate = true;
         c.ws_client_publish = true;
     })
     .await;
-    let report = websockets_client(&["deflate", &server.url(""), "py-deflate"]).await;
+    let report = server.client("deflate", &["py-deflate"]).await;
     assert_eq!(report["extensions"], json!(["permessage-deflate"]), "{report}");
     let agreed = json!({"server_no_context_takeover": true, "client_no_context_takeover": true});
     assert_eq!(report["agreed"], agreed, "{report}");

@@ -87,7 +87,8 @@ async fn drive(stream: &mut TaskLink, server: &Server, conn: &mut ConnState, mut
                 // is part of every connection's, and stays smaller without it).
                 Idle::Readable => server.stats.received(buf.len()),
                 Idle::PeerClosed => return End::Close { reason: CloseReason::PeerClosed, linger: false },
-                Idle::PlainHttp => return refuse_plain_http(stream, server).await,
+                // Boxed, as the exchange is: the idle connection's future stays small.
+                Idle::PlainHttp => return Box::pin(refuse_plain_http(stream, server)).await,
                 Idle::Park => return End::Park(idle),
                 Idle::Expired => return End::Close { reason: idle.expiry, linger: false },
                 Idle::Draining => return End::Close { reason: CloseReason::Shutdown, linger: false },
@@ -145,8 +146,10 @@ async fn wait_idle(stream: &mut TaskLink, server: &Server, idle: IdleDeadline, b
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => *buf = BytesMut::new(),
                     Err(e) if crate::socket::tls::is_plain_http(&e) => return Idle::PlainHttp,
                     Err(e) => {
+                        // A failed handshake (no common version or cipher, a client that does
+                        // not trust the certificate) is worth a line when debugging a setup.
                         if stream.tls.is_some() {
-                            tracing::debug!(error = %e, "TLS handshake failed");
+                            tracing::debug!(error = %e, "TLS handshake or read failed");
                         }
                         return Idle::PeerClosed;
                     }

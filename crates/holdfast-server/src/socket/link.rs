@@ -7,7 +7,6 @@
 //! Plain connections pay 8 bytes (the empty `Option<Box<_>>`); TLS state lives behind the box.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -24,12 +23,6 @@ pub(crate) struct Link<S> {
 pub(crate) type TaskLink = Link<tokio::net::TcpStream>;
 /// A connection held by a push shard or the parking lot (non-blocking, polled with mio).
 pub(crate) type StdLink = Link<std::net::TcpStream>;
-
-impl<S: AsRawFd> Link<S> {
-    pub fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-}
 
 /// A push shard's view of a subscriber's connection for one operation: its socket and, on a TLS
 /// listener, its session (which the shard keeps beside the slot, so a plain subscriber's slot
