@@ -298,8 +298,9 @@ async fn connection_future_stays_small() {
     // The per-connection task is what an active or briefly idle connection costs; parked ones cost
     // a slot in the lot instead. This bound is here so a refactor cannot silently grow it.
     let size = holdfast_server::connection_future_size().await;
-    // Measured 672 B (tokio 1.x, rustc 1.95); the bound leaves room for one small field.
-    assert!(size <= 768, "connection future is {size} B");
+    // Measured 768 B before TLS and 784 B with it (the connection's TLS session pointer, held by
+    // the task and its loop); tokio 1.x, rustc 1.95, debug build. The bound leaves one small field.
+    assert!(size <= 800, "connection future is {size} B");
 }
 
 async fn wait_until<F, Fut>(mut condition: F)
