@@ -35,8 +35,9 @@ ENV HOLDFAST_LISTEN=0.0.0.0:7700
 # Numeric, so a runtime that checks runAsNonRoot can see it is not root.
 USER 10001:10001
 EXPOSE 7700
-# SIGTERM drains (idle connections closed at once, in-flight requests finished, held long polls
-# answered) within `shutdown_timeout` (10 s by default): give `docker stop` more than that,
+# SIGTERM drains (/healthz 503, idle connections closed at once, in-flight requests finished, held
+# long polls answered, streams closed spread over `drain_seconds`) within `shutdown_timeout` (15 s
+# by default): give `docker stop` more than that,
 # `docker stop -t 20` or `stop_grace_period: 20s` in compose (Docker's own default is 10 s).
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -69,6 +69,9 @@ pub struct Config {
     pub tcp_keepalive_count: u32,
     /// Bound on a graceful shutdown: after it, the remaining connections are dropped.
     pub shutdown_timeout: Duration,
+    /// A graceful drain closes the streaming subscribers spread over this long (so their
+    /// reconnects onto other nodes come as a flat wave); 0 = all at once. See [`Config::drain_spread`].
+    pub drain_seconds: Duration,
     /// Serve `/_conformance/echo` (tests and conformance suites only).
     pub enable_conformance_echo: bool,
     /// How long a long poll is held before it answers with an empty list.
@@ -165,6 +168,13 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// How long a graceful drain spreads the closes of streaming subscribers over:
+    /// `drain_seconds`, at most four fifths of `shutdown_timeout`, so the last fifth is left for
+    /// the last notices to go out and the peers to close before the bound drops what is left.
+    pub fn drain_spread(&self) -> Duration {
+        self.drain_seconds.min(self.shutdown_timeout.mul_f64(0.8))
+    }
+
     /// The parser limits that follow from this configuration.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -291,6 +301,7 @@ impl Default for Config {
             tcp_keepalive_interval: Duration::ZERO,
             tcp_keepalive_count: 0,
             shutdown_timeout: Duration::ZERO,
+            drain_seconds: Duration::ZERO,
             enable_conformance_echo: false,
             longpoll_timeout: Duration::ZERO,
             heartbeat_interval: Duration::ZERO,
@@ -480,7 +491,14 @@ pub const KEYS: &[Key] = &[
         parse_count_u32,
         "TCP keepalive: unanswered probes before the connection is dropped"
     ),
-    key!(shutdown_timeout, "10s", parse_duration, "bound on a graceful shutdown (SIGTERM/SIGINT)"),
+    // Above `drain_seconds`, so the default spread is whole and the last closes have time to flush.
+    key!(shutdown_timeout, "15s", parse_duration, "bound on a graceful shutdown (SIGTERM/SIGINT, POST /admin/drain)"),
+    key!(
+        drain_seconds,
+        "10s",
+        parse_duration,
+        "a drain closes streaming subscribers spread over this long (at most 4/5 of shutdown_timeout); 0 = all at once"
+    ),
     key!(enable_conformance_echo, "false", parse_bool, "serve POST /_conformance/echo (testing only)"),
     key!(longpoll_timeout, "30s", parse_duration, "how long a long poll is held before an empty answer"),
     key!(heartbeat_interval, "25s", parse_duration, "heartbeat period on streaming transports"),

@@ -21,6 +21,7 @@
 //! wire          each streaming format's framing and notices; a socket's pending bytes
 //! socket        ConnState, idle deadlines, close reasons, socket I/O with deadlines
 //! limits        limits per client IP: the table of clients, token buckets, trusted proxies
+//! drain         a graceful drain's arithmetic: each subscriber's close time, the jitters
 //! stats, recent_closes, config, response, query, origin (what an Origin is; cors_origins entries)
 //! ```
 //!
@@ -46,6 +47,7 @@ mod auth;
 pub mod config;
 mod conn;
 mod cors;
+mod drain;
 mod handover;
 mod histogram;
 mod limits;
@@ -108,6 +110,9 @@ pub(crate) struct Server {
     pub drain_started: Notify,
     /// Wakes the drain when the last connection closes.
     all_closed: Notify,
+    /// `POST /admin/drain` asks `run` to drain as a signal would (a stored permit: asked before
+    /// `run` waits on it still counts).
+    drain_requested: Notify,
     next_connection_id: AtomicU64,
     pub parking: park::ParkingLot,
     pub broker: Arc<dyn Broker>,
@@ -179,6 +184,7 @@ impl Server {
             draining: AtomicBool::new(false),
             drain_started: Notify::new(),
             all_closed: Notify::new(),
+            drain_requested: Notify::new(),
             next_connection_id: AtomicU64::new(1),
             started: Instant::now(),
             auth,
@@ -194,6 +200,11 @@ impl Server {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts the same graceful drain as SIGTERM (`POST /admin/drain`); `run` returns when it ends.
+    pub fn request_drain(&self) {
+        self.drain_requested.notify_one();
     }
 
     pub fn next_connection_id(&self) -> u64 {
@@ -267,9 +278,12 @@ fn resume_in(runtime: tokio::runtime::Handle, server: &Arc<Server>) -> handover:
     })
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes, then drains: stops accepting, closes idle
-/// connections at once, lets in-flight requests finish (their responses say `Connection: close`)
-/// and returns when every connection is closed or `config.shutdown_timeout` has passed.
+/// Serves HTTP on `listener` until `shutdown` completes (or `POST /admin/drain` asks), then drains:
+/// `/healthz` answers 503 and new subscriptions 503 with `Retry-After` (the listener stays open so
+/// load balancers hear it), idle connections close at once, in-flight requests finish (their
+/// responses say `Connection: close`), held long polls are answered, streaming subscribers are
+/// closed spread over `drain_seconds`, and `run` returns when every connection is closed or
+/// `config.shutdown_timeout` has passed.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     config::validate(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let server = Server::new(config)?;
@@ -293,8 +307,15 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     };
     let expiry = tokio::spawn(expire_history(Arc::downgrade(&server)));
     let feed = tokio::spawn(admin_feed::run(Arc::downgrade(&server)));
-    listener::accept_loop(listener, &server, shutdown).await;
-    drain(&server).await;
+    let drained = async {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = server.drain_requested.notified() => tracing::info!("POST /admin/drain: draining"),
+        }
+        drain(&server).await;
+    };
+    // The listener stays open through the drain: health checks get their 503 until the end.
+    listener::accept_loop(listener, &server, drained).await;
     expiry.abort();
     feed.abort();
     if let Some(reload) = reload {
@@ -325,8 +346,12 @@ async fn drain(server: &Arc<Server>) {
     server.draining.store(true, Ordering::Release);
     server.drain_started.notify_waiters();
     server.parking.drain();
-    server.push.drain();
-    tracing::info!(open = server.stats.connections_open(), "draining");
+    let spread = server.config.drain_spread();
+    if spread < server.config.drain_seconds {
+        tracing::warn!(drain_seconds = ?server.config.drain_seconds, ?spread, "drain_seconds is capped at 4/5 of shutdown_timeout");
+    }
+    server.push.drain(spread);
+    tracing::info!(open = server.stats.connections_open(), ?spread, "draining");
     loop {
         let all_closed = server.all_closed.notified();
         tokio::pin!(all_closed);

@@ -23,14 +23,16 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long a refused (503, 429) connection lingers for its request bytes before closing.
 const REFUSE_LINGER: Duration = Duration::from_millis(500);
 
-pub(crate) async fn accept_loop(listener: TcpListener, server: &Arc<Server>, shutdown: impl Future<Output = ()>) {
+/// Accepts connections until `until` completes (in `run`: the end of the drain, so the listener
+/// answers health checks with 503 while the node drains), then closes the listener.
+pub(crate) async fn accept_loop(listener: TcpListener, server: &Arc<Server>, until: impl Future<Output = ()>) {
     configure_socket(SockRef::from(&listener), &server.config);
-    tokio::pin!(shutdown);
+    tokio::pin!(until);
     let mut exhausted_since: Option<std::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = &mut shutdown => return,
+            _ = &mut until => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -47,7 +49,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, server: &Arc<Server>, shu
                 }
                 tokio::select! {
                     biased;
-                    _ = &mut shutdown => return,
+                    _ = &mut until => return,
                     _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
                 }
             }

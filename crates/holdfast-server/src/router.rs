@@ -29,7 +29,9 @@ pub(crate) enum Route {
     Subscribe,
     /// `OPTIONS` on a CORS-enabled path.
     Preflight,
-    /// `POST /admin/disconnect?channel=NAME`: close that channel's streaming subscribers.
+    /// `POST /admin/disconnect?channel=NAME`: close that channel's streaming subscribers; and
+    /// `POST /admin/drain`: drain the node. Both act on streams with the same access rule (the
+    /// `admin` claim), so they share the route; [`respond`] tells them apart by path.
     AdminDisconnect,
     /// `GET /admin/connections`: answered in the connection task (it asks the push shards).
     AdminConnections,
@@ -96,12 +98,12 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
         "/admin/stats" if get_or_head => Route::AdminStats,
         "/metrics" if get_or_head => Route::Metrics,
         "/healthz" | "/admin/stats" | "/metrics" => Route::MethodNotAllowed(GET_HEAD),
-        "/admin/disconnect" if method == Method::Post => Route::AdminDisconnect,
+        "/admin/disconnect" | "/admin/drain" if method == Method::Post => Route::AdminDisconnect,
         "/admin/connections" if get_or_head => Route::AdminConnections,
         "/admin/connections" => Route::MethodNotAllowed(GET_HEAD),
         "/admin/events" if method == Method::Get => Route::AdminEvents,
         "/admin/events" => Route::MethodNotAllowed("GET"),
-        "/admin/disconnect" => Route::MethodNotAllowed("POST"),
+        "/admin/disconnect" | "/admin/drain" => Route::MethodNotAllowed("POST"),
         "/_conformance/echo" if server.config.enable_conformance_echo => match method {
             Method::Post => Route::Echo,
             Method::Get if holdfast_proto::ws::handshake::is_upgrade_request(head) => Route::EchoWebSocket,
@@ -113,6 +115,9 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
 
 pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, server: &Server) -> Response {
     match route {
+        Route::Healthz if server.is_draining() => {
+            draining_refusal(server, "this node is draining; send traffic elsewhere")
+        }
         Route::Healthz => Response::new(200, "text/plain; charset=utf-8", &b"ok\n"[..]),
         Route::AdminStats => admin_stats(server),
         Route::Metrics => crate::metrics::render(server, head),
@@ -131,6 +136,7 @@ pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, serve
             cors::allowed_origin(head, &server.config).as_deref(),
         ),
         Route::Preflight => cors::preflight(head, &server.config),
+        Route::AdminDisconnect if head.path() == "/admin/drain" => admin_drain(server),
         Route::AdminDisconnect => admin_disconnect(head, server),
         // Answered in conn::exchange (they wait on transports or shards); never routed here.
         Route::Subscribe | Route::AdminConnections | Route::AdminEvents | Route::EchoWebSocket => {
@@ -198,6 +204,33 @@ pub(crate) async fn admin_connections(server: &Server) -> Response {
         }),
     )
     .with_header("Cache-Control", "no-store")
+}
+
+/// 503 `draining` with a `Retry-After` spread over the drain (`/healthz`, and new subscriptions
+/// while the node drains): load balancers take the node out, clients come back elsewhere.
+pub(crate) fn draining_refusal(server: &Server, reason: &str) -> Response {
+    let retry_after = crate::drain::retry_after_secs(server.config.drain_spread());
+    Response::error(503, "draining", reason).with_header("Retry-After", retry_after.to_string())
+}
+
+/// `POST /admin/drain`: the graceful drain SIGTERM starts (`run` returns when it ends; `holdfast
+/// serve` exits). Asking again while it drains changes nothing.
+fn admin_drain(server: &Server) -> Response {
+    let already = server.is_draining();
+    if !already {
+        server.request_drain();
+    }
+    let spread = server.config.drain_spread();
+    Response::json(
+        202,
+        &serde_json::json!({
+            "draining": true,
+            "already": already,
+            "drain_seconds": spread.as_secs_f64(),
+            "shutdown_timeout_seconds": server.config.shutdown_timeout.as_secs_f64(),
+            "connections_open": server.stats.connections_open(),
+        }),
+    )
 }
 
 fn admin_disconnect(head: &RequestHead, server: &Server) -> Response {

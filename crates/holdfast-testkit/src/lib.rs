@@ -70,7 +70,9 @@ impl TestServer {
     }
 
     fn serve(listener: TcpListener, configure: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config::default();
+        // Tests drain at once unless they ask for a spread (tests/drain.rs): most stop the server
+        // midway and wait on the closes.
+        let mut config = Config { drain_seconds: Duration::ZERO, ..Config::default() };
         configure(&mut config);
         let addr = listener.local_addr().expect("local_addr");
         let (tx, rx) = oneshot::channel();

@@ -123,10 +123,13 @@ enum Idle {
 /// for that read and given back if it finds nothing. That read is the request's first read, so
 /// checking costs no extra system call.
 async fn wait_idle(stream: &mut TaskLink, server: &Server, idle: IdleDeadline, buf: &mut BytesMut) -> Idle {
+    // A connection opened during a drain still gets its first request answered (a load
+    // balancer's health check must hear the 503); only idle keep-alive connections close.
+    let closes_on_drain = !matches!(idle.expiry, CloseReason::HeaderTimeout);
     let draining = server.drain_started.notified();
     tokio::pin!(draining);
     draining.as_mut().enable();
-    if server.is_draining() {
+    if closes_on_drain && server.is_draining() {
         return Idle::Draining;
     }
     let park_at = std::time::Instant::now() + server.config.park_after;
@@ -135,7 +138,7 @@ async fn wait_idle(stream: &mut TaskLink, server: &Server, idle: IdleDeadline, b
     loop {
         tokio::select! {
             biased;
-            _ = &mut draining => return Idle::Draining,
+            _ = &mut draining, if closes_on_drain => return Idle::Draining,
             // (`poll_read_ready` rather than `readable()`: an 8 B future instead of 152 B.)
             _ = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 buf.reserve(READ_CHUNK);
@@ -228,6 +231,15 @@ async fn exchange(stream: &mut TaskLink, server: &Server, conn: &mut ConnState, 
             conn.token_deadline = grants.as_ref().map_or(0, |g| g.deadline);
             match route {
                 Route::EchoWebSocket => return echo_websocket(stream, server, &head, buf).await,
+                // A draining node takes no new subscriber (any transport, WebSocket upgrades too):
+                // 503 with `Retry-After`, so the client reconnects elsewhere.
+                Route::Subscribe | Route::AdminEvents if server.is_draining() => crate::cors::decorate(
+                    router::draining_refusal(
+                        server,
+                        "this node is draining; subscribe again (to another node) after Retry-After",
+                    ),
+                    crate::cors::allowed_origin(&head, &server.config).as_deref(),
+                ),
                 Route::Subscribe | Route::AdminEvents => {
                     match subscribe(stream, server, &head, route, buf, conn.served, grants).await {
                         Subscribed::Answer(response) => response,

@@ -96,7 +96,8 @@ struct Inbox {
     queries: Vec<tokio::sync::oneshot::Sender<Vec<SubscriberInfo>>>,
     /// WebSocket op answers that waited on a network broker: (slot, connection id, outcome).
     deferred: Vec<(usize, u64, websocket::Deferred)>,
-    draining: bool,
+    /// A graceful drain began: close every subscriber, spread over this long.
+    drain: Option<Duration>,
 }
 
 impl PushHub {
@@ -170,10 +171,13 @@ impl PushHub {
         all
     }
 
-    /// Sends every subscriber a final notice and closes it (graceful shutdown).
-    pub fn drain(&self) {
+    /// Graceful shutdown: held long polls are answered and waiting long-poll connections closed
+    /// at once; every streaming subscriber gets its final notice and is closed at a moment of
+    /// its own within `spread` (see [`crate::drain::close_offsets_ms`]). A shard's thread ends
+    /// when its last subscriber is gone.
+    pub fn drain(&self, spread: Duration) {
         for shard in &self.shards {
-            shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).draining = true;
+            shard.inbox.lock().unwrap_or_else(|e| e.into_inner()).drain = Some(spread);
             let _ = shard.waker.wake();
         }
     }
@@ -181,7 +185,7 @@ impl PushHub {
 
 impl Drop for PushHub {
     fn drop(&mut self) {
-        self.drain();
+        self.drain(Duration::ZERO);
     }
 }
 
@@ -335,6 +339,12 @@ struct Shard {
     /// The shortest heartbeat interval any subscriber here has had: the heartbeat scan runs at a
     /// quarter of it, so a heartbeat goes out within 1.25 intervals of quiet.
     shortest_heartbeat: Duration,
+    /// Set once a graceful drain has begun here: subscribers handed over from then on are
+    /// closed as they arrive, and the thread ends when the last slot is empty.
+    draining: bool,
+    /// During a drain, when each streaming subscriber is to be closed, soonest first (on
+    /// [`clock_ms_at`]'s clock; the tag guards against a slot that changed hands meanwhile).
+    drain_deadlines: std::collections::VecDeque<longpoll::Deadline>,
     /// Compresses messages for permessage-deflate subscribers (each message once).
     deflater: SharedDeflater,
     /// WebSocket ops out on the runtime (waiting on a network broker), by connection id; only
@@ -375,6 +385,8 @@ impl Shard {
             awaiting_deadlines: Default::default(),
             peek_buf: Vec::new(),
             shortest_heartbeat: Duration::MAX,
+            draining: false,
+            drain_deadlines: Default::default(),
             deflater: SharedDeflater::default(),
             deferred_ops: HashMap::new(),
             spare_added: Vec::new(),
@@ -397,7 +409,8 @@ impl Shard {
             let next_input = self.more_input.iter().map(|(_, at)| *at).min();
             let next_longpoll = self.longpoll_deadlines.front().map(|deadline| deadline.due);
             let next_awaiting = self.awaiting_deadlines.front().map(|deadline| deadline.due);
-            if let Some(at) = next_input.into_iter().chain(next_longpoll).chain(next_awaiting).min() {
+            let next_drain = self.drain_deadlines.front().map(|deadline| deadline.due);
+            if let Some(at) = next_input.into_iter().chain(next_longpoll).chain(next_awaiting).chain(next_drain).min() {
                 timeout = timeout.min(Duration::from_millis(at.saturating_sub(clock_ms_at(now))));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -412,17 +425,8 @@ impl Shard {
                 shared.added = std::mem::take(&mut self.spare_added);
                 inbox
             };
-            if inbox.draining {
-                self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner()).draining = true;
-                for index in 0..self.slots.len() {
-                    self.close(&server, index, CloseReason::Shutdown);
-                }
-                for (stream, conn, _) in inbox.added {
-                    drop(stream);
-                    server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::Shutdown);
-                }
-                server.stats.absorb(&mut self.tally);
-                return;
+            if let Some(spread) = inbox.drain.filter(|_| !self.draining) {
+                self.begin_drain(&server, spread);
             }
             for query in inbox.queries {
                 let _ = query.send(self.describe(Instant::now()));
@@ -439,6 +443,10 @@ impl Shard {
                         self.read_input(&server, index);
                     }
                     self.deliver(&server, index, &mut cache, Timing::CatchUp);
+                    // Set up just as the drain began (new subscriptions are refused since).
+                    if self.draining {
+                        self.close(&server, index, CloseReason::Shutdown);
+                    }
                 }
             }
             // A subscriber with a shorter interval than any before brings the next scan forward.
@@ -480,6 +488,7 @@ impl Shard {
             self.read_deferred_input(&server);
             self.expire_longpolls(&server, clock_ms_at(Instant::now()));
             self.expire_awaiting(&server, clock_ms_at(Instant::now()));
+            self.close_drained(&server, clock_ms_at(Instant::now()));
             let now = Instant::now();
             if now >= next_heartbeat_scan {
                 self.heartbeats(&server, now);
@@ -489,6 +498,52 @@ impl Shard {
                 next_heartbeat_scan = now + self.heartbeat_tick(&server);
             }
             server.stats.absorb(&mut self.tally);
+            if self.draining && self.slots.iter().all(Option::is_none) {
+                tracing::debug!(shard = self.id, "push shard drained");
+                return;
+            }
+        }
+    }
+
+    /// The drain begins here: held long polls are answered now (with their cursor), answered
+    /// long polls' connections waiting for their next request are closed now (idle keep-alive
+    /// connections), and every streaming subscriber is given its moment to be closed.
+    fn begin_drain(&mut self, server: &Server, spread: Duration) {
+        self.draining = true;
+        let mut streaming = Vec::new();
+        for index in 0..self.slots.len() {
+            match self.slots[index].as_ref() {
+                Some(sub) if sub.is_longpoll() => self.close(server, index, CloseReason::Shutdown),
+                Some(sub) => streaming.push((index, sub.conn)),
+                None => {}
+            }
+        }
+        let start = clock_ms_at(Instant::now());
+        let offsets = crate::drain::close_offsets_ms(streaming.len(), spread);
+        let mut deadlines: Vec<longpoll::Deadline> = streaming
+            .iter()
+            .zip(offsets)
+            .map(|((index, conn), offset)| longpoll::Deadline::new(start + offset, *index, conn))
+            .collect();
+        deadlines.sort_by_key(|deadline| deadline.due);
+        self.drain_deadlines = deadlines.into();
+        tracing::debug!(shard = self.id, streaming = streaming.len(), ?spread, "push shard draining");
+        // With no spread everyone is due now.
+        self.close_drained(server, start);
+    }
+
+    /// Closes the streaming subscribers whose moment in the drain has come (`shutdown`: the
+    /// notice with their cursor, SSE's jittered `retry:`, WebSocket's 1012).
+    fn close_drained(&mut self, server: &Server, now_ms: u64) {
+        while let Some(deadline) = self.drain_deadlines.front().copied() {
+            if deadline.due > now_ms {
+                return;
+            }
+            self.drain_deadlines.pop_front();
+            let index = deadline.index as usize;
+            if self.slots.get(index).and_then(Option::as_ref).is_some_and(|sub| deadline.is_for(&sub.conn)) {
+                self.close(server, index, CloseReason::Shutdown);
+            }
         }
     }
 
@@ -851,6 +906,11 @@ impl Shard {
             let cursor = sub.cursor();
             let channel = channel.map_or_else(|| channel_list(sub.places.iter().map(|p| &*p.channel)), str::to_string);
             let data = closed_json(reason.label(), &cursor);
+            if matches!(reason, CloseReason::Shutdown) && sub.framing.format == frame::Format::Sse {
+                // Clients closed in the same moment of a drain come back at different moments.
+                let retry_ms = crate::drain::jittered_retry(server.config.sse_retry).as_millis();
+                sub.framing.put_piece(&mut out, format!("retry: {retry_ms}\n\n").as_bytes());
+            }
             sub.framing.put_notice(&mut out, sub.callback(), &channel, &cursor, "holdfast.closed", &data);
             if sub.ws.is_some() {
                 let (code, text) = websocket::close_code(reason);
