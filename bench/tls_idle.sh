@@ -354,7 +354,7 @@ for n in $NS; do
             if [ -z "${PER[$a.$workload.$n]:-}" ] || [ -z "${PER[$b.$workload.$n]:-}" ]; then continue; fi
             # shellcheck disable=SC2086
             x=$(median ${PER[$a.$workload.$n]}) y=$(median ${PER[$b.$workload.$n]})
-            line="$workload N=$n: $a $x B / $b $y B = $(ratio "$x" "$y")"
+            line="$workload N=$n: $a $x B / $b $y B = $(awk -v a="$x" -v b="$y" 'BEGIN { printf "%.3f", (b == 0 ? 0 : a / b) }')"
             if [ "$pair" = "holdfast nginx" ]; then
                 line+="; goal <= 0.25: $(awk -v a="$x" -v b="$y" 'BEGIN { print (a * 4 <= b ? "met" : "MISSED") }')"
             elif [ "$b" = "${a}-plain" ]; then
