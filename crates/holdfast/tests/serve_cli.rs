@@ -343,3 +343,36 @@ fn running_out_of_file_descriptors_neither_crashes_nor_spins() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `POST /admin/drain` drains as SIGTERM does, and the process exits (0) when the drain is over:
+/// the subscriber gets its `shutdown` notice, `/healthz` answers 503 meanwhile.
+#[test]
+fn post_admin_drain_drains_and_exits() {
+    let served = Served::start(holdfast(), &["--drain-seconds", "1"]);
+    let mut subscriber = TcpStream::connect(served.addr).unwrap();
+    subscriber.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    subscriber.write_all(b"GET /sub/cli?transport=stream HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut head = [0u8; 1024];
+    let n = subscriber.read(&mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let asked = served.first_read(b"POST /admin/drain HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert!(asked.starts_with("HTTP/1.1 202"), "{asked}");
+    assert!(served.healthz_head().starts_with("HTTP/1.1 503"));
+    let mut rest = Vec::new();
+    subscriber.read_to_end(&mut rest).unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("holdfast.closed") && rest.contains("shutdown"), "{rest:?}");
+    let mut served = served;
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = served.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no exit within 5 s of the drain's end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let mut stderr = String::new();
+    served.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("POST /admin/drain"), "{stderr}");
+}
