@@ -100,6 +100,8 @@ impl StreamLink {
                 .write_all(request.as_bytes())
                 .await
                 .map_err(|e| Error::connect(format!("GET {url}"), Some(Box::new(e) as _)))?;
+            // TLS keeps records a write could not send yet until flushed (plain TCP: a no-op).
+            socket.flush().await.map_err(|e| Error::connect(format!("GET {url}"), Some(Box::new(e) as _)))?;
             let mut buf = BytesMut::with_capacity(1024);
             let head = loop {
                 if read_some(&mut socket, &mut buf).await? == 0 {

@@ -9,7 +9,9 @@
 //! (one per subscriber, or one shared [`HttpPool`] with `--shared-pool`), and any task the HTTP
 //! stack spawns per connection. They are added `--concurrency` at a time, each batch connected
 //! before the next (so the server's listen backlog never overflows), on distinct channels
-//! (`{prefix}{i}`), then held `--settle` seconds while heartbeats flow, and measured.
+//! (`{prefix}{i}`), then held `--settle` seconds while heartbeats flow, and measured. An
+//! `https://` server makes them TLS links (one `TlsOptions` shared by all; `--cacert` for a
+//! private CA), so rustls's per-connection state and buffers are in the figure.
 //!
 //! Prints a summary table at the end; with `--json`, one JSON line instead: `"phase":"held"` with
 //! `connected`, `reconnects`, `rss_before_kb`, `rss_after_kb`, `bytes_per_subscription`, `fds`
@@ -23,7 +25,10 @@ use std::time::{Duration, Instant};
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use futures_util::stream::SelectAll;
 use futures_util::StreamExt;
-use holdfast_client::{Event, HttpPool, State, Subscriber, Transport};
+use holdfast_client::{
+    Event, HttpPool, State, Subscriber, TlsOptions, Transport, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT,
+    DEFAULT_POOL_MAX_IDLE,
+};
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
@@ -36,7 +41,14 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn command() -> Command {
     let command = Command::new("sdk-memory")
         .about("Hold N SDK subscriptions in this process and report its RSS per subscription")
-        .arg(Arg::new("server").long("server").value_name("URL").required(true).help("http://host:port"))
+        .arg(
+            Arg::new("server")
+                .long("server")
+                .value_name("URL")
+                .required(true)
+                .help("http://host:port or https://host:port"),
+        )
+        .arg(super::super::cacert_arg())
         .arg(
             Arg::new("subscribers")
                 .long("subscribers")
@@ -92,6 +104,13 @@ pub fn run(args: &ArgMatches) -> ExitCode {
         concurrency: *args.get_one::<u64>("concurrency").expect("default"),
         settle: Duration::from_secs_f64(args.get_one::<f64>("settle").expect("default").max(0.0)),
         prefix: args.get_one::<String>("prefix").expect("default").clone(),
+        tls: match super::super::cacert_tls(args) {
+            Ok(tls) => tls,
+            Err(e) => {
+                eprintln!("holdfast bench sdk-memory: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -127,6 +146,8 @@ struct Plan {
     concurrency: u64,
     settle: Duration,
     prefix: String,
+    /// How `https://` servers are checked (`--cacert`).
+    tls: TlsOptions,
 }
 
 /// The subscribers, polled together, and what they reported.
@@ -191,7 +212,10 @@ impl Held {
 /// Holds the subscriptions and measures; the `held` line.
 async fn bench(plan: &Plan, bar: &ProgressBar) -> Result<Value, String> {
     let pool = match plan.shared {
-        true => Some(HttpPool::new().map_err(|e| format!("usage: {e}"))?),
+        true => Some(
+            HttpPool::with_tls(DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_MAX_IDLE, &plan.tls)
+                .map_err(|e| format!("usage: {e}"))?,
+        ),
         false => None,
     };
     let build = |i: u64| {
@@ -199,6 +223,8 @@ async fn bench(plan: &Plan, bar: &ProgressBar) -> Result<Value, String> {
             .server(&plan.server)
             .channel(format!("{}{i}", plan.prefix))
             .transport(plan.transport)
+            // One TlsOptions for all (shared roots and session cache), as an application would.
+            .tls(&plan.tls)
             // No reconnection should happen; if one does, come back fast and count it.
             .backoff(Duration::from_millis(100), Duration::from_secs(2));
         if let Some(pool) = &pool {
