@@ -50,9 +50,10 @@ pub(crate) struct Auth {
 /// What a valid token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Grants {
-    subscribe: Box<[Box<str>]>,
-    publish: Box<[Box<str>]>,
-    admin: bool,
+    // pub(crate): read by `fuzzing`.
+    pub(crate) subscribe: Box<[Box<str>]>,
+    pub(crate) publish: Box<[Box<str>]>,
+    pub(crate) admin: bool,
     /// Unix seconds at which the token expires (`exp`), 0 if it has none; saturates in 2106.
     pub deadline: u32,
 }
@@ -70,7 +71,7 @@ impl Grants {
 }
 
 /// `chat:*` matches every name starting with `chat:`; `*` every name; anything else itself.
-fn matches(pattern: &str, channel: &str) -> bool {
+pub(crate) fn matches(pattern: &str, channel: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => channel.starts_with(prefix),
         None => pattern == channel,
@@ -179,8 +180,16 @@ impl Auth {
                 _ => Rejection::Invalid("the token cannot be verified".into()),
             })?
             .claims;
-        let now = jsonwebtoken::get_current_timestamp() as f64;
-        if claims.nbf.is_some_and(|nbf| nbf > now + NBF_LEEWAY_SECS as f64) {
+        let now = jsonwebtoken::get_current_timestamp();
+        let deadline = claims.exp.map_or(0, |exp| exp.clamp(1.0, f64::from(u32::MAX)) as u32);
+        // The library lets a token through while `exp`, rounded to whole seconds, is not below
+        // now: `exp = now`, or `now - 0.4` rounded up. The connection is closed by `is_expired`
+        // (`now >= deadline`, `exp` truncated), so such a token would be accepted and its stream
+        // closed at once. Judging here by the connection's rule keeps the two the same.
+        if is_expired(deadline, now) {
+            return Err(Rejection::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > (now + NBF_LEEWAY_SECS) as f64) {
             return Err(Rejection::Invalid("the token is not valid yet (nbf)".into()));
         }
         let patterns = |list: Vec<String>| list.into_iter().map(String::into_boxed_str).collect();
@@ -188,7 +197,7 @@ impl Auth {
             subscribe: patterns(claims.channels),
             publish: patterns(claims.publish),
             admin: claims.admin,
-            deadline: claims.exp.map_or(0, |exp| exp.clamp(1.0, f64::from(u32::MAX)) as u32),
+            deadline,
         })
     }
 }
@@ -210,11 +219,12 @@ pub fn load_public_key(path: &str) -> Result<(DecodingKey, AlgorithmFamily), Str
 }
 
 /// The token a request carries: `Authorization: Bearer`, else `?token=`, else the cookie.
-fn token_of(head: &RequestHead) -> Option<Cow<'_, str>> {
+pub(crate) fn token_of(head: &RequestHead) -> Option<Cow<'_, str>> {
     if let Some(value) = head.header("authorization").and_then(|v| std::str::from_utf8(v).ok()) {
         let value = value.trim();
-        // RFC 6750 §2.1: the scheme is case-insensitive.
-        if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") {
+        // RFC 6750 §2.1: the scheme is case-insensitive. `get`, not `[..7]`: a header value may
+        // hold UTF-8 (obs-text), and byte 7 may fall inside a character (a panic, found by fuzzing).
+        if value.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")) {
             return Some(Cow::Borrowed(value[7..].trim()));
         }
     }
@@ -368,6 +378,51 @@ mod tests {
         assert!(is_public_path(Method::Get, "/holdfast.js"));
         assert!(is_public_path(Method::Get, "/"));
         assert!(!is_public_path(Method::Get, "/admin/stats"));
+    }
+
+    fn head(wire: &str) -> RequestHead {
+        let mut buf = bytes::BytesMut::from(wire.as_bytes());
+        holdfast_proto::http1::parse_request(&mut buf, &holdfast_proto::Limits::default()).unwrap().unwrap()
+    }
+
+    /// Fuzz finding (fuzz/seeds/token/regression-bearer-scheme-utf8): a multi-byte character
+    /// across byte 7 of the Authorization value panicked the scheme check.
+    #[test]
+    fn a_non_ascii_authorization_value_is_not_a_bearer_token() {
+        let wire = "GET /sub/a?token=q HTTP/1.1\r\nHost: h\r\nAuthorization: Beareré x\r\n\r\n";
+        assert_eq!(token_of(&head(wire)).as_deref(), Some("q"));
+        let wire = "GET /sub/a HTTP/1.1\r\nHost: h\r\nAuthorization: bEaReR  é.x \r\n\r\n";
+        assert_eq!(token_of(&head(wire)).as_deref(), Some("é.x"));
+    }
+
+    fn hs256(claims: serde_json::Value) -> String {
+        let key = jsonwebtoken::EncodingKey::from_secret(b"s").unwrap();
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    }
+
+    /// Fuzz finding (fuzz/seeds/token/regression-exp-rounded-up): the library rounds `exp` and
+    /// accepts it while not below now, so `exp = now` or `now + 0.6` was accepted at the door
+    /// with a deadline the connection was already past.
+    #[test]
+    fn a_token_is_expired_at_the_door_exactly_when_its_connection_would_be() {
+        let config = Config { jwt_secret: crate::config::Secret::from("s"), ..Config::default() };
+        let auth = Auth::from_config(&config).unwrap().unwrap();
+        // Retried over a second boundary, so `now` is the same second throughout.
+        loop {
+            let now = unix_now();
+            let verdicts = [-0.4, 0.0, 0.6, 2.0]
+                .map(|offset| auth.verify(&hs256(serde_json::json!({ "exp": now as f64 + offset }))));
+            if unix_now() != now {
+                continue;
+            }
+            assert_eq!(verdicts[0], Err(Rejection::Expired));
+            assert_eq!(verdicts[1], Err(Rejection::Expired));
+            assert_eq!(verdicts[2], Err(Rejection::Expired));
+            let grants = verdicts[3].as_ref().unwrap();
+            assert_eq!(u64::from(grants.deadline), now + 2);
+            assert!(!is_expired(grants.deadline, now));
+            break;
+        }
     }
 
     #[test]

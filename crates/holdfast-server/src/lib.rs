@@ -48,6 +48,7 @@ pub mod config;
 mod conn;
 mod cors;
 mod drain;
+pub mod fuzzing;
 mod handover;
 mod histogram;
 mod limits;
