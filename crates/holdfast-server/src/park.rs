@@ -13,7 +13,7 @@
 //! What it does not own: deciding when to park (the connection loop does, after `park_after`).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::AsRawFd;
 
@@ -24,8 +24,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::handover::Resume;
-use crate::socket::tls::TlsSession;
-use crate::socket::{ConnState, IdleDeadline, StdLink};
+use crate::socket::{ConnState, IdleDeadline, SessionsBySlot, StdLink};
 use crate::{CloseReason, Server};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -54,7 +53,7 @@ struct Lot {
     closing: bool,
     /// On a TLS listener, each parked connection's TLS session by slot: beside the slots, so a
     /// plain connection's slot does not grow by the pointer.
-    sessions: HashMap<u32, Box<TlsSession>>,
+    sessions: SessionsBySlot,
 }
 
 #[derive(Default)]
@@ -120,7 +119,7 @@ impl ParkingLot {
         let StdLink { socket: stream, tls } = stream;
         slot.parked = Some(Parked { stream, conn, idle });
         if let Some(tls) = tls {
-            lot.sessions.insert(index, tls);
+            lot.sessions.insert(index as usize, tls);
         }
         lot.deadlines.push(Reverse((at, index, generation)));
         let wake_earlier = lot.next_wake.is_none_or(|wake| at < wake);
@@ -161,7 +160,7 @@ impl Lot {
         let Parked { stream, conn, idle } = self.slots.get_mut(index)?.parked.take()?;
         let _ = registry.deregister(&mut SourceFd(&stream.as_raw_fd()));
         self.free.push(index as u32);
-        let tls = if self.sessions.is_empty() { None } else { self.sessions.remove(&(index as u32)) };
+        let tls = self.sessions.take(index);
         Some((StdLink { socket: stream, tls }, conn, idle))
     }
 }

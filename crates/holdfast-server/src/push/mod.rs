@@ -40,7 +40,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::handover::{Extra, LongPollReply, Resume, StreamSetup};
 use crate::socket::tls::TlsSession;
-use crate::socket::{ConnState, LinkMut, StdLink};
+use crate::socket::{ConnState, LinkMut, SessionsBySlot, StdLink};
 use crate::stats::ShardTally;
 use crate::subscription::{channel_list, closed_json, cursor_of};
 use crate::wire::frame::{self, Framing, Gather, Id, SharedDeflater, LAST_CHUNK};
@@ -954,7 +954,7 @@ impl Shard {
     /// it over, deregisters it first.
     fn detach(&mut self, server: &Server, index: usize) -> Option<(Box<Subscriber>, Option<Box<TlsSession>>)> {
         let sub = self.slots.get_mut(index).and_then(Option::take)?;
-        let tls = self.sessions.0.remove(&index);
+        let tls = self.sessions.0.take(index);
         self.free.push(index);
         for place in sub.places.iter() {
             self.leave(index, place);
@@ -1067,13 +1067,12 @@ fn behind_bytes(sub: &Subscriber, cache: &mut ReadCache) -> u64 {
 
 /// The TLS sessions of a shard's subscribers, by slot (empty on a plain listener).
 #[derive(Default)]
-struct Sessions(HashMap<usize, Box<TlsSession>>);
+struct Sessions(SessionsBySlot);
 
 impl Sessions {
     /// The connection of the subscriber in slot `index`, whose socket is `stream`.
     fn link<'a>(&'a mut self, index: usize, stream: &'a std::net::TcpStream) -> LinkMut<'a> {
-        let tls = if self.0.is_empty() { None } else { self.0.get_mut(&index).map(|tls| &mut **tls) };
-        LinkMut { socket: stream, tls }
+        LinkMut { socket: stream, tls: self.0.get_mut(index) }
     }
 }
 

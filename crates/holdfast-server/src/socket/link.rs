@@ -182,3 +182,26 @@ impl Write for TryIo<'_> {
         Ok(())
     }
 }
+
+/// The TLS sessions of connections held in numbered slots (the parking lot's, a push shard's),
+/// kept beside the slots rather than in them: a plain connection's slot does not grow by the
+/// pointer, and a TLS one pays 8 bytes here (a hash map would cost it 25–35).
+#[derive(Default)]
+pub(crate) struct SessionsBySlot(Vec<Option<Box<TlsSession>>>);
+
+impl SessionsBySlot {
+    pub fn insert(&mut self, slot: usize, tls: Box<TlsSession>) {
+        if self.0.len() <= slot {
+            self.0.resize_with(slot + 1, || None);
+        }
+        self.0[slot] = Some(tls);
+    }
+
+    pub fn take(&mut self, slot: usize) -> Option<Box<TlsSession>> {
+        self.0.get_mut(slot).and_then(Option::take)
+    }
+
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut TlsSession> {
+        self.0.get_mut(slot).and_then(|tls| tls.as_deref_mut())
+    }
+}

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
 pub use self::close::CloseReason;
-pub(crate) use self::link::{LinkMut, StdLink, TaskLink};
+pub(crate) use self::link::{LinkMut, SessionsBySlot, StdLink, TaskLink};
 use crate::config::Config;
 
 /// What a connection carries between requests (and into the parking lot): kept small.
