@@ -220,7 +220,7 @@ impl Time {
     fn json(self) -> Option<Value> {
         match self {
             Time::Absent => None,
-            Time::At(t) if t.fract() == 0.0 && t >= 0.0 && t < 1e18 => Some(json!(t as u64)),
+            Time::At(t) if t.fract() == 0.0 && (0.0..1e18).contains(&t) => Some(json!(t as u64)),
             Time::At(t) => Some(json!(t)),
             Time::Odd(which) => Some(match which % 8 {
                 0 => json!("1700000000"),
