@@ -1,13 +1,12 @@
 //! The SDK over TLS against a real server with `tls_cert`/`tls_key` from a throw-away CA: publish
 //! and subscribe on every transport (`https://`, `wss://`), a reconnection that shakes hands
-//! again, and the clear, prompt errors of a client that does not trust the server's CA or speaks
-//! TLS to a plain-HTTP port.
-
+//! again, a shared pool's own TLS options, and the clear, prompt errors of a client that does not
+//! trust the server's CA or speaks TLS to a plain-HTTP port.
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use holdfast_client::{
-    Event, Heartbeat, Message, Publisher, State, Subscriber, SubscriberBuilder, TlsOptions, Transport,
+    Event, Heartbeat, HttpPool, Message, Publisher, State, Subscriber, SubscriberBuilder, TlsOptions, Transport,
 };
 use holdfast_testkit::fast_pacing as fast;
 use holdfast_testkit::tls::TestCa;
@@ -201,4 +200,30 @@ async fn https_to_a_plain_http_port_is_a_tls_error_not_a_hang() {
         };
         assert!(e.is_tls(), "{transport:?}: {e:?}");
     }
+}
+
+/// Polls through a shared pool use the pool's TLS options (the subscriber's own are for its
+/// streaming links): a pool given the CA serves a poller that was not, and a pool without it
+/// fails it.
+#[tokio::test]
+async fn a_shared_pool_checks_certificates_with_its_own_options() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca).await;
+    let base = format!("https://127.0.0.1:{}", server.addr.port());
+    let tls = TlsOptions::new().root_certificate_pem(ca.ca_pem()).unwrap();
+    let trusting = HttpPool::with_tls(Duration::from_secs(30), Duration::from_secs(2), 4, &tls).unwrap();
+    let publisher = Publisher::builder().server(&base).http_pool(&trusting).build().unwrap();
+    let mut sub = subscriber(&base, "pooled", Transport::LongPoll).http_pool(&trusting).build().unwrap();
+    connected(&mut sub).await;
+    publisher.publish("pooled", "via the pool", None).await.unwrap();
+    assert_eq!(texts(&messages(&mut sub, 1).await), ["via the pool"]);
+
+    let default_pool = HttpPool::new().unwrap();
+    let mut sub = subscriber(&base, "pooled", Transport::Poll).tls(&tls).http_pool(&default_pool).build().unwrap();
+    let e = loop {
+        if let Err(e) = next(&mut sub).await {
+            break e;
+        }
+    };
+    assert!(e.is_tls(), "{e:?}");
 }
