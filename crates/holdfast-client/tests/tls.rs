@@ -2,6 +2,7 @@
 //! and subscribe on every transport (`https://`, `wss://`), a reconnection that shakes hands
 //! again, a shared pool's own TLS options, and the clear, prompt errors of a client that does not
 //! trust the server's CA or speaks TLS to a plain-HTTP port.
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
