@@ -116,6 +116,13 @@ enum Idle {
     Draining,
 }
 
+/// Whether a drain closes this idle connection: a keep-alive connection between requests does,
+/// one opened during the drain waits for its first request (a load balancer's health check must
+/// hear the 503). Computed from `idle` rather than kept: the idle wait's future stays its size.
+fn closes_on_drain(idle: &IdleDeadline) -> bool {
+    !matches!(idle.expiry, CloseReason::HeaderTimeout)
+}
+
 /// Waits, without a buffer, for the next request's first bytes, and reads them into `buf`.
 ///
 /// Readiness can be reported with nothing to read (tokio marks a newly registered socket
@@ -123,13 +130,10 @@ enum Idle {
 /// for that read and given back if it finds nothing. That read is the request's first read, so
 /// checking costs no extra system call.
 async fn wait_idle(stream: &mut TaskLink, server: &Server, idle: IdleDeadline, buf: &mut BytesMut) -> Idle {
-    // A connection opened during a drain still gets its first request answered (a load
-    // balancer's health check must hear the 503); only idle keep-alive connections close.
-    let closes_on_drain = !matches!(idle.expiry, CloseReason::HeaderTimeout);
     let draining = server.drain_started.notified();
     tokio::pin!(draining);
     draining.as_mut().enable();
-    if closes_on_drain && server.is_draining() {
+    if closes_on_drain(&idle) && server.is_draining() {
         return Idle::Draining;
     }
     let park_at = std::time::Instant::now() + server.config.park_after;
@@ -138,7 +142,7 @@ async fn wait_idle(stream: &mut TaskLink, server: &Server, idle: IdleDeadline, b
     loop {
         tokio::select! {
             biased;
-            _ = &mut draining, if closes_on_drain => return Idle::Draining,
+            _ = &mut draining, if closes_on_drain(&idle) => return Idle::Draining,
             // (`poll_read_ready` rather than `readable()`: an 8 B future instead of 152 B.)
             _ = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 buf.reserve(READ_CHUNK);
