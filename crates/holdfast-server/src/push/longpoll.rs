@@ -157,6 +157,10 @@ impl Shard {
         response: &crate::response::Response,
         persistence: Persistence,
     ) {
+        // Out of its channels (and no longer counted a subscriber) before the answer is written:
+        // a client that reads its answer and at once asks /admin/stats or GET /pub must not find
+        // itself still counted.
+        self.leave_channels(server, index);
         let keepalive_secs = server.config.keepalive_timeout.as_secs();
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         let Some(reply) = sub.longpoll else { return };
@@ -213,24 +217,31 @@ impl Shard {
         server.connection_closed_as("longpoll", conn.id, conn.peer, conn.served, reason);
     }
 
-    /// An answered long poll's connection stays in the shard for the client's next request: a
-    /// long-poll client sends it at once, and serving it here spares the connection two moves
-    /// between pollers (four `epoll_ctl`s and a task) per message. It leaves its channels, and
-    /// waits at most `park_after` before going to the runtime (which parks it).
-    fn await_next_request(&mut self, server: &Server, index: usize) {
+    /// A long poll being answered leaves its channels and stops counting as a subscriber (once:
+    /// its places are empty afterwards, which is also how `detach` knows not to count it again).
+    fn leave_channels(&mut self, server: &Server, index: usize) {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         let places = std::mem::take(&mut sub.places);
-        let early_input = sub.longpoll.is_some_and(|reply| reply.early_input);
-        sub.longpoll = None;
-        sub.extra = None;
-        let due = clock_ms_at(Instant::now()) + server.config.park_after.as_millis() as u64;
-        self.awaiting_deadlines.push_back(Deadline::new(due, index, &sub.conn));
         if !places.is_empty() {
             server.stats.subscriber_closed(crate::wire::frame::Format::LongPoll);
         }
         for place in places.iter() {
             self.leave(index, place);
         }
+    }
+
+    /// An answered long poll's connection stays in the shard for the client's next request: a
+    /// long-poll client sends it at once, and serving it here spares the connection two moves
+    /// between pollers (four `epoll_ctl`s and a task) per message. It leaves its channels, and
+    /// waits at most `park_after` before going to the runtime (which parks it).
+    fn await_next_request(&mut self, server: &Server, index: usize) {
+        self.leave_channels(server, index);
+        let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        let early_input = sub.longpoll.is_some_and(|reply| reply.early_input);
+        sub.longpoll = None;
+        sub.extra = None;
+        let due = clock_ms_at(Instant::now()) + server.config.park_after.as_millis() as u64;
+        self.awaiting_deadlines.push_back(Deadline::new(due, index, &sub.conn));
         // Its next request came while it was held: readiness is edge-triggered, so no new event
         // will say so. (Bytes arriving from now on bring their own event.)
         if early_input {
