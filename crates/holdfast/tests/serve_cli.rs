@@ -119,6 +119,20 @@ fn invalid_values_exit_2_with_one_line_naming_the_key() {
 }
 
 #[test]
+fn tls_files_that_cannot_be_used_exit_2_naming_them() {
+    let missing = ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"];
+    let cases: [(&[&str], &str); 2] =
+        [(&missing, "tls_cert /nonexistent/cert.pem"), (&["--tls-cert", "/nonexistent/cert.pem"], "go together")];
+    for (args, want) in cases {
+        let output = holdfast().args(["serve", "--listen", "127.0.0.1:0"]).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("holdfast: ") && last.contains(want), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn file_then_env_then_flag_take_precedence() {
     let dir = std::env::temp_dir().join(format!("holdfast-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
