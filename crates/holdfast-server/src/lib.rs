@@ -19,7 +19,8 @@
 //! poll_answer   what a poll answers, for the task and the shards alike
 //! handover      what travels with a socket from the runtime to a shard
 //! wire          each streaming format's framing and notices; a socket's pending bytes
-//! socket        ConnState, idle deadlines, close reasons, socket I/O with deadlines
+//! socket        ConnState, idle deadlines, close reasons, socket I/O with deadlines; a
+//!               connection's Link (its socket and TLS session) and the rustls session itself
 //! limits        limits per client IP: the table of clients, token buckets, trusted proxies
 //! drain         a graceful drain's arithmetic: each subscriber's close time, the jitters
 //! stats, recent_closes, config, response, query, origin (what an Origin is; cors_origins entries)
