@@ -271,6 +271,7 @@ fn need(route: Route, head: &RequestHead, auth: &Auth) -> Need {
         | Route::AdminConnections
         | Route::AdminEvents
         | Route::AdminDisconnect
+        | Route::AdminDrain
         | Route::DeleteChannel => Need::Admin,
         Route::Echo | Route::EchoWebSocket => Need::Token,
         Route::Publish => Need::Publish(pub_channel()),

@@ -29,10 +29,10 @@ pub(crate) enum Route {
     Subscribe,
     /// `OPTIONS` on a CORS-enabled path.
     Preflight,
-    /// `POST /admin/disconnect?channel=NAME`: close that channel's streaming subscribers; and
-    /// `POST /admin/drain`: drain the node. Both act on streams with the same access rule (the
-    /// `admin` claim), so they share the route; [`respond`] tells them apart by path.
+    /// `POST /admin/disconnect?channel=NAME`: close that channel's streaming subscribers.
     AdminDisconnect,
+    /// `POST /admin/drain`: drain the node, as SIGTERM does.
+    AdminDrain,
     /// `GET /admin/connections`: answered in the connection task (it asks the push shards).
     AdminConnections,
     /// `GET /admin/events`: the dashboard's feed, an SSE stream handed to a push shard
@@ -98,7 +98,8 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
         "/admin/stats" if get_or_head => Route::AdminStats,
         "/metrics" if get_or_head => Route::Metrics,
         "/healthz" | "/admin/stats" | "/metrics" => Route::MethodNotAllowed(GET_HEAD),
-        "/admin/disconnect" | "/admin/drain" if method == Method::Post => Route::AdminDisconnect,
+        "/admin/disconnect" if method == Method::Post => Route::AdminDisconnect,
+        "/admin/drain" if method == Method::Post => Route::AdminDrain,
         "/admin/connections" if get_or_head => Route::AdminConnections,
         "/admin/connections" => Route::MethodNotAllowed(GET_HEAD),
         "/admin/events" if method == Method::Get => Route::AdminEvents,
@@ -136,7 +137,7 @@ pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, serve
             cors::allowed_origin(head, &server.config).as_deref(),
         ),
         Route::Preflight => cors::preflight(head, &server.config),
-        Route::AdminDisconnect if head.path() == "/admin/drain" => admin_drain(server),
+        Route::AdminDrain => admin_drain(server),
         Route::AdminDisconnect => admin_disconnect(head, server),
         // Answered in conn::exchange (they wait on transports or shards); never routed here.
         Route::Subscribe | Route::AdminConnections | Route::AdminEvents | Route::EchoWebSocket => {
