@@ -56,6 +56,16 @@ fn cacert_arg() -> Arg {
     )
 }
 
+/// `--token TOKEN` (env `HOLDFAST_TOKEN`, never shown in --help) of `pub` and `sub`.
+fn token_arg() -> Arg {
+    Arg::new("token")
+        .long("token")
+        .value_name("TOKEN")
+        .env("HOLDFAST_TOKEN")
+        .hide_env_values(true)
+        .help("access token for a server with access control (sent as Authorization: Bearer)")
+}
+
 /// The TLS options `--cacert` asks for: only the CAs in the file (as curl does: the file
 /// replaces the default roots), or the SDK's default (the web PKI) without it.
 fn cacert_tls(args: &clap::ArgMatches) -> Result<holdfast_client::TlsOptions, String> {

@@ -20,14 +20,7 @@ pub fn command() -> Command {
                 .help("the server's base URL (https:// for TLS)"),
         )
         .arg(super::cacert_arg())
-        .arg(
-            Arg::new("token")
-                .long("token")
-                .value_name("TOKEN")
-                .env("HOLDFAST_TOKEN")
-                .hide_env_values(true)
-                .help("access token for a server with access control (sent as Authorization: Bearer)"),
-        )
+        .arg(super::token_arg())
         .arg(Arg::new("channel").value_name("CHANNEL").required(true).help("the channel to publish to"))
         .arg(Arg::new("message").value_name("MESSAGE").help("the message; `-` or none: stdin, one message per line"))
         .arg(Arg::new("event").long("event").value_name("NAME").help("the event type (default: message)"))

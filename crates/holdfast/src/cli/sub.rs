@@ -34,14 +34,7 @@ pub fn command() -> Command {
                 .value_parser(["ws", "sse", "longpoll", "poll", "stream"])
                 .help("how messages come"),
         )
-        .arg(
-            Arg::new("token")
-                .long("token")
-                .value_name("TOKEN")
-                .env("HOLDFAST_TOKEN")
-                .hide_env_values(true)
-                .help("access token for a server with access control (sent as Authorization: Bearer)"),
-        )
+        .arg(super::token_arg())
         .arg(Arg::new("cursor").long("cursor").value_name("C").help("resume after this cursor (a message's id)"))
         .arg(
             Arg::new("history")
