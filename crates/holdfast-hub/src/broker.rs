@@ -211,6 +211,57 @@ pub trait Broker: Send + Sync {
     fn channel_bytes(&self) -> u64;
     /// Bytes held by all histories.
     fn history_bytes(&self) -> u64;
+    /// The persistent store behind the histories, if there is one (`history_store = "disk"`).
+    fn store(&self) -> Option<StoreStats> {
+        None
+    }
+    /// Makes everything accepted durable and closes the store cleanly (called once, as the
+    /// server stops, after its connections are gone).
+    fn close(&self) -> BrokerFuture<()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A persistent history store as `/admin/stats` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Where it lives (`data_dir`).
+    pub path: String,
+    /// `none`, `batch` or `always`.
+    pub durability: &'static str,
+    /// Bytes its files take on disk now (compaction runs in the background).
+    pub disk_bytes: u64,
+    /// Channels it holds.
+    pub channels: u64,
+    /// Messages it holds.
+    pub messages: u64,
+    /// Bytes of those messages.
+    pub message_bytes: u64,
+    /// Publishes accepted and not yet written.
+    pub pending: u64,
+    /// Syncs to disk so far (`fsync`: one per group commit with `always`).
+    pub syncs: u64,
+    /// What the store held when it was opened.
+    pub recovered: Recovered,
+}
+
+/// What a persistent store held when it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Channels.
+    pub channels: u64,
+    /// Messages.
+    pub messages: u64,
+    /// Bytes of those messages.
+    pub bytes: u64,
+    /// Milliseconds the reopening took.
+    pub millis: u64,
+    /// The store had been closed cleanly.
+    pub clean: bool,
+    /// Its channels continue in new epochs: it was not closed cleanly after a restart of the
+    /// machine without `durability = "always"`, so the newest messages may have been lost and
+    /// cursors past what was kept are told so with a gap.
+    pub continued: bool,
 }
 
 /// History bounds (from the server's configuration).
@@ -445,6 +496,20 @@ impl MemoryBroker {
     /// final notice with their cursor ([`Channel::was_reset`]) and, resuming, a gap. The
     /// second value says whether the ring is new.
     pub fn adopt(&self, name: &str, epoch: u32, last_seq: u64) -> Result<(Arc<Channel>, bool), ChannelError> {
+        self.adopt_continuing(name, epoch, last_seq, None)
+    }
+
+    /// [`MemoryBroker::adopt`] for an epoch that continues an older one whose newest messages
+    /// may have been lost (a disk store reopened after a power cut): a cursor of `previous.epoch`
+    /// resumes after its own position or `previous.seq`, whichever is older, with a gap notice
+    /// ([`Channel::start`]), instead of replaying the whole history.
+    pub fn adopt_continuing(
+        &self,
+        name: &str,
+        epoch: u32,
+        last_seq: u64,
+        previous: Option<Position>,
+    ) -> Result<(Arc<Channel>, bool), ChannelError> {
         validate_channel_name(name)?;
         let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
         let replaced = match channels.get(name) {
@@ -460,6 +525,7 @@ impl MemoryBroker {
         let bounds = HistoryBounds { messages: self.limits.messages, max_age: self.limits.max_age };
         let mut channel = Channel::new(name.clone(), id, epoch, bounds, self.totals.clone());
         channel.mirror = true;
+        channel.continues = previous;
         let channel = Arc::new(channel);
         channel.start_after(last_seq);
         channels.insert(name, channel.clone());
@@ -474,7 +540,8 @@ impl MemoryBroker {
     }
 
     /// Puts a message another broker placed at `seq` into a ring from [`MemoryBroker::adopt`],
-    /// published `age` ago. One at or before the ring's newest is a repeat and is ignored (false).
+    /// published `age` ago: the message as placed, or `None` for a repeat (one at or before the
+    /// ring's newest, ignored).
     /// One past the next position means the messages in between could not be had: the ring
     /// starts again at it, and subscribers still before it are behind the history (they are
     /// closed with their cursor and get a gap notice when they resume).
@@ -485,10 +552,10 @@ impl MemoryBroker {
         event: Option<&str>,
         payload: Payload,
         age: Duration,
-    ) -> bool {
-        let Some(message) = channel.insert(seq, event, payload, age) else { return false };
+    ) -> Option<Arc<Message>> {
+        let message = channel.insert(seq, event, payload, age)?;
         self.appended(channel, &message);
-        true
+        Some(message)
     }
 
     /// Moves a ring from [`MemoryBroker::adopt`] on to `seq` when the messages up to it cannot be
@@ -859,14 +926,14 @@ mod tests {
         let (ring, new) = b.adopt("m", 7, 10).unwrap();
         assert!(new);
         assert_eq!(ring.head(), Position { epoch: 7, seq: 10 });
-        assert!(b.insert(&ring, 11, None, Bytes::from_static(b"11").into(), Duration::ZERO));
-        assert!(!b.insert(&ring, 11, None, Bytes::from_static(b"again").into(), Duration::ZERO), "a repeat");
+        assert!(b.insert(&ring, 11, None, Bytes::from_static(b"11").into(), Duration::ZERO).is_some());
+        assert!(b.insert(&ring, 11, None, Bytes::from_static(b"again").into(), Duration::ZERO).is_none(), "a repeat");
         assert_eq!(ring.info(), (1, 11, 11));
         assert_eq!(counter.0.load(Ordering::Relaxed), 1, "listeners hear inserts");
         // A cursor ahead of this copy (another node saw seq 12 first) starts there, not at 11.
         assert_eq!(ring.start(ReadFrom::After(Position { epoch: 7, seq: 12 })), (12, None));
         // Past the next position: what lay between could not be had.
-        assert!(b.insert(&ring, 14, Some("e"), Bytes::from_static(b"14").into(), Duration::ZERO));
+        assert!(b.insert(&ring, 14, Some("e"), Bytes::from_static(b"14").into(), Duration::ZERO).is_some());
         assert_eq!(ring.info(), (1, 14, 14));
         assert!(ring.read_after(11, 10).lost);
         b.skip_to(&ring, 20);

@@ -112,6 +112,9 @@ pub struct Channel {
     /// A local copy of a channel another broker orders (see `MemoryBroker::adopt`): a cursor
     /// ahead of it is not forged but from a node that heard of newer messages first.
     pub(crate) mirror: bool,
+    /// The older epoch this one continues, up to the last position it kept (see
+    /// `MemoryBroker::adopt_continuing`).
+    pub(crate) continues: Option<Position>,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +166,7 @@ impl Channel {
             unheld_rounds: Default::default(),
             created: Instant::now(),
             mirror: false,
+            continues: None,
         }
     }
 
@@ -313,6 +317,15 @@ impl Channel {
         match from {
             ReadFrom::Now => (history.last_seq, None),
             ReadFrom::Last(n) => (history.last_seq.saturating_sub(n).max(before_first), None),
+            ReadFrom::After(asked) if self.continues.is_some_and(|previous| previous.epoch == asked.epoch) => {
+                // A cursor of the epoch this one continues: what it saw up to the last position
+                // kept is here under the new epoch, what came after may be lost. It resumes after
+                // the older of the two (never sent what it saw again), told of the possible loss.
+                let kept = self.continues.map_or(0, |previous| previous.seq);
+                let resume = asked.seq.min(kept).max(before_first).min(history.last_seq);
+                let gap = Gap { channel: self.name.clone(), asked, epoch: self.epoch, first_available: resume + 1 };
+                (resume, Some(gap))
+            }
             ReadFrom::After(asked) => {
                 // A cursor that had seen nothing of an older epoch lost nothing if this epoch's
                 // history is whole (a channel dropped unused and created again).
@@ -483,6 +496,28 @@ mod tests {
         let fresh = channel(3);
         publish(&fresh, 2);
         assert_eq!(fresh.start(ReadFrom::After(Position { epoch: 1, seq: 0 })), (0, None));
+    }
+
+    #[test]
+    fn cursors_of_a_continued_epoch_resume_at_what_was_kept_with_a_gap() {
+        // Epoch 76 kept up to 4 when it was reopened as epoch 77 (a power cut may have lost more).
+        let mut c = channel(10);
+        c.continues = Some(Position { epoch: 76, seq: 4 });
+        c.start_after(2);
+        for seq in 3..=6 {
+            c.insert(seq, None, Bytes::from_static(b"m").into(), Duration::ZERO);
+        }
+        // Saw up to 3, which was kept: resumes after 3, told that the tail may be lost.
+        let (start, gap) = c.start(ReadFrom::After(Position { epoch: 76, seq: 3 }));
+        assert_eq!((start, gap.map(|g| (g.asked.seq, g.epoch, g.first_available))), (3, Some((3, 77, 4))));
+        // Saw up to 9, lost after 4: resumes after 4 (everything newer is new to it).
+        let (start, gap) = c.start(ReadFrom::After(Position { epoch: 76, seq: 9 }));
+        assert_eq!((start, gap.map(|g| g.first_available)), (4, Some(5)));
+        // Older than what is kept: from the first kept.
+        let (start, _) = c.start(ReadFrom::After(Position { epoch: 76, seq: 1 }));
+        assert_eq!(start, 2);
+        // The current epoch resumes as usual.
+        assert_eq!(c.start(ReadFrom::After(Position { epoch: 77, seq: 5 })), (5, None));
     }
 
     #[test]

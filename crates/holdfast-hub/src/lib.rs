@@ -19,7 +19,7 @@ pub mod name;
 
 pub use broker::{
     ready_now, Appended, Broker, BrokerFuture, ChannelError, ChannelInfo, HistoryLimits, MemoryBroker, PublishListener,
-    Published,
+    Published, Recovered, StoreStats,
 };
 pub use channel::{Channel, Gap, Position, ReadFrom};
 pub use cursor::{Cursor, CursorError};

@@ -1,0 +1,379 @@
+//! The store on disk: one fjall database in `data_dir` with three keyspaces (layout in
+//! [`crate::codec`]), opened, read back whole at startup, checked and repaired.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::codec::{self, ChannelRow, RunRecord, StoredMessage, FORMAT};
+
+/// Block cache of the store: it is read only at startup (the histories live in memory), so a
+/// small one does.
+const CACHE_BYTES: u64 = 8 << 20;
+
+/// Problems listed in an error before "and N more".
+const PROBLEMS_SHOWN: usize = 5;
+
+/// The open database and its keyspaces.
+pub struct Store {
+    pub(crate) db: Database,
+    pub(crate) messages: Keyspace,
+    pub(crate) channels: Keyspace,
+    meta: Keyspace,
+    path: PathBuf,
+}
+
+/// Why a store cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The database could not be opened (damaged files, another process holds it, no access).
+    Open {
+        /// Its directory.
+        path: String,
+        /// What the storage engine said.
+        why: String,
+    },
+    /// It opened, but some of what it holds cannot be read.
+    Damaged {
+        /// Its directory.
+        path: String,
+        /// The first problems found.
+        problems: Vec<String>,
+        /// How many were found.
+        total: usize,
+    },
+    /// A read or write failed while it was in use.
+    Io(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Open { path, why } => write!(
+                f,
+                "the history store in {path} cannot be opened ({why}); if it is damaged, `holdfast store check {path}` \
+                 says what is wrong and `holdfast store repair {path}` keeps what can be read"
+            ),
+            StoreError::Damaged { path, problems, total } => {
+                write!(f, "the history store in {path} is damaged: {}", problems.join("; "))?;
+                if *total > problems.len() {
+                    write!(f, "; and {} more", total - problems.len())?;
+                }
+                write!(
+                    f,
+                    ". `holdfast store check {path}` lists every problem; `holdfast store repair {path}` drops what \
+                     cannot be read and keeps the rest"
+                )
+            }
+            StoreError::Io(why) => write!(f, "history store: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub(crate) fn io_error(e: fjall::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// One channel as read back: its row (if it has one) and its messages in order.
+#[derive(Debug, Default)]
+pub struct ChannelContents {
+    /// Its row.
+    pub row: Option<ChannelRow>,
+    /// Its messages by sequence number.
+    pub messages: Vec<(u64, StoredMessage)>,
+}
+
+/// Everything the store holds, and what could not be read.
+#[derive(Debug, Default)]
+pub struct Contents {
+    /// Channels by name.
+    pub channels: BTreeMap<String, ChannelContents>,
+    /// What could not be read, or does not fit together.
+    pub problems: Vec<Problem>,
+}
+
+/// One thing wrong in a store.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The keyspace.
+    pub keyspace: &'static str,
+    /// The raw key (for a channel whose row is missing or behind: its name).
+    pub key: Vec<u8>,
+    /// What is wrong.
+    pub why: String,
+    /// The entry cannot be read at all (repair drops it); otherwise its channel's row is mended.
+    pub unreadable: bool,
+}
+
+impl Contents {
+    /// Messages read.
+    pub fn message_count(&self) -> u64 {
+        self.channels.values().map(|c| c.messages.len() as u64).sum()
+    }
+
+    /// Bytes of the payloads read.
+    pub fn message_bytes(&self) -> u64 {
+        self.channels.values().flat_map(|c| &c.messages).map(|(_, m)| m.payload.len() as u64).sum()
+    }
+
+    /// The problems as sentences.
+    pub fn problem_lines(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .map(|p| format!("{} key {}: {}", p.keyspace, String::from_utf8_lossy(&p.key).escape_debug(), p.why))
+            .collect()
+    }
+}
+
+impl Problem {
+    fn unreadable(keyspace: &'static str, key: &[u8], why: String) -> Problem {
+        Problem { keyspace, key: key.to_vec(), why, unreadable: true }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let shown = dir.display().to_string();
+        let open_error = |why: String| StoreError::Open { path: shown.clone(), why };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let db = Database::builder(dir).cache_size(CACHE_BYTES).open().map_err(|e| open_error(e.to_string()))?;
+        let keyspace =
+            |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| open_error(e.to_string()));
+        let store = Store {
+            messages: keyspace("messages")?,
+            channels: keyspace("channels")?,
+            meta: keyspace("meta")?,
+            db,
+            path: dir.to_path_buf(),
+        };
+        match store.meta.get("format").map_err(|e| open_error(e.to_string()))? {
+            None => {
+                store.meta.insert("format", FORMAT.to_be_bytes()).map_err(|e| open_error(e.to_string()))?;
+            }
+            Some(value) if value.len() == 4 => {
+                let format = u32::from_be_bytes(value[..].try_into().expect("4 bytes"));
+                if format != FORMAT {
+                    return Err(open_error(format!(
+                        "it was written in layout {format}, this Holdfast reads layout {FORMAT}"
+                    )));
+                }
+            }
+            Some(_) => return Err(open_error("its format record cannot be read".into())),
+        }
+        Ok(store)
+    }
+
+    /// Its directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How the store was last left (`None` for a new one), or why that cannot be read.
+    pub fn run_record(&self) -> Result<Option<RunRecord>, String> {
+        match self.meta.get("run").map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(value) => RunRecord::decode(&value).map(Some),
+        }
+    }
+
+    /// Records how the store is being left, synced to disk.
+    pub fn write_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.meta.insert("run", run.encode()).map_err(io_error)?;
+        self.db.persist(PersistMode::SyncAll).map_err(io_error)
+    }
+
+    /// Reads every channel and message back, noting what cannot be read rather than stopping.
+    pub fn read_all(&self) -> Result<Contents, StoreError> {
+        let mut contents = Contents::default();
+        for item in self.channels.iter() {
+            let (key, value) = item.into_inner().map_err(io_error)?;
+            let name = match std::str::from_utf8(&key) {
+                Ok(name) if holdfast_hub::validate_channel_name(name).is_ok() => name.to_string(),
+                _ => {
+                    contents.problems.push(Problem::unreadable("channels", &key, "not a channel name".into()));
+                    continue;
+                }
+            };
+            match ChannelRow::decode(&value) {
+                Ok(row) => contents.channels.entry(name).or_default().row = Some(row),
+                Err(why) => contents.problems.push(Problem::unreadable("channels", &key, why)),
+            }
+        }
+        for item in self.messages.iter() {
+            let (key, value) = item.into_inner().map_err(io_error)?;
+            let Some((name, seq)) = codec::split_message_key(&key) else {
+                contents.problems.push(Problem::unreadable("messages", &key, "not a message key".into()));
+                continue;
+            };
+            match codec::decode_message(&value) {
+                Ok(message) => contents.channels.entry(name.to_string()).or_default().messages.push((seq, message)),
+                Err(why) => contents.problems.push(Problem::unreadable("messages", &key, why)),
+            }
+        }
+        // Messages without a channel row, or past its newest: the row is written in the same
+        // batch as every message, so either means damage.
+        for (name, channel) in &contents.channels {
+            let last = channel.messages.last().map_or(0, |(seq, _)| *seq);
+            match channel.row {
+                None => contents.problems.push(Problem {
+                    keyspace: "channels",
+                    key: name.as_bytes().to_vec(),
+                    why: format!("no row for a channel with {} messages", channel.messages.len()),
+                    unreadable: false,
+                }),
+                Some(row) if last > row.last_seq => contents.problems.push(Problem {
+                    keyspace: "channels",
+                    key: name.as_bytes().to_vec(),
+                    why: format!("row says the newest message is {} but {last} is stored", row.last_seq),
+                    unreadable: false,
+                }),
+                Some(_) => {}
+            }
+        }
+        Ok(contents)
+    }
+
+    /// [`Store::read_all`], refusing a store with problems.
+    pub fn read_whole(&self) -> Result<Contents, StoreError> {
+        let contents = self.read_all()?;
+        if contents.problems.is_empty() {
+            return Ok(contents);
+        }
+        let lines = contents.problem_lines();
+        Err(StoreError::Damaged {
+            path: self.path.display().to_string(),
+            total: lines.len(),
+            problems: lines.into_iter().take(PROBLEMS_SHOWN).collect(),
+        })
+    }
+
+    /// Bytes the store's files take on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
+
+/// What `holdfast store check` found.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// Channels with a readable row.
+    pub channels: usize,
+    /// Messages read.
+    pub messages: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+    /// What cannot be read (empty: the store is whole).
+    pub problems: Vec<String>,
+    /// How it was last left.
+    pub run: Option<RunRecord>,
+}
+
+/// Reads a store through without changing it (it must not be open in a running server).
+pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
+    if !dir.is_dir() {
+        return Err(StoreError::Open { path: dir.display().to_string(), why: "no such directory".into() });
+    }
+    let store = Store::open(dir)?;
+    let contents = store.read_all()?;
+    let mut problems = contents.problem_lines();
+    let run = match store.run_record() {
+        Ok(run) => run,
+        Err(why) => {
+            problems.push(format!("meta key run: {why}"));
+            None
+        }
+    };
+    Ok(CheckReport {
+        channels: contents.channels.values().filter(|c| c.row.is_some()).count(),
+        messages: contents.message_count(),
+        bytes: contents.message_bytes(),
+        disk_bytes: store.disk_bytes(),
+        problems,
+        run,
+    })
+}
+
+/// What `holdfast store repair` did.
+#[derive(Debug)]
+pub enum RepairReport {
+    /// The store opened: what could not be read was dropped, rows were mended.
+    Mended {
+        /// Entries dropped.
+        dropped: usize,
+        /// Channel rows written again (missing, or behind their messages).
+        rows_mended: usize,
+        /// Channels and messages kept.
+        channels: usize,
+        /// Messages kept.
+        messages: u64,
+    },
+    /// The store could not be opened at all: it was moved aside and a new, empty one starts.
+    MovedAside {
+        /// Where the old files are now.
+        to: PathBuf,
+        /// Why it could not be opened.
+        why: String,
+    },
+}
+
+/// Keeps what can be read: drops unreadable entries, mends channel rows, and when the store
+/// cannot be opened at all, moves it aside (`DIR.damaged-UNIXTIME`) for a new one.
+pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
+    let store = match Store::open(dir) {
+        Ok(store) => store,
+        Err(StoreError::Open { why, .. }) if dir.is_dir() && !why.contains("locked") => {
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let mut to = dir.as_os_str().to_owned();
+            to.push(format!(".damaged-{stamp}"));
+            let to = PathBuf::from(to);
+            std::fs::rename(dir, &to)
+                .map_err(|e| StoreError::Io(format!("cannot move {} aside: {e}", dir.display())))?;
+            Store::open(dir)?;
+            return Ok(RepairReport::MovedAside { to, why });
+        }
+        Err(e) => return Err(e),
+    };
+    let contents = store.read_all()?;
+    let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
+    let mut dropped = 0;
+    for problem in contents.problems.iter().filter(|p| p.unreadable) {
+        let keyspace = if problem.keyspace == "messages" { &store.messages } else { &store.channels };
+        batch.remove(keyspace, problem.key.clone());
+        dropped += 1;
+    }
+    let mut rows_mended = 0;
+    for (name, channel) in &contents.channels {
+        let last = channel.messages.last().map_or(0, |(seq, _)| *seq);
+        let row = match channel.row {
+            Some(row) if row.last_seq >= last => continue,
+            Some(row) => ChannelRow { last_seq: last, ..row },
+            None if channel.messages.is_empty() => continue,
+            // A channel whose row was lost gets a new epoch: cursors into it get a gap.
+            None => ChannelRow { epoch: fastrand::u32(1..), last_seq: last, continues: None },
+        };
+        batch.insert(&store.channels, name.as_bytes(), row.encode());
+        rows_mended += 1;
+    }
+    if let Ok(Some(mut run)) = store.run_record() {
+        // Mended by hand: whatever it ran with, the next start treats it as not closed cleanly.
+        run.clean = false;
+        batch.insert(&store.meta, "run", run.encode());
+    } else {
+        batch.remove(&store.meta, "run");
+    }
+    batch.commit().map_err(io_error)?;
+    let kept = store.read_all()?;
+    Ok(RepairReport::Mended {
+        dropped,
+        rows_mended,
+        channels: kept.channels.values().filter(|c| c.row.is_some()).count(),
+        messages: kept.message_count(),
+    })
+}
