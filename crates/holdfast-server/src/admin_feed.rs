@@ -92,7 +92,7 @@ pub(crate) fn subscription(server: &Server) -> Result<Subscription, Response> {
         positions: vec![(channel, seq)],
         gaps: Vec::new(),
         origin: None,
-        heartbeat: server.config.heartbeat_interval,
+        heartbeat: server.config().heartbeat_interval,
     })
 }
 

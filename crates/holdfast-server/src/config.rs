@@ -387,7 +387,75 @@ pub struct Key {
     /// What sort of value it takes: decides the flag's shape and which TOML types a file may use.
     pub kind: ValueKind,
     set: fn(&mut Config, &str) -> Result<(), String>,
+    /// Its value in a configuration, for comparing two and for the reload's log line (a
+    /// [`Secret`] shows redacted, so compare those with [`Key::same`]).
+    show: fn(&Config) -> String,
+    /// Copies its value from one configuration to another (a reload keeps what needs a restart).
+    keep: fn(&mut Config, &Config),
 }
+
+impl Key {
+    /// Whether a SIGHUP reload applies a new value of this key at once (see [`LIVE_KEYS`]).
+    pub fn is_live(&self) -> bool {
+        LIVE_KEYS.contains(&self.name)
+    }
+
+    /// Whether the key has the same value in both.
+    pub fn same(&self, a: &Config, b: &Config) -> bool {
+        // `jwt_secret` is the one key whose shown form hides its value.
+        if self.name == "jwt_secret" {
+            return a.jwt_secret == b.jwt_secret;
+        }
+        (self.show)(a) == (self.show)(b)
+    }
+
+    /// Its value in `config`, as the reload's log line writes it.
+    pub fn show(&self, config: &Config) -> String {
+        (self.show)(config)
+    }
+
+    /// Sets its value in `to` to the one in `from`.
+    pub fn keep(&self, to: &mut Config, from: &Config) {
+        (self.keep)(to, from)
+    }
+}
+
+/// The keys a SIGHUP applies without a restart: what is read when a request, a connection or a
+/// timer needs it, not when the server starts. New values apply to what begins after the reload
+/// (a request read, a timer armed, a connection accepted); nothing open is dropped. Any other
+/// key that differs in the re-read configuration keeps its old value until a restart.
+pub const LIVE_KEYS: &[&str] = &[
+    "keepalive_timeout",
+    "keepalive_requests",
+    "header_timeout",
+    "body_timeout",
+    "send_timeout",
+    "park_after",
+    "max_header_bytes",
+    "max_headers",
+    "max_uri_bytes",
+    "max_body_bytes",
+    "max_connections_per_ip",
+    "new_connections_per_ip_per_second",
+    "new_connections_per_ip_burst",
+    "publishes_per_ip_per_second",
+    "publishes_per_ip_burst",
+    "trusted_proxies",
+    "shutdown_timeout",
+    "drain_seconds",
+    "enable_conformance_echo",
+    "longpoll_timeout",
+    "heartbeat_interval",
+    "heartbeat_min",
+    "heartbeat_max",
+    "sse_retry",
+    "max_pending_bytes",
+    "cors_origins",
+    "heartbeat_timeout",
+    "ws_max_message_bytes",
+    "ws_client_publish",
+    "ws_deflate",
+];
 
 /// What sort of value a key takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,6 +495,8 @@ macro_rules! key {
                 config.$name = $parse(value)?;
                 Ok(())
             },
+            show: |config| format!("{:?}", config.$name),
+            keep: |to, from| to.$name = from.$name.clone(),
         }
     };
 }

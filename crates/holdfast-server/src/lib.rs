@@ -38,6 +38,8 @@
 //!   chat demo) with their ETags and gzipped bodies.
 //! - `admin_feed`: `GET /admin/events`, the dashboard's feed: a snapshot a second published on
 //!   an internal channel of the node-local broker, which viewers subscribe to like any stream.
+//! - `reload`: SIGHUP. The configuration is read again through the function `run_reloadable` is
+//!   given, and its live keys (`config::LIVE_KEYS`) swapped in whole; the TLS files read again.
 //! - `router`, `publish`, `transport`: what to answer. Handlers take what they use (the broker,
 //!   the configuration, the counters), not the whole server; only the orchestrators (`listener`,
 //!   `conn`, `park`, `push`, `router` for the admin endpoints) see the `Server` state.
@@ -62,6 +64,7 @@ mod publish;
 mod push;
 mod query;
 mod recent_closes;
+mod reload;
 mod response;
 mod router;
 mod socket;
@@ -83,6 +86,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use config::{Config, ConfigError};
+pub use reload::ConfigSource;
 pub use socket::CloseReason;
 pub use stats::{Stats, StatsSnapshot};
 
@@ -98,8 +102,9 @@ const BROKER_CONNECT_WAIT: Duration = Duration::from_secs(3);
 
 /// State shared by every connection of one server.
 pub(crate) struct Server {
-    pub config: Config,
-    pub limits: Limits,
+    /// The configuration: read through [`Server::config`], replaced whole by a SIGHUP reload
+    /// (`reload`), which changes only the keys in [`config::LIVE_KEYS`].
+    config: arc_swap::ArcSwap<Config>,
     pub stats: Arc<Stats>,
     /// The runtime, for what a push shard hands off (a publish or subscribe op that must wait
     /// on a network broker).
@@ -176,10 +181,9 @@ impl Server {
             local: Arc::new(admin_feed::local_broker()),
             feed: admin_feed::Feed::default(),
             recent_closes: Default::default(),
-            limits: config.limits(),
             client_limits: limits::ClientLimits::new(&config),
             parking,
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             stats: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
             max_connections,
@@ -198,6 +202,25 @@ impl Server {
         server.broker.add_listener(server.push.clone());
         server.local.add_listener(server.push.clone());
         Ok(server)
+    }
+
+    /// The configuration now. A SIGHUP may replace it between two calls, so a request reads it
+    /// once where its values must agree, and nothing holds it across an `.await` (copy the
+    /// values out). The load is lock-free and touches no shared cache line (arc-swap's debt
+    /// slots are per thread), which is why a reload does not cost every request a lock.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The configuration now, for holding across an `.await`: an `Arc` of its own (one shared
+    /// reference count touched, so not for every request).
+    pub fn config_owned(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The parser limits of the configuration now (`max_header_bytes`, `max_body_bytes`, …).
+    pub fn limits(&self) -> Limits {
+        self.config().limits()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -287,11 +310,25 @@ fn resume_in(runtime: tokio::runtime::Handle, server: &Arc<Server>) -> handover:
 /// closed spread over `drain_seconds`, and `run` returns when every connection is closed or
 /// `config.shutdown_timeout` has passed.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    run_reloadable(listener, config, shutdown, None).await
+}
+
+/// [`run`], with where a SIGHUP gets the configuration again (`holdfast serve`: the same file,
+/// environment and flags as at start). The keys in [`config::LIVE_KEYS`] change at once, without
+/// dropping a connection; the others are kept until a restart (logged); a configuration that
+/// does not parse or validate is logged and changes nothing. Without a source, SIGHUP reloads
+/// only the TLS certificate (as it does with one, too).
+pub async fn run_reloadable(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    source: Option<ConfigSource>,
+) -> io::Result<()> {
     config::validate(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let server = Server::new(config)?;
     if !server.broker.wait_connected(BROKER_CONNECT_WAIT).await {
         tracing::warn!(
-            broker = %server.config.broker,
+            broker = %server.config().broker,
             "the broker is not reachable yet; publishes and new subscriptions answer 503 until it is"
         );
     }
@@ -301,7 +338,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // as soon as the server listens (`systemctl reload`) cannot meet the default action, which
     // ends the process.
     let reload = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(hangups) => Some(tokio::spawn(reload_on_sighup(Arc::downgrade(&server), hangups))),
+        Ok(hangups) => Some(tokio::spawn(reload::on_sighup(Arc::downgrade(&server), hangups, source))),
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP; nothing will be reloaded");
             None
@@ -326,31 +363,15 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     Ok(())
 }
 
-/// SIGHUP reads `tls_cert` and `tls_key` again: new connections get the new certificate, open
-/// ones keep their sessions (nothing is dropped). A bad file is logged and the old one kept.
-/// Without TLS there is nothing to reload yet; the signal is logged and the server goes on.
-async fn reload_on_sighup(server: std::sync::Weak<Server>, mut hangups: tokio::signal::unix::Signal) {
-    while hangups.recv().await.is_some() {
-        let Some(server) = server.upgrade() else { return };
-        let Some(tls) = &server.tls else {
-            tracing::info!("SIGHUP: nothing to reload (no tls_cert)");
-            continue;
-        };
-        match tls.reload() {
-            Ok(()) => tracing::info!(cert = %server.config.tls_cert, "TLS certificate reloaded"),
-            Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays in use"),
-        }
-    }
-}
-
 async fn drain(server: &Arc<Server>) {
-    let deadline = tokio::time::Instant::now() + server.config.shutdown_timeout;
+    let config = server.config_owned();
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     server.draining.store(true, Ordering::Release);
     server.drain_started.notify_waiters();
     server.parking.drain();
-    let spread = server.config.drain_spread();
-    if spread < server.config.drain_seconds {
-        tracing::warn!(drain_seconds = ?server.config.drain_seconds, ?spread, "drain_seconds is capped at 4/5 of shutdown_timeout");
+    let spread = config.drain_spread();
+    if spread < config.drain_seconds {
+        tracing::warn!(drain_seconds = ?config.drain_seconds, ?spread, "drain_seconds is capped at 4/5 of shutdown_timeout");
     }
     server.push.drain(spread);
     tracing::info!(open = server.stats.connections_open(), ?spread, "draining");
@@ -413,7 +434,7 @@ pub async fn connection_future_size() -> usize {
     let (stream, peer) = listener.accept().await.expect("accept");
     let server = Server::new(Config::default()).expect("server");
     let state = socket::ConnState { id: 0, peer, served: 0, token_deadline: 0 };
-    let idle = socket::IdleDeadline::first_request(&server.config);
+    let idle = socket::IdleDeadline::first_request(&server.config());
     let future = conn::serve(socket::TaskLink::new(stream, None), server, state, idle);
     let size = std::mem::size_of_val(&future);
     drop((future, client));

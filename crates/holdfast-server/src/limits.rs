@@ -18,9 +18,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use holdfast_proto::http1::RequestHead;
 
 use crate::config::Config;
@@ -69,7 +71,8 @@ impl ClientLimit {
 }
 
 /// An address block (`10.0.0.0/8`, `2001:db8::/32`, or one address), for `trusted_proxies`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Its `Debug` form is its `Display` form, as the reload's log line shows a changed list.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     /// The network address, its host bits cleared.
     net: IpAddr,
@@ -110,6 +113,12 @@ impl Cidr {
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+impl fmt::Debug for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -257,19 +266,57 @@ pub(crate) enum PublishCheck {
     Flooding(Duration),
 }
 
-/// The per-client limits of one server.
-pub(crate) struct ClientLimits {
+/// The limits themselves, from the configuration: replaced whole by a SIGHUP reload.
+#[derive(Debug, Clone, PartialEq)]
+struct Settings {
     /// 0 = off.
     max_connections: u32,
     connect: Option<Rate>,
     publish: Option<Rate>,
     trusted: Vec<Cidr>,
+}
+
+impl Settings {
+    fn of(config: &Config) -> Settings {
+        Settings {
+            max_connections: config.max_connections_per_ip,
+            connect: Rate::from_config(config.new_connections_per_ip_per_second, config.new_connections_per_ip_burst),
+            publish: Rate::from_config(config.publishes_per_ip_per_second, config.publishes_per_ip_burst),
+            trusted: config.trusted_proxies.clone(),
+        }
+    }
+
+    fn limits_connections(&self) -> bool {
+        self.max_connections > 0 || self.connect.is_some()
+    }
+
+    fn is_idle(&self, entry: &Entry, now: u32) -> bool {
+        entry.open == 0
+            && self.connect.is_none_or(|r| entry.connect.is_full(r, now))
+            && self.publish.is_none_or(|r| entry.publish.is_full(r, now))
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|cidr| cidr.contains(ip))
+    }
+}
+
+/// The per-client limits of one server.
+pub(crate) struct ClientLimits {
+    /// Read once per accept, publish or proxied request, written only by a SIGHUP reload: an
+    /// `ArcSwap` load is a few uncontended atomic operations on a slot of the reading thread's
+    /// own, where a lock (even a read lock) would bounce one cache line between every core on
+    /// every accept.
+    settings: ArcSwap<Settings>,
     start: Instant,
     table: Mutex<Table>,
     /// Streaming connections from a trusted proxy, by connection id: the client the proxy named
     /// (for `/admin/connections`, the logs, a WebSocket's publish limit). Bounded by the open
-    /// connections; empty unless `trusted_proxies` is set.
+    /// connections; empty unless `trusted_proxies` is or was set.
     clients: Mutex<HashMap<u64, IpAddr>>,
+    /// Whether `clients` was ever written to: once `trusted_proxies` is emptied by a reload, the
+    /// clients remembered before still have to be forgotten when their connections close.
+    remembered_any: AtomicBool,
 }
 
 #[derive(Default)]
@@ -282,14 +329,40 @@ struct Table {
 impl ClientLimits {
     pub fn new(config: &Config) -> ClientLimits {
         ClientLimits {
-            max_connections: config.max_connections_per_ip,
-            connect: Rate::from_config(config.new_connections_per_ip_per_second, config.new_connections_per_ip_burst),
-            publish: Rate::from_config(config.publishes_per_ip_per_second, config.publishes_per_ip_burst),
-            trusted: config.trusted_proxies.clone(),
+            settings: ArcSwap::from_pointee(Settings::of(config)),
             start: Instant::now(),
             table: Mutex::default(),
             clients: Mutex::default(),
+            remembered_any: AtomicBool::new(false),
         }
+    }
+
+    /// Takes the limits of a reloaded configuration; they apply from the next accept or publish.
+    /// Connections open when counting starts (`max_connections_per_ip` from 0) were not counted
+    /// and are not: their client may have that many more until they close. When it stops, the
+    /// counts are dropped; a rate turned on starts each tracked client with a full bucket.
+    pub fn reconfigure(&self, config: &Config) {
+        let new = Settings::of(config);
+        let old = self.settings.load_full();
+        if *old == new {
+            return;
+        }
+        let now = self.now_ms();
+        // Under the table's lock, so an accept or publish sees the table and the settings agree.
+        let mut table = self.lock();
+        for entry in table.entries.values_mut() {
+            if new.max_connections == 0 {
+                entry.open = 0;
+            }
+            if let (None, Some(rate)) = (old.connect, new.connect) {
+                entry.connect = Bucket::full(rate, now);
+            }
+            if let (None, Some(rate)) = (old.publish, new.publish) {
+                entry.publish = Bucket::full(rate, now);
+            }
+        }
+        table.entries.retain(|_, entry| !new.is_idle(entry, now));
+        self.settings.store(Arc::new(new));
     }
 
     fn now_ms(&self) -> u32 {
@@ -300,32 +373,28 @@ impl ClientLimits {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether new connections are looked at all (else [`ClientLimits::admit`] is not needed).
-    pub fn limits_connections(&self) -> bool {
-        self.max_connections > 0 || self.connect.is_some()
-    }
-
     /// Decides on a new connection from `peer` (always the TCP peer: a proxy's connections are
     /// its own) and counts it when admitted. Both checks in one look-up; a refused connection
     /// costs no token.
     pub fn admit(&self, peer: IpAddr) -> Admission {
-        if !self.limits_connections() {
+        let settings = self.settings.load();
+        if !settings.limits_connections() {
             return Admission::Admitted;
         }
         let now = self.now_ms();
         let mut table = self.lock();
-        let Some(entry) = self.entry(&mut table, ClientKey::of(peer), now) else {
+        let Some(entry) = Self::entry(&settings, &mut table, ClientKey::of(peer), now) else {
             return Admission::TooManyConnections;
         };
-        if self.max_connections > 0 && entry.open >= self.max_connections {
+        if settings.max_connections > 0 && entry.open >= settings.max_connections {
             return Admission::TooManyConnections;
         }
-        if let Some(rate) = self.connect {
+        if let Some(rate) = settings.connect {
             if let Take::Limited(wait) | Take::Flooding(wait) = entry.connect.take(rate, now, false) {
                 return Admission::RateLimited(wait);
             }
         }
-        if self.max_connections > 0 {
+        if settings.max_connections > 0 {
             entry.open += 1;
         }
         Admission::Admitted
@@ -334,7 +403,8 @@ impl ClientLimits {
     /// A connection [`ClientLimits::admit`] admitted has closed. The client's entry goes when it
     /// has no connection left and full buckets.
     pub fn release(&self, peer: IpAddr) {
-        if self.max_connections == 0 {
+        let settings = self.settings.load();
+        if settings.max_connections == 0 {
             return;
         }
         let now = self.now_ms();
@@ -342,7 +412,7 @@ impl ClientLimits {
         let mut table = self.lock();
         if let Some(entry) = table.entries.get_mut(&key) {
             entry.open = entry.open.saturating_sub(1);
-            if self.is_idle(entry, now) {
+            if settings.is_idle(entry, now) {
                 table.entries.remove(&key);
             }
         }
@@ -350,10 +420,11 @@ impl ClientLimits {
 
     /// Decides on a publish by `client` (see [`ClientLimits::client_ip`]).
     pub fn publish(&self, client: IpAddr) -> PublishCheck {
-        let Some(rate) = self.publish else { return PublishCheck::Allowed };
+        let settings = self.settings.load();
+        let Some(rate) = settings.publish else { return PublishCheck::Allowed };
         let now = self.now_ms();
         let mut table = self.lock();
-        let Some(entry) = self.entry(&mut table, ClientKey::of(client), now) else {
+        let Some(entry) = Self::entry(&settings, &mut table, ClientKey::of(client), now) else {
             return PublishCheck::Limited(Duration::from_secs(1));
         };
         match entry.publish.take(rate, now, true) {
@@ -365,52 +436,43 @@ impl ClientLimits {
 
     /// Whether publishes are limited (else the client's address need not be worked out).
     pub fn limits_publishes(&self) -> bool {
-        self.publish.is_some()
+        self.settings.load().publish.is_some()
     }
 
     /// Whether any proxy is trusted (else the client is always the TCP peer).
     pub fn trusts_proxies(&self) -> bool {
-        !self.trusted.is_empty()
+        !self.settings.load().trusted.is_empty()
     }
 
     /// The client's entry, made (full) if new; `None` when the table is full even after a sweep.
-    fn entry<'t>(&self, table: &'t mut Table, key: ClientKey, now: u32) -> Option<&'t mut Entry> {
+    fn entry<'t>(settings: &Settings, table: &'t mut Table, key: ClientKey, now: u32) -> Option<&'t mut Entry> {
         if !table.entries.contains_key(&key) && table.entries.len() >= MAX_TRACKED_CLIENTS {
             let recently = table.full_sweep_at.is_some_and(|at| now.wrapping_sub(at) < FULL_SWEEP_EVERY_MS);
             if recently {
                 return None;
             }
             table.full_sweep_at = Some(now);
-            self.sweep_locked(table, now);
+            table.entries.retain(|_, entry| !settings.is_idle(entry, now));
             if table.entries.len() >= MAX_TRACKED_CLIENTS {
                 return None;
             }
         }
         Some(table.entries.entry(key).or_insert_with(|| Entry {
             open: 0,
-            connect: self.connect.map_or(Bucket { tokens: 0.0, at: now }, |r| Bucket::full(r, now)),
-            publish: self.publish.map_or(Bucket { tokens: 0.0, at: now }, |r| Bucket::full(r, now)),
+            connect: settings.connect.map_or(Bucket { tokens: 0.0, at: now }, |r| Bucket::full(r, now)),
+            publish: settings.publish.map_or(Bucket { tokens: 0.0, at: now }, |r| Bucket::full(r, now)),
         }))
-    }
-
-    fn is_idle(&self, entry: &Entry, now: u32) -> bool {
-        entry.open == 0
-            && self.connect.is_none_or(|r| entry.connect.is_full(r, now))
-            && self.publish.is_none_or(|r| entry.publish.is_full(r, now))
-    }
-
-    fn sweep_locked(&self, table: &mut Table, now: u32) {
-        table.entries.retain(|_, entry| !self.is_idle(entry, now));
     }
 
     /// Drops the entries of clients with no connection and refilled buckets (once a second).
     pub fn sweep(&self) {
-        if self.max_connections == 0 && self.connect.is_none() && self.publish.is_none() {
+        let settings = self.settings.load();
+        if settings.max_connections == 0 && settings.connect.is_none() && settings.publish.is_none() {
             return;
         }
         let now = self.now_ms();
         let mut table = self.lock();
-        self.sweep_locked(&mut table, now);
+        table.entries.retain(|_, entry| !settings.is_idle(entry, now));
         if table.entries.capacity() > 4 * table.entries.len().max(1024) {
             table.entries.shrink_to_fit();
         }
@@ -427,8 +489,9 @@ impl ClientLimits {
     /// `Forwarded: for=` (RFC 7239). A hop that is not an address (`unknown`, an obfuscated
     /// name, garbage) ends the walk: the last trusted hop is the client then.
     pub fn client_ip(&self, peer: IpAddr, head: &RequestHead) -> IpAddr {
+        let settings = self.settings.load();
         let peer = peer.to_canonical();
-        if !self.is_trusted(peer) {
+        if !settings.is_trusted(peer) {
             return peer;
         }
         let mut hops: Vec<&[u8]> =
@@ -445,7 +508,7 @@ impl ClientLimits {
         for hop in hops.iter().rev() {
             let Some(ip) = std::str::from_utf8(hop).ok().and_then(parse_hop) else { break };
             client = ip;
-            if !self.is_trusted(ip) {
+            if !settings.is_trusted(ip) {
                 break;
             }
         }
@@ -460,13 +523,14 @@ impl ClientLimits {
         }
         let client = self.client_ip(peer, head);
         if client != peer.to_canonical() {
+            self.remembered_any.store(true, Ordering::Relaxed);
             self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(id, client);
         }
     }
 
     /// The client remembered for connection `id`.
     pub fn remembered_client(&self, id: u64) -> Option<IpAddr> {
-        if !self.trusts_proxies() {
+        if !self.remembered_any.load(Ordering::Relaxed) {
             return None;
         }
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied()
@@ -474,7 +538,7 @@ impl ClientLimits {
 
     /// Connection `id` closed: forgets its client, and gives it.
     pub fn forget_client(&self, id: u64) -> Option<IpAddr> {
-        if !self.trusts_proxies() {
+        if !self.remembered_any.load(Ordering::Relaxed) {
             return None;
         }
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
@@ -483,10 +547,6 @@ impl ClientLimits {
     /// The peer to show for connection `id`: the client a trusted proxy named, else the TCP peer.
     pub fn shown_peer(&self, id: u64, peer: std::net::SocketAddr) -> String {
         self.remembered_client(id).map_or_else(|| peer.to_string(), |client| client.to_string())
-    }
-
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|cidr| cidr.contains(ip))
     }
 }
 

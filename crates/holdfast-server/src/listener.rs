@@ -26,7 +26,7 @@ const REFUSE_LINGER: Duration = Duration::from_millis(500);
 /// Accepts connections until `until` completes (in `run`: the end of the drain, so the listener
 /// answers health checks with 503 while the node drains), then closes the listener.
 pub(crate) async fn accept_loop(listener: TcpListener, server: &Arc<Server>, until: impl Future<Output = ()>) {
-    configure_socket(SockRef::from(&listener), &server.config);
+    configure_socket(SockRef::from(&listener), &server.config());
     tokio::pin!(until);
     let mut exhausted_since: Option<std::time::Instant> = None;
     loop {
@@ -111,7 +111,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
             }
         },
     };
-    let idle = IdleDeadline::first_request(&server.config);
+    let idle = IdleDeadline::first_request(&server.config());
     tokio::spawn(conn::serve(TaskLink::new(stream, tls), server.clone(), conn, idle));
 }
 

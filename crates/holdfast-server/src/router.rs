@@ -61,7 +61,7 @@ impl Route {
 pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
     // First, before any credential is looked at: a cross-site page must not act with the
     // browser's cookies (SECURITY.md, "Cross-site requests").
-    if cors::changes_state(head) && !cors::origin_may_act(head, &server.config) {
+    if cors::changes_state(head) && !cors::origin_may_act(head, &server.config()) {
         return Route::OriginRefused;
     }
     let method = head.method();
@@ -105,7 +105,7 @@ pub(crate) fn route(head: &RequestHead, server: &Server) -> Route {
         "/admin/events" if method == Method::Get => Route::AdminEvents,
         "/admin/events" => Route::MethodNotAllowed("GET"),
         "/admin/disconnect" | "/admin/drain" => Route::MethodNotAllowed("POST"),
-        "/_conformance/echo" if server.config.enable_conformance_echo => match method {
+        "/_conformance/echo" if server.config().enable_conformance_echo => match method {
             Method::Post => Route::Echo,
             Method::Get if holdfast_proto::ws::handshake::is_upgrade_request(head) => Route::EchoWebSocket,
             _ => Route::MethodNotAllowed("POST, or GET with Upgrade: websocket"),
@@ -126,17 +126,17 @@ pub(crate) async fn respond(route: Route, head: &RequestHead, body: Bytes, serve
         Route::Asset(index) => crate::assets::serve(index, head),
         Route::Publish => cors::decorate(
             publish::publish(head, body, &*server.broker, &server.stats).await,
-            cors::allowed_origin(head, &server.config).as_deref(),
+            cors::allowed_origin(head, &server.config()).as_deref(),
         ),
         Route::ChannelInfo => cors::decorate(
             publish::info(head, &*server.broker).await,
-            cors::allowed_origin(head, &server.config).as_deref(),
+            cors::allowed_origin(head, &server.config()).as_deref(),
         ),
         Route::DeleteChannel => cors::decorate(
             publish::delete(head, &*server.broker).await,
-            cors::allowed_origin(head, &server.config).as_deref(),
+            cors::allowed_origin(head, &server.config()).as_deref(),
         ),
-        Route::Preflight => cors::preflight(head, &server.config),
+        Route::Preflight => cors::preflight(head, &server.config()),
         Route::AdminDrain => admin_drain(server),
         Route::AdminDisconnect => admin_disconnect(head, server),
         // Answered in conn::exchange (they wait on transports or shards); never routed here.
@@ -181,7 +181,7 @@ pub(crate) async fn admin_connections(server: &Server) -> Response {
             })
         })
         .collect();
-    let keepalive = server.config.keepalive_timeout;
+    let keepalive = server.config().keepalive_timeout;
     list.extend(parked.iter().map(|(conn, expires_in)| {
         serde_json::json!({
             "id": conn.id,
@@ -210,7 +210,7 @@ pub(crate) async fn admin_connections(server: &Server) -> Response {
 /// 503 `draining` with a `Retry-After` spread over the drain (`/healthz`, and new subscriptions
 /// while the node drains): load balancers take the node out, clients come back elsewhere.
 pub(crate) fn draining_refusal(server: &Server, reason: &str) -> Response {
-    let retry_after = crate::drain::retry_after_secs(server.config.drain_spread());
+    let retry_after = crate::drain::retry_after_secs(server.config().drain_spread());
     Response::error(503, "draining", reason).with_header("Retry-After", retry_after.to_string())
 }
 
@@ -221,14 +221,14 @@ fn admin_drain(server: &Server) -> Response {
     if !already {
         server.request_drain();
     }
-    let spread = server.config.drain_spread();
+    let spread = server.config().drain_spread();
     Response::json(
         202,
         &serde_json::json!({
             "draining": true,
             "already": already,
             "drain_seconds": spread.as_secs_f64(),
-            "shutdown_timeout_seconds": server.config.shutdown_timeout.as_secs_f64(),
+            "shutdown_timeout_seconds": server.config().shutdown_timeout.as_secs_f64(),
             "connections_open": server.stats.connections_open(),
         }),
     )

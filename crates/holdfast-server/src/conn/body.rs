@@ -48,7 +48,7 @@ pub(crate) async fn consume(
     if head.framing == BodyFraming::None {
         return Ok(Body::Read(Bytes::new()));
     }
-    let mut limits = server.limits;
+    let mut limits = server.limits();
     if !keep {
         if let BodyFraming::Length(n) = head.framing {
             if n > DISCARD_LIMIT {
@@ -66,7 +66,7 @@ pub(crate) async fn consume(
     // RFC 9110 §10.1.1: send 100 only once we have decided to read the body, and not if the
     // client already started sending it.
     if head.expects_continue && buf.is_empty() {
-        let deadline = Instant::now() + server.config.send_timeout;
+        let deadline = Instant::now() + server.config().send_timeout;
         if !matches!(write_all(stream, &[CONTINUE], deadline, &server.stats).await, Write::Done) {
             return Err(BodyError::Aborted);
         }
@@ -81,7 +81,7 @@ pub(crate) async fn consume(
             }
             Ok(Decoded::End) => break,
             Ok(Decoded::NeedMore) => {
-                let deadline = Instant::now() + server.config.body_timeout;
+                let deadline = Instant::now() + server.config().body_timeout;
                 match read_more(stream, buf, deadline, &server.stats).await {
                     Read::Data => {}
                     Read::Timeout => return Err(BodyError::Timeout),

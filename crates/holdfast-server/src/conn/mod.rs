@@ -97,7 +97,7 @@ async fn drive(stream: &mut TaskLink, server: &Server, conn: &mut ConnState, mut
         // Boxed: the exchange's state (head, body, response) is allocated per request, so a
         // connection idling in the runtime holds only the small idle-wait future.
         match Box::pin(exchange(stream, server, conn, &mut buf)).await {
-            Next::Continue => idle = IdleDeadline::between_requests(&server.config),
+            Next::Continue => idle = IdleDeadline::between_requests(&server.config()),
             Next::Stream(setup) => return End::Stream(setup),
             Next::Close { reason, linger } => return End::Close { reason, linger },
         }
@@ -136,7 +136,7 @@ async fn wait_idle(stream: &mut TaskLink, server: &Server, idle: IdleDeadline, b
     if closes_on_drain(&idle) && server.is_draining() {
         return Idle::Draining;
     }
-    let park_at = std::time::Instant::now() + server.config.park_after;
+    let park_at = std::time::Instant::now() + server.config().park_after;
     let wake = tokio::time::sleep_until(Instant::from_std(park_at.min(idle.at)));
     tokio::pin!(wake);
     loop {
@@ -229,7 +229,7 @@ async fn exchange(stream: &mut TaskLink, server: &Server, conn: &mut ConnState, 
     // a subscription (its deadline in the connection, its rights to a WebSocket's ops).
     let admitted = crate::auth::admit(route, &head, server);
     let response = match admitted {
-        Err(refusal) => crate::cors::decorate(refusal, crate::cors::allowed_origin(&head, &server.config).as_deref()),
+        Err(refusal) => crate::cors::decorate(refusal, crate::cors::allowed_origin(&head, &server.config()).as_deref()),
         Ok(grants) => {
             // The subscription this request may open ends when its token expires.
             conn.token_deadline = grants.as_ref().map_or(0, |g| g.deadline);
@@ -242,7 +242,7 @@ async fn exchange(stream: &mut TaskLink, server: &Server, conn: &mut ConnState, 
                         server,
                         "this node is draining; subscribe again (to another node) after Retry-After",
                     ),
-                    crate::cors::allowed_origin(&head, &server.config).as_deref(),
+                    crate::cors::allowed_origin(&head, &server.config()).as_deref(),
                 ),
                 Route::Subscribe | Route::AdminEvents => {
                     match subscribe(stream, server, &head, route, buf, conn.served, grants).await {
@@ -270,7 +270,7 @@ async fn exchange(stream: &mut TaskLink, server: &Server, conn: &mut ConnState, 
         head.version(),
         &head.connection,
         conn.served,
-        server.config.keepalive_requests,
+        server.config().keepalive_requests,
         !server.is_draining() && body_fate.is_none(),
     );
     if let Err(next) = send(stream, server, &response, &head, persistence).await {
@@ -311,7 +311,7 @@ fn publish_limited(server: &Server, conn: &ConnState, head: &RequestHead) -> Opt
     };
     server.stats.limited(ClientLimit::Publishes);
     let refusal = crate::limits::rate_limited(wait, "this address publishes too fast (publishes_per_ip_per_second)");
-    Some(crate::cors::decorate(refusal, crate::cors::allowed_origin(head, &server.config).as_deref()))
+    Some(crate::cors::decorate(refusal, crate::cors::allowed_origin(head, &server.config()).as_deref()))
 }
 
 /// What a subscription request became.
@@ -336,7 +336,11 @@ async fn subscribe(
     let parsed = match route {
         // The dashboard's feed: SSE on an internal channel of the node-local broker.
         Route::AdminEvents => crate::admin_feed::subscription(server),
-        _ => transport::parse(head, &*server.broker, &server.config).await,
+        _ => {
+            // Owned, not a guard: a network broker may make this wait (see `Server::config`).
+            let config = server.config_owned();
+            transport::parse(head, &*server.broker, &config).await
+        }
     };
     let mut subscription = match parsed {
         Ok(subscription) => subscription,
@@ -354,10 +358,10 @@ async fn subscribe(
                 &subscription.gaps,
                 &messages,
                 origin,
-                Some(server.config.longpoll_timeout),
+                Some(server.config().longpoll_timeout),
             ));
         }
-        return Subscribed::Streaming(crate::handover::held_longpoll(head, subscription, served, &server.config));
+        return Subscribed::Streaming(crate::handover::held_longpoll(head, subscription, served, &server.config()));
     }
     let opened = match subscription.transport.clone() {
         Transport::Poll | Transport::LongPoll => {
@@ -369,7 +373,7 @@ async fn subscribe(
             };
         }
         Transport::WebSocket { raw } => {
-            match transport::websocket::open(head, &server.config, subscription, raw, early_frames(buf)) {
+            match transport::websocket::open(head, &server.config(), subscription, raw, early_frames(buf)) {
                 // Its ops are checked against what the token grants.
                 Ok((bytes, mut setup)) => {
                     setup.extra = grants.map(|g| Box::new(crate::handover::Extra::Grants(Box::new(g))));
@@ -379,13 +383,13 @@ async fn subscribe(
             }
         }
         Transport::Sse => {
-            transport::stream::open(server.config.sse_retry, head.version(), subscription, Format::Sse, None)
+            transport::stream::open(server.config().sse_retry, head.version(), subscription, Format::Sse, None)
         }
         Transport::Stream => {
-            transport::stream::open(server.config.sse_retry, head.version(), subscription, Format::Ndjson, None)
+            transport::stream::open(server.config().sse_retry, head.version(), subscription, Format::Ndjson, None)
         }
         Transport::Iframe { callback } => transport::stream::open(
-            server.config.sse_retry,
+            server.config().sse_retry,
             head.version(),
             subscription,
             Format::Iframe,
@@ -393,7 +397,7 @@ async fn subscribe(
         ),
     };
     let (bytes, setup) = opened;
-    let deadline = Instant::now() + server.config.send_timeout;
+    let deadline = Instant::now() + server.config().send_timeout;
     match write_all(stream, &[&bytes], deadline, &server.stats).await {
         Write::Done => {
             server.stats.responded(if setup.framing.format.is_websocket() { 101 } else { 200 });
@@ -420,12 +424,10 @@ async fn echo_websocket(stream: &mut TaskLink, server: &Server, head: &RequestHe
         Ok(accept) => accept,
         Err(e) => return send_final(stream, server, &transport::websocket::refusal(e), CloseReason::BadRequest).await,
     };
-    let agreement = transport::websocket::negotiate_deflate(head, &server.config);
+    let agreement = transport::websocket::negotiate_deflate(head, &server.config());
     let out = transport::websocket::switching_protocols(&accept, agreement, None, None);
-    if !matches!(
-        write_all(stream, &[&out], Instant::now() + server.config.send_timeout, &server.stats).await,
-        Write::Done
-    ) {
+    let deadline = Instant::now() + server.config().send_timeout;
+    if !matches!(write_all(stream, &[&out], deadline, &server.stats).await, Write::Done) {
         return Next::close(CloseReason::PeerAborted);
     }
     server.stats.responded(101);
@@ -438,12 +440,13 @@ async fn read_head(stream: &mut TaskLink, server: &Server, buf: &mut BytesMut) -
     // Armed only when a read is needed: a request that arrived whole costs no clock read.
     let mut deadline = None;
     loop {
-        match parse_request(buf, &server.limits) {
+        let parsed = parse_request(buf, &server.limits());
+        match parsed {
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(e) => return Err(refuse(stream, server, e).await),
         }
-        let deadline = *deadline.get_or_insert_with(|| Instant::now() + server.config.header_timeout);
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + server.config().header_timeout);
         match read_more(stream, buf, deadline, &server.stats).await {
             Read::Data => {}
             // Closing between requests is the normal end of a persistent connection.
@@ -469,7 +472,7 @@ async fn refuse(stream: &mut TaskLink, server: &Server, error: ParseError) -> Ne
 async fn send_final(stream: &mut TaskLink, server: &Server, response: &Response, reason: CloseReason) -> Next {
     let mut head = BytesMut::new();
     response.encode_head(&mut head, Persistence::Close, Version::Http11, 0);
-    let deadline = Instant::now() + server.config.send_timeout;
+    let deadline = Instant::now() + server.config().send_timeout;
     match write_all(stream, &[&head, &response.body], deadline, &server.stats).await {
         Write::Done => {
             server.stats.responded(response.status);
@@ -505,7 +508,7 @@ async fn send(
     /// Bodies up to this size are copied behind the head and sent in one write.
     const COPY_BODY_MAX: usize = 8 * 1024;
     let mut out = BytesMut::new();
-    response.encode_head(&mut out, persistence, head.version(), server.config.keepalive_timeout.as_secs());
+    response.encode_head(&mut out, persistence, head.version(), server.config().keepalive_timeout.as_secs());
     let with_body = head.method() != holdfast_proto::http1::Method::Head;
     if with_body && response.body.len() <= COPY_BODY_MAX {
         out.extend_from_slice(&response.body);
@@ -527,7 +530,7 @@ async fn send(
             Err(e) => return Err(Next::close(io_close_reason(&e))),
         }
     }
-    let deadline = Instant::now() + server.config.send_timeout;
+    let deadline = Instant::now() + server.config().send_timeout;
     let written = write_all(stream, &[&out, body], deadline, &server.stats).await;
     match written {
         Write::Done => {

@@ -102,7 +102,7 @@ impl Shard {
         if answer == Answer::IfDue && !poll_answer::is_due(&positions, &gaps, &messages) {
             return;
         }
-        let longest_silence = Some(server.config.longpoll_timeout);
+        let longest_silence = Some(server.config().longpoll_timeout);
         let origin = match sub.extra.as_deref() {
             Some(Extra::Origin(origin)) => Some(&**origin),
             _ => None,
@@ -161,7 +161,7 @@ impl Shard {
         // a client that reads its answer and at once asks /admin/stats or GET /pub must not find
         // itself still counted.
         self.leave_channels(server, index);
-        let keepalive_secs = server.config.keepalive_timeout.as_secs();
+        let keepalive_secs = server.config().keepalive_timeout.as_secs();
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         let Some(reply) = sub.longpoll else { return };
         let mut head = BytesMut::new();
@@ -240,7 +240,7 @@ impl Shard {
         let early_input = sub.longpoll.is_some_and(|reply| reply.early_input);
         sub.longpoll = None;
         sub.extra = None;
-        let due = clock_ms_at(Instant::now()) + server.config.park_after.as_millis() as u64;
+        let due = clock_ms_at(Instant::now()) + server.config().park_after.as_millis() as u64;
         self.awaiting_deadlines.push_back(Deadline::new(due, index, &sub.conn));
         // Its next request came while it was held: readiness is edge-triggered, so no new event
         // will say so. (Bytes arriving from now on bring their own event.)
@@ -255,7 +255,7 @@ impl Shard {
     fn next_request(&mut self, server: &Server, index: usize) {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         // Kept between requests (one per shard): sized once, not zeroed per request.
-        let limit = server.config.max_header_bytes.max(256);
+        let limit = server.config().max_header_bytes.max(256);
         if self.peek_buf.len() < limit {
             self.peek_buf.resize(limit, 0);
         }
@@ -267,7 +267,7 @@ impl Shard {
             Err(e) => return self.close(server, index, crate::socket::io_close_reason(&e)),
         };
         let mut bytes = BytesMut::from(&self.peek_buf[..peeked]);
-        let head = match holdfast_proto::http1::parse_request(&mut bytes, &server.limits) {
+        let head = match holdfast_proto::http1::parse_request(&mut bytes, &server.limits()) {
             // With access control on, the runtime serves it (and checks its token).
             Ok(Some(head))
                 if is_plain_subscribe(&head) && !server.is_draining() && !crate::auth::is_enabled(server) =>
@@ -278,7 +278,7 @@ impl Shard {
         };
         // A refusal, another transport, or a channel that a network broker must open first: the
         // runtime serves it.
-        let mut request = match crate::sub_request::parse_ready(&head, &*server.broker, &server.config) {
+        let mut request = match crate::sub_request::parse_ready(&head, &*server.broker, &server.config()) {
             Some(Ok(request)) if request.transport == crate::sub_request::Transport::LongPoll => request,
             _ => return self.hand_to_runtime(server, index),
         };
@@ -297,13 +297,13 @@ impl Shard {
         }
         sub.conn.served = sub.conn.served.saturating_add(1);
         server.stats.request_served(true);
-        let mut reply = LongPollReply::for_request(&head, sub.conn.served, &server.config);
+        let mut reply = LongPollReply::for_request(&head, sub.conn.served, &server.config());
         // Pipelined requests behind this one are in the socket already.
         reply.early_input = peeked > head.wire_len();
         let messages = poll_answer::collect(&mut request.positions, &mut request.gaps);
         if poll_answer::is_due(&request.positions, &request.gaps, &messages) {
             server.stats.delivered(messages.len() as u64);
-            let longest_silence = Some(server.config.longpoll_timeout);
+            let longest_silence = Some(server.config().longpoll_timeout);
             let origin = request.origin.as_deref();
             let response =
                 poll_answer::render(&mut request.positions, &request.gaps, &messages, origin, longest_silence);
@@ -315,7 +315,7 @@ impl Shard {
         // Held again, in the same slot.
         sub.longpoll = Some(reply);
         sub.extra = request.origin.map(|origin| Box::new(Extra::Origin(origin.into_boxed_str())));
-        let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
+        let due = clock_ms_at(Instant::now()) + server.config().longpoll_timeout.as_millis() as u64;
         self.longpoll_deadlines.push_back(Deadline::new(due, index, &sub.conn));
         server.stats.subscriber_opened(crate::wire::frame::Format::LongPoll);
         let places: Box<[super::Place]> =
@@ -334,7 +334,7 @@ impl Shard {
         let _ = self.registry().deregister(&mut SourceFd(&sub.stream.as_raw_fd()));
         let super::Subscriber { stream, conn, .. } = *sub;
         let link = crate::socket::StdLink { socket: stream, tls };
-        (self.resume)(link, conn, IdleDeadline::between_requests(&server.config))
+        (self.resume)(link, conn, IdleDeadline::between_requests(&server.config()))
     }
 
     /// Connections that waited `park_after` here without a next request go to the runtime,

@@ -581,7 +581,7 @@ impl Shard {
             self.shortest_heartbeat = self.shortest_heartbeat.min(Duration::from_millis(setup.heartbeat_ms.into()));
         }
         if setup.framing.format == frame::Format::LongPoll {
-            let due = clock_ms_at(Instant::now()) + server.config.longpoll_timeout.as_millis() as u64;
+            let due = clock_ms_at(Instant::now()) + server.config().longpoll_timeout.as_millis() as u64;
             self.longpoll_deadlines.push_back(longpoll::Deadline::new(due, index, &conn));
         }
         if let Some(tls) = tls {
@@ -638,7 +638,7 @@ impl Shard {
     }
 
     fn deliver_batch(&mut self, server: &Server, index: usize, cache: &mut ReadCache, timing: Timing) -> Step {
-        let max_pending = server.config.max_pending_bytes;
+        let max_pending = server.config().max_pending_bytes;
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Step::Done };
         if sub.pending.is_some() {
             if behind_bytes(sub, cache) > max_pending {
@@ -808,11 +808,11 @@ impl Shard {
     /// How often the heartbeat scan runs: a quarter of the shortest interval here (so a heartbeat
     /// goes out within 1.25 intervals of quiet), at least once a second.
     fn heartbeat_tick(&self, server: &Server) -> Duration {
-        (self.shortest_heartbeat.min(server.config.heartbeat_interval) / 4).min(MAX_TICK)
+        (self.shortest_heartbeat.min(server.config().heartbeat_interval) / 4).min(MAX_TICK)
     }
 
     fn heartbeats(&mut self, server: &Server, now: Instant) {
-        let send_timeout = server.config.send_timeout.as_millis() as u64;
+        let send_timeout = server.config().send_timeout.as_millis() as u64;
         let now_ms = clock_ms_at(now);
         let mut failed = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
@@ -908,7 +908,7 @@ impl Shard {
             let data = closed_json(reason.label(), &cursor);
             if matches!(reason, CloseReason::Shutdown) && sub.framing.format == frame::Format::Sse {
                 // Clients closed in the same moment of a drain come back at different moments.
-                let retry_ms = crate::drain::jittered_retry(server.config.sse_retry).as_millis();
+                let retry_ms = crate::drain::jittered_retry(server.config().sse_retry).as_millis();
                 sub.framing.put_piece(&mut out, format!("retry: {retry_ms}\n\n").as_bytes());
             }
             sub.framing.put_notice(&mut out, sub.callback(), &channel, &cursor, "holdfast.closed", &data);

@@ -405,7 +405,7 @@ impl Shard {
         if self.batching == Some(index) {
             let queued =
                 self.slots.get(index).and_then(Option::as_ref).map_or(0, |s| s.pending.as_ref().map_or(0, |p| p.len()));
-            if (queued + self.replies.len() + bytes.len()) as u64 > server.config.max_pending_bytes {
+            if (queued + self.replies.len() + bytes.len()) as u64 > server.config().max_pending_bytes {
                 self.replies.clear();
                 self.publishes_answered.clear();
                 self.batching = None;
@@ -420,7 +420,7 @@ impl Shard {
 
     /// Writes bytes of our own behind whatever is pending; false when the subscriber is gone.
     fn write_own(&mut self, server: &Server, index: usize, bytes: &[u8]) -> bool {
-        let max_pending = server.config.max_pending_bytes;
+        let max_pending = server.config().max_pending_bytes;
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return false };
         sub.bytes_out += bytes.len() as u64;
         if let Some(pending) = sub.pending.as_mut() {
@@ -456,7 +456,7 @@ impl Shard {
     /// heartbeat intervals when that is longer (a peer that asked for a long interval is pinged
     /// only that often, and answers only then).
     pub(super) fn silent_websockets(&self, server: &Server, now: Instant) -> Vec<usize> {
-        let timeout = server.config.heartbeat_timeout;
+        let timeout = server.config().heartbeat_timeout;
         let now_ms = clock_ms_at(now);
         let silent = |slot: &Option<Box<super::Subscriber>>| {
             slot.as_ref().is_some_and(|s| {
@@ -542,7 +542,7 @@ impl Shard {
         if let Some(channel) = op.get("channel").and_then(Value::as_str) {
             crate::auth::check_op(server, self.grants(index), true, channel)?;
         }
-        if server.config.ws_client_publish && !self.within_publish_rate(server, index)? {
+        if server.config().ws_client_publish && !self.within_publish_rate(server, index)? {
             return Ok(Value::Null);
         }
         let (channel, published) = publish(server, op)?;
@@ -663,7 +663,7 @@ fn publish(
     server: &Server,
     op: &Value,
 ) -> Result<(String, holdfast_hub::BrokerFuture<Result<holdfast_hub::Published, Refusal>>), Refusal> {
-    if !server.config.ws_client_publish {
+    if !server.config().ws_client_publish {
         return Err(Refusal {
             status: 403,
             code: "forbidden",
@@ -689,5 +689,5 @@ fn publish(
 
 /// For the shard: the decoder limit and the early bytes of a new WebSocket subscriber.
 pub(super) fn peer_for(server: &Server, early_input: BytesMut, inflate: bool) -> Box<WsPeer> {
-    Box::new(WsPeer::new(server.config.ws_max_message_bytes, early_input, inflate))
+    Box::new(WsPeer::new(server.config().ws_max_message_bytes, early_input, inflate))
 }

@@ -50,7 +50,7 @@ pub(crate) async fn answer(
         }
     }
     server.stats.delivered(messages.len() as u64);
-    let longest_silence = hold.then_some(server.config.longpoll_timeout);
+    let longest_silence = hold.then_some(server.config().longpoll_timeout);
     Answer::Respond(render(&mut sub.positions, &sub.gaps, &messages, sub.origin.as_deref(), longest_silence))
 }
 
@@ -89,7 +89,7 @@ async fn wait(
     sub: &mut Subscription,
     token_deadline: u32,
 ) -> Option<Vec<(usize, Arc<Message>)>> {
-    let mut deadline = tokio::time::Instant::now() + server.config.longpoll_timeout;
+    let mut deadline = tokio::time::Instant::now() + server.config().longpoll_timeout;
     if token_deadline != 0 {
         let left = u64::from(token_deadline).saturating_sub(crate::auth::unix_now());
         deadline = deadline.min(tokio::time::Instant::now() + std::time::Duration::from_secs(left));

@@ -26,7 +26,7 @@ pub(crate) async fn run(
     mut input: BytesMut,
     agreement: Option<Agreement>,
 ) -> CloseReason {
-    let max = server.config.ws_max_message_bytes;
+    let max = server.config().ws_max_message_bytes;
     let mut decoder = if agreement.is_some() { Decoder::with_deflate(max) } else { Decoder::new(max) };
     let mut deflater = agreement.map(|a| MessageDeflater::new(a.server_window_bits));
     let mut out = BytesMut::new();
@@ -74,6 +74,6 @@ fn put_message(out: &mut BytesMut, opcode: frame::OpCode, data: &[u8], deflater:
 }
 
 async fn send(stream: &mut TaskLink, server: &Server, bytes: &[u8]) -> bool {
-    let deadline = Instant::now() + server.config.send_timeout;
+    let deadline = Instant::now() + server.config().send_timeout;
     matches!(write_all(stream, &[bytes], deadline, &server.stats).await, Write::Done)
 }

@@ -1,5 +1,7 @@
 //! `holdfast serve`: builds the configuration from defaults ← file ← env ← flags, then runs the
-//! server until SIGTERM or SIGINT, and drains.
+//! server until SIGTERM or SIGINT, and drains. SIGHUP builds it again the same way (the file read
+//! anew, the environment and flags as they were at start) and the server applies the keys that
+//! can change live.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -38,7 +40,10 @@ pub fn run(args: &ArgMatches) -> ExitCode {
             .await
             .map_err(|e| (ExitCode::FAILURE, format!("cannot listen on {}: {e}", config.listen)))?;
         tracing::info!(fd_limit, "starting");
-        holdfast_server::run(listener, config, signals.first()).await.map_err(|e| {
+        // The environment was read into `args` at start, so a reload sees the same overrides.
+        let matches = args.clone();
+        let source: holdfast_server::ConfigSource = Box::new(move || build_config(&matches));
+        holdfast_server::run_reloadable(listener, config, signals.first(), Some(source)).await.map_err(|e| {
             // A setting the server cannot use (a TLS certificate or key file, a broker URL) is
             // the configuration's fault, as a bad value is: exit code 2.
             let code = if e.kind() == std::io::ErrorKind::InvalidInput { EXIT_USAGE.into() } else { ExitCode::FAILURE };
