@@ -235,8 +235,6 @@ pub struct StoreStats {
     pub channels: u64,
     /// Messages it holds.
     pub messages: u64,
-    /// Bytes of those messages.
-    pub message_bytes: u64,
     /// Publishes accepted and not yet written.
     pub pending: u64,
     /// Syncs to disk so far (`fsync`: one per group commit with `always`).

@@ -95,6 +95,15 @@ pub struct Config {
     /// Where messages are ordered and kept: `memory` (this process), or a Redis URL
     /// (`redis://host:port/db`, `redis+cluster://host:port,host:port`) that several nodes share.
     pub broker: String,
+    /// Where the embedded broker keeps histories: `memory`, or `disk` (in `data_dir`, kept
+    /// across restarts).
+    pub history_store: String,
+    /// The disk store's directory (`history_store = "disk"`).
+    pub data_dir: String,
+    /// When a disk store's writes count as done: `none`, `batch` or `always`.
+    pub durability: String,
+    /// `durability = "batch"` syncs at most this long after a write.
+    pub durability_interval: Duration,
     /// How far (in bytes) a streaming subscriber may fall behind before it is cut (`slow_consumer`).
     pub max_pending_bytes: u64,
     /// Origins allowed by CORS: empty = none, `*` = any, else the listed origins and subdomain
@@ -313,6 +322,10 @@ impl Default for Config {
             history_max_bytes: 0,
             max_channels: 0,
             broker: String::new(),
+            history_store: String::new(),
+            data_dir: String::new(),
+            durability: String::new(),
+            durability_interval: Duration::ZERO,
             max_pending_bytes: 0,
             cors_origins: Vec::new(),
             heartbeat_timeout: Duration::ZERO,
@@ -585,6 +598,20 @@ pub const KEYS: &[Key] = &[
         parse_broker,
         "memory (this process), or redis://host:port/db, redis+cluster://host:port,host:port or redis-sentinel://host:port/db?sentinelServiceName=NAME shared by several nodes"
     ),
+    key!(
+        history_store,
+        "memory",
+        parse_history_store,
+        "where the embedded broker keeps histories: memory, or disk (in data_dir, kept across restarts)"
+    ),
+    key!(data_dir, "holdfast-data", parse_dir, "directory of the disk history store (history_store = disk)"),
+    key!(
+        durability,
+        "batch",
+        parse_durability,
+        "disk store: none (written to the OS before a publish is answered), batch (synced every durability_interval), always (synced before a publish is answered)"
+    ),
+    key!(durability_interval, "100ms", parse_duration, "disk store, durability = batch: longest time a write waits for its sync"),
     key!(max_pending_bytes, "1MiB", parse_size_u64, "how far a streaming subscriber may fall behind before it is cut"),
     key!(
         cors_origins,
@@ -689,6 +716,27 @@ fn parse_origins(value: &str) -> Result<Vec<String>, String> {
     Ok(origins)
 }
 
+fn parse_history_store(value: &str) -> Result<String, String> {
+    match value.trim() {
+        word @ ("memory" | "disk") => Ok(word.to_string()),
+        _ => Err("is not memory or disk".to_string()),
+    }
+}
+
+fn parse_durability(value: &str) -> Result<String, String> {
+    match value.trim() {
+        word @ ("none" | "batch" | "always") => Ok(word.to_string()),
+        _ => Err("is not none, batch or always".to_string()),
+    }
+}
+
+fn parse_dir(value: &str) -> Result<String, String> {
+    match value.trim() {
+        "" => Err("is empty".to_string()),
+        path => Ok(path.to_string()),
+    }
+}
+
 fn parse_broker(value: &str) -> Result<String, String> {
     let value = value.trim();
     let known = ["redis://", "redis+cluster://", "redis-cluster://", "redis-sentinel://"];
@@ -760,6 +808,15 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.tls_cert.is_empty() != config.tls_key.is_empty() {
         return bad("tls_cert", "tls_cert and tls_key go together: set both (TLS) or neither (plain HTTP)");
+    }
+    if config.history_store == "disk" && config.broker != "memory" && !config.broker.is_empty() {
+        return bad(
+            "history_store",
+            "disk keeps the embedded broker's histories; with a Redis broker they live in Redis (see its appendonly setting)",
+        );
+    }
+    if config.history_store == "disk" && config.durability == "batch" && config.durability_interval.is_zero() {
+        return bad("durability_interval", "must be above 0 with durability = batch (or use always)");
     }
     if config.keepalive_timeout.is_zero() || config.header_timeout.is_zero() || config.body_timeout.is_zero() {
         return bad("timeouts", "keepalive_timeout, header_timeout and body_timeout must be above 0");

@@ -157,7 +157,10 @@ impl Server {
             max_age: config.history_seconds,
             max_bytes: config.history_max_bytes,
         };
-        let broker: Arc<dyn Broker> = if config.broker == "memory" || config.broker.is_empty() {
+        let embedded = config.broker == "memory" || config.broker.is_empty();
+        let broker: Arc<dyn Broker> = if embedded && config.history_store == "disk" {
+            Arc::new(open_disk_store(&config, limits)?)
+        } else if embedded {
             Arc::new(MemoryBroker::new(limits).with_max_channels(config.max_channels))
         } else {
             let redis =
@@ -360,7 +363,43 @@ pub async fn run_reloadable(
     if let Some(reload) = reload {
         reload.abort();
     }
+    // Every connection is gone: what was accepted is made durable and the store marked closed.
+    if server.broker.store().is_some() {
+        server.broker.close().await;
+        tracing::info!("history store closed");
+    }
     Ok(())
+}
+
+/// Opens the disk history store (`history_store = "disk"`), reporting in one line what it
+/// recovered; a store that cannot be opened or read whole is refused (`InvalidInput`: exit 2).
+fn open_disk_store(config: &Config, limits: HistoryLimits) -> io::Result<holdfast_store::DiskBroker> {
+    let disk = holdfast_store::DiskConfig {
+        dir: config.data_dir.clone().into(),
+        durability: holdfast_store::Durability::parse(&config.durability).unwrap_or(holdfast_store::Durability::Batch),
+        interval: config.durability_interval,
+        limits,
+        max_channels: config.max_channels,
+        boot_id: holdfast_store::boot_id(),
+    };
+    let broker = holdfast_store::DiskBroker::open(disk)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let recovered = broker.recovered();
+    tracing::info!(
+        data_dir = %config.data_dir,
+        durability = %config.durability,
+        channels = recovered.channels,
+        messages = recovered.messages,
+        bytes = recovered.bytes,
+        millis = recovered.millis,
+        closed_cleanly = recovered.clean,
+        new_epochs = recovered.continued,
+        "history store opened"
+    );
+    if recovered.continued {
+        tracing::warn!("the history store was left open by a machine that restarted: channels continue in new epochs, and cursors past what was kept get a gap notice");
+    }
+    Ok(broker)
 }
 
 async fn drain(server: &Arc<Server>) {

@@ -289,5 +289,22 @@ pub(crate) fn stats_json(server: &Server) -> serde_json::Value {
             "bytes_in": snap.bytes_in,
             "bytes_out": snap.bytes_out,
             "latency_seconds": snap.latency,
+            "store": server.broker.store().map(|store| serde_json::json!({
+                "path": store.path,
+                "durability": store.durability,
+                "disk_bytes": store.disk_bytes,
+                "channels": store.channels,
+                "messages": store.messages,
+                "pending_writes": store.pending,
+                "syncs": store.syncs,
+                "recovered": {
+                    "channels": store.recovered.channels,
+                    "messages": store.recovered.messages,
+                    "bytes": store.recovered.bytes,
+                    "millis": store.recovered.millis,
+                    "closed_cleanly": store.recovered.clean,
+                    "new_epochs": store.recovered.continued,
+                },
+            })),
     })
 }

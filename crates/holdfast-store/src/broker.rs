@@ -132,9 +132,8 @@ pub(crate) struct Shared {
     /// Set when a write failed: the store is not trusted again until a restart.
     pub failed: AtomicBool,
     pub syncs: AtomicU64,
-    /// Messages and their payload bytes on disk (kept as they are written and deleted).
+    /// Messages on disk (kept as they are written and deleted).
     pub disk_messages: AtomicU64,
-    pub disk_message_bytes: AtomicU64,
     pub recovered: Recovered,
     /// A tending pass is queued (one at a time).
     pub tend_queued: AtomicBool,
@@ -282,7 +281,6 @@ impl DiskBroker {
             failed: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
             disk_messages: AtomicU64::new(recovered.messages),
-            disk_message_bytes: AtomicU64::new(recovered.bytes),
             recovered,
             tend_queued: AtomicBool::new(false),
             config,
@@ -454,7 +452,6 @@ impl Broker for DiskBroker {
             disk_bytes: shared.store.disk_bytes(),
             channels: shared.lanes().len() as u64,
             messages: shared.disk_messages.load(Ordering::Relaxed),
-            message_bytes: shared.disk_message_bytes.load(Ordering::Relaxed),
             pending: shared.queue.len() as u64,
             syncs: shared.syncs.load(Ordering::Relaxed),
             recovered: shared.recovered,

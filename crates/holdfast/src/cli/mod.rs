@@ -7,6 +7,7 @@ mod bench;
 #[path = "pub.rs"]
 mod publish;
 mod serve;
+mod store;
 mod sub;
 
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ fn command() -> Command {
         .subcommand(publish::command())
         .subcommand(sub::command())
         .subcommand(bench::command())
+        .subcommand(store::command())
 }
 
 /// A small runtime for the client subcommands (one thread: a CLI client needs no more).
@@ -99,6 +101,7 @@ pub fn main() -> ExitCode {
         Some(("pub", args)) => publish::run(args),
         Some(("sub", args)) => sub::run(args),
         Some(("bench", args)) => bench::run(args),
+        Some(("store", args)) => store::run(args),
         _ => ExitCode::from(EXIT_USAGE),
     }
 }

@@ -86,7 +86,8 @@ fn build_config(args: &ArgMatches) -> Result<Config, String> {
 /// file or a pipe they are noise that log tools show as `^[[32m`.
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The disk store's engine reports each keyspace it reopens: its warnings are enough.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
     let colour = format == LogFormat::Text && std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match format {
