@@ -406,3 +406,64 @@ async fn many_flooding_peers_at_once_do_not_hold_up_another_subscribers_deliveri
     }
     assert!(report.max_delay < DELAY_BOUND, "40 flooding peers stalled another subscriber: {report:?}");
 }
+
+/// Slowloris: 1,000 connections each sending one byte of a request head a second. Each is cut
+/// at `header_timeout` (408), the server answers others promptly meanwhile, and once they are
+/// gone nothing of them is left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slowloris_connections_are_cut_at_header_timeout_while_others_are_served() {
+    let _exclusive = hostile::exclusive().await;
+    const SLOW: usize = 1000;
+    let server = TestServer::start(|c| c.header_timeout = Duration::from_secs(2)).await;
+    let head = b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut slow = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        slow.push(server.connect().await);
+    }
+    // One byte a second from each, for longer than header_timeout.
+    let dripping = tokio::spawn(async move {
+        let mut cut = vec![false; SLOW];
+        for second in 0..5 {
+            for (conn, cut) in slow.iter_mut().zip(cut.iter_mut()) {
+                if !*cut && !conn.try_send(&head[second..second + 1]).await {
+                    *cut = true;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        slow
+    });
+    // Meanwhile a normal client is answered promptly, on a new connection each time.
+    let mut slowest = Duration::ZERO;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let asked = Instant::now();
+        let mut conn = server.connect().await;
+        conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(conn.response().await.status, 200);
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(slowest < DELAY_BOUND, "a normal request took {slowest:?} during the slowloris");
+    let mut slow = dripping.await.unwrap();
+    // Every slow connection got its 408 and was closed.
+    let mut answered_408 = 0;
+    for conn in &mut slow {
+        let rest = tokio::time::timeout(Duration::from_secs(5), conn.read_to_close()).await.expect("closed");
+        if rest.starts_with(b"HTTP/1.1 408") {
+            answered_408 += 1;
+        }
+    }
+    assert_eq!(answered_408, SLOW, "each slow connection is answered 408 before it is closed");
+    drop(slow);
+    // Nothing of them is left: only the stats request's own connection is open.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let open = server.stats().await["connections_open"].as_u64().unwrap();
+        if open <= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} connections still open after the slowloris ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -92,6 +92,42 @@ pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|id| id.trim().to_string()).unwrap_or_default()
 }
 
+/// Where the data of each journal file (`*.jnl`) in a store's directory ends: after its last
+/// byte that is not zero. fjall creates journals 64 MiB long (zeros, sparse) and cuts them back
+/// when it reopens them, so a journal that ends up shorter than this lost written data.
+fn journal_data_ends(dir: &std::path::Path) -> HashMap<std::ffi::OsString, u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return HashMap::new() };
+    entries
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "jnl"))
+        .filter_map(|entry| Some((entry.file_name(), data_end(&entry.path()).ok()?)))
+        .collect()
+}
+
+/// The offset after the last byte that is not zero (read backwards, 1 MiB at a time).
+fn data_end(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let mut end = file.metadata()?.len();
+    let mut chunk = vec![0u8; 1 << 20];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let piece = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(piece)?;
+        if let Some(last) = piece.iter().rposition(|b| *b != 0) {
+            return Ok(start + last as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+fn file_lengths(dir: &std::path::Path) -> HashMap<std::ffi::OsString, u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return HashMap::new() };
+    entries.flatten().filter_map(|entry| Some((entry.file_name(), entry.metadata().ok()?.len()))).collect()
+}
+
 /// One channel's identity and numbering, beside its ring.
 pub(crate) struct Lane {
     pub name: Arc<str>,
@@ -205,20 +241,30 @@ impl DiskBroker {
     /// ring, and starts the writer. A store that cannot be read whole is refused.
     pub fn open(config: DiskConfig) -> Result<DiskBroker, StoreError> {
         let started = Instant::now();
+        let journals = journal_data_ends(&config.dir);
         let store = Store::open(&config.dir)?;
+        // fjall drops a journal's damaged or torn tail when it reopens, silently: seen here as a
+        // journal cut back before the end of its data. What was in that tail may have reached
+        // subscribers.
+        let after = file_lengths(&config.dir);
+        let journal_cut = journals.iter().any(|(name, end)| after.get(name).is_some_and(|now| now < end));
+        if journal_cut {
+            tracing::warn!(dir = %config.dir.display(), "history store: a journal's damaged tail was dropped on reopening; the newest writes may be lost");
+        }
         let previous = store.run_record().map_err(|why| StoreError::Damaged {
             path: config.dir.display().to_string(),
             problems: vec![format!("meta key run: {why}")],
             total: 1,
         })?;
         let contents = store.read_whole()?;
-        // Left open (not closed by the server) on a machine that has restarted since, without
-        // syncing every write: the newest writes may have been lost with the machine's memory.
-        let continued = previous.as_ref().is_some_and(|run| {
-            !run.clean
-                && run.durability != Durability::Always.label()
-                && (run.boot_id != config.boot_id || run.boot_id.is_empty())
-        });
+        // A journal cut short, or the store left open (not closed by the server) on a machine
+        // that has restarted since without syncing every write: the newest writes may be lost.
+        let continued = journal_cut
+            || previous.as_ref().is_some_and(|run| {
+                !run.clean
+                    && run.durability != Durability::Always.label()
+                    && (run.boot_id != config.boot_id || run.boot_id.is_empty())
+            });
         let local = MemoryBroker::new(config.limits).with_max_channels(config.max_channels);
         let mut lanes = HashMap::new();
         let mut batch = store.db.batch().durability(Some(fjall::PersistMode::SyncAll));

@@ -317,3 +317,45 @@ fn a_damaged_store_stops_serve_with_exit_2_and_repair_is_the_way_out() {
     let server = Served::start(&data, "always");
     assert!(publish(server.addr, "room", "again").is_some());
 }
+
+/// The journal file cut in the middle of its data (a damaged disk, a bad copy): the server
+/// starts with everything before the damage, says the newest writes may be lost, and a cursor
+/// from past the damage resumes behind a gap notice instead of silently.
+#[test]
+fn a_journal_cut_in_the_middle_keeps_what_was_before_and_tells_cursors_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut published = Vec::new();
+    let mut last_id = String::new();
+    {
+        let mut server = Served::start(dir.path(), "always");
+        for i in 1..=40 {
+            last_id = publish(server.addr, "room", &format!("m{i:02}")).unwrap();
+            published.push(format!("m{i:02}"));
+        }
+        server.kill9();
+    }
+    let journal = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "jnl"))
+        .expect("a journal file");
+    let bytes = std::fs::read(&journal).unwrap();
+    let data_end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    std::fs::write(&journal, &bytes[..data_end / 2]).unwrap();
+
+    let server = Served::start(dir.path(), "always");
+    let kept = history(server.addr, "room");
+    assert!(kept.len() < published.len(), "half the journal is gone: {} kept", kept.len());
+    assert_eq!(kept[..], published[..kept.len()], "what is kept is what came before the damage");
+    let (_, stats) = request(server.addr, "GET /admin/stats HTTP/1.1", b"").unwrap();
+    assert_eq!(json(&stats)["store"]["recovered"]["new_epochs"], true, "{stats}");
+    // A cursor past the damage: told, with the first position it can still have.
+    let (status, body) =
+        request(server.addr, &format!("GET /sub/room?transport=poll&cursor={last_id} HTTP/1.1"), b"").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(json(&body)["gap"].is_array(), "a gap notice: {body}");
+    // Publishing goes on; the history is whole from the damage on.
+    publish(server.addr, "room", "after").unwrap();
+    assert_eq!(history(server.addr, "room").last().map(String::as_str), Some("after"));
+}

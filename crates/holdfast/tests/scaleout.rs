@@ -654,8 +654,35 @@ fn assert_every_message_or_a_gap(who: &str, seen: &[Seen], log: &PublishLog, cha
 /// message once and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_subscribers_fail_over_to_another_node_without_a_gap() {
+    sdk_subscribers_move_to_another_node(Leave::Stop).await;
+}
+
+/// The same when node A drains (`POST /admin/drain`, closes spread over `drain_seconds`): each
+/// subscriber gets its transport's reconnect signal, finds A refusing new subscriptions (503)
+/// and resumes on B without loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_subscribers_resume_on_another_node_when_one_drains() {
+    sdk_subscribers_move_to_another_node(Leave::Drain).await;
+}
+
+/// How node A goes away.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Leave {
+    /// Stopped at once (`drain_seconds = 0`).
+    Stop,
+    /// Drained over 2 s.
+    Drain,
+}
+
+async fn sdk_subscribers_move_to_another_node(leave: Leave) {
     let Some(redis) = RedisServer::start(Persistence::None).await else { return };
-    let mut nodes = nodes(&redis.url(), 2).await;
+    let mut nodes = nodes_with(&redis.url(), 2, |c| {
+        if leave == Leave::Drain {
+            c.drain_seconds = Duration::from_secs(2);
+            c.shutdown_timeout = Duration::from_secs(5);
+        }
+    })
+    .await;
     let servers = [nodes[0].url(""), nodes[1].url("")];
     let channel = "failover";
     let subs: Vec<(Transport, Watched)> = [Transport::Sse, Transport::Ws, Transport::LongPoll]
@@ -670,12 +697,22 @@ async fn sdk_subscribers_fail_over_to_another_node_without_a_gap() {
     for (transport, sub) in &subs {
         sub.wait(&format!("{transport} gets 20 messages on A"), |_| sub.numbers().len() >= 20).await;
     }
-    let took = nodes[0].stop().await;
-    let at_stop = publishing.log().acked.len();
+    let took = match leave {
+        Leave::Stop => nodes[0].stop().await,
+        Leave::Drain => {
+            let started = Instant::now();
+            let answer = request_at(nodes[0].addr, &format!("POST /admin/drain {GET}Content-Length: 0\r\n\r\n")).await;
+            assert_eq!(answer.status, 202, "{}", answer.text());
+            started.elapsed()
+        }
+    };
     for (transport, sub) in &subs {
-        let what = format!("{transport} gets 20 messages after A stopped");
-        sub.wait(&what, |_| sub.numbers().last().is_some_and(|n| *n as usize >= at_stop + 20)).await;
-        assert_eq!(sub.connections().last(), Some(&servers[1]), "{transport} moved to B: {:?}", sub.seen());
+        // A draining node still serves its subscribers until their turn in the spread.
+        sub.wait(&format!("{transport} moves to B"), |_| sub.connections().last() == Some(&servers[1])).await;
+        let on_b = publishing.log().acked.len();
+        let what = format!("{transport} gets 20 messages on B");
+        sub.wait(&what, |_| sub.numbers().last().is_some_and(|n| *n as usize >= on_b + 20)).await;
+        assert_eq!(sub.connections().last(), Some(&servers[1]), "{transport} stays on B: {:?}", sub.seen());
     }
     let log = publishing.finish().await;
     assert!(log.unavailable.is_empty(), "B kept publishing: {:?} refused", log.unavailable);

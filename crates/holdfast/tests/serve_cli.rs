@@ -329,6 +329,16 @@ fn running_out_of_file_descriptors_neither_crashes_nor_spins() {
     let mut command = Command::new("bash");
     command.args(["-c", "ulimit -n 40 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_holdfast")]);
     let served = Served::start(command, &["--max-connections", "1000"]);
+    // A keep-alive client already connected goes on being served while accepts fail.
+    let mut kept = TcpStream::connect(served.addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let ask = |stream: &mut TcpStream| {
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut buf = [0u8; 256];
+        let n = stream.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(ask(&mut kept).starts_with("HTTP/1.1 200"));
     let mut clients = Vec::new();
     for _ in 0..60 {
         if let Ok(stream) = TcpStream::connect_timeout(&served.addr, Duration::from_secs(1)) {
@@ -341,6 +351,8 @@ fn running_out_of_file_descriptors_neither_crashes_nor_spins() {
     let spent = cpu_ticks(served.child.id()) - before;
     // A spinning accept loop burns ~100 ticks per second; backing off costs almost nothing.
     assert!(spent < 20, "server used {spent} ticks in 1 s while out of descriptors");
+    let answer = ask(&mut kept);
+    assert!(answer.starts_with("HTTP/1.1 200"), "an open connection while out of descriptors: {answer}");
     drop(clients);
     // Once descriptors are free again it serves.
     let deadline = Instant::now() + Duration::from_secs(10);
