@@ -44,6 +44,11 @@ pub enum StoreError {
         /// How many were found.
         total: usize,
     },
+    /// Another process (a running server) has it open.
+    InUse {
+        /// Its directory.
+        path: String,
+    },
     /// A read or write failed while it was in use.
     Io(String),
 }
@@ -67,6 +72,11 @@ impl fmt::Display for StoreError {
                      cannot be read and keeps the rest"
                 )
             }
+            StoreError::InUse { path } => write!(
+                f,
+                "the history store in {path} is in use by another process (a running server?); one server per data_dir, \
+                 and check or repair it only with the server stopped"
+            ),
             StoreError::Io(why) => write!(f, "history store: {why}"),
         }
     }
@@ -141,7 +151,10 @@ impl Store {
         let shown = dir.display().to_string();
         let open_error = |why: String| StoreError::Open { path: shown.clone(), why };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let db = Database::builder(dir).cache_size(CACHE_BYTES).open().map_err(|e| open_error(e.to_string()))?;
+        let db = Database::builder(dir).cache_size(CACHE_BYTES).open().map_err(|e| match e {
+            fjall::Error::Locked => StoreError::InUse { path: shown.clone() },
+            e => open_error(e.to_string()),
+        })?;
         let keyspace =
             |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| open_error(e.to_string()));
         let store = Store {
@@ -329,7 +342,7 @@ pub enum RepairReport {
 pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
     let store = match Store::open(dir) {
         Ok(store) => store,
-        Err(StoreError::Open { why, .. }) if dir.is_dir() && !why.contains("locked") => {
+        Err(StoreError::Open { why, .. }) if dir.is_dir() => {
             let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let mut to = dir.as_os_str().to_owned();
             to.push(format!(".damaged-{stamp}"));

@@ -359,3 +359,31 @@ fn a_journal_cut_in_the_middle_keeps_what_was_before_and_tells_cursors_past_it()
     publish(server.addr, "room", "after").unwrap();
     assert_eq!(history(server.addr, "room").last().map(String::as_str), Some("after"));
 }
+
+/// One server per data_dir: a second one, and `store check`/`repair` while it runs, are refused
+/// with exit code 2 and leave the store alone.
+#[test]
+fn a_store_in_use_is_refused_to_a_second_server_and_to_check_and_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Served::start(&data, "batch");
+    publish(server.addr, "room", "kept").unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let second = holdfast()
+        .args(["serve", "--listen", &addr.to_string(), "--history-store", "disk", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(stderr.lines().last().unwrap_or_default().contains("in use"), "{stderr}");
+    for verb in ["check", "repair"] {
+        let out = holdfast().args(["store", verb]).arg(&data).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{verb}: {said}");
+        assert!(said.contains("in use"), "{verb}: {said}");
+    }
+    let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(beside, ["data"], "nothing moved aside");
+    assert_eq!(history(server.addr, "room"), ["kept"]);
+}
