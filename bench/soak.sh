@@ -28,7 +28,8 @@
 #   descriptor medians over minutes 5-10, 25-30 and 50-60 of the hour (the same fractions of a
 #   shorter run) and their growth against the < 5 % goal, and per transport: messages expected,
 #   delivered, duplicates, out of order, told, silent losses, missing at the end; the plot of RSS and
-#   descriptors over time with the restart marked (OUT/soak.png) and the samples (OUT/soak-samples.csv).
+#   descriptors over time with the restart marked (OUT/soak.png) and the samples (OUT/soak-samples.csv;
+#   cpu_ticks: the server's user + system time so far, in clock ticks).
 #
 # Environment (all optional):
 #   SOAK_SECONDS=3600 SUBSCRIBERS=10000 RATE=50 CHURN_PER_MIN=5 CHANNELS=100 CLIENTS=4
@@ -88,17 +89,18 @@ serve
 event() { echo "$1 $EPOCHREALTIME" >>"$WORK/events"; }
 
 # Samples every SAMPLE_EVERY s; follows the server across the restart (server.pid).
-echo "t,pid,rss_kb,fds,connections_open,disk_bytes,history_bytes" >"$WORK/samples.csv"
+echo "t,pid,rss_kb,fds,cpu_ticks,connections_open,disk_bytes,history_bytes" >"$WORK/samples.csv"
 sampler() {
-    local pid rss fds stats t
+    local pid rss fds cpu stats t
     while :; do
         t=$EPOCHREALTIME
         pid=$(cat "$WORK/server.pid")
         rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
         fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l || true)
+        cpu=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || true)
         stats=$(curl -s -m 3 "http://127.0.0.1:$PORT/admin/stats" |
             jq -r '[.connections_open, .store.disk_bytes, .history_bytes] | @csv' 2>/dev/null || echo ",,")
-        echo "$t,$pid,$rss,$fds,$stats" >>"$WORK/samples.csv"
+        echo "$t,$pid,$rss,$fds,$cpu,$stats" >>"$WORK/samples.csv"
         sleep "$SAMPLE_EVERY"
     done
 }

@@ -548,22 +548,30 @@ def report(args):
     S = args.seconds
     samples = [(float(r["t"]) - t0, int(r["rss_kb"]), int(r["fds"]), int(r["connections_open"] or 0)) for r in rows
                if r["rss_kb"]]
+    # The server's CPU (% of one core) between consecutive samples of the same process.
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu = []
+    for a, b in zip(rows, rows[1:]):
+        if a["pid"] == b["pid"] and a.get("cpu_ticks") and b.get("cpu_ticks"):
+            dt = float(b["t"]) - float(a["t"])
+            cpu.append((float(b["t"]) - t0, (int(b["cpu_ticks"]) - int(a["cpu_ticks"])) / hz / dt * 100))
     # Windows as fractions of the run: minutes 5-10, 25-30 and 50-60 of an hour.
     windows = {"5-10": (5 / 60, 10 / 60), "25-30": (25 / 60, 30 / 60), "50-60": (50 / 60, 1.0)}
     med = {}
     for name, (a, b) in windows.items():
         sel = [s for s in samples if a * S <= s[0] < b * S]
-        med[name] = (median([s[1] for s in sel]), median([s[2] for s in sel]), len(sel))
+        med[name] = (median([s[1] for s in sel]), median([s[2] for s in sel]), len(sel),
+                     median([c for t, c in cpu if a * S <= t < b * S]))
     out = []
-    out.append("| window (min of the run) | samples | RSS MiB (median) | open fds (median) | RSS growth | fds growth |")
-    out.append("|---|---:|---:|---:|---:|---:|")
+    out.append("| window (min of the run) | samples | RSS MiB (median) | open fds (median) | RSS growth | fds growth | server CPU % (median) |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
     base = med["5-10"]
     for name in windows:
-        rss, fds, cnt = med[name]
+        rss, fds, cnt, c = med[name]
         g_rss = "—" if name == "5-10" else f"{(rss - base[0]) / base[0] * 100:+.1f} %"
         g_fds = "—" if name == "5-10" else f"{(fds - base[1]) / base[1] * 100:+.1f} %"
         lo, hi = windows[name]
-        out.append(f"| {lo * S / 60:.1f}–{hi * S / 60:.1f} | {cnt} | {rss / 1024:.1f} | {fds:.0f} | {g_rss} | {g_fds} |")
+        out.append(f"| {lo * S / 60:.1f}–{hi * S / 60:.1f} | {cnt} | {rss / 1024:.1f} | {fds:.0f} | {g_rss} | {g_fds} | {c:.1f} |")
     goal = all(abs((med[w][k] - base[k]) / base[k]) < 0.05 for w in ("25-30", "50-60") for k in (0, 1))
     out.append("")
     out.append(f"Growth goal (< 5 % after warm-up, both windows, RSS and fds): {'met' if goal else 'MISSED'}")
