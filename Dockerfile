@@ -12,7 +12,7 @@
 
 # Build stage: the Rust the workspace declares (Cargo.toml `rust-version`; scripts/deploy-check.sh
 # keeps the two equal), on the same Debian release as the runtime stage (same glibc).
-FROM rust:1.88-bookworm AS build
+FROM rust:1.90-bookworm AS build
 WORKDIR /src
 COPY . .
 # The registry and target/ are cache mounts (BuildKit): a rebuild after a source change compiles
@@ -26,8 +26,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # probe is deploy/healthcheck.sh, a GET /healthz over bash's /dev/tcp, so the image needs bash and
 # nothing more (no curl or wget, no TLS library: the binary links only libc and libgcc_s).
 FROM debian:bookworm-slim
+# /var/lib/holdfast: the disk history store's directory when it is used (mount a volume there), its
+# user's own so a new named volume takes that ownership.
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin holdfast
+        --shell /usr/sbin/nologin holdfast \
+    && install -d -m 0700 -o 10001 -g 10001 /var/lib/holdfast
 COPY --from=build /usr/local/bin/holdfast /usr/local/bin/holdfast
 COPY deploy/healthcheck.sh /usr/local/bin/holdfast-healthcheck
 # The loopback default would be unreachable from outside the container.
