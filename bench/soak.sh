@@ -6,8 +6,11 @@
 #   SOAK_SECONDS=120 SUBSCRIBERS=500 OUT=/tmp/soak bench/soak.sh      # a smoke test (~3 min)
 #
 # - Server: this tree's release `holdfast serve --history-store disk --data-dir <fresh dir>
-#   --durability batch --history-messages 5000 --drain-seconds 5 --shutdown-timeout 10` on a free
-#   port of 127.0.0.1 (history far larger than the run: 0.5 messages/s per channel).
+#   --durability batch --history-messages 100 --drain-seconds 5 --shutdown-timeout 10` on a free
+#   port of 127.0.0.1. At 0.5 messages/s per channel, 100 messages are the last 200 s of a channel:
+#   40 times the restart's ~6 s and the churn's pauses (<= 3 s), and full after ~3.3 min, before
+#   the first window compared, so what the history holds is flat from then on (a history larger
+#   than the run would grow all hour, by design, and hide a leak in that growth).
 # - Subscribers: SUBSCRIBERS over CHANNELS channels (`soak0`…), a quarter each on SSE
 #   (`Accept: text/event-stream`, resumes with `Last-Event-ID`), WebSocket, long poll and NDJSON
 #   stream (`?cursor=`), every channel with all four; bench/soak_client.py `sub` (Python asyncio,
@@ -33,7 +36,7 @@
 #
 # Environment (all optional):
 #   SOAK_SECONDS=3600 SUBSCRIBERS=10000 RATE=50 CHURN_PER_MIN=5 CHANNELS=100 CLIENTS=4
-#   HISTORY_MESSAGES=5000  SETTLE=20  SAMPLE_EVERY=10
+#   HISTORY_MESSAGES=100  SETTLE=20  SAMPLE_EVERY=10
 #   OUT=bench             where soak.png, soak-samples.csv and soak-report.md go
 #   KEEP=dir              keep the work directory's files there (server log, client logs, tallies)
 #   SOAK_VENV=/tmp/holdfast-soak-venv   the venv with matplotlib (created on first use)
@@ -48,7 +51,7 @@ RATE=${RATE:-50}
 CHURN_PER_MIN=${CHURN_PER_MIN:-5}
 CHANNELS=${CHANNELS:-100}
 CLIENTS=${CLIENTS:-4}
-HISTORY_MESSAGES=${HISTORY_MESSAGES:-5000}
+HISTORY_MESSAGES=${HISTORY_MESSAGES:-100}
 SETTLE=${SETTLE:-20}
 SAMPLE_EVERY=${SAMPLE_EVERY:-10}
 OUT=${OUT:-$ROOT/bench}
