@@ -257,6 +257,7 @@ impl DiskBroker {
             total: 1,
         })?;
         let contents = store.read_whole()?;
+        let on_disk = contents.message_count();
         // A journal cut short, or the store left open (not closed by the server) on a machine
         // that has restarted since without syncing every write: the newest writes may be lost.
         let continued = journal_cut
@@ -291,7 +292,12 @@ impl DiskBroker {
             } else {
                 (row.epoch, row.continues)
             };
-            let (ring, _) = match local.adopt_continuing(&name, epoch, first - 1, continues) {
+            // Only what the ring would keep is put in it (the history bound may have been lowered
+            // since); the rest goes from disk on the first tending.
+            let skipped = channel.messages.len().saturating_sub(config.limits.messages);
+            let kept = &channel.messages[skipped..];
+            let ring_first = kept.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
+            let (ring, _) = match local.adopt_continuing(&name, epoch, ring_first - 1, continues) {
                 Ok(adopted) => adopted,
                 Err(e) => {
                     tracing::warn!(channel = %name, error = %e, "history store: channel not reopened");
@@ -299,7 +305,7 @@ impl DiskBroker {
                 }
             };
             recovered.channels += 1;
-            for (seq, message) in &channel.messages {
+            for (seq, message) in kept {
                 let age = Duration::from_millis(now.saturating_sub(message.published_ms));
                 recovered.messages += 1;
                 recovered.bytes += message.payload.len() as u64;
@@ -326,7 +332,7 @@ impl DiskBroker {
             queue: Queue::default(),
             failed: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
-            disk_messages: AtomicU64::new(recovered.messages),
+            disk_messages: AtomicU64::new(on_disk),
             recovered,
             tend_queued: AtomicBool::new(false),
             config,
@@ -631,6 +637,28 @@ mod tests {
         assert_eq!(payloads(&broker, "short"), ["m8", "m9", "m10"]);
         assert!(broker.channel("gone").is_none());
         assert_eq!(broker.recovered().messages, 3);
+    }
+
+    #[tokio::test]
+    async fn a_lowered_history_bound_applies_on_reopening_and_the_disk_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let broker = DiskBroker::open(config(dir.path(), Durability::Batch, 10)).unwrap();
+            for i in 1..=10 {
+                publish(&broker, "c", &format!("m{i}")).await;
+            }
+        }
+        let broker = DiskBroker::open(config(dir.path(), Durability::Batch, 3)).unwrap();
+        assert_eq!(payloads(&broker, "c"), ["m8", "m9", "m10"]);
+        broker.expire();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while broker.store().unwrap().messages != 3 {
+            assert!(Instant::now() < deadline, "disk still holds {}", broker.store().unwrap().messages);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(broker);
+        let broker = DiskBroker::open(config(dir.path(), Durability::Batch, 100)).unwrap();
+        assert_eq!(payloads(&broker, "c"), ["m8", "m9", "m10"], "deleted from disk, not only skipped");
     }
 
     /// Leaves the store as a machine that went down with it open would.

@@ -13,6 +13,11 @@ use crate::codec::{self, ChannelRow, RunRecord, StoredMessage, FORMAT};
 /// small one does.
 const CACHE_BYTES: u64 = 8 << 20;
 
+/// Journal bytes kept at most (fjall's minimum; its default is 512 MiB): past it the oldest
+/// journal's writes are flushed to tables and the journal deleted. Bounds the disk the journal
+/// takes beside the history, and what a start replays.
+const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+
 /// Problems listed in an error before "and N more".
 const PROBLEMS_SHOWN: usize = 5;
 
@@ -151,10 +156,12 @@ impl Store {
         let shown = dir.display().to_string();
         let open_error = |why: String| StoreError::Open { path: shown.clone(), why };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let db = Database::builder(dir).cache_size(CACHE_BYTES).open().map_err(|e| match e {
-            fjall::Error::Locked => StoreError::InUse { path: shown.clone() },
-            e => open_error(e.to_string()),
-        })?;
+        let db = Database::builder(dir).cache_size(CACHE_BYTES).max_journaling_size(MAX_JOURNAL_BYTES).open().map_err(
+            |e| match e {
+                fjall::Error::Locked => StoreError::InUse { path: shown.clone() },
+                e => open_error(e.to_string()),
+            },
+        )?;
         let keyspace =
             |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| open_error(e.to_string()));
         let store = Store {
