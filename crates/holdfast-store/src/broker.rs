@@ -33,7 +33,7 @@ use holdfast_hub::{
 use tokio::sync::oneshot;
 
 use crate::codec::{ChannelRow, RunRecord};
-use crate::db::{Store, StoreError};
+use crate::db::{ChannelContents, Store, StoreError};
 use crate::writer::{Job, Queue};
 
 /// When a disk store's writes count as done.
@@ -90,6 +90,67 @@ pub struct DiskConfig {
 /// another boot id was on a machine that went down, so unsynced writes may be lost.
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|id| id.trim().to_string()).unwrap_or_default()
+}
+
+/// One channel read back into its ring.
+struct Reopened {
+    lane: Arc<Lane>,
+    /// Its row again, when it continues in a new epoch.
+    new_row: Option<ChannelRow>,
+    messages: u64,
+    bytes: u64,
+}
+
+/// Puts a channel read from disk into a ring of `local` (in a new epoch that continues the old
+/// one, if `continued`), and makes its lane.
+fn reopen_channel(
+    local: &MemoryBroker,
+    name: &str,
+    channel: &ChannelContents,
+    continued: bool,
+    limits: HistoryLimits,
+    now: u64,
+) -> Option<Reopened> {
+    let row = channel.row?;
+    let first = channel.messages.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
+    let (epoch, continues, new_row) = if continued {
+        let epoch = loop {
+            let epoch = fastrand::u32(1..);
+            if epoch != row.epoch {
+                break epoch;
+            }
+        };
+        let continues = Some(Position { epoch: row.epoch, seq: row.last_seq });
+        (epoch, continues, Some(ChannelRow { epoch, last_seq: row.last_seq, continues }))
+    } else {
+        (row.epoch, row.continues, None)
+    };
+    // Only what the ring would keep is put in it (the history bound may have been lowered
+    // since); the rest goes from disk on the first tending.
+    let skipped = channel.messages.len().saturating_sub(limits.messages);
+    let kept = &channel.messages[skipped..];
+    let ring_first = kept.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
+    let (ring, _) = match local.adopt_continuing(name, epoch, ring_first - 1, continues) {
+        Ok(adopted) => adopted,
+        Err(e) => {
+            tracing::warn!(channel = %name, error = %e, "history store: channel not reopened");
+            return None;
+        }
+    };
+    let (mut messages, mut bytes) = (0, 0);
+    for (seq, message) in kept {
+        let age = Duration::from_millis(now.saturating_sub(message.published_ms));
+        messages += 1;
+        bytes += message.payload.len() as u64;
+        local.insert(&ring, *seq, message.event.as_deref(), message.payload(), age);
+    }
+    // Messages past the newest the row names cannot be (refused on reading); the ring ends at the
+    // row's newest even when those messages have expired.
+    local.skip_to(&ring, row.last_seq);
+    let name: Arc<str> = name.into();
+    let state = LaneState { reserved: row.last_seq, written: row.last_seq, disk_first: first, gone: false };
+    let lane = Arc::new(Lane { name, epoch, continues, state: Mutex::new(state) });
+    Some(Reopened { lane, new_row, messages, bytes })
 }
 
 /// Where the data of each journal file (`*.jnl`) in a store's directory ends: after its last
@@ -272,51 +333,35 @@ impl DiskBroker {
         let now = now_ms();
         let mut recovered =
             Recovered { clean: previous.as_ref().is_none_or(|run| run.clean), continued, ..Recovered::default() };
-        for (name, channel) in contents.channels {
-            let Some(row) = channel.row else { continue };
-            let first = channel.messages.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
-            let (epoch, continues) = if continued {
-                let epoch = loop {
-                    let epoch = fastrand::u32(1..);
-                    if epoch != row.epoch {
-                        break epoch;
-                    }
-                };
-                let lane = ChannelRow {
-                    epoch,
-                    last_seq: row.last_seq,
-                    continues: Some(Position { epoch: row.epoch, seq: row.last_seq }),
-                };
-                batch.insert(&store.channels, name.as_bytes(), lane.encode());
-                (epoch, lane.continues)
-            } else {
-                (row.epoch, row.continues)
-            };
-            // Only what the ring would keep is put in it (the history bound may have been lowered
-            // since); the rest goes from disk on the first tending.
-            let skipped = channel.messages.len().saturating_sub(config.limits.messages);
-            let kept = &channel.messages[skipped..];
-            let ring_first = kept.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
-            let (ring, _) = match local.adopt_continuing(&name, epoch, ring_first - 1, continues) {
-                Ok(adopted) => adopted,
-                Err(e) => {
-                    tracing::warn!(channel = %name, error = %e, "history store: channel not reopened");
-                    continue;
-                }
-            };
+        // Channels are independent: read back on every core (most of a start's time is here,
+        // encoding each message into its wire formats).
+        let channels: Vec<(String, ChannelContents)> = contents.channels.into_iter().collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(channels.len()).max(1);
+        let per_thread = channels.len().div_ceil(threads).max(1);
+        let reopened: Vec<Reopened> = std::thread::scope(|scope| {
+            let workers: Vec<_> = channels
+                .chunks(per_thread)
+                .map(|chunk| {
+                    let local = &local;
+                    let limits = config.limits;
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .filter_map(|(name, channel)| reopen_channel(local, name, channel, continued, limits, now))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|worker| worker.join().expect("a reopening thread panicked")).collect()
+        });
+        for reopened in reopened {
             recovered.channels += 1;
-            for (seq, message) in kept {
-                let age = Duration::from_millis(now.saturating_sub(message.published_ms));
-                recovered.messages += 1;
-                recovered.bytes += message.payload.len() as u64;
-                local.insert(&ring, *seq, message.event.as_deref(), message.payload(), age);
+            recovered.messages += reopened.messages;
+            recovered.bytes += reopened.bytes;
+            if let Some(row) = reopened.new_row {
+                batch.insert(&store.channels, reopened.lane.name.as_bytes(), row.encode());
             }
-            // Messages past the newest the row names cannot be (refused above); the ring ends at
-            // the row's newest even when those messages have expired.
-            local.skip_to(&ring, row.last_seq);
-            let name: Arc<str> = name.into();
-            let state = LaneState { reserved: row.last_seq, written: row.last_seq, disk_first: first, gone: false };
-            lanes.insert(name.clone(), Arc::new(Lane { name, epoch, continues, state: Mutex::new(state) }));
+            lanes.insert(reopened.lane.name.clone(), reopened.lane);
         }
         batch.commit().map_err(crate::db::io_error)?;
         store.write_run(&RunRecord {
