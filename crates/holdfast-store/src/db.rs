@@ -18,6 +18,17 @@ const CACHE_BYTES: u64 = 8 << 20;
 /// takes beside the history, and what a start replays.
 const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 
+/// Bytes a keyspace buffers in memory before writing them to a table (fjall's default is
+/// 64 MiB). Every write and delete of the history passes through it, so with the default the
+/// server's RSS grew by what was published until 64 MiB were buffered: in the soak, 50 messages/s
+/// added ~1 MB every 3 minutes for an hour (bench/RESULTS.md, "Soak"). Kept when a store is
+/// reopened: fjall records it with the keyspace.
+const MEMTABLE_BYTES: u64 = 4 << 20;
+
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
 /// Problems listed in an error before "and N more".
 const PROBLEMS_SHOWN: usize = 5;
 
@@ -162,8 +173,7 @@ impl Store {
                 e => open_error(e.to_string()),
             },
         )?;
-        let keyspace =
-            |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| open_error(e.to_string()));
+        let keyspace = |name: &str| db.keyspace(name, keyspace_options).map_err(|e| open_error(e.to_string()));
         let store = Store {
             messages: keyspace("messages")?,
             channels: keyspace("channels")?,
