@@ -54,6 +54,20 @@ impl Drop for Served {
     }
 }
 
+/// Runs `holdfast serve` on the disk store in `data`, which must refuse to start with exit code
+/// 2: what it wrote on stderr.
+fn serve_refused(data: &Path) -> String {
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = holdfast()
+        .args(["serve", "--listen", &addr.to_string(), "--history-store", "disk", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
 /// One request on a new connection; the status and body (`None` if the connection failed).
 fn request(addr: SocketAddr, head: &str, body: &[u8]) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
@@ -293,14 +307,7 @@ fn a_damaged_store_stops_serve_with_exit_2_and_repair_is_the_way_out() {
     }
     assert!(damaged > 0, "no table file to damage under {}", data.display());
 
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let out = holdfast()
-        .args(["serve", "--listen", &addr.to_string(), "--history-store", "disk", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = serve_refused(&data);
     assert!(!stderr.contains("panicked"), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.contains(&data.display().to_string()) && last.contains("holdfast store repair"), "{stderr}");
@@ -368,14 +375,7 @@ fn a_store_in_use_is_refused_to_a_second_server_and_to_check_and_repair() {
     let data = dir.path().join("data");
     let server = Served::start(&data, "batch");
     publish(server.addr, "room", "kept").unwrap();
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let second = holdfast()
-        .args(["serve", "--listen", &addr.to_string(), "--history-store", "disk", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    let stderr = serve_refused(&data);
     assert!(stderr.lines().last().unwrap_or_default().contains("in use"), "{stderr}");
     for verb in ["check", "repair"] {
         let out = holdfast().args(["store", verb]).arg(&data).output().unwrap();
