@@ -220,6 +220,12 @@ pub trait Broker: Send + Sync {
     fn close(&self) -> BrokerFuture<()> {
         Box::pin(std::future::ready(()))
     }
+    /// Resolves once everything the broker keeps is in the local rings (a disk store reads its
+    /// messages back while the server already serves); `Err` says why what it read is damaged,
+    /// and the server then stops as it would have at start.
+    fn read_back(&self) -> BrokerFuture<Result<(), String>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// A persistent history store as `/admin/stats` shows it.
@@ -252,8 +258,13 @@ pub struct Recovered {
     pub messages: u64,
     /// Bytes of those messages.
     pub bytes: u64,
-    /// Milliseconds the reopening took.
+    /// Milliseconds from opening the store to serving (its channel rows read: epochs and
+    /// positions; the messages follow in the background).
     pub millis: u64,
+    /// Every message is back in its ring (`messages` and `bytes` are final).
+    pub read_back: bool,
+    /// Milliseconds from opening the store to every message back in its ring (0 until then).
+    pub read_back_millis: u64,
     /// The store had been closed cleanly.
     pub clean: bool,
     /// Its channels continue in new epochs: it was not closed cleanly after a restart of the

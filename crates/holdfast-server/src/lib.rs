@@ -349,10 +349,17 @@ pub async fn run_reloadable(
     };
     let expiry = tokio::spawn(expire_history(Arc::downgrade(&server)));
     let feed = tokio::spawn(admin_feed::run(Arc::downgrade(&server)));
+    // A disk store's messages are read back while the server serves; damage found there stops
+    // the server with the error (and exit code) it would have given at start.
+    let mut damaged = None;
     let drained = async {
         tokio::select! {
             _ = shutdown => {}
             _ = server.drain_requested.notified() => tracing::info!("POST /admin/drain: draining"),
+            why = read_back(&server) => {
+                tracing::error!(error = %why, "the history store is damaged: draining and stopping");
+                damaged = Some(why);
+            }
         }
         drain(&server).await;
     };
@@ -368,11 +375,37 @@ pub async fn run_reloadable(
         server.broker.close().await;
         tracing::info!("history store closed");
     }
-    Ok(())
+    match damaged {
+        Some(why) => Err(io::Error::new(io::ErrorKind::InvalidInput, why)),
+        None => Ok(()),
+    }
+}
+
+/// Waits for the broker to have everything it keeps in its rings, logs what a disk store read
+/// back, and resolves only if that found damage (with the store's error).
+async fn read_back(server: &Server) -> String {
+    match server.broker.read_back().await {
+        Ok(()) => {
+            if let Some(store) = server.broker.store() {
+                let recovered = store.recovered;
+                tracing::info!(
+                    channels = recovered.channels,
+                    messages = recovered.messages,
+                    bytes = recovered.bytes,
+                    millis = recovered.read_back_millis,
+                    "history store read back"
+                );
+            }
+            std::future::pending().await
+        }
+        Err(why) => why,
+    }
 }
 
 /// Opens the disk history store (`history_store = "disk"`), reporting in one line what it
-/// recovered; a store that cannot be opened or read whole is refused (`InvalidInput`: exit 2).
+/// recovered (its channels; the messages follow while it serves, reported by [`read_back`]); a
+/// store that cannot be opened or whose channel rows cannot be read is refused (`InvalidInput`:
+/// exit 2).
 fn open_disk_store(config: &Config, limits: HistoryLimits) -> io::Result<holdfast_store::DiskBroker> {
     let disk = holdfast_store::DiskConfig {
         dir: config.data_dir.clone().into(),
@@ -389,12 +422,10 @@ fn open_disk_store(config: &Config, limits: HistoryLimits) -> io::Result<holdfas
         data_dir = %config.data_dir,
         durability = %config.durability,
         channels = recovered.channels,
-        messages = recovered.messages,
-        bytes = recovered.bytes,
         millis = recovered.millis,
         closed_cleanly = recovered.clean,
         new_epochs = recovered.continued,
-        "history store opened"
+        "history store opened; reading its messages back"
     );
     if recovered.continued {
         tracing::warn!("the history store was left open by a machine that restarted: channels continue in new epochs, and cursors past what was kept get a gap notice");

@@ -289,22 +289,30 @@ pub(crate) fn stats_json(server: &Server) -> serde_json::Value {
             "bytes_in": snap.bytes_in,
             "bytes_out": snap.bytes_out,
             "latency_seconds": snap.latency,
-            "store": server.broker.store().map(|store| serde_json::json!({
-                "path": store.path,
-                "durability": store.durability,
-                "disk_bytes": store.disk_bytes,
-                "channels": store.channels,
-                "messages": store.messages,
-                "pending_writes": store.pending,
-                "syncs": store.syncs,
-                "recovered": {
-                    "channels": store.recovered.channels,
-                    "messages": store.recovered.messages,
-                    "bytes": store.recovered.bytes,
-                    "millis": store.recovered.millis,
-                    "closed_cleanly": store.recovered.clean,
-                    "new_epochs": store.recovered.continued,
-                },
-            })),
+            "store": server.broker.store().map(|store| store_json(&store)),
+    })
+}
+
+/// `/admin/stats`'s `store` object (a disk history store).
+fn store_json(store: &holdfast_hub::StoreStats) -> serde_json::Value {
+    let recovered = &store.recovered;
+    serde_json::json!({
+        "path": store.path,
+        "durability": store.durability,
+        "disk_bytes": store.disk_bytes,
+        "channels": store.channels,
+        "messages": store.messages,
+        "pending_writes": store.pending,
+        "syncs": store.syncs,
+        "recovered": {
+            "channels": recovered.channels,
+            "messages": recovered.messages,
+            "bytes": recovered.bytes,
+            "millis": recovered.millis,
+            "read_back": recovered.read_back,
+            "read_back_millis": recovered.read_back_millis,
+            "closed_cleanly": recovered.clean,
+            "new_epochs": recovered.continued,
+        },
     })
 }

@@ -33,7 +33,8 @@ use holdfast_hub::{
 use tokio::sync::oneshot;
 
 use crate::codec::{ChannelRow, RunRecord};
-use crate::db::{ChannelContents, Store, StoreError};
+use crate::db::{Store, StoreError};
+use crate::readback::ReadBack;
 use crate::writer::{Job, Queue};
 
 /// When a disk store's writes count as done.
@@ -84,73 +85,16 @@ pub struct DiskConfig {
     pub max_channels: usize,
     /// This boot of the machine ([`boot_id`]).
     pub boot_id: String,
+    /// Tests: the read-back waits at this barrier before it reads anything, so what is served
+    /// before it can be tested.
+    #[cfg(test)]
+    pub(crate) hold_read_back: Option<Arc<std::sync::Barrier>>,
 }
 
 /// The machine's current boot id (Linux), or empty where there is none: a store left open with
 /// another boot id was on a machine that went down, so unsynced writes may be lost.
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|id| id.trim().to_string()).unwrap_or_default()
-}
-
-/// One channel read back into its ring.
-struct Reopened {
-    lane: Arc<Lane>,
-    /// Its row again, when it continues in a new epoch.
-    new_row: Option<ChannelRow>,
-    messages: u64,
-    bytes: u64,
-}
-
-/// Puts a channel read from disk into a ring of `local` (in a new epoch that continues the old
-/// one, if `continued`), and makes its lane.
-fn reopen_channel(
-    local: &MemoryBroker,
-    name: &str,
-    channel: &ChannelContents,
-    continued: bool,
-    limits: HistoryLimits,
-    now: u64,
-) -> Option<Reopened> {
-    let row = channel.row?;
-    let first = channel.messages.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
-    let (epoch, continues, new_row) = if continued {
-        let epoch = loop {
-            let epoch = fastrand::u32(1..);
-            if epoch != row.epoch {
-                break epoch;
-            }
-        };
-        let continues = Some(Position { epoch: row.epoch, seq: row.last_seq });
-        (epoch, continues, Some(ChannelRow { epoch, last_seq: row.last_seq, continues }))
-    } else {
-        (row.epoch, row.continues, None)
-    };
-    // Only what the ring would keep is put in it (the history bound may have been lowered
-    // since); the rest goes from disk on the first tending.
-    let skipped = channel.messages.len().saturating_sub(limits.messages);
-    let kept = &channel.messages[skipped..];
-    let ring_first = kept.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
-    let (ring, _) = match local.adopt_continuing(name, epoch, ring_first - 1, continues) {
-        Ok(adopted) => adopted,
-        Err(e) => {
-            tracing::warn!(channel = %name, error = %e, "history store: channel not reopened");
-            return None;
-        }
-    };
-    let (mut messages, mut bytes) = (0, 0);
-    for (seq, message) in kept {
-        let age = Duration::from_millis(now.saturating_sub(message.published_ms));
-        messages += 1;
-        bytes += message.payload.len() as u64;
-        local.insert(&ring, *seq, message.event.as_deref(), message.payload(), age);
-    }
-    // Messages past the newest the row names cannot be (refused on reading); the ring ends at the
-    // row's newest even when those messages have expired.
-    local.skip_to(&ring, row.last_seq);
-    let name: Arc<str> = name.into();
-    let state = LaneState { reserved: row.last_seq, written: row.last_seq, disk_first: first, gone: false };
-    let lane = Arc::new(Lane { name, epoch, continues, state: Mutex::new(state) });
-    Some(Reopened { lane, new_row, messages, bytes })
 }
 
 /// Where the data of each journal file (`*.jnl`) in a store's directory ends: after its last
@@ -195,6 +139,10 @@ pub(crate) struct Lane {
     pub epoch: u32,
     pub continues: Option<Position>,
     state: Mutex<LaneState>,
+    /// The row it was reopened from, until its messages are in its ring (`None` once they are,
+    /// or for a channel new since the start): see [`crate::readback`].
+    unread: Mutex<Option<ChannelRow>>,
+    read: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +158,40 @@ pub(crate) struct LaneState {
 }
 
 impl Lane {
+    /// A channel new since the start.
+    fn new(name: Arc<str>, epoch: u32, continues: Option<Position>) -> Lane {
+        let state = LaneState { disk_first: 1, ..LaneState::default() };
+        Lane { name, epoch, continues, state: Mutex::new(state), unread: Mutex::new(None), read: AtomicBool::new(true) }
+    }
+
+    /// A channel reopened from `row` (in `epoch`, a new one if it continues the row's), its
+    /// messages not read yet.
+    fn reopened(name: Arc<str>, epoch: u32, continues: Option<Position>, row: ChannelRow) -> Lane {
+        // Where its messages start on disk is set when they are read.
+        let state = LaneState { reserved: row.last_seq, written: row.last_seq, disk_first: 1, gone: false };
+        Lane {
+            name,
+            epoch,
+            continues,
+            state: Mutex::new(state),
+            unread: Mutex::new(Some(row)),
+            read: AtomicBool::new(false),
+        }
+    }
+
+    /// Its messages are in its ring.
+    pub(crate) fn is_read(&self) -> bool {
+        self.read.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn unread(&self) -> MutexGuard<'_, Option<ChannelRow>> {
+        self.unread.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn mark_read(&self) {
+        self.read.store(true, Ordering::Release);
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, LaneState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -234,6 +216,8 @@ pub(crate) struct Shared {
     pub recovered: Recovered,
     /// A tending pass is queued (one at a time).
     pub tend_queued: AtomicBool,
+    /// Reading the messages back after opening.
+    pub read_back: ReadBack,
 }
 
 impl Shared {
@@ -259,11 +243,46 @@ impl Shared {
             return Err(ChannelError::TooManyChannels(self.config.max_channels));
         }
         let name: Arc<str> = name.into();
-        let state = LaneState { disk_first: 1, ..LaneState::default() };
-        let lane =
-            Arc::new(Lane { name: name.clone(), epoch: fastrand::u32(1..), continues: None, state: Mutex::new(state) });
+        let lane = Arc::new(Lane::new(name.clone(), fastrand::u32(1..), None));
         lanes.insert(name, lane.clone());
         Ok(lane)
+    }
+
+    /// A channel's lane with its messages in its ring, read first if they are not yet (off the
+    /// runtime's threads: a prefix scan of the store).
+    async fn read_lane(self: &Arc<Self>, name: &str) -> Result<Arc<Lane>, ChannelError> {
+        let lane = self.lane(name)?;
+        if !lane.is_read() {
+            let (shared, lane) = (self.clone(), lane.clone());
+            tokio::task::spawn_blocking(move || crate::readback::read_channel(&shared, &lane, None))
+                .await
+                .map_err(|_| ChannelError::Unavailable("reading the history store failed".into()))??;
+        }
+        Ok(lane)
+    }
+
+    /// The ring of a channel whose messages are read (`None` if they are not yet).
+    fn ready_ring(&self, name: &str) -> Option<Result<Arc<Channel>, ChannelError>> {
+        // Until everything is read, a ring may exist before its messages are all in it.
+        if self.read_back.is_finished() {
+            if let Some(ring) = self.local.channel(name) {
+                return Some(Ok(ring));
+            }
+        }
+        loop {
+            let lane = match self.lane(name) {
+                Ok(lane) => lane,
+                Err(e) => return Some(Err(e)),
+            };
+            if !lane.is_read() {
+                return None;
+            }
+            let state = lane.lock();
+            // Forgotten between the look-up and the lock: take the new lane.
+            if !state.gone {
+                return Some(self.ring(&lane, &state));
+            }
+        }
     }
 
     /// The lane's ring, adopted at its newest written position if the local broker does not hold
@@ -280,6 +299,11 @@ impl Shared {
     }
 
     pub(crate) fn unavailable(&self) -> Option<ChannelError> {
+        if self.read_back.is_damaged() {
+            return Some(ChannelError::Unavailable(
+                "the history store is damaged (see the server's log); the server is stopping".into(),
+            ));
+        }
         self.failed.load(Ordering::Acquire).then(|| {
             ChannelError::Unavailable("a write to the history store failed; restart the server (see its log)".into())
         })
@@ -298,8 +322,10 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl DiskBroker {
-    /// Opens the store in `config.dir` (created if needed), reads back every channel into its
-    /// ring, and starts the writer. A store that cannot be read whole is refused.
+    /// Opens the store in `config.dir` (created if needed), reads its channel rows, starts the
+    /// writer, and starts reading the messages back into the rings ([`crate::readback`]). A store
+    /// whose rows cannot be read is refused; damage among the messages is reported by
+    /// [`Broker::read_back`].
     pub fn open(config: DiskConfig) -> Result<DiskBroker, StoreError> {
         let started = Instant::now();
         let journals = journal_data_ends(&config.dir);
@@ -312,13 +338,12 @@ impl DiskBroker {
         if journal_cut {
             tracing::warn!(dir = %config.dir.display(), "history store: a journal's damaged tail was dropped on reopening; the newest writes may be lost");
         }
-        let previous = store.run_record().map_err(|why| StoreError::Damaged {
-            path: config.dir.display().to_string(),
-            problems: vec![format!("meta key run: {why}")],
-            total: 1,
-        })?;
-        let contents = store.read_whole()?;
-        let on_disk = contents.message_count();
+        let previous =
+            store.run_record().map_err(|why| crate::db::damaged(&config.dir, vec![format!("meta key run: {why}")]))?;
+        let (rows, problems) = store.read_rows()?;
+        if !problems.is_empty() {
+            return Err(crate::db::damaged(&config.dir, problems.iter().map(|p| p.line()).collect()));
+        }
         // A journal cut short, or the store left open (not closed by the server) on a machine
         // that has restarted since without syncing every write: the newest writes may be lost.
         let continued = journal_cut
@@ -329,39 +354,30 @@ impl DiskBroker {
             });
         let local = MemoryBroker::new(config.limits).with_max_channels(config.max_channels);
         let mut lanes = HashMap::new();
+        let mut names = Vec::with_capacity(rows.len());
         let mut batch = store.db.batch().durability(Some(fjall::PersistMode::SyncAll));
-        let now = now_ms();
-        let mut recovered =
-            Recovered { clean: previous.as_ref().is_none_or(|run| run.clean), continued, ..Recovered::default() };
-        // Channels are independent: read back on every core (most of a start's time is here,
-        // encoding each message into its wire formats).
-        let channels: Vec<(String, ChannelContents)> = contents.channels.into_iter().collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(channels.len()).max(1);
-        let per_thread = channels.len().div_ceil(threads).max(1);
-        let reopened: Vec<Reopened> = std::thread::scope(|scope| {
-            let workers: Vec<_> = channels
-                .chunks(per_thread)
-                .map(|chunk| {
-                    let local = &local;
-                    let limits = config.limits;
-                    scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .filter_map(|(name, channel)| reopen_channel(local, name, channel, continued, limits, now))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers.into_iter().flat_map(|worker| worker.join().expect("a reopening thread panicked")).collect()
-        });
-        for reopened in reopened {
-            recovered.channels += 1;
-            recovered.messages += reopened.messages;
-            recovered.bytes += reopened.bytes;
-            if let Some(row) = reopened.new_row {
-                batch.insert(&store.channels, reopened.lane.name.as_bytes(), row.encode());
-            }
-            lanes.insert(reopened.lane.name.clone(), reopened.lane);
+        for (name, row) in rows {
+            let name: Arc<str> = name.into();
+            let (epoch, continues) = if continued {
+                // A new epoch that continues the old one: cursors past what was kept get a gap.
+                let epoch = loop {
+                    let epoch = fastrand::u32(1..);
+                    if epoch != row.epoch {
+                        break epoch;
+                    }
+                };
+                let continues = Some(Position { epoch: row.epoch, seq: row.last_seq });
+                batch.insert(
+                    &store.channels,
+                    name.as_bytes(),
+                    ChannelRow { epoch, last_seq: row.last_seq, continues }.encode(),
+                );
+                (epoch, continues)
+            } else {
+                (row.epoch, row.continues)
+            };
+            lanes.insert(name.clone(), Arc::new(Lane::reopened(name.clone(), epoch, continues, row)));
+            names.push(name);
         }
         batch.commit().map_err(crate::db::io_error)?;
         store.write_run(&RunRecord {
@@ -369,7 +385,14 @@ impl DiskBroker {
             durability: config.durability.label().to_string(),
             boot_id: config.boot_id.clone(),
         })?;
-        recovered.millis = started.elapsed().as_millis() as u64;
+        let snapshot = store.db.snapshot();
+        let recovered = Recovered {
+            channels: names.len() as u64,
+            millis: started.elapsed().as_millis() as u64,
+            clean: previous.as_ref().is_none_or(|run| run.clean),
+            continued,
+            ..Recovered::default()
+        };
         let shared = Arc::new(Shared {
             store,
             local,
@@ -377,9 +400,11 @@ impl DiskBroker {
             queue: Queue::default(),
             failed: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
-            disk_messages: AtomicU64::new(on_disk),
+            // Counted as the messages are read back.
+            disk_messages: AtomicU64::new(0),
             recovered,
             tend_queued: AtomicBool::new(false),
+            read_back: ReadBack::new(started, snapshot),
             config,
         });
         let writer = {
@@ -389,12 +414,22 @@ impl DiskBroker {
                 .spawn(move || crate::writer::run(shared))
                 .map_err(|e| StoreError::Io(format!("cannot start the store's writer: {e}")))?
         };
-        Ok(DiskBroker { shared, writer: Mutex::new(Some(writer)) })
+        let broker = DiskBroker { shared: shared.clone(), writer: Mutex::new(Some(writer)) };
+        crate::readback::start(shared, names)
+            .map_err(|e| StoreError::Io(format!("cannot start reading the store back: {e}")))?;
+        Ok(broker)
     }
 
     /// What the store held when it was opened.
     pub fn recovered(&self) -> Recovered {
-        self.shared.recovered
+        let read_back = &self.shared.read_back;
+        Recovered {
+            messages: read_back.messages.load(Ordering::Relaxed),
+            bytes: read_back.bytes.load(Ordering::Relaxed),
+            read_back: read_back.is_finished(),
+            read_back_millis: read_back.millis(),
+            ..self.shared.recovered
+        }
     }
 
     async fn publish_owned(
@@ -411,7 +446,7 @@ impl DiskBroker {
         let (reply, answer) = oneshot::channel();
         let mut job = Some((event, payload, reply));
         loop {
-            let lane = match shared.lane(&name) {
+            let lane = match shared.read_lane(&name).await {
                 Ok(lane) => lane,
                 Err(e) => {
                     let (_, payload, _) = job.take().expect("still held");
@@ -437,6 +472,11 @@ impl DiskBroker {
     async fn delete_owned(shared: Arc<Shared>, name: String) -> Result<Option<u64>, ChannelError> {
         if let Some(e) = shared.unavailable() {
             return Err(e);
+        }
+        let unread = shared.lanes().get(name.as_str()).is_some_and(|lane| !lane.is_read());
+        if unread {
+            // Its messages are deleted by position: where they start is known once read.
+            shared.read_lane(&name).await?;
         }
         let Some(lane) = shared.lanes_mut().remove(name.as_str()) else {
             // Never written (a ring a subscriber opened): nothing on disk.
@@ -469,33 +509,45 @@ impl Broker for DiskBroker {
     }
 
     fn ready(&self, name: &str) -> Option<Result<Arc<Channel>, ChannelError>> {
-        if let Some(ring) = self.shared.local.channel(name) {
-            return Some(Ok(ring));
-        }
-        loop {
-            let lane = match self.shared.lane(name) {
-                Ok(lane) => lane,
-                Err(e) => return Some(Err(e)),
-            };
-            let state = lane.lock();
-            // Forgotten between the look-up and the lock: take the new lane.
-            if !state.gone {
-                return Some(self.shared.ring(&lane, &state));
-            }
-        }
+        self.shared.ready_ring(name)
     }
 
     fn open(&self, name: &str) -> BrokerFuture<Result<Arc<Channel>, ChannelError>> {
-        let ready = self.ready(name).expect("always ready");
-        Box::pin(std::future::ready(ready))
+        if let Some(ready) = self.shared.ready_ring(name) {
+            return Box::pin(std::future::ready(ready));
+        }
+        let (shared, name) = (self.shared.clone(), name.to_string());
+        Box::pin(async move {
+            loop {
+                shared.read_lane(&name).await?;
+                if let Some(ready) = shared.ready_ring(&name) {
+                    return ready;
+                }
+            }
+        })
     }
 
     fn channel(&self, name: &str) -> Option<Arc<Channel>> {
+        if !self.shared.read_back.is_finished() {
+            let lane = self.shared.lanes().get(name).cloned();
+            if let Some(lane) = lane.filter(|lane| !lane.is_read()) {
+                // Rare (the admin pages, in the first seconds): read it here.
+                crate::readback::read_channel(&self.shared, &lane, None).ok()?;
+            }
+        }
         self.shared.local.channel(name)
     }
 
     fn info(&self, name: &str) -> BrokerFuture<Result<Option<ChannelInfo>, ChannelError>> {
-        Broker::info(&self.shared.local, name)
+        let unread = self.shared.lanes().get(name).is_some_and(|lane| !lane.is_read());
+        if !unread {
+            return Broker::info(&self.shared.local, name);
+        }
+        let (shared, name) = (self.shared.clone(), name.to_string());
+        Box::pin(async move {
+            shared.read_lane(&name).await?;
+            Broker::info(&shared.local, &name).await
+        })
     }
 
     fn delete(&self, name: &str) -> BrokerFuture<Result<Option<u64>, ChannelError>> {
@@ -551,11 +603,16 @@ impl Broker for DiskBroker {
             messages: shared.disk_messages.load(Ordering::Relaxed),
             pending: shared.queue.len() as u64,
             syncs: shared.syncs.load(Ordering::Relaxed),
-            recovered: shared.recovered,
+            recovered: self.recovered(),
         })
     }
 
+    fn read_back(&self) -> BrokerFuture<Result<(), String>> {
+        self.shared.read_back.wait()
+    }
+
     fn close(&self) -> BrokerFuture<()> {
+        self.shared.read_back.stop();
         let (reply, done) = oneshot::channel();
         self.shared.queue.push(Job::Close { reply });
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -573,6 +630,7 @@ impl Drop for DiskBroker {
         // Not closed by the server (a test, an error path): the writer finishes what is queued,
         // syncs and marks the store closed, then exits.
         if let Some(writer) = self.writer.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            self.shared.read_back.stop();
             let (reply, _) = oneshot::channel();
             self.shared.queue.push(Job::Close { reply });
             let _ = writer.join();
@@ -595,6 +653,7 @@ mod tests {
             limits: HistoryLimits { messages, max_age: Duration::from_secs(3600), max_bytes: u64::MAX },
             max_channels: 1000,
             boot_id: "boot-1".into(),
+            hold_read_back: None,
         }
     }
 
@@ -625,6 +684,7 @@ mod tests {
             third
         };
         let broker = DiskBroker::open(config(dir.path(), Durability::Always, 100)).unwrap();
+        broker.read_back().await.unwrap();
         let recovered = broker.recovered();
         assert_eq!((recovered.channels, recovered.messages, recovered.clean, recovered.continued), (1, 5, true, false));
         assert_eq!(payloads(&broker, "room"), ["m1", "m2", "m3", "m4", "m5"]);
@@ -634,6 +694,57 @@ mod tests {
         assert_eq!(ring.start(ReadFrom::After(before)), (3, None));
         let next = publish(&broker, "room", "m6").await;
         assert_eq!(next.position, Position { epoch: before.epoch, seq: 6 });
+    }
+
+    #[tokio::test]
+    async fn a_reopened_store_serves_before_its_read_back_and_reads_a_channel_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let cursor_a = {
+            let broker = DiskBroker::open(config(dir.path(), Durability::Batch, 100)).unwrap();
+            for (channel, count) in [("a", 5), ("b", 3), ("c", 2), ("d", 4)] {
+                for i in 1..=count {
+                    publish(&broker, channel, &format!("{channel}{i}")).await;
+                }
+            }
+            broker.close().await;
+            broker.channel("a").unwrap().read_after(2, 1).messages[0].position
+        };
+        let hold = Arc::new(std::sync::Barrier::new(2));
+        let mut held = config(dir.path(), Durability::Batch, 100);
+        held.hold_read_back = Some(hold.clone());
+        let broker = DiskBroker::open(held).unwrap();
+        let recovered = broker.recovered();
+        assert_eq!((recovered.channels, recovered.messages, recovered.read_back), (4, 0, false));
+        // Nothing read yet: a subscriber must wait for its channel, off the shard threads.
+        assert!(broker.ready("a").is_none());
+        let ring = broker.open("a").await.unwrap();
+        assert_eq!(ring.start(ReadFrom::After(cursor_a)), (3, None), "resumes with no gap");
+        assert_eq!(payloads(&broker, "a"), ["a1", "a2", "a3", "a4", "a5"]);
+        assert!(broker.ready("a").is_some());
+        // A publish reads its channel first, and numbering goes on.
+        assert_eq!(publish(&broker, "b", "b4").await.position.seq, 4);
+        assert_eq!(payloads(&broker, "b"), ["b1", "b2", "b3", "b4"]);
+        let info = broker.info("c").await.unwrap().unwrap();
+        assert_eq!(info.messages, 2, "{info:?}");
+        assert_eq!(broker.delete("c").await, Ok(Some(0)));
+        // Tending meanwhile must not take unread channels (no ring yet) for forgotten ones.
+        broker.expire();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        hold.wait();
+        broker.read_back().await.unwrap();
+        let recovered = broker.recovered();
+        assert!(recovered.read_back && recovered.read_back_millis > 0, "{recovered:?}");
+        assert_eq!(recovered.messages, 5 + 3 + 2 + 4);
+        assert_eq!(payloads(&broker, "d"), ["d1", "d2", "d3", "d4"]);
+        assert!(broker.channel("c").is_none());
+        assert_eq!(broker.store().unwrap().messages, 5 + 4 + 4);
+        broker.close().await;
+        drop(broker);
+        let broker = DiskBroker::open(config(dir.path(), Durability::Batch, 100)).unwrap();
+        broker.read_back().await.unwrap();
+        assert_eq!(payloads(&broker, "b"), ["b1", "b2", "b3", "b4"]);
+        assert!(broker.channel("c").is_none());
+        assert_eq!(broker.recovered().messages, 5 + 4 + 4);
     }
 
     #[tokio::test]
@@ -681,6 +792,7 @@ mod tests {
         let broker = DiskBroker::open(config(dir.path(), Durability::None, 3)).unwrap();
         assert_eq!(payloads(&broker, "short"), ["m8", "m9", "m10"]);
         assert!(broker.channel("gone").is_none());
+        broker.read_back().await.unwrap();
         assert_eq!(broker.recovered().messages, 3);
     }
 
@@ -759,9 +871,13 @@ mod tests {
             store.messages.insert(crate::codec::message_key("ok", 2), [9u8, 1, 2]).unwrap();
             store.messages.insert(b"no-separator".to_vec(), [1u8]).unwrap();
         }
-        let refused = DiskBroker::open(config(dir.path(), Durability::Always, 100)).err().unwrap();
-        let text = refused.to_string();
+        // Found while reading back: publishes are refused, and the server is told why.
+        let broker = DiskBroker::open(config(dir.path(), Durability::Always, 100)).unwrap();
+        let text = broker.read_back().await.unwrap_err();
         assert!(text.contains("damaged") && text.contains("holdfast store repair"), "{text}");
+        let refused = broker.publish("ok", None, Payload::text(Bytes::from_static(b"x"))).await.unwrap_err();
+        assert!(refused.to_string().contains("damaged"), "{refused}");
+        drop(broker);
         let report = crate::check(dir.path()).unwrap();
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
         let RepairReport::Mended { dropped, messages, .. } = crate::repair(dir.path()).unwrap() else { panic!() };

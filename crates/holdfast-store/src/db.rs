@@ -148,16 +148,27 @@ impl Contents {
 
     /// The problems as sentences.
     pub fn problem_lines(&self) -> Vec<String> {
-        self.problems
-            .iter()
-            .map(|p| format!("{} key {}: {}", p.keyspace, String::from_utf8_lossy(&p.key).escape_debug(), p.why))
-            .collect()
+        self.problems.iter().map(Problem::line).collect()
     }
 }
 
 impl Problem {
-    fn unreadable(keyspace: &'static str, key: &[u8], why: String) -> Problem {
+    pub(crate) fn unreadable(keyspace: &'static str, key: &[u8], why: String) -> Problem {
         Problem { keyspace, key: key.to_vec(), why, unreadable: true }
+    }
+
+    /// The problem as a sentence.
+    pub fn line(&self) -> String {
+        format!("{} key {}: {}", self.keyspace, String::from_utf8_lossy(&self.key).escape_debug(), self.why)
+    }
+}
+
+/// The error for a store whose problems are `lines` (the first few named).
+pub(crate) fn damaged(path: &Path, lines: Vec<String>) -> StoreError {
+    StoreError::Damaged {
+        path: path.display().to_string(),
+        total: lines.len(),
+        problems: lines.into_iter().take(PROBLEMS_SHOWN).collect(),
     }
 }
 
@@ -217,22 +228,35 @@ impl Store {
         self.db.persist(PersistMode::SyncAll).map_err(io_error)
     }
 
-    /// Reads every channel and message back, noting what cannot be read rather than stopping.
-    pub fn read_all(&self) -> Result<Contents, StoreError> {
-        let mut contents = Contents::default();
+    /// Every channel's row by name, and the rows that cannot be read.
+    pub(crate) fn read_rows(&self) -> Result<(BTreeMap<String, ChannelRow>, Vec<Problem>), StoreError> {
+        let mut rows = BTreeMap::new();
+        let mut problems = Vec::new();
         for item in self.channels.iter() {
             let (key, value) = item.into_inner().map_err(io_error)?;
             let name = match std::str::from_utf8(&key) {
                 Ok(name) if holdfast_hub::validate_channel_name(name).is_ok() => name.to_string(),
                 _ => {
-                    contents.problems.push(Problem::unreadable("channels", &key, "not a channel name".into()));
+                    problems.push(Problem::unreadable("channels", &key, "not a channel name".into()));
                     continue;
                 }
             };
             match ChannelRow::decode(&value) {
-                Ok(row) => contents.channels.entry(name).or_default().row = Some(row),
-                Err(why) => contents.problems.push(Problem::unreadable("channels", &key, why)),
+                Ok(row) => {
+                    rows.insert(name, row);
+                }
+                Err(why) => problems.push(Problem::unreadable("channels", &key, why)),
             }
+        }
+        Ok((rows, problems))
+    }
+
+    /// Reads every channel and message back, noting what cannot be read rather than stopping.
+    pub fn read_all(&self) -> Result<Contents, StoreError> {
+        let (rows, problems) = self.read_rows()?;
+        let mut contents = Contents { problems, ..Contents::default() };
+        for (name, row) in rows {
+            contents.channels.entry(name).or_default().row = Some(row);
         }
         for item in self.messages.iter() {
             let (key, value) = item.into_inner().map_err(io_error)?;
@@ -266,20 +290,6 @@ impl Store {
             }
         }
         Ok(contents)
-    }
-
-    /// [`Store::read_all`], refusing a store with problems.
-    pub fn read_whole(&self) -> Result<Contents, StoreError> {
-        let contents = self.read_all()?;
-        if contents.problems.is_empty() {
-            return Ok(contents);
-        }
-        let lines = contents.problem_lines();
-        Err(StoreError::Damaged {
-            path: self.path.display().to_string(),
-            total: lines.len(),
-            problems: lines.into_iter().take(PROBLEMS_SHOWN).collect(),
-        })
     }
 
     /// Bytes the store's files take on disk: the blocks allocated (the journal's file is created

@@ -6,12 +6,14 @@
 //! - [`db`]: opening, reading back, checking and repairing the store.
 //! - [`broker`]: [`DiskBroker`], the embedded broker whose publishes are written (group commit)
 //!   before anyone sees them.
+//! - `readback`: reading the messages back into the rings while the server already serves.
 //! - `writer`: the thread that writes, syncs and deletes.
 #![deny(missing_docs)]
 
 pub mod broker;
 pub mod codec;
 pub mod db;
+mod readback;
 mod writer;
 
 pub use broker::{boot_id, DiskBroker, DiskConfig, Durability};

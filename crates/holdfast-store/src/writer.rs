@@ -282,6 +282,10 @@ fn tend(shared: &Shared) {
     let mut batch = shared.store.db.batch().durability(None);
     let mut forgotten = Vec::new();
     for lane in lanes {
+        if !lane.is_read() {
+            // Not read back yet: it has no ring, but it is not gone.
+            continue;
+        }
         let mut state = lane.lock();
         if shared.local.channel(&lane.name).is_some_and(|ring| ring.epoch == lane.epoch) {
             trim(shared, &lane, &mut state, &mut batch);

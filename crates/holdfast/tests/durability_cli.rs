@@ -325,6 +325,38 @@ fn a_damaged_store_stops_serve_with_exit_2_and_repair_is_the_way_out() {
     assert!(publish(server.addr, "room", "again").is_some());
 }
 
+/// A message that cannot be read, in a store whose files are whole: the server serves at once
+/// (it reads messages back in the background), finds it there, refuses publishes and stops with
+/// the same error and exit code 2 as for damage found at start.
+#[test]
+fn damage_found_while_reading_messages_back_stops_serve_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let mut server = Served::start(&data, "always");
+        publish(server.addr, "room", "kept").unwrap();
+        let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        assert!(server.child.wait().unwrap().success());
+    }
+    {
+        let db = fjall::Database::builder(&data).open().unwrap();
+        let messages = db.keyspace("messages", fjall::KeyspaceCreateOptions::default).unwrap();
+        let mut key = b"room\0".to_vec();
+        key.extend_from_slice(&1u64.to_be_bytes());
+        messages.insert(key, [9u8, 1, 2]).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let stderr = serve_refused(&data);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let listening = stderr.find("holdfast listening").unwrap_or_else(|| panic!("it served first: {stderr}"));
+    let found = stderr.find("the history store is damaged").unwrap_or_else(|| panic!("{stderr}"));
+    assert!(listening < found, "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(&data.display().to_string()) && last.contains("messages key room"), "{stderr}");
+    assert!(last.contains("holdfast store repair"), "{stderr}");
+}
+
 /// The journal file cut in the middle of its data (a damaged disk, a bad copy): the server
 /// starts with everything before the damage, says the newest writes may be lost, and a cursor
 /// from past the damage resumes behind a gap notice instead of silently.
