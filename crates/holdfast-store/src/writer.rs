@@ -336,6 +336,11 @@ fn close(shared: &Shared) {
     if shared.unavailable().is_some() {
         return;
     }
+    // Everything in tables: the next start replays nothing from the journal into memory.
+    if let Err(e) = shared.store.flush_all() {
+        fail(shared, &e.to_string());
+        return;
+    }
     let run = RunRecord {
         clean: true,
         durability: shared.config.durability.label().to_string(),
