@@ -425,7 +425,7 @@ fn open_disk_store(config: &Config, limits: HistoryLimits) -> io::Result<holdfas
         millis = recovered.millis,
         closed_cleanly = recovered.clean,
         new_epochs = recovered.continued,
-        "history store opened; reading its messages back"
+        "history store opened"
     );
     if recovered.continued {
         tracing::warn!("the history store was left open by a machine that restarted: channels continue in new epochs, and cursors past what was kept get a gap notice");
