@@ -133,8 +133,25 @@ async fn assert_draining_answers(server: &TestServer) {
     assert_eq!(stats.header("Connection"), Some("close"));
 }
 
+/// What starts the drain.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    AdminDrain,
+    /// The shutdown future `run` was given: SIGTERM in `holdfast serve`.
+    Shutdown,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_drain_spreads_2000_subscribers_over_drain_seconds_and_answers_503_meanwhile() {
+    drain_2000_subscribers(Trigger::AdminDrain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_spreads_2000_subscribers_over_drain_seconds_and_answers_503_meanwhile() {
+    drain_2000_subscribers(Trigger::Shutdown).await;
+}
+
+async fn drain_2000_subscribers(trigger: Trigger) {
     holdfast_server::raise_fd_limit();
     let mut server = TestServer::start(|c| {
         c.drain_seconds = SPREAD;
@@ -162,9 +179,14 @@ async fn admin_drain_spreads_2000_subscribers_over_drain_seconds_and_answers_503
     }
 
     let started = Instant::now();
-    let asked = get(&server, "POST /admin/drain HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").await;
-    assert_eq!(asked.status, 202, "{}", asked.text());
-    assert_eq!(asked.json()["drain_seconds"], SPREAD.as_secs_f64());
+    match trigger {
+        Trigger::AdminDrain => {
+            let asked = get(&server, "POST /admin/drain HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").await;
+            assert_eq!(asked.status, 202, "{}", asked.text());
+            assert_eq!(asked.json()["drain_seconds"], SPREAD.as_secs_f64());
+        }
+        Trigger::Shutdown => server.begin_shutdown(),
+    }
 
     // Early and late in the drain, the listener is open and says the node is draining.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -200,7 +222,7 @@ async fn admin_drain_spreads_2000_subscribers_over_drain_seconds_and_answers_503
     }
     let share = streams.len() / seconds;
     println!(
-        "closes per second of the drain: {buckets:?} (share {share}); last long poll answered after {slowest_poll:?}; run returned after {took:?}"
+        "{trigger:?}: closes per second of the drain: {buckets:?} (share {share}); last long poll answered after {slowest_poll:?}; run returned after {took:?}"
     );
     assert!(buckets[..seconds].iter().all(|&n| n <= 2 * share), "a second holds over twice its share: {buckets:?}");
     // The spread ends on time (slack for the clients, which share two cores with the server).

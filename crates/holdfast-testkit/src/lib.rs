@@ -101,6 +101,14 @@ impl TestServer {
         conn
     }
 
+    /// Triggers a graceful shutdown (what SIGTERM does in `holdfast serve`) without waiting for
+    /// it; [`TestServer::stop`] then waits.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Triggers a graceful shutdown and waits for `run` to return; gives how long that took.
     pub async fn stop(&mut self) -> Duration {
         let started = Instant::now();
