@@ -19,14 +19,20 @@ const CACHE_BYTES: u64 = 8 << 20;
 const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 
 /// Bytes a keyspace buffers in memory before writing them to a table (fjall's default is
-/// 64 MiB). Every write and delete of the history passes through it, so with the default the
-/// server's RSS grew by what was published until 64 MiB were buffered: in the soak, 50 messages/s
-/// added ~1 MB every 3 minutes for an hour (bench/RESULTS.md, "Soak"). Kept when a store is
-/// reopened: fjall records it with the keyspace.
-const MEMTABLE_BYTES: u64 = 4 << 20;
+/// 64 MiB). Every write and delete passes through it, and the server's RSS grows by what it holds
+/// until it is flushed: with the default, 50 messages/s added ~1 MB every 3 minutes for an hour
+/// of the soak (bench/RESULTS.md, "Soak"). Recorded with the keyspace when it is created.
+///
+/// Messages: ~280 B each in memory (the value, later its tombstone), so 4 MiB is ~15,000
+/// messages, 5 minutes of the soak's rate. Channel rows: one ~70 B entry per channel per write
+/// batch (at 50 messages/s every message is its own batch), so 4 MiB took ~60,000 messages (20
+/// minutes) to fill, and the soak's RSS kept rising that long before it levelled; 1 MiB fills in
+/// the same 5 minutes as the messages.
+const MESSAGE_MEMTABLE_BYTES: u64 = 4 << 20;
+const ROW_MEMTABLE_BYTES: u64 = 1 << 20;
 
-fn keyspace_options() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+fn keyspace_options(memtable_bytes: u64) -> impl Fn() -> KeyspaceCreateOptions {
+    move || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
 }
 
 /// Problems listed in an error before "and N more".
@@ -184,11 +190,13 @@ impl Store {
                 e => open_error(e.to_string()),
             },
         )?;
-        let keyspace = |name: &str| db.keyspace(name, keyspace_options).map_err(|e| open_error(e.to_string()));
+        let keyspace = |name: &str, memtable_bytes| {
+            db.keyspace(name, keyspace_options(memtable_bytes)).map_err(|e| open_error(e.to_string()))
+        };
         let store = Store {
-            messages: keyspace("messages")?,
-            channels: keyspace("channels")?,
-            meta: keyspace("meta")?,
+            messages: keyspace("messages", MESSAGE_MEMTABLE_BYTES)?,
+            channels: keyspace("channels", ROW_MEMTABLE_BYTES)?,
+            meta: keyspace("meta", ROW_MEMTABLE_BYTES)?,
             db,
             path: dir.to_path_buf(),
         };
