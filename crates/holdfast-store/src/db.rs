@@ -23,12 +23,13 @@ const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// until it is flushed: with the default, 50 messages/s added ~1 MB every 3 minutes for an hour
 /// of the soak (bench/RESULTS.md, "Soak"). Recorded with the keyspace when it is created.
 ///
-/// Messages: ~280 B each in memory (the value, later its tombstone), so 4 MiB is ~15,000
-/// messages, 5 minutes of the soak's rate. Channel rows: one ~70 B entry per channel per write
-/// batch (at 50 messages/s every message is its own batch), so 4 MiB took ~60,000 messages (20
-/// minutes) to fill, and the soak's RSS kept rising that long before it levelled; 1 MiB fills in
-/// the same 5 minutes as the messages.
-const MESSAGE_MEMTABLE_BYTES: u64 = 4 << 20;
+/// Messages: ~280 B each in memory (the value, later its tombstone). Channel rows: one ~70 B
+/// entry per channel per write batch (at 50 messages/s every message is its own batch), so with
+/// 4 MiB for both, RSS rose for ~50,000 messages before levelling (17 minutes of the soak's rate;
+/// `bench/soak_store_rss.sh`); with 2 MiB and 1 MiB, for ~30,000, then flat within 3 %. A
+/// messages memtable of 1 MiB levels sooner still, but flushes so often that 50 publishers lost
+/// ~10-25 % of their publishes/s (bench/RESULTS.md, "Soak").
+const MESSAGE_MEMTABLE_BYTES: u64 = 2 << 20;
 const ROW_MEMTABLE_BYTES: u64 = 1 << 20;
 
 fn keyspace_options(memtable_bytes: u64) -> impl Fn() -> KeyspaceCreateOptions {
