@@ -197,13 +197,16 @@ fn decode(item: fjall::Guard) -> Result<(String, u64, StoredMessage), String> {
 fn fill_ring(shared: &Shared, lane: &Lane, row: ChannelRow, messages: &[(u64, StoredMessage)]) {
     let first = messages.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
     lane.lock().disk_first = first;
+    shared.disk_messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
     let skipped = messages.len().saturating_sub(shared.config.limits.messages);
     let kept = &messages[skipped..];
     let ring_first = kept.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
     let ring = match shared.local.adopt_continuing(&lane.name, lane.epoch, ring_first - 1, lane.continues) {
         Ok((ring, _)) => ring,
         Err(e) => {
-            tracing::warn!(channel = %lane.name, error = %e, "history store: channel not reopened");
+            // `max_channels` lowered below what the store holds: the channel is forgotten (its
+            // messages deleted from disk) like one that expired.
+            tracing::warn!(channel = %lane.name, error = %e, "history store: channel not reopened; its history is dropped");
             return;
         }
     };
@@ -218,7 +221,6 @@ fn fill_ring(shared: &Shared, lane: &Lane, row: ChannelRow, messages: &[(u64, St
     // when those messages have expired.
     shared.local.skip_to(&ring, row.last_seq);
     shared.read_back.messages.fetch_add(kept.len() as u64, Ordering::Relaxed);
-    shared.disk_messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
     shared.read_back.bytes.fetch_add(bytes, Ordering::Relaxed);
 }
 
