@@ -344,6 +344,10 @@ impl DiskBroker {
         if !problems.is_empty() {
             return Err(crate::db::damaged(&config.dir, problems.iter().map(|p| p.line()).collect()));
         }
+        if rows.len() > config.max_channels {
+            let path = config.dir.display().to_string();
+            return Err(StoreError::TooManyChannels { path, held: rows.len(), max: config.max_channels });
+        }
         // A journal cut short, or the store left open (not closed by the server) on a machine
         // that has restarted since without syncing every write: the newest writes may be lost.
         let continued = journal_cut
@@ -745,6 +749,26 @@ mod tests {
         assert_eq!(payloads(&broker, "b"), ["b1", "b2", "b3", "b4"]);
         assert!(broker.channel("c").is_none());
         assert_eq!(broker.recovered().messages, 5 + 4 + 4);
+    }
+
+    #[tokio::test]
+    async fn a_store_with_more_channels_than_max_channels_is_refused_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let broker = DiskBroker::open(config(dir.path(), Durability::Batch, 10)).unwrap();
+            for channel in ["a", "b", "c"] {
+                publish(&broker, channel, "kept").await;
+            }
+            broker.close().await;
+        }
+        let mut fewer = config(dir.path(), Durability::Batch, 10);
+        fewer.max_channels = 2;
+        let refused = DiskBroker::open(fewer).err().unwrap();
+        assert!(matches!(refused, StoreError::TooManyChannels { held: 3, max: 2, .. }), "{refused}");
+        assert!(refused.to_string().contains("max_channels"), "{refused}");
+        let broker = DiskBroker::open(config(dir.path(), Durability::Batch, 10)).unwrap();
+        broker.read_back().await.unwrap();
+        assert_eq!(broker.recovered().messages, 3, "nothing was dropped");
     }
 
     #[tokio::test]

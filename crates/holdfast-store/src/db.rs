@@ -72,6 +72,16 @@ pub enum StoreError {
         /// Its directory.
         path: String,
     },
+    /// It holds more channels than the server may (`max_channels` was lowered): refused rather
+    /// than dropping their history.
+    TooManyChannels {
+        /// Its directory.
+        path: String,
+        /// Channels it holds.
+        held: usize,
+        /// `max_channels`.
+        max: usize,
+    },
     /// A read or write failed while it was in use.
     Io(String),
 }
@@ -99,6 +109,11 @@ impl fmt::Display for StoreError {
                 f,
                 "the history store in {path} is in use by another process (a running server?); one server per data_dir, \
                  and check or repair it only with the server stopped"
+            ),
+            StoreError::TooManyChannels { path, held, max } => write!(
+                f,
+                "the history store in {path} holds {held} channels, more than max_channels ({max}); set max_channels \
+                 to at least {held} to keep their history"
             ),
             StoreError::Io(why) => write!(f, "history store: {why}"),
         }
