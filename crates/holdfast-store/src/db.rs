@@ -26,7 +26,7 @@ const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// Messages: ~280 B each in memory (the value, later its tombstone). Channel rows: one ~70 B
 /// entry per channel per write batch (at 50 messages/s every message is its own batch), so with
 /// 4 MiB for both, RSS rose for ~50,000 messages before levelling (17 minutes of the soak's rate;
-/// `bench/soak_store_rss.sh`); with 2 MiB and 1 MiB, for ~30,000, then flat within 3 %. A
+/// `bench/soak_store_rss.sh`); with 2 MiB and 1 MiB, for ~30,000, then flat within 4 %. A
 /// messages memtable of 1 MiB levels sooner still, but flushes so often that 50 publishers were
 /// slower (one run each: 30,548 and 21,361 publishes/s with `none` and `always`, against 33,367
 /// and 34,595 at 4 MiB and 34,864 and 28,547 at 2 MiB; bench/RESULTS.md, "Memtable sizes").
