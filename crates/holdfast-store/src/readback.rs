@@ -172,7 +172,11 @@ fn scan_channel(shared: &Shared, name: &str) -> Result<Vec<(u64, StoredMessage)>
     for item in items {
         match decode(item) {
             Ok((_, seq, message)) => messages.push((seq, message)),
-            Err(line) => problems.push(line),
+            Err(Bad::Entry(line)) => problems.push(line),
+            Err(Bad::Unreadable(line)) => {
+                problems.push(line);
+                break;
+            }
         }
     }
     if problems.is_empty() {
@@ -182,13 +186,22 @@ fn scan_channel(shared: &Shared, name: &str) -> Result<Vec<(u64, StoredMessage)>
     }
 }
 
+/// What is wrong with an entry met in a scan.
+enum Bad {
+    /// The store's files could not be read there: nothing after it can be trusted.
+    Unreadable(String),
+    /// This entry cannot be read (the scan goes on, to list every such entry).
+    Entry(String),
+}
+
 /// A message entry: its channel, sequence number and message, or the problem with it.
-fn decode(item: fjall::Guard) -> Result<(String, u64, StoredMessage), String> {
-    let (key, value) = item.into_inner().map_err(|e| format!("messages cannot be read: {e}"))?;
+fn decode(item: fjall::Guard) -> Result<(String, u64, StoredMessage), Bad> {
+    let (key, value) = item.into_inner().map_err(|e| Bad::Unreadable(format!("messages cannot be read: {e}")))?;
+    let entry = |why: String| Bad::Entry(Problem::unreadable("messages", &key, why).line());
     let Some((name, seq)) = codec::split_message_key(&key) else {
-        return Err(Problem::unreadable("messages", &key, "not a message key".into()).line());
+        return Err(entry("not a message key".into()));
     };
-    let message = codec::decode_message(&value).map_err(|why| Problem::unreadable("messages", &key, why).line())?;
+    let message = codec::decode_message(&value).map_err(entry)?;
     Ok((name.to_string(), seq, message))
 }
 
@@ -299,14 +312,14 @@ fn read_range(
                     }
                 }
             },
-            Err(line) => {
-                let unreadable = line.starts_with("messages cannot be read");
+            Err(Bad::Entry(line)) => {
                 problems.push(line);
+                // Publishes stop at once; the scan goes on to list the rest.
                 shared.read_back.note_damage(std::mem::take(&mut problems));
-                if unreadable {
-                    // The iterator met a block it cannot read: nothing after it can be trusted.
-                    return;
-                }
+            }
+            Err(Bad::Unreadable(line)) => {
+                shared.read_back.note_damage(vec![line]);
+                return;
             }
         }
     }
