@@ -262,7 +262,7 @@ impl Server {
     /// Counts and logs a connection refused at accept (`max_connections`, the limits per client):
     /// it was never counted as its client's, so it is not released.
     pub fn connection_refused(&self, conn: socket::ConnState, reason: CloseReason) {
-        self.count_close("http", conn.id, conn.peer, conn.served, reason);
+        self.count_close("http", conn.id, conn.peer(), conn.served, reason);
     }
 
     fn count_close(
@@ -300,7 +300,7 @@ fn resume_in(runtime: tokio::runtime::Handle, server: &Arc<Server>) -> handover:
         runtime.spawn(async move {
             match socket::TaskLink::from_std(stream) {
                 Ok(stream) => conn::serve(stream, server, conn, idle).await,
-                Err(_) => server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
+                Err(_) => server.connection_closed(conn.id, conn.peer(), conn.served, CloseReason::IoError),
             }
         });
     })
@@ -503,7 +503,7 @@ pub async fn connection_future_size() -> usize {
     let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
     let (stream, peer) = listener.accept().await.expect("accept");
     let server = Server::new(Config::default()).expect("server");
-    let state = socket::ConnState { id: 0, peer, served: 0, token_deadline: 0 };
+    let state = socket::ConnState::new(0, peer);
     let idle = socket::IdleDeadline::first_request(&server.config());
     let future = conn::serve(socket::TaskLink::new(stream, None), server, state, idle);
     let size = std::mem::size_of_val(&future);

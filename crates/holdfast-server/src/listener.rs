@@ -65,7 +65,7 @@ fn is_resource_exhaustion(error: &io::Error) -> bool {
 
 fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
     server.stats.connection_opened();
-    let conn = ConnState { id: server.next_connection_id(), peer, served: 0, token_deadline: 0 };
+    let conn = ConnState::new(server.next_connection_id(), peer);
     if server.stats.connections_open() > server.max_connections as u64 {
         let response = Response::error(503, "over_capacity", "the server is at its connection limit; retry shortly")
             .with_header("Retry-After", "1");
@@ -107,7 +107,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a TLS session");
                 drop(stream);
-                return server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError);
+                return server.connection_closed(conn.id, conn.peer(), conn.served, CloseReason::IoError);
             }
         },
     };

@@ -210,7 +210,7 @@ fn run(mut poll: Poll, shared: Arc<Shared>, server: Weak<Server>, resume: Resume
             server.stats.unparked();
             let reason = if closing { CloseReason::Shutdown } else { idle.expiry };
             drop(stream);
-            server.connection_closed(conn.id, conn.peer, conn.served, reason);
+            server.connection_closed(conn.id, conn.peer(), conn.served, reason);
         }
         if closing {
             return;

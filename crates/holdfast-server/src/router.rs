@@ -185,7 +185,7 @@ pub(crate) async fn admin_connections(server: &Server) -> Response {
     list.extend(parked.iter().map(|(conn, expires_in)| {
         serde_json::json!({
             "id": conn.id,
-            "peer": conn.peer.to_string(),
+            "peer": conn.peer().to_string(),
             "transport": "http",
             "state": "idle",
             "channels": [],

@@ -52,26 +52,26 @@ pub(crate) async fn serve(mut stream: TaskLink, server: Arc<Server>, mut conn: C
         End::Park(idle) => {
             let parked = match stream.into_std() {
                 Ok(link) => server.parking.park(link, conn, idle),
-                Err(_) => return server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
+                Err(_) => return server.connection_closed(conn.id, conn.peer(), conn.served, CloseReason::IoError),
             };
             match parked {
                 Ok(()) => server.stats.parked(),
                 Err((std_stream, conn, reason)) => {
                     drop(std_stream);
-                    server.connection_closed(conn.id, conn.peer, conn.served, reason);
+                    server.connection_closed(conn.id, conn.peer(), conn.served, reason);
                 }
             }
         }
         End::Stream(setup) => match stream.into_std() {
             Ok(link) => server.push.add(link, conn, setup),
-            Err(_) => server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError),
+            Err(_) => server.connection_closed(conn.id, conn.peer(), conn.served, CloseReason::IoError),
         },
         End::Close { reason, linger } => {
             if linger {
                 Box::pin(lingering_close(&mut stream, LINGER_TIMEOUT, &server.stats)).await;
             }
             drop(stream);
-            server.connection_closed(conn.id, conn.peer, conn.served, reason);
+            server.connection_closed(conn.id, conn.peer(), conn.served, reason);
         }
     }
 }
@@ -251,7 +251,7 @@ async fn exchange(stream: &mut TaskLink, server: &Server, conn: &mut ConnState, 
                             // Behind a trusted proxy: the client it names, for the admin list, the logs
                             // and a WebSocket's publish limit.
                             if setup.framing.format != Format::LongPoll {
-                                server.client_limits.remember_client(conn.id, conn.peer.ip(), &head);
+                                server.client_limits.remember_client(conn.id, conn.peer().ip(), &head);
                             }
                             return Next::Stream(setup);
                         }
@@ -305,7 +305,7 @@ fn publish_limited(server: &Server, conn: &ConnState, head: &RequestHead) -> Opt
         return None;
     }
     let (PublishCheck::Limited(wait) | PublishCheck::Flooding(wait)) =
-        limits.publish(limits.client_ip(conn.peer.ip(), head))
+        limits.publish(limits.client_ip(conn.peer().ip(), head))
     else {
         return None;
     };

@@ -214,7 +214,7 @@ impl Shard {
         let Some((sub, _)) = self.detach(server, index) else { return };
         let conn = sub.conn;
         drop(sub.stream);
-        server.connection_closed_as("longpoll", conn.id, conn.peer, conn.served, reason);
+        server.connection_closed_as("longpoll", conn.id, conn.peer(), conn.served, reason);
     }
 
     /// A long poll being answered leaves its channels and stops counting as a subscriber (once:
@@ -318,7 +318,7 @@ impl Shard {
         let due = clock_ms_at(Instant::now()) + server.config().longpoll_timeout.as_millis() as u64;
         self.longpoll_deadlines.push_back(Deadline::new(due, index, &sub.conn));
         server.stats.subscriber_opened(crate::wire::frame::Format::LongPoll);
-        let places: Box<[super::Place]> =
+        let places: super::Places =
             request.positions.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
         if let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) {
             sub.places = places;

@@ -25,6 +25,7 @@
 
 mod longpoll;
 mod members;
+mod places;
 mod websocket;
 
 use std::collections::{HashMap, HashSet};
@@ -38,6 +39,7 @@ use holdfast_hub::{Channel, Message, PublishListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
+use self::places::{Place, Places};
 use crate::handover::{Extra, LongPollReply, Resume, StreamSetup};
 use crate::socket::tls::TlsSession;
 use crate::socket::{ConnState, LinkMut, SessionsBySlot, StdLink};
@@ -210,15 +212,6 @@ impl PublishListener for PushHub {
     }
 }
 
-/// A subscriber's place in one of its channels.
-struct Place {
-    channel: Arc<Channel>,
-    /// The last sequence number it has.
-    seq: u64,
-    /// Where it is in the shard's member list of the channel (for O(1) removal).
-    member: u32,
-}
-
 /// One streaming subscriber.
 struct Subscriber {
     /// Its socket; on a TLS listener its session is in the shard's `sessions`.
@@ -230,8 +223,8 @@ struct Subscriber {
     /// A held long poll: how to answer it (8 bytes, which the slot's 128-byte size class has
     /// room for anyway).
     longpoll: Option<LongPollReply>,
-    /// Its channels, with where it is in each.
-    places: Box<[Place]>,
+    /// Its channels, with where it is in each (one inline).
+    places: Places,
     /// Bytes accepted for this subscriber but not yet taken by its socket. Boxed so the rare
     /// case costs every subscriber slot 8 bytes.
     pending: Option<Box<Pending>>,
@@ -573,7 +566,7 @@ impl Shard {
         if let Err(e) = self.registry().register(&mut SourceFd(&fd), Token(index), Interest::READABLE) {
             tracing::warn!(error = %e, "cannot register a subscriber");
             self.free.push(index);
-            server.connection_closed(conn.id, conn.peer, conn.served, CloseReason::IoError);
+            server.connection_closed(conn.id, conn.peer(), conn.served, CloseReason::IoError);
             return None;
         }
         server.stats.subscriber_opened(setup.framing.format);
@@ -593,7 +586,7 @@ impl Shard {
             framing: setup.framing,
             extra: setup.extra,
             longpoll: setup.longpoll,
-            places: Box::default(),
+            places: Places::default(),
             pending: None,
             last_write: clock_ms_at(Instant::now()),
             opened: (clock_ms_at(Instant::now()) / 1000) as u32,
@@ -605,8 +598,7 @@ impl Shard {
                 .is_websocket()
                 .then(|| websocket::peer_for(server, setup.early_input, setup.inflate)),
         }));
-        let places: Box<[Place]> =
-            setup.positions.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
+        let places: Places = setup.positions.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
         let deleted = places.iter().find(|p| p.channel.is_deleted()).map(|p| p.channel.clone());
         if let Some(sub) = self.slots[index].as_mut() {
             sub.places = places;
@@ -742,7 +734,7 @@ impl Shard {
             .filter(|sub| !(sub.is_longpoll() && sub.places.is_empty()))
             .map(|sub| SubscriberInfo {
                 id: sub.conn.id,
-                peer: sub.conn.peer,
+                peer: sub.conn.peer(),
                 transport: transport(sub.framing),
                 channels: sub.places.iter().map(|p| p.channel.name.to_string()).collect(),
                 age: Duration::from_secs((clock_ms_at(now) / 1000).saturating_sub(u64::from(sub.opened))),
@@ -939,14 +931,14 @@ impl Shard {
             reason,
             CloseReason::SlowConsumer | CloseReason::SendTimeout | CloseReason::Flooding | CloseReason::RateLimited
         ) {
-            tracing::info!(conn = sub.conn.id, peer = %sub.conn.peer, reason = reason.label(), "subscriber cut");
+            tracing::info!(conn = sub.conn.id, peer = %sub.conn.peer(), reason = reason.label(), "subscriber cut");
         }
         // Closing the descriptor is the whole close: the kernel sends the FIN behind the bytes
         // already queued (a `shutdown` first would add a system call and change nothing, as the
         // descriptor is not shared) and takes the socket out of the shard's epoll set (so no
         // `deregister` either: two system calls fewer per subscriber in a mass close).
         drop(sub.stream);
-        server.connection_closed_as(sub.framing.format.label(), sub.conn.id, sub.conn.peer, sub.conn.served, reason);
+        server.connection_closed_as(sub.framing.format.label(), sub.conn.id, sub.conn.peer(), sub.conn.served, reason);
     }
 
     /// Takes a subscriber out of the shard (its slot, its channels, the counts) and gives it to

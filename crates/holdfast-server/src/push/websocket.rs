@@ -346,7 +346,7 @@ impl Shard {
         let Some(sub) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Ok(Value::Null) };
         let mut places = std::mem::take(&mut sub.places).into_vec();
         places.extend(added);
-        sub.places = places.into_boxed_slice();
+        sub.places = places.into();
         let cursor = sub.cursor();
         let mut notices = Vec::new();
         for gap in &gaps {
@@ -369,7 +369,7 @@ impl Shard {
             .into_vec()
             .into_iter()
             .partition(|p| names.iter().any(|n| **n == *p.channel.name));
-        sub.places = staying.into_boxed_slice();
+        sub.places = staying.into();
         let channels: Vec<String> = sub.places.iter().map(|p| p.channel.name.to_string()).collect();
         let cursor = sub.cursor();
         for place in &leaving {
@@ -582,7 +582,7 @@ impl Shard {
             return Ok(true);
         }
         let Some(conn) = self.slots.get(index).and_then(Option::as_ref).map(|s| s.conn) else { return Ok(false) };
-        let client = limits.remembered_client(conn.id).unwrap_or(conn.peer.ip());
+        let client = limits.remembered_client(conn.id).unwrap_or(conn.peer().ip());
         match limits.publish(client) {
             crate::limits::PublishCheck::Allowed => Ok(true),
             crate::limits::PublishCheck::Limited(wait) => {

@@ -9,7 +9,7 @@ pub(crate) mod io;
 mod link;
 pub(crate) mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::TcpStream;
 
@@ -21,13 +21,29 @@ use crate::config::Config;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnState {
     pub id: u64,
-    pub peer: SocketAddr,
+    /// The peer's address and port, apart: a `SocketAddr` is 32 bytes (an IPv6 one carries flow
+    /// info and a scope id, which nothing here uses); these are 20, which is what lets a push
+    /// shard keep a one-channel subscriber's place in its slot instead of a box of its own.
+    peer_ip: IpAddr,
+    peer_port: u16,
     /// Requests answered so far on this connection.
     pub served: u32,
     /// Unix seconds at which the token of the subscription it serves expires (0 = none; access
     /// control off or a token without `exp`). Four bytes in what was padding: every subscriber
     /// slot has a `ConnState`, and this costs it nothing.
     pub token_deadline: u32,
+}
+
+impl ConnState {
+    /// A new connection from `peer`.
+    pub fn new(id: u64, peer: SocketAddr) -> ConnState {
+        ConnState { id, peer_ip: peer.ip(), peer_port: peer.port(), served: 0, token_deadline: 0 }
+    }
+
+    /// The peer's address (an IPv6 one without its flow info and scope id).
+    pub fn peer(&self) -> SocketAddr {
+        SocketAddr::new(self.peer_ip, self.peer_port)
+    }
 }
 
 /// When an idle connection expires, and how that close is labelled.
