@@ -5,8 +5,9 @@
 # One data dir; START times: start `holdfast serve --history-store disk --durability batch
 # --history-messages 100` on it, wait until the store is read back, publish PUBLISHES messages of
 # 40 B over 100 channels (`holdfast bench publish`, 4 connections: the soak's channels and sizes,
-# faster), sleep 2 s, print the RSS (VmRSS) with /admin/stats' `history_bytes` and `channel_bytes`,
-# then SIGTERM. DELETE=1: delete every channel before each stop, so the next start has nothing to
+# faster), sleep 2 s, print the RSS (VmRSS at the start and after; anon_kib and file_kib: its
+# anonymous and file-backed parts) with /admin/stats' `history_bytes` and `channel_bytes`, then
+# SIGTERM. DELETE=1: delete every channel before each stop, so the next start has nothing to
 # read back. HOLDFAST_ENV="_RJEM_MALLOC_CONF=narenas:1" and the like reach the server.
 #
 #   bench/restart_rss.sh                      # START=3 PUBLISHES=60000 DELETE=0
@@ -22,7 +23,7 @@ need ss iproute2
 BIN=$(holdfast_bin)
 PORT=$(free_port)
 log "load average: $(cut -d" " -f1-3 /proc/loadavg)"
-printf '%-6s %10s %10s %14s %14s\n' start rss_kib after_kib history_bytes channel_bytes
+printf '%-6s %10s %10s %10s %10s %14s %14s\n' start rss_kib after_kib anon_kib file_kib history_bytes channel_bytes
 for n in $(seq "$START"); do
     start_holdfast "$BIN" "$PORT" --history-store disk --data-dir "$WORK/data" --durability batch \
         --history-messages 100 --keepalive-requests 1000000 --drain-seconds 0
@@ -32,7 +33,9 @@ for n in $(seq "$START"); do
         --messages "$PUBLISHES" --connections 4 --size 40 >/dev/null
     sleep 2
     stats=$(curl -s "http://127.0.0.1:$PORT/admin/stats")
-    printf '%-6s %10s %10s %14s %14s\n' "$n" "$started" "$(awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status")" \
+    status=/proc/$SERVER_PID/status
+    printf '%-6s %10s %10s %10s %10s %14s %14s\n' "$n" "$started" "$(awk '/^VmRSS:/ { print $2 }' "$status")" \
+        "$(awk '/^RssAnon:/ { print $2 }' "$status")" "$(awk '/^RssFile:/ { print $2 }' "$status")" \
         "$(jq .history_bytes <<<"$stats")" "$(jq .channel_bytes <<<"$stats")"
     if [ "$DELETE" = 1 ]; then
         for c in $(seq 0 99); do curl -s -o /dev/null -X DELETE "http://127.0.0.1:$PORT/pub/soak$c"; done
