@@ -23,17 +23,36 @@ struct Served {
 
 impl Served {
     /// Runs `holdfast serve --listen <free port> <extra>` and waits until it accepts.
-    fn start(mut command: Command, extra: &[&str]) -> Served {
-        let addr = free_addr();
-        command.args(["serve", "--listen", &addr.to_string()]).args(extra);
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let child = command.spawn().expect("spawn holdfast");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(20));
+    ///
+    /// Tests run in parallel, and another test's server can take the port between `free_addr`
+    /// and this server's bind: this one then exits at once (address in use) while the wait below
+    /// connects to the other. So a server that is gone just after it seemed to accept is started
+    /// again on another port.
+    fn start(base: Command, extra: &[&str]) -> Served {
+        for _ in 0..5 {
+            let addr = free_addr();
+            let mut command = Command::new(base.get_program());
+            command.args(base.get_args());
+            for (key, value) in base.get_envs() {
+                match value {
+                    Some(value) => command.env(key, value),
+                    None => command.env_remove(key),
+                };
+            }
+            command.args(["serve", "--listen", &addr.to_string()]).args(extra);
+            command.stdout(Stdio::null()).stderr(Stdio::piped());
+            let mut child = command.spawn().expect("spawn holdfast");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(addr).is_err() {
+                assert!(Instant::now() < deadline, "server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            if child.try_wait().expect("try_wait").is_none() {
+                return Served { child, addr };
+            }
         }
-        Served { child, addr }
+        panic!("the server exited right after starting, on five free ports in turn");
     }
 
     /// The head of the response to `GET /healthz`.
