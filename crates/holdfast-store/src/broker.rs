@@ -254,7 +254,7 @@ impl Shared {
         let lane = self.lane(name)?;
         if !lane.is_read() {
             let (shared, lane) = (self.clone(), lane.clone());
-            tokio::task::spawn_blocking(move || crate::readback::read_channel(&shared, &lane, None))
+            tokio::task::spawn_blocking(move || crate::readback::read_channel(&shared, &lane))
                 .await
                 .map_err(|_| ChannelError::Unavailable("reading the history store failed".into()))??;
         }
@@ -536,7 +536,7 @@ impl Broker for DiskBroker {
             let lane = self.shared.lanes().get(name).cloned();
             if let Some(lane) = lane.filter(|lane| !lane.is_read()) {
                 // Rare (the admin pages, in the first seconds): read it here.
-                crate::readback::read_channel(&self.shared, &lane, None).ok()?;
+                crate::readback::read_channel(&self.shared, &lane).ok()?;
             }
         }
         self.shared.local.channel(name)
@@ -749,6 +749,57 @@ mod tests {
         assert_eq!(payloads(&broker, "b"), ["b1", "b2", "b3", "b4"]);
         assert!(broker.channel("c").is_none());
         assert_eq!(broker.recovered().messages, 5 + 4 + 4);
+    }
+
+    #[tokio::test]
+    async fn every_channel_is_read_back_through_the_writer_and_a_close_meanwhile_does_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let broker = DiskBroker::open(config(dir.path(), Durability::None, 100)).unwrap();
+            // More channels than a read-back thread hands the writer at once.
+            for i in 0..(4 * crate::readback::FILLS_IN_FLIGHT) {
+                for n in 1..=3 {
+                    publish(&broker, &format!("c{i:03}"), &format!("c{i:03}-{n}")).await;
+                }
+            }
+            broker.close().await;
+        }
+        let channels = 4 * crate::readback::FILLS_IN_FLIGHT;
+        let broker = DiskBroker::open(config(dir.path(), Durability::None, 100)).unwrap();
+        // Publishing while the writer places read-back channels.
+        let published = publish(&broker, "c007", "c007-4").await;
+        assert_eq!(published.position.seq, 4);
+        broker.read_back().await.unwrap();
+        assert_eq!(broker.recovered().messages, 3 * channels as u64);
+        for i in [0, 7, channels - 1] {
+            let name = format!("c{i:03}");
+            let mut expected: Vec<String> = (1..=3).map(|n| format!("{name}-{n}")).collect();
+            if i == 7 {
+                expected.push("c007-4".into());
+            }
+            assert_eq!(payloads(&broker, &name), expected);
+        }
+        broker.close().await;
+        drop(broker);
+
+        // Closed while the read-back is held: the close and a request waiting for its channel
+        // both end (the request with an error or its channel), none hangs.
+        let hold = Arc::new(std::sync::Barrier::new(2));
+        let mut held = config(dir.path(), Durability::None, 100);
+        held.hold_read_back = Some(hold.clone());
+        let broker = Arc::new(DiskBroker::open(held).unwrap());
+        let reader = {
+            let broker = broker.clone();
+            tokio::spawn(async move { broker.open("c010").await.is_ok() })
+        };
+        let closing = {
+            let broker = broker.clone();
+            tokio::spawn(async move { broker.close().await })
+        };
+        tokio::time::timeout(Duration::from_secs(10), closing).await.expect("close hangs").unwrap();
+        hold.wait();
+        tokio::time::timeout(Duration::from_secs(10), reader).await.expect("request hangs").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), broker.read_back()).await.expect("read-back hangs").ok();
     }
 
     #[tokio::test]

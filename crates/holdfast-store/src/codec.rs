@@ -88,8 +88,28 @@ pub fn encode_message(published_ms: u64, event: Option<&str>, payload: &Payload)
     value
 }
 
-/// Reads a message's value, or says why it cannot be read.
-pub fn decode_message(value: &[u8]) -> Result<StoredMessage, String> {
+/// A message's value read in place: what [`decode_message`] copies out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    /// Unix milliseconds at publish.
+    pub published_ms: u64,
+    /// The event type (`None` = `message`).
+    pub event: Option<&'a str>,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+    /// The payload is a JSON text.
+    pub is_json: bool,
+}
+
+impl MessageView<'_> {
+    /// The payload as the hub takes it (a copy, allocated by the calling thread).
+    pub fn payload(&self) -> Payload {
+        Payload { bytes: Bytes::copy_from_slice(self.payload), is_json: self.is_json }
+    }
+}
+
+/// Reads a message's value in place, or says why it cannot be read.
+pub fn view_message(value: &[u8]) -> Result<MessageView<'_>, String> {
     let (&version, rest) = value.split_first().ok_or("empty message value")?;
     if version != VERSION {
         return Err(format!("message value of version {version} (this Holdfast reads {VERSION})"));
@@ -109,13 +129,24 @@ pub fn decode_message(value: &[u8]) -> Result<StoredMessage, String> {
     }
     let (event, payload) = rest.split_at(event_len);
     let event = if flags & FLAG_EVENT != 0 {
-        Some(String::from_utf8(event.to_vec()).map_err(|_| "event type is not UTF-8")?)
+        Some(std::str::from_utf8(event).map_err(|_| "event type is not UTF-8")?)
     } else if event_len != 0 {
         return Err("message value has an event type but no flag for it".into());
     } else {
         None
     };
-    Ok(StoredMessage { published_ms, event, payload: Bytes::copy_from_slice(payload), is_json: flags & FLAG_JSON != 0 })
+    Ok(MessageView { published_ms, event, payload, is_json: flags & FLAG_JSON != 0 })
+}
+
+/// Reads a message's value, or says why it cannot be read.
+pub fn decode_message(value: &[u8]) -> Result<StoredMessage, String> {
+    let view = view_message(value)?;
+    Ok(StoredMessage {
+        published_ms: view.published_ms,
+        event: view.event.map(str::to_string),
+        payload: Bytes::copy_from_slice(view.payload),
+        is_json: view.is_json,
+    })
 }
 
 /// A channel as kept: its epoch, its newest sequence number (kept even once its messages have

@@ -14,10 +14,10 @@
 //! a row or past its newest) refuses publishes at once and is reported through
 //! [`ReadBack::wait`]; the server then stops with the error it would have given at start.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fjall::Readable;
@@ -25,8 +25,9 @@ use holdfast_hub::{BrokerFuture, ChannelError};
 use tokio::sync::watch;
 
 use crate::broker::{now_ms, Lane, Shared};
-use crate::codec::{self, ChannelRow, StoredMessage};
+use crate::codec::{self, ChannelRow};
 use crate::db::{self, Problem};
+use crate::writer::Job;
 
 /// Where the read-back stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +92,7 @@ impl ReadBack {
         self.stop.store(true, Ordering::Release);
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
 
@@ -126,52 +127,132 @@ impl ReadBack {
     }
 }
 
-/// Puts `lane`'s messages in its ring if they are not there yet: those `scanned` by a read-back
-/// thread, or else read now. Damage found stops publishing and is answered as such.
-pub(crate) fn read_channel(
-    shared: &Shared,
-    lane: &Lane,
-    scanned: Option<Vec<(u64, StoredMessage)>>,
-) -> Result<(), ChannelError> {
-    if lane.is_read() {
-        return Ok(());
+/// One channel's messages as scanned: their values side by side in one buffer, so that what a
+/// read-back thread hands the writer is two allocations, not two per message.
+#[derive(Debug, Default)]
+pub(crate) struct Scanned {
+    values: Vec<u8>,
+    /// Each message's sequence number and where its value ends in `values`.
+    ends: Vec<(u64, usize)>,
+}
+
+impl Scanned {
+    /// Adds a message whose value has been checked ([`codec::view_message`]).
+    fn push(&mut self, seq: u64, value: &[u8]) {
+        self.values.extend_from_slice(value);
+        self.ends.push((seq, self.values.len()));
     }
-    let mut unread = lane.unread();
-    let Some(row) = *unread else { return Ok(()) };
-    let messages = match scanned {
-        Some(messages) => messages,
-        None => match scan_channel(shared, &lane.name) {
-            Ok(messages) => messages,
-            Err(lines) => {
-                shared.read_back.note_damage(lines);
-                return Err(shared.unavailable().expect("damaged"));
-            }
-        },
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        self.ends.last().map(|(seq, _)| *seq)
+    }
+
+    /// The messages from the `skip`-th on: sequence number and value.
+    fn messages(&self, skip: usize) -> impl Iterator<Item = (u64, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|(_, end)| *end));
+        starts.zip(&self.ends).skip(skip).map(|(start, (seq, end))| (*seq, &self.values[start..*end]))
+    }
+}
+
+/// Has `lane`'s messages put in its ring if they are not there yet, and waits until they are:
+/// read now from the snapshot, then placed by the writer.
+pub(crate) fn read_channel(shared: &Shared, lane: &Arc<Lane>) -> Result<(), ChannelError> {
+    match send_fill(shared, lane, None, true)? {
+        Some(filled) => wait_filled(shared, &filled),
+        None => Ok(()),
+    }
+}
+
+/// Hands `lane`'s messages (those `scanned` by a read-back thread, or else read now) to the
+/// writer, which puts them in the ring: what to wait on, `None` if the lane is read already.
+/// Damage found stops publishing and is answered as such.
+///
+/// Why the writer: it makes every message that lives in a ring, read back or published, so they
+/// all come from its allocator arena. Placed by the read-back threads, the first messages came
+/// from theirs, and the writer's thread cache went on recycling those regions after the threads
+/// had ended: the restarted server kept ~1 MiB more in half-used slabs (bench/RESULTS.md,
+/// "Restart RSS").
+fn send_fill(
+    shared: &Shared,
+    lane: &Arc<Lane>,
+    scanned: Option<Scanned>,
+    urgent: bool,
+) -> Result<Option<mpsc::Receiver<()>>, ChannelError> {
+    if lane.is_read() {
+        return Ok(None);
+    }
+    let Some(row) = *lane.unread() else { return Ok(None) };
+    let scanned = match scanned {
+        Some(scanned) => scanned,
+        None => scan_channel(shared, &lane.name).map_err(|lines| {
+            shared.read_back.note_damage(lines);
+            shared.unavailable().expect("damaged")
+        })?,
     };
-    if let Some((last, _)) = messages.last().filter(|(last, _)| *last > row.last_seq) {
+    if let Some(last) = scanned.last_seq().filter(|last| *last > row.last_seq) {
         let why = format!("row says the newest message is {} but {last} is stored", row.last_seq);
         shared.read_back.note_damage(vec![Problem::unreadable("channels", lane.name.as_bytes(), why).line()]);
         return Err(shared.unavailable().expect("damaged"));
     }
-    fill_ring(shared, lane, row, &messages);
+    let (done, filled) = mpsc::sync_channel(1);
+    let job = Job::Fill { lane: lane.clone(), scanned, done };
+    if urgent {
+        // A request waits for it: ahead of the background's channels (a fill touches only its
+        // own lane, so it may pass the jobs queued before it).
+        shared.queue.push_first(job);
+    } else {
+        shared.queue.push(job);
+    }
+    Ok(Some(filled))
+}
+
+/// Waits for the writer to have filled a ring; `Err` if the store closed first.
+fn wait_filled(shared: &Shared, filled: &mpsc::Receiver<()>) -> Result<(), ChannelError> {
+    let closed = || ChannelError::Unavailable("the history store is closing".into());
+    loop {
+        match filled.recv_timeout(Duration::from_millis(100)) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(closed()),
+            // A job queued after the writer's last one is never taken.
+            Err(mpsc::RecvTimeoutError::Timeout) if shared.read_back.stopped() => return Err(closed()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+/// The writer's part: puts a lane's scanned messages in its ring and marks it read, unless an
+/// earlier fill did.
+pub(crate) fn fill(shared: &Shared, lane: &Lane, scanned: &Scanned) {
+    let mut unread = lane.unread();
+    let Some(row) = *unread else { return };
+    if lane.is_read() {
+        return;
+    }
+    fill_ring(shared, lane, row, scanned);
     *unread = None;
     lane.mark_read();
-    Ok(())
 }
 
 /// One channel's messages from the snapshot, or the problems met.
-fn scan_channel(shared: &Shared, name: &str) -> Result<Vec<(u64, StoredMessage)>, Vec<String>> {
+fn scan_channel(shared: &Shared, name: &str) -> Result<Scanned, Vec<String>> {
     let prefix = codec::channel_prefix(name);
     let items = match shared.read_back.snapshot() {
         Some(snapshot) => snapshot.prefix(&shared.store.messages, prefix),
         // Everything was read (this lane too, then): nothing changed it since.
         None => shared.store.messages.prefix(prefix),
     };
-    let mut messages = Vec::new();
+    let mut scanned = Scanned::default();
     let mut problems = Vec::new();
     for item in items {
-        match decode(item) {
-            Ok((_, seq, message)) => messages.push((seq, message)),
+        match check(item) {
+            Ok((key, value)) => {
+                let (_, seq) = codec::split_message_key(&key).expect("checked");
+                scanned.push(seq, &value);
+            }
             Err(Bad::Entry(line)) => problems.push(line),
             Err(Bad::Unreadable(line)) => {
                 problems.push(line);
@@ -180,7 +261,7 @@ fn scan_channel(shared: &Shared, name: &str) -> Result<Vec<(u64, StoredMessage)>
         }
     }
     if problems.is_empty() {
-        Ok(messages)
+        Ok(scanned)
     } else {
         Err(problems)
     }
@@ -194,26 +275,25 @@ enum Bad {
     Entry(String),
 }
 
-/// A message entry: its channel, sequence number and message, or the problem with it.
-fn decode(item: fjall::Guard) -> Result<(String, u64, StoredMessage), Bad> {
+/// A message entry whose key and value can be read, or the problem with it.
+fn check(item: fjall::Guard) -> Result<(fjall::UserKey, fjall::UserValue), Bad> {
     let (key, value) = item.into_inner().map_err(|e| Bad::Unreadable(format!("messages cannot be read: {e}")))?;
     let entry = |why: String| Bad::Entry(Problem::unreadable("messages", &key, why).line());
-    let Some((name, seq)) = codec::split_message_key(&key) else {
+    if codec::split_message_key(&key).is_none() {
         return Err(entry("not a message key".into()));
-    };
-    let message = codec::decode_message(&value).map_err(entry)?;
-    Ok((name.to_string(), seq, message))
+    }
+    codec::view_message(&value).map_err(entry)?;
+    Ok((key, value))
 }
 
 /// Puts a channel read from disk in its ring (only what the ring keeps: the history bound may
 /// have been lowered since; the rest goes from disk on the first tending).
-fn fill_ring(shared: &Shared, lane: &Lane, row: ChannelRow, messages: &[(u64, StoredMessage)]) {
-    let first = messages.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
+fn fill_ring(shared: &Shared, lane: &Lane, row: ChannelRow, scanned: &Scanned) {
+    let first = scanned.ends.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
     lane.lock().disk_first = first;
-    shared.disk_messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
-    let skipped = messages.len().saturating_sub(shared.config.limits.messages);
-    let kept = &messages[skipped..];
-    let ring_first = kept.first().map_or(row.last_seq + 1, |(seq, _)| *seq);
+    shared.disk_messages.fetch_add(scanned.len() as u64, Ordering::Relaxed);
+    let skipped = scanned.len().saturating_sub(shared.config.limits.messages);
+    let ring_first = scanned.ends.get(skipped).map_or(row.last_seq + 1, |(seq, _)| *seq);
     let ring = match shared.local.adopt_continuing(&lane.name, lane.epoch, ring_first - 1, lane.continues) {
         Ok((ring, _)) => ring,
         Err(e) => {
@@ -224,16 +304,19 @@ fn fill_ring(shared: &Shared, lane: &Lane, row: ChannelRow, messages: &[(u64, St
         }
     };
     let now = now_ms();
-    let mut bytes = 0;
-    for (seq, message) in kept {
+    let (mut kept, mut bytes) = (0, 0);
+    for (seq, value) in scanned.messages(skipped) {
+        // Checked when scanned.
+        let Ok(message) = codec::view_message(value) else { continue };
         let age = Duration::from_millis(now.saturating_sub(message.published_ms));
         bytes += message.payload.len() as u64;
-        shared.local.insert(&ring, *seq, message.event.as_deref(), message.payload(), age);
+        kept += 1;
+        shared.local.insert(&ring, seq, message.event, message.payload(), age);
     }
     // Messages past the row's newest are refused above; the ring ends at the row's newest even
     // when those messages have expired.
     shared.local.skip_to(&ring, row.last_seq);
-    shared.read_back.messages.fetch_add(kept.len() as u64, Ordering::Relaxed);
+    shared.read_back.messages.fetch_add(kept, Ordering::Relaxed);
     shared.read_back.bytes.fetch_add(bytes, Ordering::Relaxed);
 }
 
@@ -262,6 +345,38 @@ pub(crate) fn start(shared: Arc<Shared>, rows: Vec<Arc<str>>) -> std::io::Result
     Ok(())
 }
 
+/// Channels a read-back thread has handed to the writer and not seen filled, at most: it reads
+/// on while the writer places, holding no more than this many channels' messages twice.
+pub(crate) const FILLS_IN_FLIGHT: usize = 16;
+
+/// A read-back thread's fills not yet seen done.
+#[derive(Default)]
+struct InFlight(VecDeque<mpsc::Receiver<()>>);
+
+impl InFlight {
+    /// Adds a fill, first waiting for the oldest when the window is full. `false` once the store
+    /// is closing.
+    fn add(&mut self, shared: &Shared, filled: Option<mpsc::Receiver<()>>) -> bool {
+        self.0.extend(filled);
+        while self.0.len() > FILLS_IN_FLIGHT {
+            let oldest = self.0.pop_front().expect("over the window");
+            if wait_filled(shared, &oldest).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Waits for every fill.
+    fn finish(self, shared: &Shared) {
+        for filled in self.0 {
+            if wait_filled(shared, &filled).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Reads every message in ranges of channels, one thread per core, then marks the channels that
 /// had none as read.
 fn read_all(shared: &Shared, rows: &[Arc<str>]) {
@@ -284,10 +399,15 @@ fn read_all(shared: &Shared, rows: &[Arc<str>]) {
         return;
     }
     let unread: Vec<Arc<Lane>> = shared.lanes().values().filter(|lane| !lane.is_read()).cloned().collect();
+    let mut in_flight = InFlight::default();
     for lane in unread {
         // A channel whose row remains but whose messages have all gone.
-        let _ = read_channel(shared, &lane, Some(Vec::new()));
+        let filled = send_fill(shared, &lane, Some(Scanned::default()), false).ok().flatten();
+        if !in_flight.add(shared, filled) {
+            return;
+        }
     }
+    in_flight.finish(shared);
 }
 
 /// Reads one range of keys, channel by channel.
@@ -297,21 +417,30 @@ fn read_range(
     known: &HashSet<Arc<str>>,
     range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
 ) {
-    let mut current: Option<(String, Vec<(u64, StoredMessage)>)> = None;
+    let mut current: Option<(String, Scanned)> = None;
     let mut problems = Vec::new();
+    let mut in_flight = InFlight::default();
     for item in snapshot.range(&shared.store.messages, range) {
         if shared.read_back.stopped() {
             return;
         }
-        match decode(item) {
-            Ok((name, seq, message)) => match &mut current {
-                Some((held, messages)) if *held == name => messages.push((seq, message)),
-                _ => {
-                    if let Some((done, messages)) = current.replace((name, vec![(seq, message)])) {
-                        finish_channel(shared, known, &done, messages, &mut problems);
+        match check(item) {
+            Ok((key, value)) => {
+                let (name, seq) = codec::split_message_key(&key).expect("checked");
+                match &mut current {
+                    Some((held, scanned)) if held == name => scanned.push(seq, &value),
+                    _ => {
+                        let mut scanned = Scanned::default();
+                        scanned.push(seq, &value);
+                        if let Some((done, scanned)) = current.replace((name.to_string(), scanned)) {
+                            let filled = finish_channel(shared, known, &done, scanned, &mut problems);
+                            if !in_flight.add(shared, filled) {
+                                return;
+                            }
+                        }
                     }
                 }
-            },
+            }
             Err(Bad::Entry(line)) => {
                 problems.push(line);
                 // Publishes stop at once; the scan goes on to list the rest.
@@ -323,28 +452,30 @@ fn read_range(
             }
         }
     }
-    if let Some((done, messages)) = current {
-        finish_channel(shared, known, &done, messages, &mut problems);
+    if let Some((done, scanned)) = current {
+        let filled = finish_channel(shared, known, &done, scanned, &mut problems);
+        in_flight.add(shared, filled);
     }
+    in_flight.finish(shared);
     shared.read_back.note_damage(problems);
 }
 
+/// Hands a channel read in a range to the writer: what to wait on, if anything.
 fn finish_channel(
     shared: &Shared,
     known: &HashSet<Arc<str>>,
     name: &str,
-    messages: Vec<(u64, StoredMessage)>,
+    scanned: Scanned,
     problems: &mut Vec<String>,
-) {
+) -> Option<mpsc::Receiver<()>> {
     if !known.contains(name) {
         // The row is written in the same batch as every message: a message without one is damage.
-        let why = format!("no row for a channel with {} messages", messages.len());
+        let why = format!("no row for a channel with {} messages", scanned.len());
         problems.push(Problem::unreadable("channels", name.as_bytes(), why).line());
-        return;
+        return None;
     }
     let lane = shared.lanes().get(name).cloned();
     // No lane: deleted or forgotten since it was read on demand; read: by a request.
-    if let Some(lane) = lane.filter(|lane| !lane.is_read()) {
-        let _ = read_channel(shared, &lane, Some(messages));
-    }
+    let lane = lane.filter(|lane| !lane.is_read())?;
+    send_fill(shared, &lane, Some(scanned), false).ok().flatten()
 }

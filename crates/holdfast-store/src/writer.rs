@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::{now_ms, Durability, Lane, LaneState, Shared};
 use crate::codec::{self, RunRecord};
+use crate::readback::{self, Scanned};
 
 /// Payload bytes accepted and not yet written, at most: beyond it publishes are refused (503)
 /// until the disk catches up, so a slow disk cannot make the queue take unbounded memory.
@@ -34,6 +35,8 @@ pub(crate) enum Job {
     Delete { lane: Arc<Lane>, reply: oneshot::Sender<Result<Option<u64>, ChannelError>> },
     /// Delete what the rings dropped; forget channels whose rings are gone.
     Tend,
+    /// Put a reopened channel's messages in its ring ([`crate::readback`]), then say so.
+    Fill { lane: Arc<Lane>, scanned: Scanned, done: std::sync::mpsc::SyncSender<()> },
     /// Write what is queued, sync, record a clean close, and stop.
     Close { reply: oneshot::Sender<()> },
 }
@@ -68,6 +71,12 @@ impl Queue {
 
     pub(crate) fn push(&self, job: Job) {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// Queues a job ahead of every other (one that passing them cannot reorder: a fill).
+    pub(crate) fn push_first(&self, job: Job) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).push_front(job);
         self.ready.notify_one();
     }
 
@@ -111,6 +120,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 Job::Tend => {
                     write(&shared, std::mem::take(&mut publishes));
                     tend(&shared);
+                }
+                // A lane being filled has no publishes queued (they wait for its fill), so the
+                // publishes gathered so far need not be written first.
+                Job::Fill { lane, scanned, done } => {
+                    readback::fill(&shared, &lane, &scanned);
+                    let _ = done.send(());
                 }
                 Job::Close { reply } => {
                     write(&shared, std::mem::take(&mut publishes));
