@@ -3,10 +3,12 @@
 //! Opening reads only the channel rows (epochs and newest positions: all a publish needs), so a
 //! restart serves after fjall's own recovery however much history is kept: reading 1,000,000
 //! messages back took 2.4 s of a 3.0 s start before (bench/RESULTS.md, "Restart"). The messages
-//! follow in the background, one thread per core, each over a range of channels in key order.
-//! A request for a channel not read yet (subscribe, publish, info, delete) reads that channel at
-//! once (one prefix scan; a poll of a 1,000-message channel took 6-17 ms) and waits for nothing
-//! else, so no cursor ever meets a ring that does not yet hold its history.
+//! follow in the background: one thread per core reads a range of channels in key order and
+//! hands each channel to the writer thread, which puts it in its ring (see [`send_fill`] for
+//! why there). A request for a channel not read yet (subscribe, publish, info, delete) reads that
+//! channel at once (one prefix scan; a poll of a 1,000-message channel took 6-17 ms) and has it
+//! placed ahead of the background's, so no cursor ever meets a ring that does not yet hold its
+//! history.
 //!
 //! Everything is read from one snapshot taken at opening: what is written after it (new channels,
 //! new messages of channels already read) is not seen twice, and a message of a channel with no
