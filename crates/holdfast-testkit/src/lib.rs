@@ -5,6 +5,7 @@
 //!
 //! [`interop`] runs third-party clients (Python libraries, headless Chromium) against it;
 //! [`hostile`] has floods, peers that never read, RSS sampling and a delivery-delay probe;
+//! [`process`] runs `holdfast serve` as a child on a port it picks itself;
 //! [`proxy`] a TCP relay that can stop forwarding without closing (half-open links, NAT timeouts);
 //! [`redis`] real Redis servers (one, or a three-master cluster) for scale-out tests;
 //! [`tls`] a throw-away certificate authority and server certificates for TLS tests.
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 
 pub mod hostile;
 pub mod interop;
+pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod tls;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use holdfast_testkit::process::ServeProcess;
 use serde_json::Value;
 
 fn holdfast() -> Command {
@@ -36,35 +37,46 @@ fn wait_healthy(addr: SocketAddr) {
     }
 }
 
-/// A running server, killed on drop.
+/// A running server, killed on drop: `holdfast serve` on a port it picked itself, or another.
 struct Server {
-    child: Child,
+    process: Running,
     addr: SocketAddr,
+}
+
+enum Running {
+    /// Killed by its own drop.
+    Holdfast(ServeProcess),
+    Other(Child),
 }
 
 impl Server {
     fn holdfast() -> Server {
-        let addr = free_addr();
-        let child = holdfast()
-            .args(["serve", "--listen", &addr.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn holdfast serve");
+        let mut command = holdfast();
+        command.arg("serve").env("RUST_LOG", "warn");
+        let process = ServeProcess::spawn(command);
+        let addr = process.addr;
         wait_healthy(addr);
-        Server { child, addr }
+        Server { process: Running::Holdfast(process), addr }
     }
 
     fn host(&self) -> String {
         self.addr.to_string()
     }
+
+    fn child(&mut self) -> &mut Child {
+        match &mut self.process {
+            Running::Holdfast(process) => &mut process.child,
+            Running::Other(child) => child,
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Running::Other(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -268,7 +280,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        let server = Server { child, addr };
+        let server = Server { process: Running::Other(child), addr };
         wait_healthy(addr);
         Some(Nginx { server, dir })
     }
@@ -279,9 +291,9 @@ impl Drop for Nginx {
         // SIGTERM, not the SIGKILL of `Server`'s drop: the master then stops its worker, which a
         // killed master would leave running.
         // SAFETY: kill(2) on our own child's pid; no memory is passed.
-        unsafe { libc::kill(self.server.child.id() as libc::pid_t, libc::SIGTERM) };
+        unsafe { libc::kill(self.server.child().id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.server.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        while self.server.child().try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -5,9 +5,11 @@
 //! `serve` with exit code 2, and `holdfast store repair` is the way out.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+
+use holdfast_testkit::process::ServeProcess;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,50 +18,36 @@ fn holdfast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_holdfast"))
 }
 
-/// A `holdfast serve` on a free port with the disk store in `dir`, killed on drop.
+/// A `holdfast serve` with the disk store in `dir`, killed on drop.
 struct Served {
-    child: Child,
+    process: ServeProcess,
     addr: SocketAddr,
 }
 
 impl Served {
     fn start(dir: &Path, durability: &str) -> Served {
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let child = holdfast()
-            .args(["serve", "--listen", &addr.to_string(), "--history-store", "disk", "--durability", durability])
+        let mut command = holdfast();
+        command
+            .args(["serve", "--history-store", "disk", "--durability", durability])
             .args(["--history-messages", "5000", "--data-dir"])
             .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn holdfast");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Served { child, addr }
+            .env("RUST_LOG", "warn");
+        let process = ServeProcess::spawn(command);
+        let addr = process.addr;
+        Served { process, addr }
     }
 
     fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.kill9();
+        let _ = self.process.child.kill(); // SIGKILL
+        let _ = self.process.child.wait();
     }
 }
 
 /// Runs `holdfast serve` on the disk store in `data`, which must refuse to start with exit code
 /// 2: what it wrote on stderr.
 fn serve_refused(data: &Path) -> String {
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let out = holdfast()
-        .args(["serve", "--listen", &addr.to_string(), "--history-store", "disk", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--history-store", "disk", "--data-dir"])
         .arg(data)
         .output()
         .unwrap();
@@ -286,10 +274,10 @@ fn a_damaged_store_stops_serve_with_exit_2_and_repair_is_the_way_out() {
     {
         let server = Served::start(&data, "always");
         publish(server.addr, "room", "kept").unwrap();
-        let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill").args(["-TERM", &server.process.child.id().to_string()]).status().unwrap();
         assert!(status.success());
         let mut server = server;
-        let exit = server.child.wait().unwrap();
+        let exit = server.process.child.wait().unwrap();
         assert!(exit.success(), "{exit}");
     }
     // Flip bytes in the middle of every table file (checksummed blocks).
@@ -335,9 +323,9 @@ fn damage_found_while_reading_messages_back_stops_serve_with_exit_2() {
     {
         let mut server = Served::start(&data, "always");
         publish(server.addr, "room", "kept").unwrap();
-        let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill").args(["-TERM", &server.process.child.id().to_string()]).status().unwrap();
         assert!(status.success());
-        assert!(server.child.wait().unwrap().success());
+        assert!(server.process.child.wait().unwrap().success());
     }
     {
         let db = fjall::Database::builder(&data).open().unwrap();

@@ -3,11 +3,12 @@
 //! while an open subscriber stays connected and keeps receiving; a file that does not parse or
 //! validate changes nothing.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+
+use holdfast_testkit::process::ServeProcess;
 use std::time::{Duration, Instant};
 
 /// How long a test waits for something the server does at once (a reload, a delivery).
@@ -15,38 +16,22 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// A running `holdfast serve --config FILE`, its stderr collected line by line; killed on drop.
 struct Served {
-    child: Child,
+    process: ServeProcess,
     addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Served {
     fn start(config: &Path) -> Served {
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args(["serve", "--listen", &addr.to_string(), "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn holdfast");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let served = Served { child, addr, log };
-        served.wait_for_log("holdfast listening", 1);
-        served
+        let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        command.args(["serve", "--config", config.to_str().unwrap()]).env("RUST_LOG", "info");
+        let process = ServeProcess::spawn(command);
+        let addr = process.addr;
+        Served { process, addr }
     }
 
     /// Sends SIGHUP.
     fn hangup(&self) {
-        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill").args(["-HUP", &self.process.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -55,7 +40,7 @@ impl Served {
         let deadline = Instant::now() + WAIT;
         loop {
             {
-                let log = self.log.lock().unwrap();
+                let log = self.process.log();
                 let matching: Vec<&String> = log.iter().filter(|l| l.contains(text)).collect();
                 if matching.len() >= count {
                     return matching[count - 1].clone();
@@ -91,13 +76,6 @@ impl Served {
         let seen = read_until(&mut stream, "\r\n\r\n");
         assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
         stream
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -206,7 +184,7 @@ fn sighup_with_a_file_that_does_not_parse_or_validate_keeps_every_old_value() {
 
     assert!(served.preflight("https://a.example").starts_with("HTTP/1.1 204"));
     assert!(served.preflight("https://b.example").starts_with("HTTP/1.1 403"));
-    assert!(!served.log.lock().unwrap().iter().any(|l| l.contains("configuration reloaded")));
+    assert!(!served.process.log().iter().any(|l| l.contains("configuration reloaded")));
     let mut publisher = served.connect();
     assert!(publish(&mut publisher, "still-here").starts_with("HTTP/1.1 2"));
     read_until(&mut subscriber, "still-here");

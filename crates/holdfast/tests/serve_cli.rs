@@ -3,56 +3,29 @@
 //! on SIGTERM.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, ExitStatus};
+
+use holdfast_testkit::process::ServeProcess;
 use std::time::{Duration, Instant};
 
 fn holdfast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_holdfast"))
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// A running `holdfast serve`, killed on drop.
+/// A running `holdfast serve` on a port it picked itself, its stderr collected; killed on drop.
 struct Served {
-    child: Child,
+    process: ServeProcess,
     addr: SocketAddr,
 }
 
 impl Served {
-    /// Runs `holdfast serve --listen <free port> <extra>` and waits until it accepts.
-    ///
-    /// Tests run in parallel, and another test's server can take the port between `free_addr`
-    /// and this server's bind: this one then exits at once (address in use) while the wait below
-    /// connects to the other. So a server that is gone just after it seemed to accept is started
-    /// again on another port.
-    fn start(base: Command, extra: &[&str]) -> Served {
-        for _ in 0..5 {
-            let addr = free_addr();
-            let mut command = Command::new(base.get_program());
-            command.args(base.get_args());
-            for (key, value) in base.get_envs() {
-                match value {
-                    Some(value) => command.env(key, value),
-                    None => command.env_remove(key),
-                };
-            }
-            command.args(["serve", "--listen", &addr.to_string()]).args(extra);
-            command.stdout(Stdio::null()).stderr(Stdio::piped());
-            let mut child = command.spawn().expect("spawn holdfast");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect(addr).is_err() {
-                assert!(Instant::now() < deadline, "server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            if child.try_wait().expect("try_wait").is_none() {
-                return Served { child, addr };
-            }
-        }
-        panic!("the server exited right after starting, on five free ports in turn");
+    /// Runs `<base> serve <extra>` and waits until it says where it listens.
+    fn start(mut base: Command, extra: &[&str]) -> Served {
+        base.arg("serve").args(extra);
+        let process = ServeProcess::spawn(base);
+        let addr = process.addr;
+        Served { process, addr }
     }
 
     /// The head of the response to `GET /healthz`.
@@ -73,26 +46,18 @@ impl Served {
 
     /// Sends SIGTERM and waits (at most 5 s) for the exit; its status and everything on stderr.
     fn terminate(mut self) -> (ExitStatus, String) {
-        let started = Instant::now();
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill").args(["-TERM", &self.process.child.id().to_string()]).status().unwrap();
         assert!(status.success());
-        let exit = loop {
-            if let Some(exit) = self.child.try_wait().unwrap() {
-                break exit;
-            }
-            assert!(started.elapsed() < Duration::from_secs(5), "no exit within 5 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-        (exit, stderr)
+        self.wait_exit("SIGTERM")
     }
-}
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Waits (at most 5 s) for the exit that `cause` started; its status and everything on
+    /// stderr.
+    fn wait_exit(&mut self, cause: &str) -> (ExitStatus, String) {
+        let started = Instant::now();
+        let exit = self.process.wait_exit().unwrap_or_else(|| panic!("no exit after {cause}"));
+        assert!(started.elapsed() < Duration::from_secs(5), "no exit within 5 s of {cause}");
+        exit
     }
 }
 
@@ -181,26 +146,15 @@ fn file_then_env_then_flag_take_precedence() {
 fn sigterm_drains_and_exits_zero() {
     let mut command = holdfast();
     command.env("RUST_LOG", "info");
-    let mut served = Served::start(command, &[]);
+    let served = Served::start(command, &[]);
     // An idle keep-alive connection must not hold the exit back.
     let mut idle = TcpStream::connect(served.addr).unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut buf = [0u8; 512];
     let _ = idle.read(&mut buf).unwrap();
 
-    let started = Instant::now();
-    let status = Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let exit = loop {
-        if let Some(exit) = served.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "no exit within 5 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (exit, stderr) = served.terminate();
     assert!(exit.success(), "{exit:?}");
-    let mut stderr = String::new();
-    served.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
     // The idle connection was closed.
@@ -365,9 +319,9 @@ fn running_out_of_file_descriptors_neither_crashes_nor_spins() {
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    let before = cpu_ticks(served.child.id());
+    let before = cpu_ticks(served.process.child.id());
     std::thread::sleep(Duration::from_secs(1));
-    let spent = cpu_ticks(served.child.id()) - before;
+    let spent = cpu_ticks(served.process.child.id()) - before;
     // A spinning accept loop burns ~100 ticks per second; backing off costs almost nothing.
     assert!(spent < 20, "server used {spent} ticks in 1 s while out of descriptors");
     let answer = ask(&mut kept);
@@ -408,16 +362,7 @@ fn post_admin_drain_drains_and_exits() {
     let rest = String::from_utf8_lossy(&rest);
     assert!(rest.contains("holdfast.closed") && rest.contains("shutdown"), "{rest:?}");
     let mut served = served;
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = served.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "no exit within 5 s of the drain's end");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (exit, stderr) = served.wait_exit("the drain's end");
     assert!(exit.success(), "{exit:?}");
-    let mut stderr = String::new();
-    served.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("POST /admin/drain"), "{stderr}");
 }

@@ -3,18 +3,16 @@
 //! and browser WebSockets must) never reaches the logs, even at debug level.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use holdfast_testkit::process::ServeProcess;
 
 const SECRET: &str = "log-test-secret-0123456789abcdef";
 
 fn holdfast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_holdfast"))
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 fn mint(claims: serde_json::Value) -> String {
@@ -51,20 +49,10 @@ fn a_bad_key_file_exits_2_with_one_line() {
 
 #[test]
 fn a_token_in_the_query_never_reaches_the_logs() {
-    let addr = free_addr();
-    let mut child = holdfast()
-        .args(["serve", "--listen", &addr.to_string(), "--heartbeat-interval", "1s"])
-        .env("HOLDFAST_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut command = holdfast();
+    command.args(["serve", "--heartbeat-interval", "1s"]).env("HOLDFAST_JWT_SECRET", SECRET).env("RUST_LOG", "debug");
+    let mut server = ServeProcess::spawn(command);
+    let addr = server.addr;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let short = mint(serde_json::json!({"channels": ["room"], "exp": now + 2}));
     let admin = mint(serde_json::json!({"admin": true, "exp": now + 600}));
@@ -88,10 +76,8 @@ fn a_token_in_the_query_never_reaches_the_logs() {
     let streamed = stream.join().unwrap();
     assert!(streamed.contains("token_expired"), "{streamed}");
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    child.wait().unwrap();
+    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let (_, stderr) = server.wait_exit().expect("no exit after SIGTERM");
     assert!(stderr.contains("token_expired"), "the expiry close is logged: {stderr}");
     for needle in ["token=", "not.a.token", &short[short.len() - 20..], &admin[admin.len() - 20..], SECRET] {
         assert!(!stderr.contains(needle), "{needle:?} in the logs: {stderr}");
