@@ -9,11 +9,13 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::codec::{self, ChannelRow, RunRecord, StoredMessage, FORMAT};
 
-/// Block cache of the store: it is read only at startup (the histories live in memory), and what
-/// the read-back leaves in it stays for the life of the process. Reading 1,000,000 messages back
-/// took as long with 1 MiB as with 8 MiB (2.43 / 2.58 s after a clean stop, medians of 3,
-/// `bench/durability.sh`), and the server kept ~9 MB less.
-const CACHE_BYTES: u64 = 1 << 20;
+/// Block cache of the store: none. The store is read only at startup (the histories live in
+/// memory), and what a cache kept from the read-back stayed for the life of the process: ~1 MB of
+/// blocks after the soak's restart (a heap profile: the blocks of channels read on demand as
+/// subscribers reconnected). Reading 1,000,000 messages back took no longer without one (medians
+/// of 3, `bench/durability.sh`, after a clean stop / `kill -9`): 2.03 / 2.25 s with none, 2.35 /
+/// 2.52 s with 256 KiB, 2.43 / 2.92 s with 1 MiB, 2.58 / 2.86 s with 8 MiB.
+const CACHE_BYTES: u64 = 0;
 
 /// Journal bytes kept at most (fjall's minimum; its default is 512 MiB): past it the oldest
 /// journal's writes are flushed to tables and the journal deleted. Bounds the disk the journal
