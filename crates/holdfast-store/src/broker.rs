@@ -143,6 +143,9 @@ pub(crate) struct Lane {
     /// or for a channel new since the start): see [`crate::readback`].
     unread: Mutex<Option<ChannelRow>>,
     read: AtomicBool,
+    /// Held by a request reading this lane first and waiting for its fill, so that the requests
+    /// that come meanwhile wait for that one instead of scanning it again.
+    reading: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -161,7 +164,15 @@ impl Lane {
     /// A channel new since the start.
     fn new(name: Arc<str>, epoch: u32, continues: Option<Position>) -> Lane {
         let state = LaneState { disk_first: 1, ..LaneState::default() };
-        Lane { name, epoch, continues, state: Mutex::new(state), unread: Mutex::new(None), read: AtomicBool::new(true) }
+        Lane {
+            name,
+            epoch,
+            continues,
+            state: Mutex::new(state),
+            unread: Mutex::new(None),
+            read: AtomicBool::new(true),
+            reading: Mutex::new(()),
+        }
     }
 
     /// A channel reopened from `row` (in `epoch`, a new one if it continues the row's), its
@@ -176,12 +187,18 @@ impl Lane {
             state: Mutex::new(state),
             unread: Mutex::new(Some(row)),
             read: AtomicBool::new(false),
+            reading: Mutex::new(()),
         }
     }
 
     /// Its messages are in its ring.
     pub(crate) fn is_read(&self) -> bool {
         self.read.load(Ordering::Acquire)
+    }
+
+    /// Taken by a request that reads this lane first (never by the writer).
+    pub(crate) fn reading(&self) -> MutexGuard<'_, ()> {
+        self.reading.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn unread(&self) -> MutexGuard<'_, Option<ChannelRow>> {
@@ -800,6 +817,35 @@ mod tests {
         hold.wait();
         tokio::time::timeout(Duration::from_secs(10), reader).await.expect("request hangs").unwrap();
         tokio::time::timeout(Duration::from_secs(10), broker.read_back()).await.expect("read-back hangs").ok();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscribers_coming_back_at_once_read_their_channel_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let broker = DiskBroker::open(config(dir.path(), Durability::None, 100)).unwrap();
+            for i in 1..=50 {
+                publish(&broker, "busy", &format!("m{i}")).await;
+            }
+            broker.close().await;
+        }
+        let hold = Arc::new(std::sync::Barrier::new(2));
+        let mut held = config(dir.path(), Durability::None, 100);
+        held.hold_read_back = Some(hold.clone());
+        let broker = Arc::new(DiskBroker::open(held).unwrap());
+        let opens: Vec<_> = (0..32)
+            .map(|_| {
+                let broker = broker.clone();
+                tokio::spawn(async move { broker.open("busy").await.map(|ring| ring.info().0) })
+            })
+            .collect();
+        for open in opens {
+            assert_eq!(open.await.unwrap(), Ok(50));
+        }
+        assert_eq!(broker.shared.read_back.scans.load(Ordering::Relaxed), 1, "one scan for 32 requests");
+        hold.wait();
+        broker.read_back().await.unwrap();
+        broker.close().await;
     }
 
     #[tokio::test]

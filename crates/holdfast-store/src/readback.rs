@@ -45,6 +45,8 @@ pub(crate) struct ReadBack {
     started: Instant,
     /// The view everything is read from (dropped once all is read: it holds back compaction).
     snapshot: Mutex<Option<fjall::Snapshot>>,
+    /// Channels read on demand, for a request, so far.
+    pub scans: AtomicU64,
     /// Messages and payload bytes put in rings so far.
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
@@ -64,6 +66,7 @@ impl ReadBack {
         ReadBack {
             started,
             snapshot: Mutex::new(Some(snapshot)),
+            scans: AtomicU64::new(0),
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             millis: AtomicU64::new(0),
@@ -163,6 +166,11 @@ impl Scanned {
 /// Has `lane`'s messages put in its ring if they are not there yet, and waits until they are:
 /// read now from the snapshot, then placed by the writer.
 pub(crate) fn read_channel(shared: &Shared, lane: &Arc<Lane>) -> Result<(), ChannelError> {
+    if lane.is_read() {
+        return Ok(());
+    }
+    // One scan per lane: when subscribers come back all at once, the others wait for it.
+    let _reading = lane.reading();
     match send_fill(shared, lane, None, true)? {
         Some(filled) => wait_filled(shared, &filled),
         None => Ok(()),
@@ -241,6 +249,7 @@ pub(crate) fn fill(shared: &Shared, lane: &Lane, scanned: &Scanned) {
 
 /// One channel's messages from the snapshot, or the problems met.
 fn scan_channel(shared: &Shared, name: &str) -> Result<Scanned, Vec<String>> {
+    shared.read_back.scans.fetch_add(1, Ordering::Relaxed);
     let prefix = codec::channel_prefix(name);
     let items = match shared.read_back.snapshot() {
         Some(snapshot) => snapshot.prefix(&shared.store.messages, prefix),
