@@ -58,13 +58,6 @@ pub struct StoredMessage {
     pub is_json: bool,
 }
 
-impl StoredMessage {
-    /// The payload as the hub takes it.
-    pub fn payload(&self) -> Payload {
-        Payload { bytes: self.payload.clone(), is_json: self.is_json }
-    }
-}
-
 /// A message's value: version, Unix milliseconds, flags, the event type's length (u16) and
 /// bytes, the payload.
 pub fn encode_message(published_ms: u64, event: Option<&str>, payload: &Payload) -> Vec<u8> {
