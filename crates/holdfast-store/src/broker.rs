@@ -144,8 +144,9 @@ pub(crate) struct Lane {
     unread: Mutex<Option<ChannelRow>>,
     read: AtomicBool,
     /// Held by a request reading this lane first and waiting for its fill, so that the requests
-    /// that come meanwhile wait for that one instead of scanning it again.
-    reading: Mutex<()>,
+    /// that come meanwhile wait for that one instead of scanning it again (an async lock: they
+    /// wait as tasks, holding no thread).
+    reading: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -171,7 +172,7 @@ impl Lane {
             state: Mutex::new(state),
             unread: Mutex::new(None),
             read: AtomicBool::new(true),
-            reading: Mutex::new(()),
+            reading: tokio::sync::Mutex::const_new(()),
         }
     }
 
@@ -187,7 +188,7 @@ impl Lane {
             state: Mutex::new(state),
             unread: Mutex::new(Some(row)),
             read: AtomicBool::new(false),
-            reading: Mutex::new(()),
+            reading: tokio::sync::Mutex::const_new(()),
         }
     }
 
@@ -197,8 +198,8 @@ impl Lane {
     }
 
     /// Taken by a request that reads this lane first (never by the writer).
-    pub(crate) fn reading(&self) -> MutexGuard<'_, ()> {
-        self.reading.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) async fn reading(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.reading.lock().await
     }
 
     pub(crate) fn unread(&self) -> MutexGuard<'_, Option<ChannelRow>> {
@@ -265,16 +266,10 @@ impl Shared {
         Ok(lane)
     }
 
-    /// A channel's lane with its messages in its ring, read first if they are not yet (off the
-    /// runtime's threads: a prefix scan of the store).
+    /// A channel's lane with its messages in its ring, read first if they are not yet.
     async fn read_lane(self: &Arc<Self>, name: &str) -> Result<Arc<Lane>, ChannelError> {
         let lane = self.lane(name)?;
-        if !lane.is_read() {
-            let (shared, lane) = (self.clone(), lane.clone());
-            tokio::task::spawn_blocking(move || crate::readback::read_channel(&shared, &lane))
-                .await
-                .map_err(|_| ChannelError::Unavailable("reading the history store failed".into()))??;
-        }
+        crate::readback::read_channel(self, &lane).await?;
         Ok(lane)
     }
 
@@ -553,7 +548,7 @@ impl Broker for DiskBroker {
             let lane = self.shared.lanes().get(name).cloned();
             if let Some(lane) = lane.filter(|lane| !lane.is_read()) {
                 // Rare (the admin pages, in the first seconds): read it here.
-                crate::readback::read_channel(&self.shared, &lane).ok()?;
+                crate::readback::read_channel_blocking(&self.shared, &lane).ok()?;
             }
         }
         self.shared.local.channel(name)
@@ -846,6 +841,71 @@ mod tests {
         hold.wait();
         broker.read_back().await.unwrap();
         broker.close().await;
+    }
+
+    /// A reconnect wave asks for many channels not read yet at once: the requests wait for the
+    /// writer as tasks, not each in a blocking thread (tokio would start up to 512 of them).
+    #[test]
+    fn a_reconnect_wave_over_many_channels_waits_without_a_thread_each() {
+        const CHANNELS: usize = 200;
+        const RUNTIME: &str = "wave-test";
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(RUNTIME)
+            .enable_all()
+            .build()
+            .unwrap();
+        let threads_named = |name: &str| {
+            let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+            tasks
+                .flatten()
+                .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name))
+                .count()
+        };
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let broker = DiskBroker::open(config(dir.path(), Durability::None, 100)).unwrap();
+                for i in 0..CHANNELS {
+                    publish(&broker, &format!("c{i}"), "kept").await;
+                }
+                broker.close().await;
+            }
+            let hold = Arc::new(std::sync::Barrier::new(2));
+            let mut held = config(dir.path(), Durability::None, 100);
+            held.hold_read_back = Some(hold.clone());
+            let broker = Arc::new(DiskBroker::open(held).unwrap());
+            let writer = Arc::new(std::sync::Barrier::new(2));
+            broker.shared.queue.push(Job::Hold(writer.clone()));
+            while broker.shared.queue.len() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let opens: Vec<_> = (0..CHANNELS)
+                .map(|i| {
+                    let broker = broker.clone();
+                    tokio::spawn(async move { broker.open(&format!("c{i}")).await.map(|ring| ring.info().0) })
+                })
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while broker.shared.queue.len() < CHANNELS {
+                assert!(Instant::now() < deadline, "{} of {CHANNELS} fills queued", broker.shared.queue.len());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Every request now waits for the held writer. Waiting each in a blocking thread,
+            // they held 200 threads; as tasks, the runtime has its one worker and the blocking
+            // threads the scans used (one per core at once; a few more, as tokio may start a
+            // thread before the one a scan just left is idle again).
+            let threads = threads_named(RUNTIME);
+            writer.wait();
+            assert!(threads < CHANNELS / 4, "{threads} runtime threads for {CHANNELS} waiting requests");
+            for open in opens {
+                assert_eq!(open.await.unwrap(), Ok(1));
+            }
+            assert_eq!(broker.shared.read_back.scans.load(Ordering::Relaxed), CHANNELS as u64);
+            hold.wait();
+            broker.read_back().await.unwrap();
+            broker.close().await;
+        });
     }
 
     #[tokio::test]

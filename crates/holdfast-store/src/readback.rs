@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use fjall::Readable;
 use holdfast_hub::{BrokerFuture, ChannelError};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::broker::{now_ms, Lane, Shared};
 use crate::codec::{self, ChannelRow};
@@ -47,6 +47,8 @@ pub(crate) struct ReadBack {
     snapshot: Mutex<Option<fjall::Snapshot>>,
     /// Channels read on demand, for a request, so far.
     pub scans: AtomicU64,
+    /// On-demand scans that may run at once: one per core.
+    scan_slots: Semaphore,
     /// Messages and payload bytes put in rings so far.
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
@@ -67,6 +69,7 @@ impl ReadBack {
             started,
             snapshot: Mutex::new(Some(snapshot)),
             scans: AtomicU64::new(0),
+            scan_slots: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             millis: AtomicU64::new(0),
@@ -165,50 +168,106 @@ impl Scanned {
 
 /// Has `lane`'s messages put in its ring if they are not there yet, and waits until they are:
 /// read now from the snapshot, then placed by the writer.
-pub(crate) fn read_channel(shared: &Shared, lane: &Arc<Lane>) -> Result<(), ChannelError> {
+///
+/// A reconnect wave asks for many channels at once, so this holds no thread while it waits:
+/// requests for a channel being read wait for that one's scan on its lane's async lock, and at
+/// most one scan per core runs at a time (`scan_slots`), each on a blocking thread only while it
+/// scans. Before, every request waited in a blocking thread of its own, up to tokio's 512.
+pub(crate) async fn read_channel(shared: &Arc<Shared>, lane: &Arc<Lane>) -> Result<(), ChannelError> {
     if lane.is_read() {
         return Ok(());
     }
     // One scan per lane: when subscribers come back all at once, the others wait for it.
-    let _reading = lane.reading();
-    match send_fill(shared, lane, None, true)? {
-        Some(filled) => wait_filled(shared, &filled),
-        None => Ok(()),
+    let _reading = lane.reading().await;
+    if lane.is_read() || lane.unread().is_none() {
+        return Ok(());
+    }
+    let scanned = {
+        let _slot = shared.read_back.scan_slots.acquire().await.map_err(|_| closing())?;
+        let (scanning, name) = (shared.clone(), lane.name.clone());
+        tokio::task::spawn_blocking(move || scan_channel(&scanning, &name))
+            .await
+            .map_err(|_| ChannelError::Unavailable("reading the history store failed".into()))?
+    };
+    let scanned = scanned.map_err(|lines| damaged(shared, lines))?;
+    let (done, filled) = oneshot::channel();
+    if queue_fill(shared, lane, scanned, Done::Task(done), true)? {
+        wait_filled_async(shared, filled).await?;
+    }
+    Ok(())
+}
+
+/// [`read_channel`] for a caller that cannot wait asynchronously (an admin request in the first
+/// seconds): scans and waits on this thread, without the lane's lock (a second scan of a channel
+/// is wasted work, not an error: only the first fill places anything).
+pub(crate) fn read_channel_blocking(shared: &Shared, lane: &Arc<Lane>) -> Result<(), ChannelError> {
+    if lane.is_read() || lane.unread().is_none() {
+        return Ok(());
+    }
+    let scanned = scan_channel(shared, &lane.name).map_err(|lines| damaged(shared, lines))?;
+    let (done, filled) = mpsc::sync_channel(1);
+    if queue_fill(shared, lane, scanned, Done::Thread(done), true)? {
+        wait_filled(shared, &filled)?;
+    }
+    Ok(())
+}
+
+/// Publishes stop for the damage found; the answer a request gets for it.
+fn damaged(shared: &Shared, lines: Vec<String>) -> ChannelError {
+    shared.read_back.note_damage(lines);
+    shared.unavailable().expect("damaged")
+}
+
+fn closing() -> ChannelError {
+    ChannelError::Unavailable("the history store is closing".into())
+}
+
+/// How the writer tells that a fill is done: to a read-back thread or to a request's task.
+pub(crate) enum Done {
+    Thread(mpsc::SyncSender<()>),
+    Task(oneshot::Sender<()>),
+}
+
+impl Done {
+    pub(crate) fn send(self) {
+        match self {
+            Done::Thread(done) => drop(done.send(())),
+            Done::Task(done) => drop(done.send(())),
+        }
     }
 }
 
-/// Hands `lane`'s messages (those `scanned` by a read-back thread, or else read now) to the
-/// writer, which puts them in the ring: what to wait on, `None` if the lane is read already.
-/// Damage found stops publishing and is answered as such.
+/// Hands a channel scanned by a read-back thread to the writer: what to wait on, `None` if the
+/// lane is read already.
+fn send_fill(shared: &Shared, lane: &Arc<Lane>, scanned: Scanned) -> Result<Option<mpsc::Receiver<()>>, ChannelError> {
+    let (done, filled) = mpsc::sync_channel(1);
+    Ok(queue_fill(shared, lane, scanned, Done::Thread(done), false)?.then_some(filled))
+}
+
+/// Queues `lane`'s `scanned` messages for the writer, which puts them in the ring: `false` if the
+/// lane is read already. Messages past the lane's newest are damage: publishing stops and the
+/// request is answered so.
 ///
 /// Why the writer: it makes every message that lives in a ring, read back or published, so they
 /// all come from its allocator arena. Placed by the read-back threads, the first messages came
 /// from theirs, and the writer's thread cache went on recycling those regions after the threads
 /// had ended: the restarted server kept ~1 MiB more in half-used slabs (bench/RESULTS.md,
 /// "Restart RSS").
-fn send_fill(
+fn queue_fill(
     shared: &Shared,
     lane: &Arc<Lane>,
-    scanned: Option<Scanned>,
+    scanned: Scanned,
+    done: Done,
     urgent: bool,
-) -> Result<Option<mpsc::Receiver<()>>, ChannelError> {
+) -> Result<bool, ChannelError> {
     if lane.is_read() {
-        return Ok(None);
+        return Ok(false);
     }
-    let Some(row) = *lane.unread() else { return Ok(None) };
-    let scanned = match scanned {
-        Some(scanned) => scanned,
-        None => scan_channel(shared, &lane.name).map_err(|lines| {
-            shared.read_back.note_damage(lines);
-            shared.unavailable().expect("damaged")
-        })?,
-    };
+    let Some(row) = *lane.unread() else { return Ok(false) };
     if let Some(last) = scanned.last_seq().filter(|last| *last > row.last_seq) {
         let why = format!("row says the newest message is {} but {last} is stored", row.last_seq);
-        shared.read_back.note_damage(vec![Problem::unreadable("channels", lane.name.as_bytes(), why).line()]);
-        return Err(shared.unavailable().expect("damaged"));
+        return Err(damaged(shared, vec![Problem::unreadable("channels", lane.name.as_bytes(), why).line()]));
     }
-    let (done, filled) = mpsc::sync_channel(1);
     let job = Job::Fill { lane: lane.clone(), scanned, done };
     if urgent {
         // A request waits for it: ahead of the background's channels (a fill touches only its
@@ -217,19 +276,33 @@ fn send_fill(
     } else {
         shared.queue.push(job);
     }
-    Ok(Some(filled))
+    Ok(true)
 }
 
-/// Waits for the writer to have filled a ring; `Err` if the store closed first.
+/// How often a wait for a fill looks whether the store is closing: a job queued after the
+/// writer's last one is never taken, so its sender is never dropped either.
+const CLOSING_CHECK: Duration = Duration::from_millis(100);
+
+/// Waits on this thread for the writer to have filled a ring; `Err` if the store closed first.
 fn wait_filled(shared: &Shared, filled: &mpsc::Receiver<()>) -> Result<(), ChannelError> {
-    let closed = || ChannelError::Unavailable("the history store is closing".into());
     loop {
-        match filled.recv_timeout(Duration::from_millis(100)) {
+        match filled.recv_timeout(CLOSING_CHECK) {
             Ok(()) => return Ok(()),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(closed()),
-            // A job queued after the writer's last one is never taken.
-            Err(mpsc::RecvTimeoutError::Timeout) if shared.read_back.stopped() => return Err(closed()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(closing()),
+            Err(mpsc::RecvTimeoutError::Timeout) if shared.read_back.stopped() => return Err(closing()),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+/// [`wait_filled`] for a task.
+async fn wait_filled_async(shared: &Shared, mut filled: oneshot::Receiver<()>) -> Result<(), ChannelError> {
+    loop {
+        match tokio::time::timeout(CLOSING_CHECK, &mut filled).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => return Err(closing()),
+            Err(_) if shared.read_back.stopped() => return Err(closing()),
+            Err(_) => {}
         }
     }
 }
@@ -413,7 +486,7 @@ fn read_all(shared: &Shared, rows: &[Arc<str>]) {
     let mut in_flight = InFlight::default();
     for lane in unread {
         // A channel whose row remains but whose messages have all gone.
-        let filled = send_fill(shared, &lane, Some(Scanned::default()), false).ok().flatten();
+        let filled = send_fill(shared, &lane, Scanned::default()).ok().flatten();
         if !in_flight.add(shared, filled) {
             return;
         }
@@ -488,5 +561,5 @@ fn finish_channel(
     let lane = shared.lanes().get(name).cloned();
     // No lane: deleted or forgotten since it was read on demand; read: by a request.
     let lane = lane.filter(|lane| !lane.is_read())?;
-    send_fill(shared, &lane, Some(scanned), false).ok().flatten()
+    send_fill(shared, &lane, scanned).ok().flatten()
 }

@@ -36,9 +36,12 @@ pub(crate) enum Job {
     /// Delete what the rings dropped; forget channels whose rings are gone.
     Tend,
     /// Put a reopened channel's messages in its ring ([`crate::readback`]), then say so.
-    Fill { lane: Arc<Lane>, scanned: Scanned, done: std::sync::mpsc::SyncSender<()> },
+    Fill { lane: Arc<Lane>, scanned: Scanned, done: readback::Done },
     /// Write what is queued, sync, record a clean close, and stop.
     Close { reply: oneshot::Sender<()> },
+    /// Tests: the writer waits at this barrier, so what waits for it can be looked at.
+    #[cfg(test)]
+    Hold(Arc<std::sync::Barrier>),
 }
 
 /// The jobs waiting for the writer.
@@ -125,7 +128,11 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 // publishes gathered so far need not be written first.
                 Job::Fill { lane, scanned, done } => {
                     readback::fill(&shared, &lane, &scanned);
-                    let _ = done.send(());
+                    done.send();
+                }
+                #[cfg(test)]
+                Job::Hold(barrier) => {
+                    barrier.wait();
                 }
                 Job::Close { reply } => {
                     write(&shared, std::mem::take(&mut publishes));
