@@ -352,6 +352,7 @@ pub async fn run_reloadable(
     // A disk store's messages are read back while the server serves; damage found there stops
     // the server with the error (and exit code) it would have given at start.
     let mut damaged = None;
+    let mut deadline = None;
     let drained = async {
         tokio::select! {
             _ = shutdown => {}
@@ -361,10 +362,13 @@ pub async fn run_reloadable(
                 damaged = Some(why);
             }
         }
-        drain(&server).await;
+        deadline = Some(drain(&server).await);
     };
-    // The listener stays open through the drain: health checks get their 503 until the end.
+    // The listener stays open while subscribers are drained: health checks get their 503.
     listener::accept_loop(listener, &server, drained).await;
+    if let Some(deadline) = deadline {
+        finish_drain(&server, deadline).await;
+    }
     expiry.abort();
     feed.abort();
     if let Some(reload) = reload {
@@ -433,9 +437,23 @@ fn open_disk_store(config: &Config, limits: HistoryLimits) -> io::Result<holdfas
     Ok(broker)
 }
 
-async fn drain(server: &Arc<Server>) {
+/// How often the drain looks whether its subscribers are all gone.
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
+
+/// The drain's first part, while the listener is open (health checks and new subscriptions get
+/// their 503): closes the subscribers over the spread, and returns when none is left and the
+/// spread is over (or no connection at all is left, or at `shutdown_timeout`), with the deadline
+/// for [`finish_drain`].
+///
+/// It does not wait for every connection here: clients closed by the drain keep coming back
+/// while the node still answers, each refused, so with a few thousand of them some refusal is
+/// always in flight and "no connection open" may never come while the listener is open. Soaks
+/// of 10,000 subscribers waited out the whole `shutdown_timeout` that way, then cut ~2,000
+/// requests in the middle.
+async fn drain(server: &Arc<Server>) -> tokio::time::Instant {
     let config = server.config_owned();
-    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + config.shutdown_timeout;
     server.draining.store(true, Ordering::Release);
     server.drain_started.notify_waiters();
     server.parking.drain();
@@ -445,6 +463,26 @@ async fn drain(server: &Arc<Server>) {
     }
     server.push.drain(spread);
     tracing::info!(open = server.stats.connections_open(), ?spread, "draining");
+    let spread_end = started + spread;
+    loop {
+        let all_closed = server.all_closed.notified();
+        tokio::pin!(all_closed);
+        all_closed.as_mut().enable();
+        let now = tokio::time::Instant::now();
+        if server.stats.connections_open() == 0
+            || (now >= spread_end && server.stats.subscribers_open() == 0)
+            || now >= deadline
+        {
+            tracing::info!(open = server.stats.connections_open(), "subscribers drained; closing the listener");
+            return deadline;
+        }
+        let _ = tokio::time::timeout_at(deadline.min(now + DRAIN_CHECK), all_closed).await;
+    }
+}
+
+/// The drain's end, the listener closed: waits for the connections still open (requests in
+/// flight, refusals being answered) to close, at most until `deadline`.
+async fn finish_drain(server: &Server, deadline: tokio::time::Instant) {
     loop {
         let all_closed = server.all_closed.notified();
         tokio::pin!(all_closed);

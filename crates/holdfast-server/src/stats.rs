@@ -193,6 +193,11 @@ impl Stats {
         self.connections_parked.fetch_sub(1, Relaxed);
     }
 
+    /// Subscribers open now, every transport (held long polls too).
+    pub fn subscribers_open(&self) -> u64 {
+        self.streaming.iter().map(|open| open.load(Relaxed)).sum()
+    }
+
     /// Connections open now.
     pub fn connections_open(&self) -> u64 {
         self.connections_open.load(Relaxed)

@@ -1,7 +1,8 @@
 //! The graceful drain (issue 15, item 3), over real sockets: `/healthz` answers 503 at once and
 //! the listener stays open to say so, new subscriptions get 503 with `Retry-After`, held long
 //! polls are answered at once, and streaming subscribers are closed spread over `drain_seconds`,
-//! each with its transport's reconnect signal; `run` returns when the last one is gone.
+//! each with its transport's reconnect signal; `run` returns when the last one is gone, even
+//! while refused clients keep coming back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -253,6 +254,110 @@ async fn the_shutdown_signal_drains_with_the_same_spread() {
         assert!(all.contains("holdfast.closed") && all.contains("shutdown") && all.ends_with("0\r\n\r\n"), "{all:?}");
     }
     assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(3), "drain took {took:?}");
+}
+
+/// What a client that keeps subscribing to a draining node saw of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// The whole 503 `draining` answer.
+    Refused,
+    /// No connection: the listener is closed.
+    NoListener,
+    /// Connected, then reset or closed before a byte of an answer: a connection still in the
+    /// listen backlog when the listener closed (the kernel resets those).
+    ResetUnanswered,
+    /// Part of an answer, then the end: a request cut in the middle.
+    Cut,
+}
+
+/// Connects, waits `pause` (a client on a slow link), asks for a subscription, reads to the end.
+async fn subscribe_once(addr: std::net::SocketAddr, pause: Duration) -> Attempt {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return Attempt::NoListener };
+    tokio::time::sleep(pause).await;
+    if stream.write_all(b"GET /sub/again?transport=sse HTTP/1.1\r\nHost: t\r\n\r\n").await.is_err() {
+        return Attempt::ResetUnanswered;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer or a close");
+    let text = String::from_utf8_lossy(&answer);
+    // Whole: the body its Content-Length announces.
+    let whole = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+        let length = head.lines().find_map(|line| line.strip_prefix("Content-Length: ")?.parse::<usize>().ok());
+        length == Some(body.len())
+    });
+    match read {
+        _ if answer.is_empty() => Attempt::ResetUnanswered,
+        Ok(_) if whole && text.starts_with("HTTP/1.1 503") && text.contains("draining") => Attempt::Refused,
+        _ => Attempt::Cut,
+    }
+}
+
+/// Clients closed by a drain come back at once, to the same node (no load balancer, or one that
+/// has not taken it out yet), and keep at it: some connection is always open. The drain still
+/// ends with its spread, not at `shutdown_timeout`, and no request is cut: the listener closes
+/// once no subscriber is left, then the requests in flight are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ends_with_its_spread_while_refused_clients_keep_coming_back() {
+    const RETRIERS: usize = 16;
+    let mut server = TestServer::start(|c| {
+        c.drain_seconds = Duration::from_secs(1);
+        c.shutdown_timeout = Duration::from_secs(8);
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let mut conn = server.connect().await;
+        conn.send(b"GET /sub/again?transport=stream HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(conn.stream_head().await.status, 200);
+        streams.push(conn);
+    }
+    server.wait_for_subscribers("again", 20).await;
+    let started = Instant::now();
+    server.begin_shutdown();
+    let addr = server.addr;
+    let retriers: Vec<_> = (0..RETRIERS)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                // Staggered, each connection open 20 ms before its request: never all closed.
+                tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
+                loop {
+                    let attempt = subscribe_once(addr, Duration::from_millis(20)).await;
+                    seen.push(attempt);
+                    if attempt == Attempt::NoListener {
+                        return seen;
+                    }
+                }
+            })
+        })
+        .collect();
+    while !server.is_finished() {
+        assert!(started.elapsed() < Duration::from_secs(8), "run did not return within shutdown_timeout");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    server.stop().await;
+    let mut seen = Vec::new();
+    for retrier in retriers {
+        seen.extend(retrier.await.unwrap());
+    }
+    let count = |kind: Attempt| seen.iter().filter(|a| **a == kind).count();
+    println!(
+        "run returned {took:?} into a 1 s drain; attempts: {} refused, {} reset unanswered, {} cut",
+        count(Attempt::Refused),
+        count(Attempt::ResetUnanswered),
+        count(Attempt::Cut)
+    );
+    assert!(count(Attempt::Refused) > RETRIERS * 10, "the clients came back: {seen:?}");
+    assert_eq!(count(Attempt::Cut), 0, "a request was cut in the middle");
+    assert!(took < Duration::from_millis(2500), "run returned {took:?} after a 1 s drain began");
+    for mut conn in streams {
+        let all = String::from_utf8_lossy(&conn.read_to_close().await).into_owned();
+        assert!(all.contains("holdfast.closed") && all.ends_with("0\r\n\r\n"), "{all:?}");
+    }
 }
 
 /// `POST /admin/drain` is an admin action: the `admin` claim when access control is on, and
