@@ -232,6 +232,19 @@ async fn drain_2000_subscribers(trigger: Trigger) {
     assert!(took < SPREAD + Duration::from_secs(2), "run returned {took:?} after the drain began");
 }
 
+/// `count` NDJSON stream subscribers of `channel`, held by the server.
+async fn stream_subscribers(server: &TestServer, channel: &str, count: usize) -> Vec<RawConn> {
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        let mut conn = server.connect().await;
+        conn.send(format!("GET /sub/{channel}?transport=stream HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await;
+        assert_eq!(conn.stream_head().await.status, 200);
+        streams.push(conn);
+    }
+    server.wait_for_subscribers(channel, count as u64).await;
+    streams
+}
+
 /// The shutdown future (SIGTERM in `holdfast serve`) starts the same spread drain.
 #[tokio::test]
 async fn the_shutdown_signal_drains_with_the_same_spread() {
@@ -240,14 +253,7 @@ async fn the_shutdown_signal_drains_with_the_same_spread() {
         c.shutdown_timeout = Duration::from_secs(5);
     })
     .await;
-    let mut streams = Vec::new();
-    for _ in 0..20 {
-        let mut conn = server.connect().await;
-        conn.send(b"GET /sub/sig?transport=stream HTTP/1.1\r\nHost: t\r\n\r\n").await;
-        assert_eq!(conn.stream_head().await.status, 200);
-        streams.push(conn);
-    }
-    server.wait_for_subscribers("sig", 20).await;
+    let streams = stream_subscribers(&server, "sig", 20).await;
     let took = server.stop().await;
     for mut conn in streams {
         let all = String::from_utf8_lossy(&conn.read_to_close().await).into_owned();
@@ -307,14 +313,7 @@ async fn a_drain_ends_with_its_spread_while_refused_clients_keep_coming_back() {
         c.shutdown_timeout = Duration::from_secs(8);
     })
     .await;
-    let mut streams = Vec::new();
-    for _ in 0..20 {
-        let mut conn = server.connect().await;
-        conn.send(b"GET /sub/again?transport=stream HTTP/1.1\r\nHost: t\r\n\r\n").await;
-        assert_eq!(conn.stream_head().await.status, 200);
-        streams.push(conn);
-    }
-    server.wait_for_subscribers("again", 20).await;
+    let streams = stream_subscribers(&server, "again", 20).await;
     let started = Instant::now();
     server.begin_shutdown();
     let addr = server.addr;
