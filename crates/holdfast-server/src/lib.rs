@@ -437,7 +437,7 @@ fn open_disk_store(config: &Config, limits: HistoryLimits) -> io::Result<holdfas
     Ok(broker)
 }
 
-/// How often the drain looks whether its subscribers are all gone.
+/// How often a drain looks again whether what it waits for has come.
 const DRAIN_CHECK: Duration = Duration::from_millis(50);
 
 /// The drain's first part, while the listener is open (health checks and new subscriptions get
@@ -464,38 +464,38 @@ async fn drain(server: &Arc<Server>) -> tokio::time::Instant {
     server.push.drain(spread);
     tracing::info!(open = server.stats.connections_open(), ?spread, "draining");
     let spread_end = started + spread;
-    loop {
-        let all_closed = server.all_closed.notified();
-        tokio::pin!(all_closed);
-        all_closed.as_mut().enable();
-        let now = tokio::time::Instant::now();
-        if server.stats.connections_open() == 0
-            || (now >= spread_end && server.stats.subscribers_open() == 0)
-            || now >= deadline
-        {
-            tracing::info!(open = server.stats.connections_open(), "subscribers drained; closing the listener");
-            return deadline;
-        }
-        let _ = tokio::time::timeout_at(deadline.min(now + DRAIN_CHECK), all_closed).await;
-    }
+    let stats = &server.stats;
+    let subscribers_gone = || tokio::time::Instant::now() >= spread_end && stats.subscribers_open() == 0;
+    wait_for(server, deadline, || stats.connections_open() == 0 || subscribers_gone()).await;
+    tracing::info!(open = stats.connections_open(), "subscribers drained; closing the listener");
+    deadline
 }
 
 /// The drain's end, the listener closed: waits for the connections still open (requests in
 /// flight, refusals being answered) to close, at most until `deadline`.
 async fn finish_drain(server: &Server, deadline: tokio::time::Instant) {
+    if !wait_for(server, deadline, || server.stats.connections_open() == 0).await {
+        tracing::warn!(open = server.stats.connections_open(), "shutdown_timeout reached; dropping the rest");
+    }
+    tracing::info!("stopped");
+}
+
+/// Waits until `done` holds, looking again each time the last connection closes and every
+/// [`DRAIN_CHECK`], at most until `deadline`: whether it held.
+async fn wait_for(server: &Server, deadline: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
     loop {
         let all_closed = server.all_closed.notified();
         tokio::pin!(all_closed);
         all_closed.as_mut().enable();
-        if server.stats.connections_open() == 0 {
-            break;
+        if done() {
+            return true;
         }
-        if tokio::time::timeout_at(deadline, all_closed).await.is_err() {
-            tracing::warn!(open = server.stats.connections_open(), "shutdown_timeout reached; dropping the rest");
-            break;
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return false;
         }
+        let _ = tokio::time::timeout_at(deadline.min(now + DRAIN_CHECK), all_closed).await;
     }
-    tracing::info!("stopped");
 }
 
 /// Ages histories of channels nobody publishes to, and drops idle clients from the limits' table.
