@@ -34,8 +34,16 @@ const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// messages memtable of 1 MiB levels sooner still, but flushes so often that 50 publishers were
 /// slower (one run each: 30,548 and 21,361 publishes/s with `none` and `always`, against 33,367
 /// and 34,595 at 4 MiB and 34,864 and 28,547 at 2 MiB; bench/RESULTS.md, "Memtable sizes").
+///
+/// The rows' memtable holds only superseded versions of the same few keys (a flush keeps the
+/// newest of each), yet at 1 MiB it took ~3 MiB of RSS, and a restarted process more than the
+/// first: `bench/restart_rss.sh`, anon KiB per start, 15,704 / 16,884 / 16,672 with 1 MiB,
+/// 12,680 / 13,068 / 12,936 with 128 KiB; 50 publishers as fast (34,215 and 28,879 publishes/s
+/// with `none` and `always`, against 35,101 and 27,487; medians of 3, `bench/durability.sh`).
+/// A messages memtable of 1 MiB would take the rest of the restart's offset (11,812 / 11,796 /
+/// 11,720) but costs publishes (29,589 and 23,552; 512 KiB: 22,729 and 19,587).
 const MESSAGE_MEMTABLE_BYTES: u64 = 2 << 20;
-const ROW_MEMTABLE_BYTES: u64 = 1 << 20;
+const ROW_MEMTABLE_BYTES: u64 = 128 << 10;
 
 fn keyspace_options(memtable_bytes: u64) -> impl Fn() -> KeyspaceCreateOptions {
     move || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
