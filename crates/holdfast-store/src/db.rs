@@ -9,13 +9,14 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::codec::{self, ChannelRow, RunRecord, StoredMessage, FORMAT};
 
-/// Block cache of the store: none. The store is read only at startup (the histories live in
-/// memory), and what a cache kept from the read-back stayed for the life of the process: ~1 MB of
-/// blocks after the soak's restart (a heap profile: the blocks of channels read on demand as
-/// subscribers reconnected). Reading 1,000,000 messages back took no longer without one (medians
-/// of 3, `bench/durability.sh`, after a clean stop / `kill -9`): 2.03 / 2.25 s with none, 2.35 /
-/// 2.52 s with 256 KiB, 2.43 / 2.92 s with 1 MiB, 2.58 / 2.86 s with 8 MiB.
-const CACHE_BYTES: u64 = 0;
+/// Block cache of the store: small. The store is read only at startup (the histories live in
+/// memory), and what the cache keeps from the read-back stays for the life of the process (~1 MB
+/// of blocks after the soak's restart with 1 MiB), so it is kept small. But without any, opening
+/// the store took three times as long: over 1,000,000 stored messages, start to serving
+/// (`bench/durability.sh`, medians of 3, after a clean stop / `kill -9`, another bench running)
+/// took 1,299 / 1,504 ms with none, 388 / 530 ms with 64 KiB, 359 / 519 ms with 256 KiB, 421 /
+/// 463 ms with 1 MiB. Reading everything back took 2.6–3.1 s with each.
+const CACHE_BYTES: u64 = 256 << 10;
 
 /// Journal bytes kept at most (fjall's minimum; its default is 512 MiB): past it the oldest
 /// journal's writes are flushed to tables and the journal deleted. Bounds the disk the journal
