@@ -25,8 +25,9 @@
 # - Restart at SOAK_SECONDS / 2: SIGTERM (graceful drain: every streaming subscriber gets its
 #   `shutdown` notice, long polls are answered), wait for the process to exit, start it again on the
 #   same port and data directory. Every subscriber reconnects with its cursor.
-# - Every 10 s: the server's VmRSS (/proc/PID/status), open descriptors (/proc/PID/fd),
-#   `connections_open`, `store.disk_bytes` and `history_bytes` of /admin/stats, into samples.csv.
+# - Every 10 s: the server's VmRSS with its RssAnon and RssFile parts (/proc/PID/status), open
+#   descriptors (/proc/PID/fd), `connections_open`, `store.disk_bytes` and `history_bytes` of
+#   /admin/stats, into samples.csv.
 # - At the end (SETTLE s after the last publish, churn stopped): the table (markdown) of RSS and
 #   descriptor medians over minutes 5-10, 25-30 and 50-60 of the hour (the same fractions of a
 #   shorter run) and their growth against the < 5 % goal, and per transport: messages expected,
@@ -92,18 +93,20 @@ serve
 event() { echo "$1 $EPOCHREALTIME" >>"$WORK/events"; }
 
 # Samples every SAMPLE_EVERY s; follows the server across the restart (server.pid).
-echo "t,pid,rss_kb,fds,cpu_ticks,connections_open,disk_bytes,history_bytes" >"$WORK/samples.csv"
+echo "t,pid,rss_kb,fds,cpu_ticks,connections_open,disk_bytes,history_bytes,anon_kb,file_kb" >"$WORK/samples.csv"
 sampler() {
     local pid rss fds cpu stats t
     while :; do
         t=$EPOCHREALTIME
         pid=$(cat "$WORK/server.pid")
-        rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+        # VmRSS, and its anonymous and file-backed parts (the binary's pages are ~10 MiB of it).
+        rss=$(awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { print r "," a "," f }' \
+            "/proc/$pid/status" 2>/dev/null || true)
         fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l || true)
         cpu=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || true)
         stats=$(curl -s -m 3 "http://127.0.0.1:$PORT/admin/stats" |
             jq -r '[.connections_open, .store.disk_bytes, .history_bytes] | @csv' 2>/dev/null || echo ",,")
-        echo "$t,$pid,$rss,$fds,$cpu,$stats" >>"$WORK/samples.csv"
+        echo "$t,$pid,${rss%%,*},$fds,$cpu,$stats,${rss#*,}" >>"$WORK/samples.csv"
         sleep "$SAMPLE_EVERY"
     done
 }
