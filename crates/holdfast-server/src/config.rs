@@ -121,6 +121,9 @@ pub struct Config {
     pub worker_threads: usize,
     /// Push shard threads (streaming subscribers and held long polls); 0 = one per core.
     pub push_threads: usize,
+    /// A channel's one-channel subscribers share its home shard until it has this many; past it
+    /// they spread over every shard (0 = always spread).
+    pub push_spread_after: usize,
     /// How log lines are written to stderr.
     pub log_format: LogFormat,
     /// Access control: the HS256 shared secret tokens are signed with (empty = none).
@@ -334,6 +337,7 @@ impl Default for Config {
             ws_deflate: false,
             worker_threads: 0,
             push_threads: 0,
+            push_spread_after: 1024,
             log_format: LogFormat::Text,
             jwt_secret: Secret::default(),
             jwt_public_key: String::new(),
@@ -630,6 +634,12 @@ pub const KEYS: &[Key] = &[
     ),
     key!(worker_threads, "0", parse_count_usize, "runtime threads for connections; 0 = cores - 1 (at least 1)"),
     key!(push_threads, "0", parse_count_usize, "push shard threads for subscribers; 0 = one per core (at most 64)"),
+    key!(
+        push_spread_after,
+        "1024",
+        parse_count_usize,
+        "a channel's subscribers share one push shard until it has this many, then spread over all; 0 = always spread"
+    ),
     key!(
         log_format,
         "text",

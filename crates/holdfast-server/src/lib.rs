@@ -177,7 +177,7 @@ impl Server {
             let loaded = socket::tls::ServerTls::load(config.tls_cert.as_ref(), config.tls_key.as_ref());
             Some(loaded.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?)
         };
-        let (push, push_polls) = push::PushHub::new(config.push_shards())?;
+        let (push, push_polls) = push::PushHub::new(config.push_shards(), config.push_spread_after)?;
         let server = Arc::new(Server {
             push: Arc::new(push),
             broker,

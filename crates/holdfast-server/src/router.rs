@@ -178,6 +178,7 @@ pub(crate) async fn admin_connections(server: &Server) -> Response {
                 "bytes_out": s.bytes_out,
                 "pending_bytes": s.pending_bytes,
                 "heartbeat_seconds": s.heartbeat.as_secs_f64(),
+                "shard": s.shard,
             })
         })
         .collect();
