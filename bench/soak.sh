@@ -38,6 +38,7 @@
 # Environment (all optional):
 #   SOAK_SECONDS=3600 SUBSCRIBERS=10000 RATE=50 CHURN_PER_MIN=5 CHANNELS=100 CLIENTS=4
 #   HISTORY_MESSAGES=100  SETTLE=20  SAMPLE_EVERY=10
+#   RESTART=1             0: no restart (the same windows, one process: what age alone does)
 #   OUT=bench             where soak.png, soak-samples.csv and soak-report.md go
 #   KEEP=dir              keep the work directory's files there (server log, client logs, tallies)
 #   SOAK_VENV=/tmp/holdfast-soak-venv   the venv with matplotlib (created on first use)
@@ -54,6 +55,7 @@ CHANNELS=${CHANNELS:-100}
 CLIENTS=${CLIENTS:-4}
 HISTORY_MESSAGES=${HISTORY_MESSAGES:-100}
 SETTLE=${SETTLE:-20}
+RESTART=${RESTART:-1}
 SAMPLE_EVERY=${SAMPLE_EVERY:-10}
 OUT=${OUT:-$ROOT/bench}
 KEEP=${KEEP:-}
@@ -142,18 +144,19 @@ event start
 PUB_PID=$!
 STARTED_PIDS+=("$PUB_PID")
 HALF=$((SOAK_SECONDS / 2))
-while [ "$(awk -v s="$(awk '$1 == "start" { print $2 }' "$WORK/events")" -v n="$EPOCHREALTIME" 'BEGIN { print (n - s >= '"$HALF"') }')" = 0 ]; do
-    kill -0 "$PUB_PID" 2>/dev/null || die "the publisher exited: $(cat "$WORK/pub.log")"
-    sleep 1
-done
-OLD_PID=$SERVER_PID
-log "restart: SIGTERM to $OLD_PID (subscribers: $(curl -s "http://127.0.0.1:$PORT/admin/stats" | jq -c .subscribers))"
-event term
-kill -TERM "$OLD_PID"
-for _ in $(seq 300); do kill -0 "$OLD_PID" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$OLD_PID" 2>/dev/null; then
-    log "WARNING: the server had not exited 30 s after SIGTERM: SIGKILL"
-    kill -KILL "$OLD_PID"
+if [ "$RESTART" = 1 ]; then
+    while [ "$(awk -v s="$(awk '$1 == "start" { print $2 }' "$WORK/events")" -v n="$EPOCHREALTIME" 'BEGIN { print (n - s >= '"$HALF"') }')" = 0 ]; do
+        kill -0 "$PUB_PID" 2>/dev/null || die "the publisher exited: $(cat "$WORK/pub.log")"
+        sleep 1
+    done
+    OLD_PID=$SERVER_PID
+    log "restart: SIGTERM to $OLD_PID (subscribers: $(curl -s "http://127.0.0.1:$PORT/admin/stats" | jq -c .subscribers))"
+    event term
+    kill -TERM "$OLD_PID"
+    for _ in $(seq 300); do kill -0 "$OLD_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$OLD_PID" 2>/dev/null; then
+        log "WARNING: the server had not exited 30 s after SIGTERM: SIGKILL"
+        kill -KILL "$OLD_PID"
 fi
 wait "$OLD_PID" 2>/dev/null && RC=0 || RC=$?
 event exit
@@ -164,6 +167,7 @@ serve
 event up
 log "restarted as $SERVER_PID after $(awk '$1 == "term" { a = $2 } $1 == "up" { b = $2 } END { printf "%.1f", b - a }' "$WORK/events") s (old exit status $RC)"
 log "store: $(curl -s "http://127.0.0.1:$PORT/admin/stats" | jq -c .store.recovered)"
+fi
 
 wait "$PUB_PID" || die "the publisher failed: $(cat "$WORK/pub.log")"
 event end
@@ -179,12 +183,13 @@ for k in "${!SUB_PIDS[@]}"; do [ -s "$WORK/subs-$k.json" ] || die "subscriber pr
 grep -h 'history store\|recovered\|ERROR\|WARN' "$WORK/holdfast.log" | head -20 >&2 || true
 
 echo
-echo "## soak: ${SOAK_SECONDS}s, $SUBSCRIBERS subscribers, $RATE msg/s, churn $CHURN_PER_MIN %/min, restart at ${HALF}s"
+WHEN=$([ "$RESTART" = 1 ] && echo "restart at ${HALF}s" || echo "no restart")
+echo "## soak: ${SOAK_SECONDS}s, $SUBSCRIBERS subscribers, $RATE msg/s, churn $CHURN_PER_MIN %/min, $WHEN"
 echo
 "$PY" "$CLIENT" report --dir "$WORK" --seconds "$SOAK_SECONDS" --plot "$OUT/soak.png" \
-    --title "Holdfast soak: $SUBSCRIBERS subscribers, $RATE msg/s, churn $CHURN_PER_MIN %/min, restart at ${HALF} s (grey: compared windows)" | tee "$OUT/soak-report.md"
+    --title "Holdfast soak: $SUBSCRIBERS subscribers, $RATE msg/s, churn $CHURN_PER_MIN %/min, ${WHEN/s/ s} (grey: compared windows)" | tee "$OUT/soak-report.md"
 cp "$WORK/samples.csv" "$OUT/soak-samples.csv"
 echo
-echo "restart: $(awk '$1 == "term" { a = $2 } $1 == "exit" { b = $2 } $1 == "up" { c = $2 } END { printf "SIGTERM to exit %.1f s, to serving again %.1f s", b - a, c - a }' "$WORK/events")"
+[ "$RESTART" = 1 ] && echo "restart: $(awk '$1 == "term" { a = $2 } $1 == "exit" { b = $2 } $1 == "up" { c = $2 } END { printf "SIGTERM to exit %.1f s, to serving again %.1f s", b - a, c - a }' "$WORK/events")"
 echo "plot: $OUT/soak.png, samples: $OUT/soak-samples.csv"
 echo "load average at the end: $(cut -d" " -f1-3 /proc/loadavg)"
