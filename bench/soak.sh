@@ -187,7 +187,7 @@ WHEN=$([ "$RESTART" = 1 ] && echo "restart at ${HALF}s" || echo "no restart")
 echo "## soak: ${SOAK_SECONDS}s, $SUBSCRIBERS subscribers, $RATE msg/s, churn $CHURN_PER_MIN %/min, $WHEN"
 echo
 "$PY" "$CLIENT" report --dir "$WORK" --seconds "$SOAK_SECONDS" --plot "$OUT/soak.png" \
-    --title "Holdfast soak: $SUBSCRIBERS subscribers, $RATE msg/s, churn $CHURN_PER_MIN %/min, ${WHEN/s/ s} (grey: compared windows)" | tee "$OUT/soak-report.md"
+    --title "Holdfast soak: $SUBSCRIBERS subscribers, $RATE msg/s, churn $CHURN_PER_MIN %/min, ${WHEN/%s/ s} (grey: compared windows)" | tee "$OUT/soak-report.md"
 cp "$WORK/samples.csv" "$OUT/soak-samples.csv"
 echo
 [ "$RESTART" = 1 ] && echo "restart: $(awk '$1 == "term" { a = $2 } $1 == "exit" { b = $2 } $1 == "up" { c = $2 } END { printf "SIGTERM to exit %.1f s, to serving again %.1f s", b - a, c - a }' "$WORK/events")"
