@@ -15,6 +15,7 @@
 //! While it waits, the client may close (then the slot goes at once) or send its next request
 //! early (pipelining): those bytes are left in the socket until the answer is out.
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
@@ -51,6 +52,35 @@ impl Deadline {
     /// Whether the slot still holds the connection and request this deadline is for.
     pub fn is_for(&self, conn: &ConnState) -> bool {
         self.tag == tag_of(conn)
+    }
+}
+
+/// Entries a deadline FIFO may hold beyond twice the shard's subscribers before its stale ones
+/// are dropped (so a small shard does not sweep its FIFO at every poll).
+const STALE_SLACK: usize = 64;
+
+/// A poll answered before its deadline (or a connection that left, or sent its next request
+/// early) leaves its deadline in the FIFO until it comes due: at 1,250 polls/s and a 30 s
+/// `longpoll_timeout` that is ~37,000 entries for 2,500 held polls, and the FIFO kept its
+/// largest size for good (512 KiB a shard in the soak, bench/RESULTS.md "The restart step").
+/// Only one entry per slot can match its occupant's tag (a tag names a connection and a
+/// request), so once the FIFO holds more than twice as many entries as the shard has
+/// subscribers, the others are dropped, keeping the order; each sweep follows at least as many
+/// pushes as it visits entries (amortised O(1)).
+fn drop_stale(queue: &mut VecDeque<Deadline>, slots: &[Option<Box<super::Subscriber>>], occupied: usize) {
+    if queue.len() <= 2 * occupied + STALE_SLACK {
+        return;
+    }
+    queue.retain(|deadline| {
+        slots.get(deadline.index as usize).and_then(Option::as_ref).is_some_and(|sub| deadline.is_for(&sub.conn))
+    });
+    give_back_room(queue);
+}
+
+/// Gives back the room a burst of deadlines took once most have gone.
+fn give_back_room(queue: &mut VecDeque<Deadline>) {
+    if queue.capacity() > 4 * queue.len() + STALE_SLACK {
+        queue.shrink_to(2 * queue.len() + STALE_SLACK);
     }
 }
 
@@ -241,7 +271,10 @@ impl Shard {
         sub.longpoll = None;
         sub.extra = None;
         let due = clock_ms_at(Instant::now()) + server.config().park_after.as_millis() as u64;
-        self.awaiting_deadlines.push_back(Deadline::new(due, index, &sub.conn));
+        let deadline = Deadline::new(due, index, &sub.conn);
+        self.awaiting_deadlines.push_back(deadline);
+        let occupied = self.slots.len() - self.free.len();
+        drop_stale(&mut self.awaiting_deadlines, &self.slots, occupied);
         // Its next request came while it was held: readiness is edge-triggered, so no new event
         // will say so. (Bytes arriving from now on bring their own event.)
         if early_input {
@@ -316,7 +349,7 @@ impl Shard {
         sub.longpoll = Some(reply);
         sub.extra = request.origin.map(|origin| Box::new(Extra::Origin(origin.into_boxed_str())));
         let due = clock_ms_at(Instant::now()) + server.config().longpoll_timeout.as_millis() as u64;
-        self.longpoll_deadlines.push_back(Deadline::new(due, index, &sub.conn));
+        self.hold_until(due, index);
         server.stats.subscriber_opened(crate::wire::frame::Format::LongPoll);
         let places: super::Places =
             request.positions.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
@@ -337,6 +370,14 @@ impl Shard {
         (self.resume)(link, conn, IdleDeadline::between_requests(&server.config()))
     }
 
+    /// Puts a held long poll's deadline in the FIFO (its slot filled already).
+    pub(super) fn hold_until(&mut self, due: u64, index: usize) {
+        let Some(sub) = self.slots.get(index).and_then(Option::as_ref) else { return };
+        self.longpoll_deadlines.push_back(Deadline::new(due, index, &sub.conn));
+        let occupied = self.slots.len() - self.free.len();
+        drop_stale(&mut self.longpoll_deadlines, &self.slots, occupied);
+    }
+
     /// Connections that waited `park_after` here without a next request go to the runtime,
     /// which parks them; returns when the next one is due, if any.
     pub(super) fn expire_awaiting(&mut self, server: &Server, now_ms: u64) -> Option<u64> {
@@ -345,6 +386,7 @@ impl Shard {
                 return Some(deadline.due);
             }
             self.awaiting_deadlines.pop_front();
+            give_back_room(&mut self.awaiting_deadlines);
             let index = deadline.index as usize;
             let waiting = self
                 .slots
@@ -366,6 +408,7 @@ impl Shard {
                 return Some(deadline.due);
             }
             self.longpoll_deadlines.pop_front();
+            give_back_room(&mut self.longpoll_deadlines);
             let index = deadline.index as usize;
             let current = self.slots.get(index).and_then(Option::as_ref).is_some_and(|s| deadline.is_for(&s.conn));
             if current {

@@ -607,10 +607,6 @@ impl Shard {
         if setup.framing.format != frame::Format::LongPoll {
             self.shortest_heartbeat = self.shortest_heartbeat.min(Duration::from_millis(setup.heartbeat_ms.into()));
         }
-        if setup.framing.format == frame::Format::LongPoll {
-            let due = clock_ms_at(Instant::now()) + server.config().longpoll_timeout.as_millis() as u64;
-            self.longpoll_deadlines.push_back(longpoll::Deadline::new(due, index, &conn));
-        }
         if let Some(tls) = tls {
             self.sessions.0.insert(index, tls);
         }
@@ -632,6 +628,10 @@ impl Shard {
                 .is_websocket()
                 .then(|| websocket::peer_for(server, setup.early_input, setup.inflate)),
         }));
+        if setup.framing.format == frame::Format::LongPoll {
+            let due = clock_ms_at(Instant::now()) + server.config().longpoll_timeout.as_millis() as u64;
+            self.hold_until(due, index);
+        }
         let places: Places = setup.positions.into_iter().map(|(channel, seq)| self.join(index, channel, seq)).collect();
         let deleted = places.iter().find(|p| p.channel.is_deleted()).map(|p| p.channel.clone());
         if let Some(sub) = self.slots[index].as_mut() {

@@ -201,6 +201,12 @@ impl SessionsBySlot {
         self.0.get_mut(slot).and_then(Option::take)
     }
 
+    /// Forgets the slots from `len` on (all empty) and the room they took.
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+        self.0.shrink_to(2 * len);
+    }
+
     pub fn get_mut(&mut self, slot: usize) -> Option<&mut TlsSession> {
         self.0.get_mut(slot).and_then(|tls| tls.as_deref_mut())
     }
