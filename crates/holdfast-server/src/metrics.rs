@@ -91,6 +91,13 @@ impl Collector for Figures {
         )?;
         one(
             &mut out,
+            "push_deadlines",
+            "Deadlines queued in the push shards (held long polls; answered ones awaiting their next request).",
+            None,
+            gauge(s.push_deadlines),
+        )?;
+        one(
+            &mut out,
             "connections_by_transport",
             "Open connections by what they serve: http (a request, or idle between requests), or a subscriber \
              transport (long polls: those being held).",

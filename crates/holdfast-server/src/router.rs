@@ -268,6 +268,7 @@ pub(crate) fn stats_json(server: &Server) -> serde_json::Value {
             "connections_open": snap.connections_open,
             "connections_accepted": snap.connections_accepted,
             "connections_parked": snap.connections_parked,
+            "push_deadlines": snap.push_deadlines,
             "max_connections": server.max_connections,
             "requests_total": snap.requests,
             "requests_reused": snap.requests_reused,

@@ -21,6 +21,7 @@ pub struct Stats {
     connections_open: AtomicU64,
     connections_accepted: AtomicU64,
     connections_parked: AtomicU64,
+    push_deadlines: AtomicU64,
     requests: AtomicU64,
     requests_reused: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
@@ -90,6 +91,10 @@ pub struct StatsSnapshot {
     pub connections_accepted: u64,
     /// Idle connections parked outside the runtime now.
     pub connections_parked: u64,
+    /// Deadlines queued in the push shards (held long polls, and answered ones' connections
+    /// waiting for their next request), stale ones included: at most twice the shards'
+    /// subscribers plus 64 a queue, whatever the rate of polls.
+    pub push_deadlines: u64,
     /// Requests answered.
     pub requests: u64,
     /// Requests answered on a connection that had already served one (keep-alive reuse).
@@ -193,6 +198,15 @@ impl Stats {
         self.connections_parked.fetch_sub(1, Relaxed);
     }
 
+    /// A push shard's deadline queues went from `before` entries to `now`.
+    pub(crate) fn push_deadlines_changed(&self, before: usize, now: usize) {
+        if now > before {
+            self.push_deadlines.fetch_add((now - before) as u64, Relaxed);
+        } else {
+            self.push_deadlines.fetch_sub((before - now) as u64, Relaxed);
+        }
+    }
+
     /// Subscribers open now, every transport (held long polls too).
     pub fn subscribers_open(&self) -> u64 {
         self.streaming.iter().map(|open| open.load(Relaxed)).sum()
@@ -220,6 +234,7 @@ impl Stats {
             connections_open,
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_parked: self.connections_parked.load(Relaxed),
+            push_deadlines: self.push_deadlines.load(Relaxed),
             requests: self.requests.load(Relaxed),
             requests_reused: self.requests_reused.load(Relaxed),
             closed: CloseReason::ALL.iter().map(|r| (r.label(), self.closed[*r as usize].load(Relaxed))).collect(),

@@ -291,3 +291,47 @@ async fn the_request_cap_closes_a_shard_served_long_poll_connection() {
     }
     conn.assert_closed().await;
 }
+
+#[tokio::test]
+async fn polls_answered_before_their_deadline_do_not_pile_up_in_the_shard() {
+    // Each poll is answered by a publish long before its 60 s deadline, and its connection waits
+    // in the shard for the next one: both leave a deadline behind each time. Before, every one
+    // stayed queued until due (here 2 × 4 × 150 = 1,200), so the queues grew with the rate of
+    // polls times the timeout; now they hold at most twice the subscribers plus 64 each.
+    let server = TestServer::start(|c| {
+        c.push_threads = 1;
+        c.longpoll_timeout = Duration::from_secs(60);
+        c.park_after = Duration::from_secs(60);
+    })
+    .await;
+    let mut cursor = cursor_now(&server, "rate").await;
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(server.connect().await);
+    }
+    let mut most = 0;
+    for round in 0..150 {
+        for conn in conns.iter_mut() {
+            conn.send(format!("GET /sub/rate?cursor={cursor} {GET}\r\n").as_bytes()).await;
+        }
+        server.wait_for_subscribers("rate", 4).await;
+        let id = server.publish("rate", None, format!("m{round}").as_bytes()).await;
+        for conn in conns.iter_mut() {
+            let body = conn.response().await.json();
+            assert_eq!(body["messages"][0]["data"], format!("m{round}"), "{body}");
+        }
+        cursor = id;
+        if round % 10 == 9 {
+            let queued = server.stats().await["push_deadlines"].as_u64().unwrap();
+            most = most.max(queued);
+        }
+    }
+    assert!(most > 0, "push_deadlines counts the queued deadlines");
+    assert!(most <= 2 * (2 * 4 + 64), "{most} deadlines queued for 4 connections");
+    // Held again: their deadlines are there, and the timeout still answers them.
+    for conn in conns.iter_mut() {
+        conn.send(format!("GET /sub/rate?cursor={cursor} {GET}\r\n").as_bytes()).await;
+    }
+    server.wait_for_subscribers("rate", 4).await;
+    assert!(server.stats().await["push_deadlines"].as_u64().unwrap() >= 4);
+}

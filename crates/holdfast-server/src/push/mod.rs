@@ -385,6 +385,8 @@ struct Shard {
     /// Bytes in and out and delivery latencies counted this round, added to the server's stats
     /// at its end: no atomic per delivery on this thread.
     tally: ShardTally,
+    /// The deadline queues' length last added to the server's `push_deadlines`.
+    deadlines_reported: usize,
 }
 
 /// Messages after a position, shared by the subscribers at that position during one round.
@@ -418,6 +420,7 @@ impl Shard {
             deferred_ops: HashMap::new(),
             spare_added: Vec::new(),
             tally: ShardTally::default(),
+            deadlines_reported: 0,
         }
     }
 
@@ -525,6 +528,11 @@ impl Shard {
                 next_heartbeat_scan = now + self.heartbeat_tick(&server);
             }
             server.stats.absorb(&mut self.tally);
+            let deadlines = self.longpoll_deadlines.len() + self.awaiting_deadlines.len();
+            if deadlines != self.deadlines_reported {
+                server.stats.push_deadlines_changed(self.deadlines_reported, deadlines);
+                self.deadlines_reported = deadlines;
+            }
             if self.draining && self.slots.iter().all(Option::is_none) {
                 tracing::debug!(shard = self.id, "push shard drained");
                 return;
