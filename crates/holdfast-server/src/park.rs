@@ -283,8 +283,10 @@ fn run(mut poll: Poll, shared: Arc<Shared>, server: Weak<Server>, resume: Resume
         for (stream, conn, idle) in expired.drain(..) {
             server.stats.unparked();
             let reason = if closing { CloseReason::Shutdown } else { idle.expiry };
-            drop(stream);
+            // Counted before the close: a peer that sees the end and asks /admin/stats at once
+            // finds it counted.
             server.connection_closed(conn.id, conn.peer(), conn.served, reason);
+            drop(stream);
         }
         if closing {
             return;
