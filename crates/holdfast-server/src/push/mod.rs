@@ -356,7 +356,9 @@ struct Shard {
     publishes_answered: Vec<Instant>,
     /// Held long polls by deadline (on [`clock_ms_at`]'s clock), with their slot and the low
     /// half of their connection id (a slot answered early may hold another connection by then).
-    /// First in, first due: all wait the same `longpoll_timeout`. 16 bytes a held poll.
+    /// First in, first due: all wait the same `longpoll_timeout`. 16 bytes an entry; a poll
+    /// answered early leaves its entry behind, so at most twice the subscribers plus 64 are
+    /// kept (see `longpoll::drop_stale`).
     longpoll_deadlines: std::collections::VecDeque<longpoll::Deadline>,
     /// Answered long polls' connections waiting for their next request, by when they go to the
     /// runtime (`park_after`; FIFO for the same reason).
