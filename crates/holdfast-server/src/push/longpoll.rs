@@ -271,8 +271,7 @@ impl Shard {
         sub.longpoll = None;
         sub.extra = None;
         let due = clock_ms_at(Instant::now()) + server.config().park_after.as_millis() as u64;
-        let deadline = Deadline::new(due, index, &sub.conn);
-        self.awaiting_deadlines.push_back(deadline);
+        self.awaiting_deadlines.push_back(Deadline::new(due, index, &sub.conn));
         let occupied = self.slots.len() - self.free.len();
         drop_stale(&mut self.awaiting_deadlines, &self.slots, occupied);
         // Its next request came while it was held: readiness is edge-triggered, so no new event

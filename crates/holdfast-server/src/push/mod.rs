@@ -536,6 +536,8 @@ impl Shard {
                 self.deadlines_reported = deadlines;
             }
             if self.draining && self.slots.iter().all(Option::is_none) {
+                // Its queues go with it: whatever they still count leaves the gauge.
+                server.stats.push_deadlines_changed(self.deadlines_reported, 0);
                 tracing::debug!(shard = self.id, "push shard drained");
                 return;
             }
