@@ -425,7 +425,7 @@ pub(super) async fn run_workload(
         if let Some(subscribers) = &local {
             subscribers.shared.take();
         }
-        let cpu_before = cpu.map(ServerCpu::seconds);
+        let cpu_before = cpu.map(ServerCpu::times);
         let broker_before = broker_cpu.map(ServerCpu::precise_seconds);
         let began_ns = mono_ns();
         let began = Instant::now();
@@ -455,10 +455,11 @@ pub(super) async fn run_workload(
             (None, None) => unreachable!("either subscribers here or children"),
         };
         bar.finish_and_clear();
-        let server_cpu_s = match (cpu, cpu_before) {
-            (Some(cpu), Some(before)) => Some(report::round3(cpu.seconds() - before)),
+        let server_cpu = match (cpu, cpu_before) {
+            (Some(cpu), Some(before)) => Some(cpu.times().since(before)),
             _ => None,
         };
+        let server_cpu_s = server_cpu.map(|spent| report::round3(spent.total()));
         let broker_cpu_s = match (broker_cpu, broker_before) {
             (Some(cpu), Some(before)) => Some(((cpu.precise_seconds() - before).max(0.0) * 1e6).round() / 1e6),
             _ => None,
@@ -485,6 +486,8 @@ pub(super) async fn run_workload(
             "wire_bytes": got.wire_bytes,
             "bytes_per_delivery": got.wire_bytes.checked_div(got.deliveries),
             "server_cpu_s": server_cpu_s,
+            // The kernel's part: on loopback it includes the reader's TCP input and wake-up.
+            "server_system_cpu_s": server_cpu.map(|spent| report::round3(spent.system)),
             "server_cpu_us_per_delivery": match server_cpu_s {
                 Some(s) if got.deliveries > 0 => json!(report::round3(s * 1e6 / got.deliveries as f64)),
                 _ => Value::Null,

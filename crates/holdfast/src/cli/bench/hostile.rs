@@ -54,6 +54,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::report::{self, Latency, Table};
+use super::server_cpu::ServerCpu;
 use super::EXIT_USAGE;
 
 /// WebSocket opcodes (RFC 6455 §5.2).
@@ -361,18 +362,6 @@ fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The name is in parentheses and may hold spaces: count fields after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    Some(ticks as f64 / hz as f64)
 }
 
 /// The kernel's TCP state of a socket (1 = established; 7 = closed, e.g. reset; 8 = the peer
@@ -841,8 +830,10 @@ async fn bench(plan: Plan) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // 3. The attack.
-    let server_cpu0 = plan.server_pid.and_then(|pid| cpu_seconds(&pid.to_string()));
-    let client_cpu0 = cpu_seconds("self");
+    let server = plan.server_pid.map(ServerCpu::process);
+    let client = ServerCpu::process(std::process::id());
+    let server_cpu0 = server.as_ref().map(ServerCpu::seconds);
+    let client_cpu0 = client.seconds();
     let flood_state = Arc::new(Flood { opened: AtomicU64::new(open as u64), ..Flood::default() });
     let (stop_tx, stop_rx) = watch::channel(false);
     let began = Instant::now();
@@ -871,8 +862,8 @@ async fn bench(plan: Plan) -> Result<(), String> {
     let _ = stop_tx.send(true);
     let attack_seconds = began.elapsed().as_secs_f64();
     let _ = phase_tx.send(Phase::After);
-    let server_cpu = plan.server_pid.and_then(|pid| cpu_seconds(&pid.to_string())).zip(server_cpu0).map(|(b, a)| b - a);
-    let client_cpu = cpu_seconds("self").zip(client_cpu0).map(|(b, a)| b - a);
+    let server_cpu = server.as_ref().map(ServerCpu::seconds).zip(server_cpu0).map(|(b, a)| b - a);
+    let client_cpu = Some(client.seconds() - client_cpu0);
     let rss_final_kb = plan.server_pid.and_then(rss_kb);
     let mut held = Vec::new();
     while let Some(done) = writers.join_next().await {
@@ -1193,10 +1184,8 @@ mod tests {
     }
 
     #[test]
-    fn proc_readers() {
+    fn rss_reader() {
         let me = std::process::id();
         assert!(rss_kb(me).is_some_and(|kb| kb > 0));
-        assert!(cpu_seconds("self").is_some());
-        assert!(cpu_seconds(&me.to_string()).is_some());
     }
 }

@@ -11,6 +11,24 @@ use std::collections::BTreeSet;
 /// TCP state `LISTEN` in `/proc/net/tcp` (`include/net/tcp_states.h`).
 const TCP_LISTEN: &str = "0A";
 
+/// CPU seconds in user space and in the kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuTimes {
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    /// What was used since `before`.
+    pub fn since(self, before: CpuTimes) -> CpuTimes {
+        CpuTimes { user: self.user - before.user, system: self.system - before.system }
+    }
+}
+
 /// The processes of one server.
 #[derive(Debug, Clone)]
 pub struct ServerCpu {
@@ -18,6 +36,11 @@ pub struct ServerCpu {
 }
 
 impl ServerCpu {
+    /// One process, without its children (this process, or a server that has none).
+    pub fn process(pid: u32) -> ServerCpu {
+        ServerCpu { pids: vec![pid] }
+    }
+
     /// `pid` and its direct children.
     pub fn from_pid(pid: u32) -> Result<ServerCpu, String> {
         if cpu_ticks(pid).is_none() {
@@ -53,9 +76,21 @@ impl ServerCpu {
     /// CPU seconds (user + system) used so far by these processes, all threads; a process gone
     /// counts as zero.
     pub fn seconds(&self) -> f64 {
+        self.times().total()
+    }
+
+    /// CPU seconds used so far by these processes, user and system apart (a process gone counts
+    /// as zero). On loopback the system part includes the receiving side's TCP input and the
+    /// reader's wake-up, which run inline in the writer's `write`.
+    pub fn times(&self) -> CpuTimes {
         // SAFETY: sysconf reads a constant of the system; no memory is passed.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        self.pids.iter().filter_map(|&pid| cpu_ticks(pid)).sum::<u64>() as f64 / hz
+        let (user, system) = self
+            .pids
+            .iter()
+            .filter_map(|&pid| cpu_ticks(pid))
+            .fold((0, 0), |(u, s), (user, system)| (u + user, s + system));
+        CpuTimes { user: user as f64 / hz, system: system as f64 / hz }
     }
 
     /// CPU seconds the processes' live threads have run so far, to the nanosecond
@@ -67,7 +102,7 @@ impl ServerCpu {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let each = |pid: u32| match run_ns(pid) {
             Some(ns) => ns as f64 / 1e9,
-            None => cpu_ticks(pid).unwrap_or(0) as f64 / hz,
+            None => cpu_ticks(pid).map_or(0, |(user, system)| user + system) as f64 / hz,
         };
         self.pids.iter().map(|&pid| each(pid)).sum()
     }
@@ -86,13 +121,13 @@ fn run_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// utime and stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The name (field 2) is in parentheses and may hold spaces: count from the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    Some((fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?))
 }
 
 /// The direct children of a process (from every thread's `children` list).
@@ -184,9 +219,13 @@ mod tests {
         assert!(ServerCpu::from_port(port).is_err());
         let me = ServerCpu::from_pid(std::process::id()).unwrap();
         assert!(me.seconds() >= 0.0);
+        let before = me.times();
         assert!(cpu_ticks(std::process::id()).is_some());
         let spin = std::time::Instant::now();
         while spin.elapsed() < std::time::Duration::from_millis(30) {}
         assert!(me.precise_seconds() > 0.0);
+        // The spin ran in user space (ticks are 10 ms: 30 ms of spinning shows).
+        let spent = me.times().since(before);
+        assert!(spent.user > 0.0 && spent.total() >= spent.user, "{spent:?}");
     }
 }
