@@ -10,13 +10,17 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use crate::codec::{self, ChannelRow, RunRecord, StoredMessage, FORMAT};
 
 /// Block cache of the store: small. The store is read only at startup (the histories live in
-/// memory), and what the cache keeps from the read-back stays for the life of the process (~1 MB
-/// of blocks after the soak's restart with 1 MiB), so it is kept small. But without any, opening
-/// the store took three times as long: over 1,000,000 stored messages, start to serving
-/// (`bench/durability.sh`, medians of 3, after a clean stop / `kill -9`, another bench running)
-/// took 1,299 / 1,504 ms with none, 388 / 530 ms with 64 KiB, 359 / 519 ms with 256 KiB, 421 /
-/// 463 ms with 1 MiB. Reading everything back took 2.6–3.1 s with each.
-const CACHE_BYTES: u64 = 256 << 10;
+/// memory), and what the cache keeps from the read-back stays for the life of the process:
+/// fjall has no call to empty it. With 256 KiB, a heap profile of the soak's restarted process
+/// still held ~250 KB of blocks (3.5-4 KB each, read by the read-back) eight minutes after the
+/// restart, the largest named part of its offset over the first process; with 64 KiB the soak's
+/// restarted process ended 0.3 MiB lower (bench/RESULTS.md, "The block cache's residue"). But
+/// without any cache, opening the store took three times as long: over 1,000,000 stored
+/// messages, start to serving (`bench/durability.sh`, medians of 3, after a clean stop /
+/// `kill -9`, another bench running) took 1,299 / 1,504 ms with none, 388 / 530 ms with 64 KiB,
+/// 359 / 519 ms with 256 KiB, 421 / 463 ms with 1 MiB: whatever fjall reads again and again
+/// while opening fits in 64 KiB.
+const CACHE_BYTES: u64 = 64 << 10;
 
 /// Journal bytes kept at most (fjall's minimum; its default is 512 MiB): past it the oldest
 /// journal's writes are flushed to tables and the journal deleted. Bounds the disk the journal
