@@ -43,7 +43,7 @@ impl ServerCpu {
 
     /// `pid` and its direct children.
     pub fn from_pid(pid: u32) -> Result<ServerCpu, String> {
-        if cpu_ticks(pid).is_none() {
+        if cpu_times(pid).is_none() {
             return Err(format!("no process {pid}"));
         }
         let mut pids = vec![pid];
@@ -83,14 +83,10 @@ impl ServerCpu {
     /// as zero). On loopback the system part includes the receiving side's TCP input and the
     /// reader's wake-up, which run inline in the writer's `write`.
     pub fn times(&self) -> CpuTimes {
-        // SAFETY: sysconf reads a constant of the system; no memory is passed.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let (user, system) = self
-            .pids
-            .iter()
-            .filter_map(|&pid| cpu_ticks(pid))
-            .fold((0, 0), |(u, s), (user, system)| (u + user, s + system));
-        CpuTimes { user: user as f64 / hz, system: system as f64 / hz }
+        self.pids.iter().filter_map(|&pid| cpu_times(pid)).fold(CpuTimes::default(), |sum, one| CpuTimes {
+            user: sum.user + one.user,
+            system: sum.system + one.system,
+        })
     }
 
     /// CPU seconds the processes' live threads have run so far, to the nanosecond
@@ -98,11 +94,9 @@ impl ServerCpu {
     /// on what is measured, as a broker on one message; a process without schedstat counts its
     /// ticks ([`ServerCpu::seconds`]). Threads that have exited are not counted.
     pub fn precise_seconds(&self) -> f64 {
-        // SAFETY: as in `seconds`.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let each = |pid: u32| match run_ns(pid) {
             Some(ns) => ns as f64 / 1e9,
-            None => cpu_ticks(pid).map_or(0, |(user, system)| user + system) as f64 / hz,
+            None => cpu_times(pid).map_or(0.0, CpuTimes::total),
         };
         self.pids.iter().map(|&pid| each(pid)).sum()
     }
@@ -121,13 +115,16 @@ fn run_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-/// utime and stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+/// utime and stime of a process (`/proc/PID/stat` fields 14 and 15, in clock ticks), in seconds.
+fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The name (field 2) is in parentheses and may hold spaces: count from the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?))
+    let (user, system) = (fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?);
+    // SAFETY: sysconf reads a constant of the system; no memory is passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(CpuTimes { user: user as f64 / hz, system: system as f64 / hz })
 }
 
 /// The direct children of a process (from every thread's `children` list).
@@ -220,7 +217,7 @@ mod tests {
         let me = ServerCpu::from_pid(std::process::id()).unwrap();
         assert!(me.seconds() >= 0.0);
         let before = me.times();
-        assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(cpu_times(std::process::id()).is_some());
         let spin = std::time::Instant::now();
         while spin.elapsed() < std::time::Duration::from_millis(30) {}
         assert!(me.precise_seconds() > 0.0);
